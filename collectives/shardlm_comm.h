@@ -1,0 +1,53 @@
+/* shardlm_comm.h - the collective API. A communicator has a rank and a world
+ * size; transports (local, ring, later MPI and NCCL) implement the vtable.
+ *
+ * Every call takes a timeout in milliseconds. On a timeout or a dead peer a
+ * call returns SHARDLM_ETIMEDOUT or SHARDLM_EPEER within timeout + 1 s and
+ * sets the error text, naming the peer. After such an error the communicator
+ * is broken: every later call fails at once. Calls do not allocate. */
+#ifndef SHARDLM_COMM_H
+#define SHARDLM_COMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct shardlm_comm shardlm_comm;
+
+typedef struct {
+    const char *name;
+    int (*allreduce_f32)(shardlm_comm *c, float *buf, size_t n, int timeout_ms);
+    int (*allgather)(shardlm_comm *c, const void *send, size_t bytes, void *recv, int timeout_ms);
+    int (*gatherv)(shardlm_comm *c, const void *send, const size_t *bytes, void *recv, int timeout_ms);
+    int (*broadcast)(shardlm_comm *c, void *buf, size_t bytes, int root, int timeout_ms);
+    int (*barrier)(shardlm_comm *c, int timeout_ms);
+    void (*destroy)(shardlm_comm *c);
+} shardlm_comm_ops;
+
+/* Transports embed this as their first member. */
+struct shardlm_comm {
+    const shardlm_comm_ops *ops;
+    int rank;
+    int world_size;
+    int broken;
+};
+
+static inline int shardlm_comm_rank(const shardlm_comm *c) { return c->rank; }
+static inline int shardlm_comm_size(const shardlm_comm *c) { return c->world_size; }
+static inline const char *shardlm_comm_name(const shardlm_comm *c) { return c->ops->name; }
+
+/* Sum all-reduce in place over n floats (any n, including n < world size). */
+int shardlm_comm_allreduce_f32(shardlm_comm *c, float *buf, size_t n, int timeout_ms);
+/* recv holds world_size * bytes: rank r's block at r * bytes. */
+int shardlm_comm_allgather(shardlm_comm *c, const void *send, size_t bytes, void *recv, int timeout_ms);
+/* Gather to rank 0 only. bytes[r] is rank r's size (known to all ranks);
+ * rank 0's recv receives the blocks back to back in rank order. recv is
+ * ignored on other ranks. */
+int shardlm_comm_gatherv(shardlm_comm *c, const void *send, const size_t *bytes, void *recv, int timeout_ms);
+int shardlm_comm_broadcast(shardlm_comm *c, void *buf, size_t bytes, int root, int timeout_ms);
+int shardlm_comm_barrier(shardlm_comm *c, int timeout_ms);
+void shardlm_comm_destroy(shardlm_comm *c);
+
+/* World size 1: every collective is a copy or a no-op. */
+int shardlm_comm_local_create(shardlm_comm **out);
+
+#endif

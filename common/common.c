@@ -1,0 +1,69 @@
+/* common.c - error text, clocks, RSS and progress output. */
+#include "shardlm_common.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+
+static _Thread_local char err_buf[512];
+
+void shardlm_err_set(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err_buf, sizeof err_buf, fmt, ap);
+    va_end(ap);
+}
+
+const char *shardlm_err_get(void) { return err_buf[0] ? err_buf : "unknown error"; }
+
+int shardlm_exit_code(int status)
+{
+    if (status == SHARDLM_OK) return 0;
+    return status == SHARDLM_EINPUT ? 2 : 1;
+}
+
+uint64_t shardlm_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+double shardlm_now_s(void) { return (double)shardlm_now_ns() * 1e-9; }
+
+size_t shardlm_rss_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f) return 0;
+    unsigned long size = 0, rss = 0;
+    int n = fscanf(f, "%lu %lu", &size, &rss);
+    fclose(f);
+    if (n != 2) return 0;
+    return (size_t)rss * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+void shardlm_progress(const char *what, uint64_t done, uint64_t total)
+{
+    static int tty = -1;
+    if (tty < 0) tty = isatty(STDERR_FILENO);
+    if (!tty) {
+        if (done == total) fprintf(stderr, "%s: done (%llu)\n", what, (unsigned long long)total);
+        return;
+    }
+    int pct = total ? (int)(done * 100 / total) : 100;
+    fprintf(stderr, "\r%s: %3d%% (%llu/%llu)%s", what, pct, (unsigned long long)done,
+            (unsigned long long)total, done == total ? "\n" : "");
+    fflush(stderr);
+}
+
+uint64_t shardlm_fnv1a64(uint64_t h, const void *data, size_t n)
+{
+    const unsigned char *p = data;
+    for (size_t i = 0; i < n; i++) {
+        h ^= p[i];
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}

@@ -1,0 +1,43 @@
+/* shardlm_common.h - status codes, thread-local error text, clocks and
+ * process statistics shared by every module. Nothing here allocates. */
+#ifndef SHARDLM_COMMON_H
+#define SHARDLM_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Status codes. Input errors (bad file, bad config, bad flag) map to exit
+ * status 2; everything else that fails at run time maps to exit status 1. */
+enum {
+    SHARDLM_OK = 0,
+    SHARDLM_ERUNTIME = -1,
+    SHARDLM_EINPUT = -2,
+    SHARDLM_ETIMEDOUT = -3,
+    SHARDLM_EPEER = -4, /* a peer closed its connection or died */
+    SHARDLM_ENOMEM = -5,
+};
+
+/* The last error message of this thread. Functions that return a status
+ * other than SHARDLM_OK set it to one line naming the file, field, peer or
+ * parameter at fault. */
+void shardlm_err_set(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+const char *shardlm_err_get(void);
+
+/* Exit status for a status code: 0, 1 or 2. */
+int shardlm_exit_code(int status);
+
+/* Monotonic clock. */
+uint64_t shardlm_now_ns(void);
+double shardlm_now_s(void);
+
+/* Resident set size of this process in bytes (from /proc/self/statm). */
+size_t shardlm_rss_bytes(void);
+
+/* Progress lines go to stderr; a terminal gets them redrawn in place. */
+void shardlm_progress(const char *what, uint64_t done, uint64_t total);
+
+/* 64-bit FNV-1a, used for model fingerprints. */
+uint64_t shardlm_fnv1a64(uint64_t h, const void *data, size_t n);
+#define SHARDLM_FNV_INIT 0xcbf29ce484222325ULL
+
+#endif

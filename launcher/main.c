@@ -1,0 +1,47 @@
+/* main.c - the `shardlm` command: dispatches to the subcommands. */
+#include <stdio.h>
+#include <string.h>
+
+#include "shardlm_cli.h"
+
+static const struct {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *help;
+} cmds[] = {
+    {"generate", shardlm_cmd_generate, "generate text, optionally across W local ranks"},
+    {"worker", shardlm_cmd_worker, "run a worker rank (RING_CONFIG names its ring)"},
+    {"launch", shardlm_cmd_launch, "spawn W local ranks of any shardlm command"},
+    {"info", shardlm_cmd_info, "print a GGUF model's metadata, tensors and tokenizer"},
+    {"tokenize", shardlm_cmd_tokenize, "print the token ids of a text"},
+    {"synth", shardlm_cmd_synth, "write a synthetic llama GGUF with random weights"},
+    {"bench-comm", shardlm_cmd_bench_comm, "benchmark the all-reduce over the ring"},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: shardlm COMMAND [OPTIONS]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+        fprintf(f, "  %-11s %s\n", cmds[i].name, cmds[i].help);
+    fprintf(f, "\nRun `shardlm COMMAND --help` for a command's options.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("shardlm 0.1.0\n");
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+        if (!strcmp(argv[1], cmds[i].name)) return cmds[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "shardlm: unknown command '%s' (try `shardlm --help`)\n", argv[1]);
+    return 2;
+}

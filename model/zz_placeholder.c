@@ -1,0 +1,1 @@
+/* placeholder */ typedef int shardlm_placeholder_model;

@@ -1,0 +1,164 @@
+/* test_util.c - see test_util.h. */
+#include "test_util.h"
+
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+const char *tu_shared(const char *rel)
+{
+    static char path[4096];
+    const char *dir = getenv("SHARDLM_SHARED");
+    if (!dir) dir = "../shared";
+    snprintf(path, sizeof path, "%s/%s", dir, rel);
+    if (access(path, R_OK) == 0) return path;
+    const char *ci = getenv("CI");
+    if (ci && strcmp(ci, "true") == 0)
+        cr_assert_fail("shared file %s is missing, and CI=true requires it", path);
+    cr_skip_test("SKIP: shared file %s is missing", path);
+    return NULL;
+}
+
+const char *tu_bin(void)
+{
+    const char *b = getenv("SHARDLM_BIN");
+    return b ? b : "./shardlm";
+}
+
+static char tmpdir[256];
+
+static void tu_rm_tmpdir(void)
+{
+    if (!tmpdir[0]) return;
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
+}
+
+const char *tu_tmpdir(void)
+{
+    if (tmpdir[0]) return tmpdir;
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/shardlm-test-XXXXXX");
+    if (!mkdtemp(tmpdir)) cr_assert_fail("mkdtemp: %s", strerror(errno));
+    atexit(tu_rm_tmpdir);
+    return tmpdir;
+}
+
+typedef struct {
+    char *buf;
+    size_t len, cap;
+} tu_buf;
+
+static void tu_buf_read(tu_buf *b, int fd, int *open_flag)
+{
+    if (b->cap - b->len < 4096) {
+        b->cap = b->cap * 2 + 8192;
+        b->buf = realloc(b->buf, b->cap);
+    }
+    ssize_t n = read(fd, b->buf + b->len, b->cap - b->len - 1);
+    if (n > 0) b->len += (size_t)n;
+    else if (n == 0 || (errno != EINTR && errno != EAGAIN)) *open_flag = 0;
+}
+
+tu_result tu_run(char *const argv[], const char *stdin_text, int timeout_s)
+{
+    int po[2], pe[2], pi[2];
+    if (pipe(po) || pipe(pe) || pipe(pi)) cr_assert_fail("pipe: %s", strerror(errno));
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(pi[0], 0);
+        dup2(po[1], 1);
+        dup2(pe[1], 2);
+        close(po[0]); close(pe[0]); close(pi[1]);
+        setpgid(0, 0);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    close(po[1]); close(pe[1]); close(pi[0]);
+    if (stdin_text) {
+        size_t left = strlen(stdin_text);
+        while (left) {
+            ssize_t n = write(pi[1], stdin_text, left);
+            if (n <= 0) break;
+            stdin_text += n;
+            left -= (size_t)n;
+        }
+    }
+    close(pi[1]);
+    tu_buf ob = {0}, eb = {0};
+    int oo = 1, eo = 1, timed_out = 0;
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (oo || eo) {
+        struct pollfd p[2] = {{oo ? po[0] : -1, POLLIN, 0}, {eo ? pe[0] : -1, POLLIN, 0}};
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long left_ms = timeout_s * 1000L - ((now.tv_sec - t0.tv_sec) * 1000L + (now.tv_nsec - t0.tv_nsec) / 1000000L);
+        if (left_ms <= 0) {
+            timed_out = 1;
+            kill(-pid, SIGKILL);
+            break;
+        }
+        if (poll(p, 2, (int)left_ms) < 0 && errno != EINTR) break;
+        if (p[0].revents) tu_buf_read(&ob, po[0], &oo);
+        if (p[1].revents) tu_buf_read(&eb, pe[0], &eo);
+    }
+    close(po[0]); close(pe[0]);
+    int st = 0;
+    waitpid(pid, &st, 0);
+    tu_result r = {0};
+    if (!ob.buf) ob.buf = calloc(1, 1);
+    if (!eb.buf) eb.buf = calloc(1, 1);
+    ob.buf[ob.len] = 0;
+    eb.buf[eb.len] = 0;
+    r.out = ob.buf;
+    r.out_len = ob.len;
+    r.err = eb.buf;
+    if (timed_out) r.exit_code = -1;
+    else if (WIFEXITED(st)) r.exit_code = WEXITSTATUS(st);
+    else r.exit_code = 128 + WTERMSIG(st);
+    return r;
+}
+
+void tu_result_free(tu_result *r)
+{
+    free(r->out);
+    free(r->err);
+    r->out = r->err = NULL;
+}
+
+char *tu_read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc((size_t)n + 1);
+    if (fread(b, 1, (size_t)n, f) != (size_t)n) {
+        fclose(f);
+        free(b);
+        return NULL;
+    }
+    fclose(f);
+    b[n] = 0;
+    if (len) *len = (size_t)n;
+    return b;
+}
+
+int tu_write_file(const char *path, const void *data, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f) return -1;
+    size_t n = fwrite(data, 1, len, f);
+    return (fclose(f) == 0 && n == len) ? 0 : -1;
+}

@@ -1,0 +1,36 @@
+/* test_util.h - helpers shared by the Criterion tests: locating ../shared
+ * (missing is a failure when CI=true, a skip otherwise) and running the
+ * shardlm binary with a time limit while capturing its output. */
+#ifndef SHARDLM_TEST_UTIL_H
+#define SHARDLM_TEST_UTIL_H
+
+#include <stddef.h>
+
+/* Full path of a file under the shared models directory, or NULL after
+ * skipping (outside CI) or failing (CI=true) the current test. */
+const char *tu_shared(const char *rel);
+
+/* Path of the shardlm binary under test. */
+const char *tu_bin(void);
+
+/* A fresh scratch directory for this test; removed at exit. */
+const char *tu_tmpdir(void);
+
+typedef struct {
+    int exit_code; /* exit status, or 128 + signal, or -1 on timeout */
+    char *out;     /* NUL-terminated stdout, owned */
+    char *err;     /* NUL-terminated stderr, owned */
+    size_t out_len;
+} tu_result;
+
+/* Runs argv (argv[0] is a path) with stdin from /dev/null (or stdin_text),
+ * killing it after timeout_s seconds. */
+tu_result tu_run(char *const argv[], const char *stdin_text, int timeout_s);
+void tu_result_free(tu_result *r);
+
+/* Reads a whole file; returns NULL when it cannot. */
+char *tu_read_file(const char *path, size_t *len);
+/* Writes a file; returns 0 on success. */
+int tu_write_file(const char *path, const void *data, size_t len);
+
+#endif
