@@ -10,10 +10,10 @@
 #include "shardlm_comm.h"
 
 typedef struct {
-    char master_ip[64];
+    char master_ip[256]; /* IP address or host name */
     int master_port;
     int port;
-    char right_ip[64]; /* default 127.0.0.1 */
+    char right_ip[256]; /* IP address or host name; default 127.0.0.1 */
     int right_port;
     int rank;
     int world_size;
