@@ -186,8 +186,9 @@ static int tok_load_scores_types(shardlm_tokenizer *t, const shardlm_gguf *g, co
     for (int32_t i = 0; rc == SHARDLM_OK && i < t->n; i++) {
         int byte = parse_byte_piece(t->blob + t->off[i], tok_len(t, i));
         t->type[i] = tmp[i] >= 0 && tmp[i] <= TOK_BYTE ? (uint8_t)tmp[i] : TOK_UNDEFINED;
-        /* Files without token_type still mark byte tokens by their spelling. */
-        if (byte >= 0 && t->type[i] == TOK_NORMAL && tmp[i] == TOK_NORMAL) t->type[i] = TOK_BYTE;
+        /* Without token_type every piece defaults to normal; byte tokens are
+         * then known by their spelling alone. */
+        if (byte >= 0 && t->type[i] == TOK_NORMAL) t->type[i] = TOK_BYTE;
         t->byteval[i] = t->type[i] == TOK_BYTE ? (int16_t)byte : -1;
     }
     free(tmp);
