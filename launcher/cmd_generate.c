@@ -1,4 +1,315 @@
-/* PLACEHOLDER - replaced by its owner before the first commit. */
+/* cmd_generate.c - `shardlm generate`: rank 0 of a one-shot generation. With
+ * --world-size W it spawns W-1 local workers on a loopback ring; with
+ * RING_CONFIG set it is rank 0 of a ring started by hand. stdout carries
+ * exactly the generated text; progress and figures go to stderr. */
+#include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "node.h"
 #include "shardlm_cli.h"
-int shardlm_cmd_generate(int argc, char **argv) { (void)argc; (void)argv; fprintf(stderr, "not built yet\n"); return 1; }
+#include "shardlm_common.h"
+#include "shardlm_launch.h"
+
+typedef struct {
+    shardlm_node_opts node;
+    const char *prompt;
+    int n_new, world, echo;
+    float temp, top_p;
+    uint64_t seed;
+    const char *logits_out;
+} gen_opts;
+
+static void gen_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: shardlm generate -m MODEL [options]\n"
+            "  -m, --model PATH          GGUF model file\n"
+            "  -p, --prompt TEXT         prompt (default: start from BOS alone)\n"
+            "  -n, --n-new N             tokens to generate (default 256)\n"
+            "      --temp T              temperature, 0 = greedy (default 1.0)\n"
+            "      --top-p P             nucleus sampling threshold (default 0.9)\n"
+            "      --seed S              sampler seed (default: time)\n"
+            "      --world-size W        spawn W-1 local workers (default 1, or RING_CONFIG's)\n"
+            "      --echo                print the prompt before the generated text\n"
+            "      --ctx N               context length (default: the model's)\n"
+            "      --timeout-ms MS       collective timeout (default 30000)\n"
+            "      --logits-out FILE     append each step's logits (f32) to FILE\n");
+}
+
+static int gen_parse(int argc, char **argv, gen_opts *o)
+{
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'},   {"prompt", required_argument, 0, 'p'},
+        {"n-new", required_argument, 0, 'n'},   {"temp", required_argument, 0, 'T'},
+        {"top-p", required_argument, 0, 'P'},   {"seed", required_argument, 0, 'S'},
+        {"world-size", required_argument, 0, 'W'}, {"echo", no_argument, 0, 'E'},
+        {"ctx", required_argument, 0, 'C'},     {"timeout-ms", required_argument, 0, 't'},
+        {"logits-out", required_argument, 0, 'L'}, {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    int c;
+    char *end;
+    optind = 1;
+#define BAD(name)                                                                              \
+    do {                                                                                       \
+        fprintf(stderr, "shardlm generate: invalid value '%s' for %s\n", optarg, name);        \
+        return SHARDLM_EINPUT;                                                                 \
+    } while (0)
+    while ((c = getopt_long(argc, argv, "m:p:n:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm': o->node.model_path = optarg; break;
+        case 'p': o->prompt = optarg; break;
+        case 'n': o->n_new = (int)strtol(optarg, &end, 10); if (*end || o->n_new < 0) BAD("-n"); break;
+        case 'T': o->temp = strtof(optarg, &end); if (*end || !(o->temp >= 0 && o->temp < 1e6)) BAD("--temp"); break;
+        case 'P': o->top_p = strtof(optarg, &end); if (*end || !(o->top_p > 0 && o->top_p <= 1)) BAD("--top-p"); break;
+        case 'S': o->seed = strtoull(optarg, &end, 10); if (*end) BAD("--seed"); break;
+        case 'W': o->world = (int)strtol(optarg, &end, 10); if (*end || o->world < 1 || o->world > 64 || (o->world & (o->world - 1))) BAD("--world-size (a power of two, 1..64)"); break;
+        case 'E': o->echo = 1; break;
+        case 'C': o->node.n_ctx = (int)strtol(optarg, &end, 10); if (*end || o->node.n_ctx < 1) BAD("--ctx"); break;
+        case 't': o->node.timeout_ms = (int)strtol(optarg, &end, 10); if (*end || o->node.timeout_ms < 1) BAD("--timeout-ms"); break;
+        case 'L': o->logits_out = optarg; break;
+        case 'h': gen_usage(stdout); return 1;
+        default: gen_usage(stderr); return SHARDLM_EINPUT;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "shardlm generate: unexpected argument '%s'\n", argv[optind]);
+        return SHARDLM_EINPUT;
+    }
+    if (!o->node.model_path) {
+        fprintf(stderr, "shardlm generate: -m MODEL is required\n");
+        return SHARDLM_EINPUT;
+    }
+    return SHARDLM_OK;
+}
+
+typedef struct {
+    shardlm_node *node;
+    shardlm_launch *launch;
+    FILE *logits_file;
+    float *logits;
+    int vocab;
+    double prefill_s, decode_s;
+    int n_prompt, n_decoded;
+} gen_run;
+
+/* Names the rank that went away after a failed step, if one can be found. */
+static void gen_report_loss(gen_run *g, int rc)
+{
+    int lost = -1, st = 0;
+    if (g->launch) {
+        for (int i = 0; i < 20 && lost < 0; i++) {
+            lost = shardlm_launch_poll(g->launch, &st);
+            if (lost < 0) usleep(50000);
+        }
+    } else if (g->node->ctrl) {
+        lost = shardlm_ctrl_find_dead(g->node->ctrl, 1000);
+    }
+    if (lost > 0)
+        fprintf(stderr, "shardlm: rank %d is lost: %s\n", lost, shardlm_err_get());
+    else
+        fprintf(stderr, "shardlm: %s\n", shardlm_err_get());
+    (void)rc;
+}
+
+static int gen_step(gen_run *g, const int32_t *toks, const int32_t *pos, const uint8_t *want, int n)
+{
+    int rc = shardlm_engine_step(g->node->engine, toks, pos, want, n, g->logits);
+    if (!rc && g->logits_file && fwrite(g->logits, sizeof(float), (size_t)g->vocab, g->logits_file) != (size_t)g->vocab)
+        fprintf(stderr, "shardlm: short write to the logits file\n");
+    return rc;
+}
+
+/* Feeds the prompt in batches; the logits of its last token come back. */
+static int gen_prefill(gen_run *g, const int32_t *toks, int n, int max_batch)
+{
+    double t0 = shardlm_now_s();
+    for (int start = 0; start < n; start += max_batch) {
+        int m = n - start < max_batch ? n - start : max_batch;
+        int32_t pos[m];
+        uint8_t want[m];
+        for (int i = 0; i < m; i++) {
+            pos[i] = start + i;
+            /* with --logits-out every prompt position is stepped one by one */
+            want[i] = g->logits_file || start + i == n - 1;
+        }
+        int rc = gen_step(g, toks + start, pos, want, m);
+        if (rc) return rc;
+    }
+    g->prefill_s = shardlm_now_s() - t0;
+    g->n_prompt = n;
+    return SHARDLM_OK;
+}
+
+static void gen_emit(const shardlm_tokenizer *tok, shardlm_detok *d, int32_t id)
+{
+    char buf[256];
+    size_t k = shardlm_detok_push(tok, d, id, buf, sizeof buf);
+    fwrite(buf, 1, k, stdout);
+    fflush(stdout);
+}
+
+static int gen_decode(gen_run *g, const gen_opts *o, shardlm_detok *d, int pos)
+{
+    const shardlm_tokenizer *tok = g->node->tok;
+    shardlm_sampler smp = {o->temp, o->top_p, 0};
+    shardlm_sampler_seed(&smp, o->seed);
+    int n_ctx = shardlm_engine_n_ctx(g->node->engine);
+    double t0 = shardlm_now_s();
+    for (int i = 0; i < o->n_new; i++) {
+        int32_t next = shardlm_sampler_sample(&smp, g->logits, g->vocab);
+        if (next == shardlm_tokenizer_eos(tok) || next == shardlm_tokenizer_bos(tok)) break;
+        gen_emit(tok, d, next);
+        if (i + 1 == o->n_new) break;
+        if (pos >= n_ctx) {
+            fprintf(stderr, "shardlm: stopping at the context length (%d)\n", n_ctx);
+            break;
+        }
+        uint8_t want = 1;
+        int rc = gen_step(g, &next, &pos, &want, 1);
+        if (rc) return rc;
+        pos++;
+        g->n_decoded++;
+    }
+    g->decode_s = shardlm_now_s() - t0;
+    return SHARDLM_OK;
+}
+
+static int gen_generate(gen_run *g, const gen_opts *o)
+{
+    const shardlm_tokenizer *tok = g->node->tok;
+    size_t len = o->prompt ? strlen(o->prompt) : 0, n = 0;
+    int32_t *toks = malloc((len + 2) * sizeof(int32_t)); /* at most one token per byte, plus BOS */
+    if (!toks) return SHARDLM_ENOMEM;
+    int rc = shardlm_tokenizer_encode(tok, o->prompt ? o->prompt : "", len, 1, toks, len + 2, &n);
+    int n_ctx = shardlm_engine_n_ctx(g->node->engine);
+    if (!rc && (int)n >= n_ctx) {
+        shardlm_err_set("the prompt is %zu tokens, which does not fit the context of %d", n, n_ctx);
+        rc = SHARDLM_EINPUT;
+    }
+    shardlm_detok d;
+    shardlm_detok_init(&d);
+    if (!rc && o->echo)
+        for (size_t i = 0; i < n; i++) gen_emit(tok, &d, toks[i]);
+    else if (!rc)
+        d.prev = toks[n - 1]; /* after BOS alone, the first piece's leading space is dropped */
+    int max_batch = g->logits_file ? 1 : 256;
+    if (!rc && o->n_new > 0) rc = gen_prefill(g, toks, (int)n, max_batch);
+    if (!rc && o->n_new > 0) rc = gen_decode(g, o, &d, (int)n);
+    char tail[16];
+    size_t k = shardlm_detok_flush(&d, tail, sizeof tail);
+    fwrite(tail, 1, k, stdout);
+    fputc('\n', stdout);
+    fflush(stdout);
+    free(toks);
+    return rc;
+}
+
+/* Spawns the local workers for --world-size W and returns rank 0's config. */
+static int gen_spawn(gen_opts *o, shardlm_launch **l)
+{
+    shardlm_ring_config cfgs[64];
+    int rc = shardlm_launch_plan(o->world, cfgs);
+    if (rc) return rc;
+    char tmo[32], ctmo[32];
+    snprintf(tmo, sizeof tmo, "%d", o->node.timeout_ms);
+    snprintf(ctmo, sizeof ctmo, "%d", o->node.connect_timeout_ms);
+    char *argv[] = {(char *)shardlm_cli_self(), "worker", "-m", (char *)o->node.model_path, "--timeout-ms", tmo,
+                    "--connect-timeout-ms", ctmo, NULL};
+    return shardlm_launch_start(o->world, 1, cfgs, argv, l, &o->node.ring_config);
+}
+
+static int gen_watch_children(void *ctx)
+{
+    int st = 0, r = shardlm_launch_poll((shardlm_launch *)ctx, &st);
+    if (r < 0) return 0;
+    shardlm_err_set("worker rank %d exited during start-up (status %d); its error is above", r,
+                    WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+    return 1;
+}
+
+static void gen_summary(const gen_run *g, const shardlm_node *n)
+{
+    fprintf(stderr, "shardlm: world size %d, shard load %.2f s\n", n->world, n->load_s);
+    if (g->prefill_s > 0)
+        fprintf(stderr, "shardlm: prompt %d tokens, %.1f tok/s\n", g->n_prompt, g->n_prompt / g->prefill_s);
+    if (g->decode_s > 0 && g->n_decoded > 0)
+        fprintf(stderr, "shardlm: decode %d tokens, %.1f tok/s\n", g->n_decoded, g->n_decoded / g->decode_s);
+}
+
+static int gen_open(gen_opts *o, gen_run *g, shardlm_node *n)
+{
+    const char *env_cfg = getenv("RING_CONFIG");
+    int rc = SHARDLM_OK;
+    if (o->world > 1 && env_cfg) {
+        shardlm_err_set("--world-size spawns local workers; with RING_CONFIG set the world size comes from %s",
+                        env_cfg);
+        return SHARDLM_EINPUT;
+    }
+    if (o->world > 1) rc = gen_spawn(o, &g->launch);
+    else o->node.ring_config = env_cfg;
+    if (rc) return rc;
+    if (g->launch) {
+        o->node.watch = gen_watch_children;
+        o->node.watch_ctx = g->launch;
+    }
+    rc = shardlm_node_open(&o->node, n);
+    if (!rc && n->rank != 0) {
+        shardlm_err_set("%s: field 'rank': generate runs as rank 0; other ranks run `shardlm worker`",
+                        o->node.ring_config);
+        rc = SHARDLM_EINPUT;
+    }
+    if (!rc) rc = shardlm_node_report_memory(n, "loaded");
+    if (rc) return rc;
+    g->vocab = shardlm_tokenizer_n_vocab(n->tok);
+    if (g->vocab != shardlm_model_hparams(n->model)->vocab) {
+        shardlm_err_set("%s: tokenizer has %d tokens but the model %d", o->node.model_path, g->vocab,
+                        shardlm_model_hparams(n->model)->vocab);
+        return SHARDLM_EINPUT;
+    }
+    g->logits = malloc((size_t)g->vocab * sizeof(float));
+    return g->logits ? SHARDLM_OK : SHARDLM_ENOMEM;
+}
+
+int shardlm_cmd_generate(int argc, char **argv)
+{
+    gen_opts o = {{NULL, NULL, 30000, 60000, 600000, 0, 256, NULL, NULL}, NULL, 256, 1, 0, 1.0f, 0.9f, 0, NULL};
+    o.seed = (uint64_t)time(NULL);
+    int rc = gen_parse(argc, argv, &o);
+    if (rc == 1) return 0;
+    if (rc) return 2;
+    gen_run g = {0};
+    shardlm_node n = {0};
+    g.node = &n;
+    if (o.logits_out && !(g.logits_file = fopen(o.logits_out, "wb"))) {
+        fprintf(stderr, "shardlm: cannot write %s\n", o.logits_out);
+        return 2;
+    }
+    if (o.logits_out) o.node.max_batch = 1;
+    rc = gen_open(&o, &g, &n);
+    if (rc) fprintf(stderr, "shardlm: %s\n", shardlm_err_get());
+    if (!rc) {
+        rc = gen_generate(&g, &o);
+        if (rc) gen_report_loss(&g, rc);
+        else if (!shardlm_node_report_memory(&n, "finished")) gen_summary(&g, &n);
+    }
+    if (n.engine) shardlm_engine_shutdown(n.engine, rc ? "rank 0 failed" : "done");
+    shardlm_node_close(&n);
+    if (g.launch) {
+        if (rc) shardlm_launch_kill(g.launch, SIGTERM);
+        int wrc = shardlm_launch_wait(g.launch, 5000);
+        if (!rc && wrc) {
+            fprintf(stderr, "shardlm: a worker exited with an error\n");
+            rc = SHARDLM_ERUNTIME;
+        }
+        shardlm_launch_free(g.launch);
+    }
+    if (g.logits_file) fclose(g.logits_file);
+    free(g.logits);
+    return shardlm_exit_code(rc);
+}

@@ -1,4 +1,62 @@
-/* PLACEHOLDER - replaced by its owner before the first commit. */
+/* cmd_worker.c - `shardlm worker`: a rank other than 0. It joins rank 0's
+ * control channel and the ring named by RING_CONFIG, loads its shard, and
+ * runs whatever steps rank 0 sends until told to stop. */
+#include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
+
+#include "node.h"
 #include "shardlm_cli.h"
-int shardlm_cmd_worker(int argc, char **argv) { (void)argc; (void)argv; fprintf(stderr, "not built yet\n"); return 1; }
+#include "shardlm_common.h"
+
+static void worker_usage(FILE *f)
+{
+    fprintf(f, "usage: RING_CONFIG=rankK.json shardlm worker -m MODEL [options]\n"
+               "  -m, --model PATH            GGUF model file (the same file as rank 0)\n"
+               "      --ring-config PATH      ring config (default: $RING_CONFIG)\n"
+               "      --timeout-ms MS         collective and control timeout (default 30000)\n"
+               "      --connect-timeout-ms MS ring and control set-up deadline (default 60000)\n"
+               "      --idle-timeout-ms MS    longest wait for rank 0's next message (default 600000)\n");
+}
+
+int shardlm_cmd_worker(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'},          {"ring-config", required_argument, 0, 'r'},
+        {"timeout-ms", required_argument, 0, 't'},     {"connect-timeout-ms", required_argument, 0, 'c'},
+        {"idle-timeout-ms", required_argument, 0, 'i'}, {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    shardlm_node_opts o = {NULL, getenv("RING_CONFIG"), 30000, 60000, 600000, 0, 1, NULL, NULL};
+    int idle_ms = 600000, c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "m:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm': o.model_path = optarg; break;
+        case 'r': o.ring_config = optarg; break;
+        case 't': o.timeout_ms = atoi(optarg); break;
+        case 'c': o.connect_timeout_ms = atoi(optarg); break;
+        case 'i': idle_ms = atoi(optarg); break;
+        case 'h': worker_usage(stdout); return 0;
+        default: worker_usage(stderr); return 2;
+        }
+    }
+    if (!o.model_path || !o.ring_config || o.timeout_ms <= 0 || o.connect_timeout_ms <= 0 || idle_ms <= 0) {
+        fprintf(stderr, "shardlm worker: %s\n", !o.model_path ? "-m MODEL is required"
+                                               : !o.ring_config ? "RING_CONFIG (or --ring-config) is required"
+                                                                 : "timeouts must be positive");
+        return 2;
+    }
+    shardlm_ring_config cfg = {0};
+    int rc = shardlm_ring_config_load(o.ring_config, &cfg);
+    if (!rc && cfg.rank == 0) {
+        shardlm_err_set("%s: field 'rank': rank 0 runs `shardlm generate` (or `serve`), not `worker`", o.ring_config);
+        rc = SHARDLM_EINPUT;
+    }
+    shardlm_node n = {0};
+    if (!rc) rc = shardlm_node_open(&o, &n);
+    if (!rc) rc = shardlm_node_report_memory(&n, "loaded");
+    if (!rc) rc = shardlm_engine_worker_loop(n.engine, idle_ms);
+    if (rc) fprintf(stderr, "shardlm worker (rank %d): %s\n", n.rank ? n.rank : cfg.rank, shardlm_err_get());
+    shardlm_node_close(&n);
+    return shardlm_exit_code(rc);
+}

@@ -1,0 +1,406 @@
+/* control.c - the rank 0 <-> worker control channel over plain TCP sockets.
+ * Traffic is one small message per step, so blocking writes bounded by
+ * poll() deadlines are simpler than an event loop and just as fast. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "shardlm_common.h"
+#include "shardlm_control.h"
+
+#define CTRL_MAX_FRAME (64u << 20)
+
+struct shardlm_ctrl {
+    int listen_fd;
+    int world;
+    int *fds; /* rank 0: fds[r] is worker r's socket; worker: fds[0] is rank 0 */
+    char peer[300];
+    uint8_t *buf;
+    size_t cap;
+    int (*watch)(void *ctx);
+    void *watch_ctx;
+};
+
+void shardlm_ctrl_set_watch(shardlm_ctrl *c, int (*watch)(void *ctx), void *ctx)
+{
+    c->watch = watch;
+    c->watch_ctx = ctx;
+}
+
+static int deadline_left(uint64_t deadline)
+{
+    uint64_t now = shardlm_now_ns();
+    return now >= deadline ? 0 : (int)((deadline - now) / 1000000 + 1);
+}
+
+static int io_full(int fd, void *p, size_t n, int writing, uint64_t deadline, const char *who)
+{
+    uint8_t *b = p;
+    while (n) {
+        struct pollfd pf = {fd, writing ? POLLOUT : POLLIN, 0};
+        int left = deadline_left(deadline);
+        int pr = left ? poll(&pf, 1, left) : 0;
+        if (pr < 0 && errno == EINTR) continue;
+        if (pr == 0) {
+            shardlm_err_set("control channel to %s: timed out", who);
+            return SHARDLM_ETIMEDOUT;
+        }
+        ssize_t k = writing ? send(fd, b, n, MSG_NOSIGNAL) : recv(fd, b, n, 0);
+        if (k < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+        if (k <= 0) {
+            shardlm_err_set("control channel to %s: connection lost (%s)", who, k == 0 ? "closed" : strerror(errno));
+            return SHARDLM_EPEER;
+        }
+        b += k;
+        n -= (size_t)k;
+    }
+    return SHARDLM_OK;
+}
+
+static int send_env(int fd, const Shardlm__Envelope *env, uint64_t deadline, const char *who)
+{
+    size_t n = shardlm__envelope__get_packed_size(env);
+    uint8_t stackbuf[1024];
+    uint8_t *b = n + 4 <= sizeof stackbuf ? stackbuf : malloc(n + 4);
+    if (!b) return SHARDLM_ENOMEM;
+    b[0] = (uint8_t)n; b[1] = (uint8_t)(n >> 8); b[2] = (uint8_t)(n >> 16); b[3] = (uint8_t)(n >> 24);
+    shardlm__envelope__pack(env, b + 4);
+    int rc = io_full(fd, b, n + 4, 1, deadline, who);
+    if (b != stackbuf) free(b);
+    return rc;
+}
+
+static int recv_env(shardlm_ctrl *c, int fd, uint64_t deadline, const char *who, Shardlm__Envelope **out)
+{
+    uint8_t h[4];
+    int rc = io_full(fd, h, 4, 0, deadline, who);
+    if (rc) return rc;
+    uint32_t n = (uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 | (uint32_t)h[3] << 24;
+    if (n > CTRL_MAX_FRAME) {
+        shardlm_err_set("control channel to %s: frame of %u bytes is over the %u-byte limit", who, n, CTRL_MAX_FRAME);
+        return SHARDLM_EPEER;
+    }
+    if (n > c->cap) {
+        uint8_t *nb = realloc(c->buf, n);
+        if (!nb) return SHARDLM_ENOMEM;
+        c->buf = nb;
+        c->cap = n;
+    }
+    if ((rc = io_full(fd, c->buf, n, 0, deadline, who))) return rc;
+    *out = shardlm__envelope__unpack(NULL, n, c->buf);
+    if (!*out) {
+        shardlm_err_set("control channel to %s: undecodable message of %u bytes", who, n);
+        return SHARDLM_EPEER;
+    }
+    return SHARDLM_OK;
+}
+
+static void tune_socket(int fd)
+{
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+int shardlm_ctrl_listen(const char *host, int port, int world_size, shardlm_ctrl **out)
+{
+    (void)host; /* rank 0 accepts on every interface; master_ip is where workers find it */
+    int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int v6 = fd >= 0;
+    if (!v6) fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        shardlm_err_set("control channel: socket: %s", strerror(errno));
+        return SHARDLM_ERUNTIME;
+    }
+    int one = 1, zero = 0;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (v6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+    struct sockaddr_storage ss = {0};
+    socklen_t sl;
+    if (v6) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons((uint16_t)port);
+        a->sin6_addr = in6addr_any;
+        sl = sizeof *a;
+    } else {
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        a->sin_family = AF_INET;
+        a->sin_port = htons((uint16_t)port);
+        a->sin_addr.s_addr = htonl(INADDR_ANY);
+        sl = sizeof *a;
+    }
+    if (bind(fd, (struct sockaddr *)&ss, sl) || listen(fd, 64)) {
+        shardlm_err_set("control channel: cannot listen on master_port %d: %s", port, strerror(errno));
+        close(fd);
+        return SHARDLM_ERUNTIME;
+    }
+    shardlm_ctrl *c = calloc(1, sizeof *c);
+    if (c) c->fds = malloc((size_t)world_size * sizeof(int));
+    if (!c || !c->fds) {
+        free(c);
+        close(fd);
+        return SHARDLM_ENOMEM;
+    }
+    for (int r = 0; r < world_size; r++) c->fds[r] = -1;
+    c->listen_fd = fd;
+    c->world = world_size;
+    snprintf(c->peer, sizeof c->peer, "workers");
+    *out = c;
+    return SHARDLM_OK;
+}
+
+/* Compares a worker's handshake with rank 0's; returns NULL when it matches
+ * or the reason it does not. */
+static const char *hello_mismatch(const Shardlm__Hello *h, const shardlm_ctrl_hello *mine, const int *fds,
+                                  char *why, size_t cap)
+{
+    if (h->protocol_version != SHARDLM_PROTOCOL_VERSION)
+        snprintf(why, cap, "protocol version %u, rank 0 speaks %u", h->protocol_version, SHARDLM_PROTOCOL_VERSION);
+    else if (h->world_size != (uint32_t)mine->world_size)
+        snprintf(why, cap, "world_size %u, rank 0 has %d", h->world_size, mine->world_size);
+    else if (h->rank == 0 || h->rank >= (uint32_t)mine->world_size)
+        snprintf(why, cap, "rank %u, outside 1..%d", h->rank, mine->world_size - 1);
+    else if (fds[h->rank] >= 0)
+        snprintf(why, cap, "rank %u, which another worker already has (duplicate rank)", h->rank);
+    else if (h->model_fingerprint != mine->fingerprint)
+        snprintf(why, cap, "model fingerprint %016llx, rank 0 has %016llx (every rank must load the same model file)",
+                 (unsigned long long)h->model_fingerprint, (unsigned long long)mine->fingerprint);
+    else if (strcmp(h->backend ? h->backend : "", mine->backend) != 0)
+        snprintf(why, cap, "backend '%s', rank 0 uses '%s'", h->backend, mine->backend);
+    else
+        return NULL;
+    return why;
+}
+
+static void peer_name(int fd, char *buf, size_t cap)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
+        if (ss.ss_family == AF_INET6) {
+            struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+            inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+            port = ntohs(a->sin6_port);
+        } else {
+            struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+            inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+            port = ntohs(a->sin_port);
+        }
+    }
+    snprintf(buf, cap, "%s:%d", strncmp(host, "::ffff:", 7) == 0 ? host + 7 : host, port);
+}
+
+static int send_ack(int fd, const char *error, const shardlm_ctrl_hello *mine, uint64_t deadline, const char *who)
+{
+    Shardlm__HelloAck ack = SHARDLM__HELLO_ACK__INIT;
+    ack.ok = error == NULL;
+    ack.n_ctx = (uint32_t)mine->n_ctx;
+    ack.max_batch = (uint32_t)mine->max_batch;
+    ack.error = (char *)(error ? error : "");
+    Shardlm__Envelope env = SHARDLM__ENVELOPE__INIT;
+    env.msg_case = SHARDLM__ENVELOPE__MSG_HELLO_ACK;
+    env.hello_ack = &ack;
+    return send_env(fd, &env, deadline, who);
+}
+
+/* Reads one connection's handshake; returns the rank it takes, or a status. */
+static int accept_one(shardlm_ctrl *c, int fd, const shardlm_ctrl_hello *mine, uint64_t deadline)
+{
+    char who[96], why[256];
+    peer_name(fd, who, sizeof who);
+    Shardlm__Envelope *env = NULL;
+    int rc = recv_env(c, fd, deadline, who, &env);
+    if (rc) return rc;
+    if (env->msg_case != SHARDLM__ENVELOPE__MSG_HELLO) {
+        shardlm__envelope__free_unpacked(env, NULL);
+        shardlm_err_set("control channel: %s did not start with a handshake", who);
+        return SHARDLM_EPEER;
+    }
+    const char *bad = hello_mismatch(env->hello, mine, c->fds, why, sizeof why);
+    int rank = (int)env->hello->rank;
+    shardlm__envelope__free_unpacked(env, NULL);
+    send_ack(fd, bad, mine, deadline, who); /* best effort: the worker reports it too */
+    if (bad) {
+        shardlm_err_set("handshake refused: the worker at %s has %s", who, bad);
+        return SHARDLM_EINPUT;
+    }
+    return rank;
+}
+
+int shardlm_ctrl_accept_all(shardlm_ctrl *c, const shardlm_ctrl_hello *mine, int timeout_ms)
+{
+    uint64_t deadline = shardlm_now_ns() + (uint64_t)timeout_ms * 1000000ull;
+    for (int have = 1; have < c->world;) {
+        struct pollfd pf = {c->listen_fd, POLLIN, 0};
+        int left = deadline_left(deadline);
+        int pr = left ? poll(&pf, 1, left < 100 ? left : 100) : 0;
+        if (pr < 0 && errno == EINTR) continue;
+        if (c->watch && c->watch(c->watch_ctx)) return SHARDLM_ERUNTIME;
+        if (pr == 0 && deadline_left(deadline) > 0) continue;
+        if (pr <= 0) {
+            char missing[256] = "";
+            for (int r = 1, n = 0; r < c->world && n < 200; r++)
+                if (c->fds[r] < 0) n += snprintf(missing + n, sizeof missing - (size_t)n, "%s%d", n ? ", " : "", r);
+            shardlm_err_set("timed out after %d ms waiting for worker rank(s) %s to connect to the master port",
+                            timeout_ms, missing);
+            return SHARDLM_ETIMEDOUT;
+        }
+        int fd = accept4(c->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0) continue;
+        tune_socket(fd);
+        int rank = accept_one(c, fd, mine, deadline);
+        if (rank == SHARDLM_EINPUT) {
+            close(fd);
+            return rank;
+        }
+        if (rank < 0) { /* not a shardlm worker, or it went away: keep waiting */
+            fprintf(stderr, "shardlm: ignoring a control connection: %s\n", shardlm_err_get());
+            close(fd);
+            continue;
+        }
+        c->fds[rank] = fd;
+        have++;
+    }
+    return SHARDLM_OK;
+}
+
+static int ctrl_connect_once(const char *host, int port, int *out_fd)
+{
+    char ps[16];
+    snprintf(ps, sizeof ps, "%d", port);
+    struct addrinfo hints = {0}, *res = NULL;
+    hints.ai_socktype = SOCK_STREAM;
+    if (getaddrinfo(host, ps, &hints, &res) != 0 || !res) return SHARDLM_ETIMEDOUT;
+    int rc = SHARDLM_ETIMEDOUT;
+    for (struct addrinfo *a = res; a; a = a->ai_next) {
+        int fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+        if (fd < 0) continue;
+        if (connect(fd, a->ai_addr, a->ai_addrlen) == 0) {
+            tune_socket(fd);
+            *out_fd = fd;
+            rc = SHARDLM_OK;
+            break;
+        }
+        close(fd);
+    }
+    freeaddrinfo(res);
+    return rc;
+}
+
+static int ctrl_handshake(shardlm_ctrl *c, shardlm_ctrl_hello *mine, uint64_t deadline)
+{
+    Shardlm__Hello h = SHARDLM__HELLO__INIT;
+    h.protocol_version = SHARDLM_PROTOCOL_VERSION;
+    h.model_fingerprint = mine->fingerprint;
+    h.world_size = (uint32_t)mine->world_size;
+    h.rank = (uint32_t)mine->rank;
+    h.backend = (char *)mine->backend;
+    Shardlm__Envelope env = SHARDLM__ENVELOPE__INIT;
+    env.msg_case = SHARDLM__ENVELOPE__MSG_HELLO;
+    env.hello = &h;
+    int rc = send_env(c->fds[0], &env, deadline, c->peer);
+    Shardlm__Envelope *ack = NULL;
+    if (!rc) rc = recv_env(c, c->fds[0], deadline, c->peer, &ack);
+    if (rc) return rc;
+    if (ack->msg_case != SHARDLM__ENVELOPE__MSG_HELLO_ACK || !ack->hello_ack->ok) {
+        shardlm_err_set("rank 0 at %s refused the handshake of rank %d: %s", c->peer, mine->rank,
+                        ack->msg_case == SHARDLM__ENVELOPE__MSG_HELLO_ACK ? ack->hello_ack->error : "unexpected reply");
+        rc = SHARDLM_EINPUT;
+    } else {
+        mine->n_ctx = (int)ack->hello_ack->n_ctx;
+        mine->max_batch = (int)ack->hello_ack->max_batch;
+    }
+    shardlm__envelope__free_unpacked(ack, NULL);
+    return rc;
+}
+
+int shardlm_ctrl_connect(const char *host, int port, shardlm_ctrl_hello *mine, int timeout_ms,
+                         shardlm_ctrl **out)
+{
+    uint64_t deadline = shardlm_now_ns() + (uint64_t)timeout_ms * 1000000ull;
+    shardlm_ctrl *c = calloc(1, sizeof *c);
+    if (c) c->fds = malloc(sizeof(int));
+    if (!c || !c->fds) {
+        free(c);
+        return SHARDLM_ENOMEM;
+    }
+    c->listen_fd = -1;
+    c->world = 1;
+    c->fds[0] = -1;
+    snprintf(c->peer, sizeof c->peer, "rank 0 at %s:%d", host, port);
+    int delay_ms = 10;
+    while (ctrl_connect_once(host, port, &c->fds[0]) != SHARDLM_OK) {
+        if (deadline_left(deadline) <= delay_ms) {
+            shardlm_err_set("rank %d: could not reach rank 0 at master %s:%d within %d ms", mine->rank, host, port,
+                            timeout_ms);
+            shardlm_ctrl_close(c);
+            return SHARDLM_ETIMEDOUT;
+        }
+        usleep((useconds_t)delay_ms * 1000);
+        if (delay_ms < 500) delay_ms *= 2;
+    }
+    int rc = ctrl_handshake(c, mine, deadline);
+    if (rc) {
+        shardlm_ctrl_close(c);
+        return rc;
+    }
+    *out = c;
+    return SHARDLM_OK;
+}
+
+int shardlm_ctrl_broadcast(shardlm_ctrl *c, const Shardlm__Envelope *env, int timeout_ms)
+{
+    uint64_t deadline = shardlm_now_ns() + (uint64_t)timeout_ms * 1000000ull;
+    for (int r = 1; r < c->world; r++) {
+        char who[32];
+        snprintf(who, sizeof who, "rank %d", r);
+        int rc = send_env(c->fds[r], env, deadline, who);
+        if (rc) return rc;
+    }
+    return SHARDLM_OK;
+}
+
+int shardlm_ctrl_recv(shardlm_ctrl *c, int timeout_ms, Shardlm__Envelope **env)
+{
+    uint64_t deadline = shardlm_now_ns() + (uint64_t)timeout_ms * 1000000ull;
+    return recv_env(c, c->fds[0], deadline, c->peer, env);
+}
+
+int shardlm_ctrl_find_dead(shardlm_ctrl *c, int wait_ms)
+{
+    uint64_t deadline = shardlm_now_ns() + (uint64_t)wait_ms * 1000000ull;
+    do {
+        for (int r = 1; r < c->world; r++) {
+            if (c->fds[r] < 0) continue;
+            struct pollfd pf = {c->fds[r], POLLIN, 0};
+            char b;
+            if (poll(&pf, 1, 0) > 0 && (pf.revents & (POLLHUP | POLLERR) ||
+                                        recv(c->fds[r], &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0))
+                return r;
+        }
+        usleep(10000);
+    } while (deadline_left(deadline) > 0);
+    return -1;
+}
+
+void shardlm_ctrl_close(shardlm_ctrl *c)
+{
+    if (!c) return;
+    if (c->listen_fd >= 0) close(c->listen_fd);
+    for (int r = 0; r < c->world; r++)
+        if (c->fds[r] >= 0) close(c->fds[r]);
+    free(c->fds);
+    free(c->buf);
+    free(c);
+}

@@ -1,0 +1,52 @@
+/* shardlm_control.h - the control channel: rank 0 listens on
+ * master_ip:master_port, every worker connects, and rank 0 drives them with
+ * protobuf-c messages (collectives/shardlm.proto): a handshake, one Step per
+ * forward step, heartbeats while idle, and Shutdown. Frames are a 4-byte
+ * little-endian length followed by one Envelope. Every wait has a timeout. */
+#ifndef SHARDLM_CONTROL_H
+#define SHARDLM_CONTROL_H
+
+#include <stdint.h>
+
+#include "shardlm.pb-c.h"
+
+#define SHARDLM_PROTOCOL_VERSION 1u
+
+typedef struct {
+    uint64_t fingerprint; /* model fingerprint */
+    int world_size;
+    int rank;
+    const char *backend; /* collective backend name */
+    int n_ctx;           /* decided by rank 0, learnt by workers */
+    int max_batch;       /* decided by rank 0, learnt by workers */
+} shardlm_ctrl_hello;
+
+typedef struct shardlm_ctrl shardlm_ctrl;
+
+/* Rank 0: binds and listens (before the workers start connecting). */
+int shardlm_ctrl_listen(const char *host, int port, int world_size, shardlm_ctrl **out);
+/* Rank 0: accepts world_size - 1 workers and checks each handshake against
+ * `mine`. A mismatch is answered with a refusal naming the difference, and
+ * fails here too with SHARDLM_EINPUT. */
+int shardlm_ctrl_accept_all(shardlm_ctrl *c, const shardlm_ctrl_hello *mine, int timeout_ms);
+/* Worker: connects (retrying until the deadline), sends its handshake and
+ * learns rank 0's n_ctx and max_batch into *mine. */
+int shardlm_ctrl_connect(const char *host, int port, shardlm_ctrl_hello *mine, int timeout_ms,
+                         shardlm_ctrl **out);
+
+/* Rank 0: while accepting, watch(ctx) is called every 100 ms; a non-zero
+ * return (with the error text set) aborts the wait, e.g. when a locally
+ * spawned worker has already exited. */
+void shardlm_ctrl_set_watch(shardlm_ctrl *c, int (*watch)(void *ctx), void *ctx);
+
+/* Rank 0: sends one message to every worker. */
+int shardlm_ctrl_broadcast(shardlm_ctrl *c, const Shardlm__Envelope *env, int timeout_ms);
+/* Worker: receives the next message (free it with
+ * shardlm__envelope__free_unpacked(env, NULL)). */
+int shardlm_ctrl_recv(shardlm_ctrl *c, int timeout_ms, Shardlm__Envelope **env);
+/* Rank 0: the rank of a worker whose connection has closed, waiting up to
+ * wait_ms for one to show; -1 when none has. */
+int shardlm_ctrl_find_dead(shardlm_ctrl *c, int wait_ms);
+void shardlm_ctrl_close(shardlm_ctrl *c);
+
+#endif

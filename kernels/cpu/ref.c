@@ -1,0 +1,82 @@
+/* ref.c - plain scalar reference kernels. They define what every optimised
+ * kernel must compute; keep them simple enough to check by eye. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "shardlm_kernels.h"
+
+static float ref_dot_f32(const float *a, const float *b, size_t n)
+{
+    float s = 0.0f;
+    for (size_t i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+void shardlm_ref_matvec(shardlm_dtype t, const void *w, size_t rows, size_t cols, const float *x, float *y)
+{
+    shardlm_ref_matmul(t, w, rows, cols, x, 1, y);
+}
+
+/* Dequantises one row at a time into a stack-or-heap scratch row, then dots
+ * it with every input vector, so a batch reads each weight row once. */
+void shardlm_ref_matmul(shardlm_dtype t, const void *w, size_t rows, size_t cols, const float *x, size_t n,
+                        float *y)
+{
+    size_t rb = shardlm_dtype_row_bytes(t, cols);
+    if (t == SHARDLM_DT_F32) {
+        for (size_t r = 0; r < rows; r++)
+            for (size_t i = 0; i < n; i++) y[i * rows + r] = ref_dot_f32((const float *)w + r * cols, x + i * cols, cols);
+        return;
+    }
+    float stack_row[4096];
+    float *row = cols <= 4096 ? stack_row : malloc(cols * sizeof(float));
+    if (!row) abort(); /* an allocation of one row failing leaves nothing sane to do */
+    for (size_t r = 0; r < rows; r++) {
+        shardlm_dequant_row(t, (const unsigned char *)w + r * rb, row, cols);
+        for (size_t i = 0; i < n; i++) y[i * rows + r] = ref_dot_f32(row, x + i * cols, cols);
+    }
+    if (row != stack_row) free(row);
+}
+
+void shardlm_ref_rmsnorm(float *out, const float *x, const float *weight, size_t n, float eps)
+{
+    float ss = 0.0f;
+    for (size_t i = 0; i < n; i++) ss += x[i] * x[i];
+    ss = 1.0f / sqrtf(ss / (float)n + eps);
+    for (size_t i = 0; i < n; i++) out[i] = weight[i] * (ss * x[i]);
+}
+
+void shardlm_ref_rope(float *v, int n_heads, int head_dim, int rope_dim, int pos, float base)
+{
+    for (int h = 0; h < n_heads; h++) {
+        float *q = v + (size_t)h * head_dim;
+        for (int i = 0; i < rope_dim; i += 2) {
+            float freq = 1.0f / powf(base, (float)i / (float)rope_dim);
+            float a = (float)pos * freq;
+            float c = cosf(a), s = sinf(a);
+            float x0 = q[i], x1 = q[i + 1];
+            q[i] = x0 * c - x1 * s;
+            q[i + 1] = x0 * s + x1 * c;
+        }
+    }
+}
+
+void shardlm_ref_softmax(float *x, size_t n)
+{
+    if (n == 0) return;
+    float mx = x[0];
+    for (size_t i = 1; i < n; i++)
+        if (x[i] > mx) mx = x[i];
+    float sum = 0.0f;
+    for (size_t i = 0; i < n; i++) {
+        x[i] = expf(x[i] - mx);
+        sum += x[i];
+    }
+    for (size_t i = 0; i < n; i++) x[i] /= sum;
+}
+
+void shardlm_ref_silu_mul(float *a, const float *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++) a[i] = a[i] / (1.0f + expf(-a[i])) * b[i];
+}

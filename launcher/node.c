@@ -1,0 +1,100 @@
+/* node.c - see node.h. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "node.h"
+#include "shardlm_common.h"
+
+static int node_config(const shardlm_node_opts *o, shardlm_node *n)
+{
+    if (!o->ring_config) {
+        n->rank = 0;
+        n->world = 1;
+        return SHARDLM_OK;
+    }
+    int rc = shardlm_ring_config_load(o->ring_config, &n->cfg);
+    if (rc) return rc;
+    n->rank = n->cfg.rank;
+    n->world = n->cfg.world_size;
+    return SHARDLM_OK;
+}
+
+/* Control handshake first: it checks model fingerprint and world size before
+ * any rank commits memory or ring connections. */
+static int node_handshake(const shardlm_node_opts *o, shardlm_node *n, uint64_t fp, int *n_ctx, int *max_batch)
+{
+    shardlm_ctrl_hello h = {fp, n->world, n->rank, "ring", *n_ctx, *max_batch};
+    int rc;
+    if (n->rank == 0) {
+        rc = shardlm_ctrl_listen(n->cfg.master_ip, n->cfg.master_port, n->world, &n->ctrl);
+        if (!rc && o->watch) shardlm_ctrl_set_watch(n->ctrl, o->watch, o->watch_ctx);
+        if (!rc) rc = shardlm_ctrl_accept_all(n->ctrl, &h, o->connect_timeout_ms);
+        return rc;
+    }
+    rc = shardlm_ctrl_connect(n->cfg.master_ip, n->cfg.master_port, &h, o->connect_timeout_ms, &n->ctrl);
+    *n_ctx = h.n_ctx;
+    *max_batch = h.max_batch;
+    return rc;
+}
+
+static int node_model(const shardlm_node_opts *o, shardlm_node *n, shardlm_gguf *g, int *n_ctx)
+{
+    double t0 = shardlm_now_s();
+    int rc = shardlm_model_load(g, n->world, n->rank, &n->model);
+    if (rc) return rc;
+    n->load_s = shardlm_now_s() - t0;
+    const shardlm_hparams *hp = shardlm_model_hparams(n->model);
+    if (*n_ctx <= 0 || *n_ctx > hp->ctx) *n_ctx = hp->ctx;
+    (void)o;
+    return SHARDLM_OK;
+}
+
+int shardlm_node_open(const shardlm_node_opts *o, shardlm_node *n)
+{
+    memset(n, 0, sizeof *n);
+    int rc = node_config(o, n);
+    if (rc) return rc;
+    shardlm_gguf *g = NULL;
+    if ((rc = shardlm_gguf_open(o->model_path, &g))) return rc;
+    shardlm_hparams hp;
+    int n_ctx = o->n_ctx, max_batch = o->max_batch;
+    rc = shardlm_hparams_read(g, &hp);
+    if (!rc && n->rank == 0) {
+        if (n_ctx <= 0 || n_ctx > hp.ctx) n_ctx = hp.ctx;
+        rc = shardlm_tokenizer_from_gguf(g, &n->tok);
+    }
+    if (!rc && n->world > 1) rc = node_handshake(o, n, shardlm_gguf_fingerprint(g), &n_ctx, &max_batch);
+    if (!rc && n->world > 1) rc = shardlm_ring_comm_create(&n->cfg, o->connect_timeout_ms, &n->comm);
+    if (!rc && n->world == 1) rc = shardlm_comm_local_create(&n->comm);
+    if (!rc) rc = node_model(o, n, g, &n_ctx);
+    shardlm_gguf_close(g); /* the shard has been copied out: release the mapping */
+    if (!rc) rc = shardlm_comm_barrier(n->comm, o->load_timeout_ms);
+    if (!rc) rc = shardlm_engine_new(n->model, n->comm, n->ctrl, n_ctx, max_batch, o->timeout_ms, &n->engine);
+    return rc;
+}
+
+void shardlm_node_close(shardlm_node *n)
+{
+    shardlm_engine_free(n->engine);
+    shardlm_model_free(n->model);
+    if (n->comm) shardlm_comm_destroy(n->comm);
+    shardlm_ctrl_close(n->ctrl);
+    shardlm_tokenizer_free(n->tok);
+    memset(n, 0, sizeof *n);
+}
+
+int shardlm_node_report_memory(shardlm_node *n, const char *when)
+{
+    uint64_t mine[2] = {shardlm_model_shard_bytes(n->model), shardlm_rss_bytes()};
+    uint64_t all[2 * 1024];
+    size_t bytes[1024];
+    if (n->world > 1024) return SHARDLM_OK;
+    for (int r = 0; r < n->world; r++) bytes[r] = sizeof mine;
+    int rc = shardlm_comm_gatherv(n->comm, mine, bytes, all, 30000);
+    if (rc || n->rank != 0) return rc;
+    for (int r = 0; r < n->world; r++)
+        fprintf(stderr, "shardlm: rank %d %s: shard %.1f MiB, resident %.1f MiB\n", r, when,
+                (double)all[2 * r] / 1048576.0, (double)all[2 * r + 1] / 1048576.0);
+    return SHARDLM_OK;
+}

@@ -1,0 +1,42 @@
+/* node.h - bringing up one rank: config, model file, control handshake,
+ * collective, shard and engine, in that order. Shared by `generate` (rank
+ * 0) and `worker` (the others). Internal to the launcher. */
+#ifndef SHARDLM_NODE_H
+#define SHARDLM_NODE_H
+
+#include "shardlm_gguf.h"
+#include "shardlm_ring.h"
+#include "shardlm_runtime.h"
+#include "shardlm_tokenizer.h"
+
+typedef struct {
+    const char *model_path;
+    const char *ring_config; /* NULL: world size 1 */
+    int timeout_ms;          /* each collective and control message */
+    int connect_timeout_ms;  /* ring and control set-up */
+    int load_timeout_ms;     /* how long ranks wait for each other to load */
+    int n_ctx;               /* rank 0: 0 means the model's context length */
+    int max_batch;           /* rank 0 */
+    int (*watch)(void *ctx); /* rank 0: polled while waiting for workers */
+    void *watch_ctx;
+} shardlm_node_opts;
+
+typedef struct {
+    int rank, world;
+    shardlm_ring_config cfg;
+    shardlm_tokenizer *tok; /* rank 0 only */
+    shardlm_ctrl *ctrl;
+    shardlm_comm *comm;
+    shardlm_model *model;
+    shardlm_engine *engine;
+    double load_s;
+} shardlm_node;
+
+/* Brings the rank up. Returns a status; the error text says what failed. */
+int shardlm_node_open(const shardlm_node_opts *o, shardlm_node *n);
+void shardlm_node_close(shardlm_node *n);
+/* Collective: every rank reports shard size and resident memory; rank 0
+ * prints them to stderr under the heading `when`. */
+int shardlm_node_report_memory(shardlm_node *n, const char *when);
+
+#endif

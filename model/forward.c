@@ -1,0 +1,210 @@
+/* forward.c - the tensor-parallel forward pass of a Llama-family model, in
+ * the spirit of llama2.c's run.c: one function that reads top to bottom.
+ * Each rank computes its heads and FFN rows; two all-reduces per layer sum
+ * the row-parallel partial outputs; logits are gathered to rank 0. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model_internal.h"
+#include "shardlm_common.h"
+
+struct shardlm_state {
+    int n_ctx, max_batch;
+    size_t kv_width;          /* local KV heads x head_dim */
+    float *k_cache, *v_cache; /* [layer][n_ctx][kv_width] */
+    float *x, *xb, *xb2;      /* [batch][dim] */
+    float *q, *att;           /* [batch][local q width] */
+    float *k, *v;             /* [batch][kv_width] */
+    float *hb, *hb2;          /* [batch][local ffn] */
+    float *scores;            /* [n_ctx] */
+    float *lg_local;          /* [batch][local vocab] */
+    float *lg_all;            /* [batch][vocab], rank 0's gather buffer */
+    size_t *gather_bytes;     /* [world] */
+};
+
+int shardlm_state_new(const shardlm_model *m, int n_ctx, int max_batch, shardlm_state **out)
+{
+    const shardlm_hparams *hp = &m->hp;
+    const shardlm_shard_plan *p = &m->plan;
+    if (n_ctx < 1 || max_batch < 1) {
+        shardlm_err_set("context %d and batch %d must be positive", n_ctx, max_batch);
+        return SHARDLM_EINPUT;
+    }
+    shardlm_state *s = calloc(1, sizeof *s);
+    if (!s) return SHARDLM_ENOMEM;
+    size_t B = (size_t)max_batch, hd = (size_t)hp->head_dim;
+    s->n_ctx = n_ctx;
+    s->max_batch = max_batch;
+    s->kv_width = (size_t)p->n_kv_heads * hd;
+    size_t kv = (size_t)hp->n_layers * (size_t)n_ctx * s->kv_width;
+    size_t qw = (size_t)p->n_q_heads * hd;
+    s->k_cache = calloc(kv, sizeof(float));
+    s->v_cache = calloc(kv, sizeof(float));
+    s->x = malloc(B * hp->dim * sizeof(float));
+    s->xb = malloc(B * hp->dim * sizeof(float));
+    s->xb2 = malloc(B * hp->dim * sizeof(float));
+    s->q = malloc(B * qw * sizeof(float) + 1);
+    s->att = malloc(B * qw * sizeof(float) + 1);
+    s->k = malloc(B * s->kv_width * sizeof(float) + 1);
+    s->v = malloc(B * s->kv_width * sizeof(float) + 1);
+    s->hb = malloc(B * p->n_ffn * sizeof(float) + 1);
+    s->hb2 = malloc(B * p->n_ffn * sizeof(float) + 1);
+    s->scores = malloc((size_t)n_ctx * sizeof(float));
+    s->lg_local = malloc(B * p->n_vocab * sizeof(float) + 1);
+    s->lg_all = malloc(B * hp->vocab * sizeof(float));
+    s->gather_bytes = calloc((size_t)p->world, sizeof(size_t));
+    if (!s->k_cache || !s->v_cache || !s->x || !s->xb || !s->xb2 || !s->q || !s->att || !s->k || !s->v ||
+        !s->hb || !s->hb2 || !s->scores || !s->lg_local || !s->lg_all || !s->gather_bytes) {
+        shardlm_state_free(s);
+        shardlm_err_set("out of memory allocating the KV cache for %d positions", n_ctx);
+        return SHARDLM_ENOMEM;
+    }
+    *out = s;
+    return SHARDLM_OK;
+}
+
+void shardlm_state_free(shardlm_state *s)
+{
+    if (!s) return;
+    free(s->k_cache); free(s->v_cache);
+    free(s->x); free(s->xb); free(s->xb2);
+    free(s->q); free(s->att); free(s->k); free(s->v);
+    free(s->hb); free(s->hb2); free(s->scores);
+    free(s->lg_local); free(s->lg_all); free(s->gather_bytes);
+    free(s);
+}
+
+int shardlm_state_n_ctx(const shardlm_state *s) { return s->n_ctx; }
+
+static void matmul(const shardlm_mat *w, const float *x, size_t n, float *y)
+{
+    shardlm_ref_matmul(w->type, w->data, w->rows, w->cols, x, n, y);
+}
+
+/* Causal attention of one token over the cached positions 0..pos of its
+ * sequence, for each local query head. */
+static void attend(const shardlm_model *m, shardlm_state *s, int layer, int pos, const float *q, float *out)
+{
+    const shardlm_hparams *hp = &m->hp;
+    const shardlm_shard_plan *p = &m->plan;
+    int hd = hp->head_dim, group = hp->n_heads / hp->n_kv_heads;
+    float scale = 1.0f / sqrtf((float)hd);
+    const float *kc = s->k_cache + (size_t)layer * s->n_ctx * s->kv_width;
+    const float *vc = s->v_cache + (size_t)layer * s->n_ctx * s->kv_width;
+    for (int h = 0; h < p->n_q_heads; h++) {
+        int kvh = (p->q_head0 + h) / group - p->kv_head0;
+        const float *qh = q + (size_t)h * hd;
+        for (int t = 0; t <= pos; t++) {
+            const float *kt = kc + (size_t)t * s->kv_width + (size_t)kvh * hd;
+            float dot = 0.0f;
+            for (int i = 0; i < hd; i++) dot += qh[i] * kt[i];
+            s->scores[t] = dot * scale;
+        }
+        shardlm_ref_softmax(s->scores, (size_t)pos + 1);
+        float *oh = out + (size_t)h * hd;
+        memset(oh, 0, (size_t)hd * sizeof(float));
+        for (int t = 0; t <= pos; t++) {
+            const float *vt = vc + (size_t)t * s->kv_width + (size_t)kvh * hd;
+            float a = s->scores[t];
+            for (int i = 0; i < hd; i++) oh[i] += a * vt[i];
+        }
+    }
+}
+
+static int check_batch(const shardlm_model *m, const shardlm_state *s, const int32_t *tokens, const int32_t *pos,
+                       int n)
+{
+    if (n < 1 || n > s->max_batch) {
+        shardlm_err_set("batch of %d tokens is outside 1..%d", n, s->max_batch);
+        return SHARDLM_EINPUT;
+    }
+    for (int i = 0; i < n; i++) {
+        if (tokens[i] < 0 || tokens[i] >= m->hp.vocab) {
+            shardlm_err_set("token id %d is outside the vocabulary (0..%d)", tokens[i], m->hp.vocab - 1);
+            return SHARDLM_EINPUT;
+        }
+        if (pos[i] < 0 || pos[i] >= s->n_ctx) {
+            shardlm_err_set("position %d is outside the context (0..%d)", pos[i], s->n_ctx - 1);
+            return SHARDLM_EINPUT;
+        }
+    }
+    return SHARDLM_OK;
+}
+
+static int layer_forward(const shardlm_model *m, shardlm_state *s, shardlm_comm *comm, int l, const int32_t *pos,
+                         int n, int timeout_ms)
+{
+    const shardlm_hparams *hp = &m->hp;
+    const shardlm_shard_plan *p = &m->plan;
+    const shardlm_layer *ly = &m->layers[l];
+    size_t dim = (size_t)hp->dim, qw = (size_t)p->n_q_heads * hp->head_dim, kvw = s->kv_width;
+
+    /* attention: column-parallel q/k/v, local heads, row-parallel o */
+    for (int i = 0; i < n; i++) shardlm_ref_rmsnorm(s->xb + i * dim, s->x + i * dim, ly->attn_norm, dim, hp->eps);
+    matmul(&ly->wq, s->xb, (size_t)n, s->q);
+    matmul(&ly->wk, s->xb, (size_t)n, s->k);
+    matmul(&ly->wv, s->xb, (size_t)n, s->v);
+    for (int i = 0; i < n; i++) {
+        shardlm_ref_rope(s->q + i * qw, p->n_q_heads, hp->head_dim, hp->rope_dim, pos[i], hp->rope_base);
+        shardlm_ref_rope(s->k + i * kvw, p->n_kv_heads, hp->head_dim, hp->rope_dim, pos[i], hp->rope_base);
+        size_t off = ((size_t)l * s->n_ctx + (size_t)pos[i]) * kvw;
+        memcpy(s->k_cache + off, s->k + i * kvw, kvw * sizeof(float));
+        memcpy(s->v_cache + off, s->v + i * kvw, kvw * sizeof(float));
+    }
+    for (int i = 0; i < n; i++) attend(m, s, l, pos[i], s->q + i * qw, s->att + i * qw);
+    matmul(&ly->wo, s->att, (size_t)n, s->xb2);
+    int rc = shardlm_comm_allreduce_f32(comm, s->xb2, (size_t)n * dim, timeout_ms);
+    if (rc) return rc;
+    for (size_t i = 0; i < (size_t)n * dim; i++) s->x[i] += s->xb2[i];
+
+    /* SwiGLU MLP: column-parallel gate/up, row-parallel down */
+    for (int i = 0; i < n; i++) shardlm_ref_rmsnorm(s->xb + i * dim, s->x + i * dim, ly->ffn_norm, dim, hp->eps);
+    matmul(&ly->w_gate, s->xb, (size_t)n, s->hb);
+    matmul(&ly->w_up, s->xb, (size_t)n, s->hb2);
+    shardlm_ref_silu_mul(s->hb, s->hb2, (size_t)n * p->n_ffn);
+    matmul(&ly->w_down, s->hb, (size_t)n, s->xb2);
+    rc = shardlm_comm_allreduce_f32(comm, s->xb2, (size_t)n * dim, timeout_ms);
+    if (rc) return rc;
+    for (size_t i = 0; i < (size_t)n * dim; i++) s->x[i] += s->xb2[i];
+    return SHARDLM_OK;
+}
+
+/* Final norm and this rank's vocabulary slice for the wanted tokens, then a
+ * gather to rank 0, which interleaves the slices into full rows. */
+static int logits_forward(const shardlm_model *m, shardlm_state *s, shardlm_comm *comm, const uint8_t *want, int n,
+                          float *logits, int timeout_ms)
+{
+    const shardlm_hparams *hp = &m->hp;
+    size_t dim = (size_t)hp->dim;
+    int nw = 0;
+    for (int i = 0; i < n; i++)
+        if (want[i]) shardlm_ref_rmsnorm(s->xb + (size_t)nw++ * dim, s->x + i * dim, m->output_norm, dim, hp->eps);
+    if (nw == 0) return SHARDLM_OK;
+    matmul(&m->output, s->xb, (size_t)nw, s->lg_local);
+    int world = m->plan.world;
+    for (int r = 0; r < world; r++) s->gather_bytes[r] = (size_t)nw * m->vocab_counts[r] * sizeof(float);
+    int rc = shardlm_comm_gatherv(comm, s->lg_local, s->gather_bytes, s->lg_all, timeout_ms);
+    if (rc || m->plan.rank != 0 || !logits) return rc;
+    const float *src = s->lg_all;
+    for (int r = 0, v0 = 0; r < world; v0 += m->vocab_counts[r], r++) {
+        int nv = m->vocab_counts[r];
+        for (int i = 0; i < nw; i++, src += nv) memcpy(logits + (size_t)i * hp->vocab + v0, src, nv * sizeof(float));
+    }
+    return SHARDLM_OK;
+}
+
+int shardlm_model_forward(const shardlm_model *m, shardlm_state *s, shardlm_comm *comm, const int32_t *tokens,
+                          const int32_t *pos, const uint8_t *want, int n, float *logits, int timeout_ms)
+{
+    int rc = check_batch(m, s, tokens, pos, n);
+    if (rc) return rc;
+    size_t dim = (size_t)m->hp.dim;
+    for (int i = 0; i < n; i++)
+        shardlm_dequant_row(m->tok_embd.type,
+                            (const uint8_t *)m->tok_embd.data + (size_t)tokens[i] * shardlm_dtype_row_bytes(m->tok_embd.type, dim),
+                            s->x + i * dim, dim);
+    for (int l = 0; l < m->hp.n_layers; l++)
+        if ((rc = layer_forward(m, s, comm, l, pos, n, timeout_ms))) return rc;
+    return logits_forward(m, s, comm, want, n, logits, timeout_ms);
+}

@@ -1,0 +1,235 @@
+/* load.c - copies this rank's shard of a llama GGUF out of the file mapping.
+ * After each tensor the pages it touched are dropped from the mapping, so
+ * resident memory stays near the size of the shard while loading. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "model_internal.h"
+#include "shardlm_common.h"
+
+typedef struct {
+    const shardlm_gguf *g;
+    shardlm_model *m;
+} loader;
+
+static void drop_pages(const void *p, size_t n)
+{
+    uintptr_t ps = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = (uintptr_t)p & ~(ps - 1);
+    uintptr_t e = ((uintptr_t)p + n + ps - 1) & ~(ps - 1);
+    madvise((void *)a, e - a, MADV_DONTNEED); /* advisory: failure only costs memory */
+}
+
+/* Finds a tensor and checks it is cols x rows (GGUF order: ne[0] = cols). */
+static int find_2d(loader *L, const char *name, uint64_t cols, uint64_t rows, const shardlm_gguf_tensor **out)
+{
+    const shardlm_gguf_tensor *t = shardlm_gguf_find_tensor(L->g, name);
+    const char *path = shardlm_gguf_path(L->g);
+    if (!t) {
+        shardlm_err_set("%s: missing tensor '%s'", path, name);
+        return SHARDLM_EINPUT;
+    }
+    if (!shardlm_dtype_supported(t->type)) {
+        shardlm_err_set("%s: tensor '%s' has type %s, which shardlm cannot compute with", path, name,
+                        shardlm_dtype_name(t->type));
+        return SHARDLM_EINPUT;
+    }
+    if (t->ne[0] != cols || t->ne[1] != rows || t->ne[2] != 1 || t->ne[3] != 1) {
+        shardlm_err_set("%s: tensor '%s' has shape [%llu, %llu], expected [%llu, %llu]", path, name,
+                        (unsigned long long)t->ne[0], (unsigned long long)t->ne[1], (unsigned long long)cols,
+                        (unsigned long long)rows);
+        return SHARDLM_EINPUT;
+    }
+    *out = t;
+    return SHARDLM_OK;
+}
+
+static void *load_alloc(loader *L, size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (p) L->m->shard_bytes += n;
+    else shardlm_err_set("out of memory allocating %zu bytes for the model shard", n);
+    return p;
+}
+
+/* Rows [row0, row0 + nrows) of a 2-D tensor: one contiguous byte range. */
+static int load_rows(loader *L, const char *name, uint64_t cols, uint64_t rows, size_t row0, size_t nrows,
+                     shardlm_mat *out)
+{
+    const shardlm_gguf_tensor *t;
+    int rc = find_2d(L, name, cols, rows, &t);
+    if (rc) return rc;
+    size_t rb = shardlm_dtype_row_bytes(t->type, cols);
+    out->type = (shardlm_dtype)t->type;
+    out->rows = nrows;
+    out->cols = cols;
+    if (!(out->data = load_alloc(L, rb * nrows))) return SHARDLM_ENOMEM;
+    memcpy(out->data, t->data + rb * row0, rb * nrows);
+    drop_pages(t->data, t->nbytes);
+    return SHARDLM_OK;
+}
+
+/* Columns [col0, col0 + ncols) of every row. When the slice does not fall on
+ * quantisation block boundaries the shard is stored as F32 instead. */
+static int load_cols(loader *L, const char *name, uint64_t cols, uint64_t rows, size_t col0, size_t ncols,
+                     shardlm_mat *out)
+{
+    const shardlm_gguf_tensor *t;
+    int rc = find_2d(L, name, cols, rows, &t);
+    if (rc) return rc;
+    size_t be = shardlm_dtype_block_elems(t->type), bb = shardlm_dtype_block_bytes(t->type);
+    size_t rb = shardlm_dtype_row_bytes(t->type, cols);
+    int aligned = col0 % be == 0 && ncols % be == 0;
+    out->type = aligned ? (shardlm_dtype)t->type : SHARDLM_DT_F32;
+    out->rows = rows;
+    out->cols = ncols;
+    size_t orb = aligned ? ncols / be * bb : ncols * sizeof(float);
+    if (!(out->data = load_alloc(L, orb * rows))) return SHARDLM_ENOMEM;
+    float *tmp = aligned ? NULL : malloc(cols * sizeof(float));
+    if (!aligned && !tmp) return SHARDLM_ENOMEM;
+    for (size_t r = 0; r < rows; r++) {
+        const uint8_t *src = t->data + r * rb;
+        uint8_t *dst = (uint8_t *)out->data + r * orb;
+        if (aligned) {
+            memcpy(dst, src + col0 / be * bb, orb);
+        } else {
+            shardlm_dequant_row((shardlm_dtype)t->type, src, tmp, cols);
+            memcpy(dst, tmp + col0, orb);
+        }
+    }
+    free(tmp);
+    drop_pages(t->data, t->nbytes);
+    return SHARDLM_OK;
+}
+
+/* A 1-D tensor of n elements as F32. */
+static int load_vec(loader *L, const char *name, uint64_t n, float **out)
+{
+    const shardlm_gguf_tensor *t = shardlm_gguf_find_tensor(L->g, name);
+    const char *path = shardlm_gguf_path(L->g);
+    if (!t) {
+        shardlm_err_set("%s: missing tensor '%s'", path, name);
+        return SHARDLM_EINPUT;
+    }
+    if (!shardlm_dtype_supported(t->type) || t->ne[0] != n || t->ne[1] != 1 || t->ne[2] != 1 || t->ne[3] != 1) {
+        shardlm_err_set("%s: tensor '%s' must be a vector of %llu elements of a supported type", path, name,
+                        (unsigned long long)n);
+        return SHARDLM_EINPUT;
+    }
+    if (!(*out = load_alloc(L, n * sizeof(float)))) return SHARDLM_ENOMEM;
+    shardlm_dequant_row((shardlm_dtype)t->type, t->data, *out, n);
+    return SHARDLM_OK;
+}
+
+static int load_layer(loader *L, int l, shardlm_layer *ly)
+{
+    const shardlm_hparams *hp = &L->m->hp;
+    const shardlm_shard_plan *p = &L->m->plan;
+    size_t hd = (size_t)hp->head_dim, dim = (size_t)hp->dim;
+    size_t qw = (size_t)hp->n_heads * hd, kvw = (size_t)hp->n_kv_heads * hd;
+    char n[96];
+    int rc;
+#define NAME(s) (snprintf(n, sizeof n, "blk.%d.%s.weight", l, s), n)
+    if ((rc = load_vec(L, NAME("attn_norm"), dim, &ly->attn_norm)) ||
+        (rc = load_vec(L, NAME("ffn_norm"), dim, &ly->ffn_norm)) ||
+        (rc = load_rows(L, NAME("attn_q"), dim, qw, p->q_head0 * hd, p->n_q_heads * hd, &ly->wq)) ||
+        (rc = load_rows(L, NAME("attn_k"), dim, kvw, p->kv_head0 * hd, p->n_kv_heads * hd, &ly->wk)) ||
+        (rc = load_rows(L, NAME("attn_v"), dim, kvw, p->kv_head0 * hd, p->n_kv_heads * hd, &ly->wv)) ||
+        (rc = load_cols(L, NAME("attn_output"), qw, dim, p->q_head0 * hd, p->n_q_heads * hd, &ly->wo)) ||
+        (rc = load_rows(L, NAME("ffn_gate"), dim, hp->ffn, p->ffn0, p->n_ffn, &ly->w_gate)) ||
+        (rc = load_rows(L, NAME("ffn_up"), dim, hp->ffn, p->ffn0, p->n_ffn, &ly->w_up)) ||
+        (rc = load_cols(L, NAME("ffn_down"), hp->ffn, dim, p->ffn0, p->n_ffn, &ly->w_down)))
+        return rc;
+#undef NAME
+    return SHARDLM_OK;
+}
+
+/* Vocabulary size and the FFN split granularity come from tensor shapes and
+ * types, so they are settled before the plan is made. */
+static int load_plan(loader *L, int world, int rank)
+{
+    shardlm_model *m = L->m;
+    const shardlm_gguf_tensor *emb = shardlm_gguf_find_tensor(L->g, "token_embd.weight");
+    const shardlm_gguf_tensor *down = shardlm_gguf_find_tensor(L->g, "blk.0.ffn_down.weight");
+    if (!emb || !down) {
+        shardlm_err_set("%s: missing tensor '%s'", shardlm_gguf_path(L->g),
+                        !emb ? "token_embd.weight" : "blk.0.ffn_down.weight");
+        return SHARDLM_EINPUT;
+    }
+    if (m->hp.vocab == 0) m->hp.vocab = (int)emb->ne[1];
+    if (emb->ne[1] != (uint64_t)m->hp.vocab) {
+        shardlm_err_set("%s: token_embd.weight has %llu rows but the tokenizer has %d tokens",
+                        shardlm_gguf_path(L->g), (unsigned long long)emb->ne[1], m->hp.vocab);
+        return SHARDLM_EINPUT;
+    }
+    int unit = (int)shardlm_dtype_block_elems(down->type);
+    return shardlm_plan_make(&m->hp, world, rank, unit ? unit : 1, &m->plan);
+}
+
+static int load_all(loader *L)
+{
+    shardlm_model *m = L->m;
+    const shardlm_hparams *hp = &m->hp;
+    int rc = load_rows(L, "token_embd.weight", hp->dim, hp->vocab, 0, hp->vocab, &m->tok_embd);
+    if (rc) return rc;
+    if ((rc = load_vec(L, "output_norm.weight", hp->dim, &m->output_norm))) return rc;
+    const char *out_name = shardlm_gguf_find_tensor(L->g, "output.weight") ? "output.weight" : "token_embd.weight";
+    if ((rc = load_rows(L, out_name, hp->dim, hp->vocab, m->plan.vocab0, m->plan.n_vocab, &m->output))) return rc;
+    if (!(m->layers = calloc((size_t)hp->n_layers, sizeof *m->layers))) return SHARDLM_ENOMEM;
+    for (int l = 0; l < hp->n_layers; l++) {
+        if ((rc = load_layer(L, l, &m->layers[l]))) return rc;
+        shardlm_progress("loading shard", (uint64_t)l + 1, (uint64_t)hp->n_layers);
+    }
+    return SHARDLM_OK;
+}
+
+int shardlm_model_load(const shardlm_gguf *g, int world, int rank, shardlm_model **out)
+{
+    shardlm_model *m = calloc(1, sizeof *m);
+    if (!m) return SHARDLM_ENOMEM;
+    loader L = {g, m};
+    int rc = shardlm_hparams_read(g, &m->hp);
+    if (!rc) rc = load_plan(&L, world, rank);
+    if (!rc && !(m->vocab_counts = calloc((size_t)world, sizeof(int)))) rc = SHARDLM_ENOMEM;
+    for (int r = 0; !rc && r < world; r++) {
+        shardlm_shard_plan pr;
+        rc = shardlm_plan_make(&m->hp, world, r, 1, &pr);
+        m->vocab_counts[r] = pr.n_vocab;
+    }
+    if (!rc) rc = load_all(&L);
+    if (rc) {
+        shardlm_model_free(m);
+        return rc;
+    }
+    *out = m;
+    return SHARDLM_OK;
+}
+
+static void mat_free(shardlm_mat *x) { free(x->data); }
+
+void shardlm_model_free(shardlm_model *m)
+{
+    if (!m) return;
+    if (m->layers) {
+        for (int l = 0; l < m->hp.n_layers; l++) {
+            shardlm_layer *ly = &m->layers[l];
+            free(ly->attn_norm);
+            free(ly->ffn_norm);
+            mat_free(&ly->wq); mat_free(&ly->wk); mat_free(&ly->wv); mat_free(&ly->wo);
+            mat_free(&ly->w_gate); mat_free(&ly->w_up); mat_free(&ly->w_down);
+        }
+    }
+    free(m->layers);
+    mat_free(&m->tok_embd);
+    mat_free(&m->output);
+    free(m->output_norm);
+    free(m->vocab_counts);
+    free(m);
+}
+
+const shardlm_hparams *shardlm_model_hparams(const shardlm_model *m) { return &m->hp; }
+const shardlm_shard_plan *shardlm_model_plan(const shardlm_model *m) { return &m->plan; }
+size_t shardlm_model_shard_bytes(const shardlm_model *m) { return m->shard_bytes; }

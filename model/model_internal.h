@@ -1,0 +1,35 @@
+/* model_internal.h - the layout of a loaded shard, shared by the loader and
+ * the forward pass. Not part of the public API. */
+#ifndef SHARDLM_MODEL_INTERNAL_H
+#define SHARDLM_MODEL_INTERNAL_H
+
+#include "shardlm_kernels.h"
+#include "shardlm_model.h"
+
+/* A row-major matrix of `rows` rows of `cols` elements, owned by the model. */
+typedef struct {
+    shardlm_dtype type;
+    size_t rows, cols;
+    void *data;
+} shardlm_mat;
+
+typedef struct {
+    float *attn_norm, *ffn_norm; /* dim each, replicated */
+    shardlm_mat wq, wk, wv;      /* column-parallel: local heads x dim */
+    shardlm_mat wo;              /* row-parallel: dim x local q width */
+    shardlm_mat w_gate, w_up;    /* column-parallel: n_ffn x dim */
+    shardlm_mat w_down;          /* row-parallel: dim x n_ffn */
+} shardlm_layer;
+
+struct shardlm_model {
+    shardlm_hparams hp;
+    shardlm_shard_plan plan;
+    shardlm_mat tok_embd; /* vocab x dim, replicated */
+    shardlm_mat output;   /* n_vocab x dim, this rank's vocabulary rows */
+    float *output_norm;
+    shardlm_layer *layers;
+    size_t shard_bytes;
+    int *vocab_counts; /* n_vocab of every rank, for the logits gather */
+};
+
+#endif

@@ -1,0 +1,66 @@
+/* shardlm_model.h - a Llama-family model sharded Megatron-style across the
+ * ranks of a communicator, and its forward pass.
+ *
+ * Column-parallel (split by output rows): q, k, v, gate, up, output.
+ * Row-parallel (split by input columns): o and down, each followed by one
+ * sum all-reduce. Norms and the token embedding are replicated. Each rank
+ * keeps only its shard in memory: the slices are copied out of the GGUF
+ * mapping and the mapping is released. */
+#ifndef SHARDLM_MODEL_H
+#define SHARDLM_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "shardlm_comm.h"
+#include "shardlm_gguf.h"
+
+typedef struct {
+    int dim, n_layers, n_heads, n_kv_heads, head_dim, ffn, vocab, ctx, rope_dim;
+    float eps, rope_base;
+} shardlm_hparams;
+
+/* What one rank holds. Heads and FFN rows are contiguous ranges. */
+typedef struct {
+    int rank, world;
+    int q_head0, n_q_heads;   /* local query heads */
+    int kv_head0, n_kv_heads; /* local KV heads (replicated when n_kv < world) */
+    int ffn0, n_ffn;          /* local FFN rows */
+    int vocab0, n_vocab;      /* local rows of the output projection */
+} shardlm_shard_plan;
+
+/* Reads and checks the llama.* hyperparameters of an open GGUF. */
+int shardlm_hparams_read(const shardlm_gguf *g, shardlm_hparams *hp);
+
+/* Splits the model over `world` ranks. ffn_unit is the granularity of the
+ * FFN split (the block size of ffn_down's type). Fails with SHARDLM_EINPUT,
+ * saying why, when the heads do not divide. */
+int shardlm_plan_make(const shardlm_hparams *hp, int world, int rank, int ffn_unit, shardlm_shard_plan *p);
+
+typedef struct shardlm_model shardlm_model;
+
+/* Loads this rank's shard from an open GGUF (which the caller may close
+ * right after). */
+int shardlm_model_load(const shardlm_gguf *g, int world, int rank, shardlm_model **out);
+void shardlm_model_free(shardlm_model *m);
+const shardlm_hparams *shardlm_model_hparams(const shardlm_model *m);
+const shardlm_shard_plan *shardlm_model_plan(const shardlm_model *m);
+/* Bytes of weights this rank holds. */
+size_t shardlm_model_shard_bytes(const shardlm_model *m);
+
+/* Per-sequence state: the KV cache of this rank's heads and scratch for
+ * batches of up to max_batch tokens. */
+typedef struct shardlm_state shardlm_state;
+int shardlm_state_new(const shardlm_model *m, int n_ctx, int max_batch, shardlm_state **out);
+void shardlm_state_free(shardlm_state *s);
+int shardlm_state_n_ctx(const shardlm_state *s);
+
+/* Runs n tokens of one sequence at positions pos[0..n-1] (each position
+ * attends to every earlier cached position). Logits are computed for the
+ * tokens with want[i] != 0 and gathered to rank 0, which receives them in
+ * `logits` as n_want rows of vocab floats. Every rank must call this with
+ * the same arguments (workers pass logits = NULL). */
+int shardlm_model_forward(const shardlm_model *m, shardlm_state *s, shardlm_comm *comm, const int32_t *tokens,
+                          const int32_t *pos, const uint8_t *want, int n, float *logits, int timeout_ms);
+
+#endif

@@ -1,0 +1,47 @@
+/* shardlm_runtime.h - rank 0's engine loop and sampler, and the workers'
+ * step loop. Rank 0 decides everything: each step it sends one Step message
+ * over the control channel, then every rank runs the same forward pass in
+ * lockstep. Workers never decide anything by themselves. */
+#ifndef SHARDLM_RUNTIME_H
+#define SHARDLM_RUNTIME_H
+
+#include <stdint.h>
+
+#include "shardlm_comm.h"
+#include "shardlm_control.h"
+#include "shardlm_model.h"
+
+typedef struct shardlm_engine shardlm_engine;
+
+/* The engine borrows model, comm and ctrl (ctrl is NULL at world size 1);
+ * the caller frees them after shardlm_engine_free. */
+int shardlm_engine_new(shardlm_model *m, shardlm_comm *comm, shardlm_ctrl *ctrl, int n_ctx, int max_batch,
+                       int timeout_ms, shardlm_engine **out);
+void shardlm_engine_free(shardlm_engine *e);
+int shardlm_engine_n_ctx(const shardlm_engine *e);
+
+/* Rank 0: one lockstep forward step of n tokens of one sequence (see
+ * shardlm_model_forward). logits receives a row of vocab floats for each
+ * token with want[i] != 0. */
+int shardlm_engine_step(shardlm_engine *e, const int32_t *tokens, const int32_t *pos, const uint8_t *want, int n,
+                        float *logits);
+/* Rank 0: tells the workers to exit (best effort). */
+void shardlm_engine_shutdown(shardlm_engine *e, const char *reason);
+
+/* Worker: runs steps until rank 0 sends Shutdown (returns SHARDLM_OK) or
+ * something fails (returns its status). idle_timeout_ms bounds the wait for
+ * the next message. */
+int shardlm_engine_worker_loop(shardlm_engine *e, int idle_timeout_ms);
+
+/* ---- sampler ---- */
+typedef struct {
+    float temperature; /* 0: greedy */
+    float top_p;       /* 1: off */
+    uint64_t rng;      /* state; seed with shardlm_sampler_seed */
+} shardlm_sampler;
+
+void shardlm_sampler_seed(shardlm_sampler *s, uint64_t seed);
+/* Picks a token from n logits; may overwrite logits. */
+int32_t shardlm_sampler_sample(shardlm_sampler *s, float *logits, int n);
+
+#endif
