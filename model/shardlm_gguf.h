@@ -74,6 +74,8 @@ int shardlm_gguf_arr_str(const shardlm_gguf *g, const char *key, uint64_t i, sha
 int shardlm_gguf_arr_f64(const shardlm_gguf *g, const char *key, uint64_t i, double *out);
 /* A value of any scalar type formatted for humans (for `shardlm info`). */
 void shardlm_gguf_kv_format(const shardlm_gguf *g, uint64_t i, char *buf, size_t cap);
+/* "uint32", "string", "array", ... ("invalid" for unknown ids). */
+const char *shardlm_gguf_vtype_name(shardlm_gguf_vtype t);
 
 uint64_t shardlm_gguf_n_tensors(const shardlm_gguf *g);
 const shardlm_gguf_tensor *shardlm_gguf_tensor_at(const shardlm_gguf *g, uint64_t i);
@@ -92,12 +94,21 @@ void shardlm_gguf_writer_str(shardlm_gguf_writer *w, const char *key, const char
 void shardlm_gguf_writer_arr_str(shardlm_gguf_writer *w, const char *key, const char *const *v, uint64_t n);
 void shardlm_gguf_writer_arr_f32(shardlm_gguf_writer *w, const char *key, const float *v, uint64_t n);
 void shardlm_gguf_writer_arr_i32(shardlm_gguf_writer *w, const char *key, const int32_t *v, uint64_t n);
+/* Any scalar numeric or bool type t; v points at its little-endian value. */
+void shardlm_gguf_writer_scalar(shardlm_gguf_writer *w, const char *key, shardlm_gguf_vtype t, const void *v);
+/* An array of any scalar numeric or bool type (packed little-endian values). */
+void shardlm_gguf_writer_arr(shardlm_gguf_writer *w, const char *key, shardlm_gguf_vtype elem, const void *v,
+                             uint64_t n);
 /* Declares a tensor; its bytes are produced later, in declaration order, by
  * fill(ctx, tensor_index, dst, nbytes) during shardlm_gguf_writer_write, so
  * large files stream to disk without being held in memory. */
 typedef int (*shardlm_gguf_fill_fn)(void *ctx, uint64_t index, void *dst, uint64_t nbytes);
 void shardlm_gguf_writer_tensor(shardlm_gguf_writer *w, const char *name, uint32_t type, uint32_t n_dims,
                                 const uint64_t *ne);
+/* Errors (also a bad declaration earlier: unsupported type, ne[0] not a
+ * multiple of the block, duplicate name or key) come back as a status, with
+ * error text "PATH: problem". A fill returning nonzero aborts the write and
+ * its status is returned. */
 int shardlm_gguf_writer_write(shardlm_gguf_writer *w, const char *path, shardlm_gguf_fill_fn fill, void *ctx);
 
 #endif
