@@ -3,6 +3,7 @@
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "gguf_internal.h"
@@ -216,6 +217,19 @@ static void put_str(sbuf *b, shardlm_gguf_str s)
     put(b, s.len > n ? "\"..." : "\"");
 }
 
+/* The shortest %g form that reads back as the same value (1e-05, not
+ * 9.99999975e-06, for an f32 1e-5). */
+static void put_float(sbuf *b, double v, int is_f32)
+{
+    char tmp[40];
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(tmp, sizeof tmp, "%.*g", prec, v);
+        double back = strtod(tmp, NULL);
+        if (is_f32 ? (float)back == (float)v : back == v) break;
+    }
+    put(b, "%s", tmp);
+}
+
 static void put_scalar(sbuf *b, uint32_t t, const uint8_t *p)
 {
     if (t == SHARDLM_GGUF_BOOL) return put(b, "%s", p[0] ? "true" : "false");
@@ -223,7 +237,7 @@ static void put_scalar(sbuf *b, uint32_t t, const uint8_t *p)
     gguf_num n = read_num(t, p);
     if (n.kind == NUM_UINT) put(b, "%" PRIu64, n.u);
     else if (n.kind == NUM_INT) put(b, "%" PRId64, n.i);
-    else if (n.kind == NUM_FLOAT) put(b, "%.9g", n.f);
+    else if (n.kind == NUM_FLOAT) put_float(b, n.f, t == SHARDLM_GGUF_FLOAT32);
     else put(b, "?");
 }
 
