@@ -1,4 +1,254 @@
-/* PLACEHOLDER - replaced by its owner before the first commit. */
+/* cmd_bench_comm.c - `shardlm bench-comm`: times the ring all-reduce from
+ * 4 KiB to 64 MiB. Rank 0 spawns the other ranks as copies of itself with
+ * RING_CONFIG set; a process that finds RING_CONFIG acts as that rank. Every
+ * iteration's result is checked, so a wrong sum fails the benchmark. */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "shardlm_cli.h"
-int shardlm_cmd_bench_comm(int argc, char **argv) { (void)argc; (void)argv; fprintf(stderr, "not built yet\n"); return 1; }
+#include "shardlm_common.h"
+#include "shardlm_launch.h"
+
+#define BENCH_WARMUP 3
+
+typedef struct {
+    int world, json, iters, timeout_ms;
+    size_t min_bytes, max_bytes;
+} bench_opts;
+
+typedef struct {
+    size_t bytes;
+    double median_us, algbw_gbps;
+} bench_row;
+
+static void bench_usage(FILE *f)
+{
+    fprintf(f, "usage: shardlm bench-comm --world-size W [--json] [--min-bytes B] [--max-bytes B]\n"
+               "                          [--iters N] [--timeout-ms T]\n"
+               "  Times the ring all-reduce of B bytes of f32 (B doubling from --min-bytes,\n"
+               "  default 4096, to --max-bytes, default 67108864) across W local ranks.\n"
+               "  --iters N       timed iterations per size (default: 200 up to 256 KiB,\n"
+               "                  50 up to 4 MiB, 20 above), after %d warm-up iterations\n"
+               "  --timeout-ms T  deadline of each collective and of the ring set-up (10000)\n"
+               "  --json          print one JSON array of {bytes, median_us, algbw_gbps}\n"
+               "algbw is bytes / median time (as nccl-tests' algbw).\n", BENCH_WARMUP);
+}
+
+static int bench_parse_size(const char *s, size_t *out)
+{
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (!*s || *end || v < 4 || v > (1ull << 34) || v % 4) return -1;
+    *out = (size_t)v;
+    return 0;
+}
+
+static int bench_parse(int argc, char **argv, bench_opts *o)
+{
+    *o = (bench_opts){.min_bytes = 4096, .max_bytes = 64u << 20, .timeout_ms = 10000};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int bad = 0;
+        if (!strcmp(a, "--json")) {
+            o->json = 1;
+            continue;
+        }
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            bench_usage(stdout);
+            return 0;
+        }
+        if (!v) bad = 1;
+        else if (!strcmp(a, "--world-size")) o->world = atoi(v), bad = o->world < 1 || o->world > 1024 || (o->world & (o->world - 1));
+        else if (!strcmp(a, "--iters")) o->iters = atoi(v), bad = o->iters < 1 || o->iters > 1000000;
+        else if (!strcmp(a, "--timeout-ms")) o->timeout_ms = atoi(v), bad = o->timeout_ms < 1;
+        else if (!strcmp(a, "--min-bytes")) bad = bench_parse_size(v, &o->min_bytes);
+        else if (!strcmp(a, "--max-bytes")) bad = bench_parse_size(v, &o->max_bytes);
+        else {
+            fprintf(stderr, "shardlm bench-comm: unknown option '%s'\n", a);
+            return 2;
+        }
+        if (bad) {
+            fprintf(stderr, "shardlm bench-comm: bad or missing value for %s%s%s\n", a, v ? ": " : "", v ? v : "");
+            return 2;
+        }
+        i++;
+    }
+    if (!o->world) {
+        fprintf(stderr, "shardlm bench-comm: --world-size W is required\n");
+        bench_usage(stderr);
+        return 2;
+    }
+    if (o->min_bytes > o->max_bytes) {
+        fprintf(stderr, "shardlm bench-comm: --min-bytes is larger than --max-bytes\n");
+        return 2;
+    }
+    return -1;
+}
+
+static int bench_iters(const bench_opts *o, size_t bytes)
+{
+    if (o->iters) return o->iters;
+    return bytes <= (256u << 10) ? 200 : bytes <= (4u << 20) ? 50 : 20;
+}
+
+/* Integer-valued data, so the expected sum is exact at any world size. */
+static void bench_fill(float *b, size_t n, int rank, int it)
+{
+    for (size_t i = 0; i < n; i++) b[i] = (float)((i + (size_t)it) % 1024 + (size_t)rank);
+}
+
+static int bench_check(const float *b, size_t n, int world, int it)
+{
+    float base = (float)(world * (world - 1) / 2);
+    for (size_t i = 0; i < n; i++) {
+        float want = (float)world * (float)((i + (size_t)it) % 1024) + base;
+        if (b[i] != want) {
+            shardlm_err_set("wrong all-reduce result at element %zu of %zu: got %g, expected %g", i, n, b[i], want);
+            return SHARDLM_ERUNTIME;
+        }
+    }
+    return SHARDLM_OK;
+}
+
+static int bench_cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* One size: warm-up, then timed iterations, each from a barrier. */
+static int bench_size(shardlm_comm *c, const bench_opts *o, float *buf, size_t bytes, double *times,
+                      bench_row *row)
+{
+    size_t n = bytes / 4;
+    int iters = bench_iters(o, bytes), rank = shardlm_comm_rank(c), w = shardlm_comm_size(c);
+    for (int it = 0; it < BENCH_WARMUP + iters; it++) {
+        bench_fill(buf, n, rank, it);
+        int rc = shardlm_comm_barrier(c, o->timeout_ms);
+        if (rc) return rc;
+        uint64_t t0 = shardlm_now_ns();
+        rc = shardlm_comm_allreduce_f32(c, buf, n, o->timeout_ms);
+        uint64_t t1 = shardlm_now_ns();
+        if (rc || (rc = bench_check(buf, n, w, it))) return rc;
+        if (it >= BENCH_WARMUP) times[it - BENCH_WARMUP] = (double)(t1 - t0) * 1e-3;
+    }
+    qsort(times, (size_t)iters, sizeof *times, bench_cmp_double);
+    double med = iters % 2 ? times[iters / 2] : 0.5 * (times[iters / 2 - 1] + times[iters / 2]);
+    *row = (bench_row){bytes, med, (double)bytes / (med * 1e-6) / 1e9};
+    return SHARDLM_OK;
+}
+
+static void bench_print(const bench_opts *o, const bench_row *rows, int nrows, const char *transport)
+{
+    if (o->json) {
+        printf("[");
+        for (int i = 0; i < nrows; i++)
+            printf("%s{\"bytes\":%zu,\"median_us\":%.2f,\"algbw_gbps\":%.4f}", i ? "," : "", rows[i].bytes,
+                   rows[i].median_us, rows[i].algbw_gbps);
+        printf("]\n");
+        return;
+    }
+    printf("# shardlm bench-comm: %s all-reduce (f32 sum), world size %d, median of timed iterations\n",
+           transport, o->world);
+    printf("%12s %12s %12s\n", "bytes", "median_us", "algbw_GB/s");
+    for (int i = 0; i < nrows; i++)
+        printf("%12zu %12.1f %12.3f\n", rows[i].bytes, rows[i].median_us, rows[i].algbw_gbps);
+}
+
+static int bench_run(shardlm_comm *c, const bench_opts *o)
+{
+    int nsizes = 0, rank = shardlm_comm_rank(c);
+    for (size_t b = o->min_bytes; b <= o->max_bytes; b *= 2) nsizes++;
+    int max_iters = o->iters ? o->iters : 200;
+    float *buf = malloc(o->max_bytes);
+    double *times = malloc(sizeof(double) * (size_t)max_iters);
+    bench_row *rows = calloc((size_t)nsizes, sizeof *rows);
+    int rc = (buf && times && rows) ? SHARDLM_OK : SHARDLM_ENOMEM;
+    if (rc) shardlm_err_set("rank %d: out of memory for a %zu-byte buffer", rank, o->max_bytes);
+    int tty = rank == 0 && isatty(STDERR_FILENO), i = 0;
+    for (size_t b = o->min_bytes; rc == SHARDLM_OK && b <= o->max_bytes; b *= 2, i++) {
+        if (tty) fprintf(stderr, "\rbench-comm: %zu bytes (%d/%d)   ", b, i + 1, nsizes);
+        rc = bench_size(c, o, buf, b, times, &rows[i]);
+    }
+    if (tty) fprintf(stderr, "\r%40s\r", "");
+    if (rc == SHARDLM_OK) rc = shardlm_comm_barrier(c, o->timeout_ms);
+    if (rc == SHARDLM_OK && rank == 0) bench_print(o, rows, nsizes, shardlm_comm_name(c));
+    fflush(stdout);
+    free(buf);
+    free(times);
+    free(rows);
+    return rc;
+}
+
+/* A rank spawned by rank 0 (or by `shardlm launch`, or by hand). */
+static int bench_as_rank(const char *path, const bench_opts *o)
+{
+    shardlm_ring_config cfg;
+    int rc = shardlm_ring_config_load(path, &cfg);
+    if (rc) {
+        fprintf(stderr, "shardlm bench-comm: %s\n", shardlm_err_get());
+        return 2;
+    }
+    if (cfg.world_size != o->world) {
+        fprintf(stderr, "shardlm bench-comm: %s: field 'world_size': %d does not match --world-size %d\n", path,
+                cfg.world_size, o->world);
+        return 2;
+    }
+    shardlm_comm *c = NULL;
+    rc = shardlm_ring_comm_create(&cfg, o->timeout_ms, &c);
+    if (rc == SHARDLM_OK) rc = bench_run(c, o);
+    if (rc) fprintf(stderr, "shardlm bench-comm (rank %d): %s\n", cfg.rank, shardlm_err_get());
+    shardlm_comm_destroy(c);
+    return shardlm_exit_code(rc);
+}
+
+static char **bench_child_argv(int argc, char **argv)
+{
+    char **a = calloc((size_t)argc + 2, sizeof *a);
+    if (!a) return NULL;
+    a[0] = (char *)shardlm_cli_self();
+    for (int i = 0; i < argc; i++) a[i + 1] = argv[i];
+    return a;
+}
+
+/* Rank 0 with no RING_CONFIG: spawn ranks 1..W-1 and lead. */
+static int bench_as_leader(int argc, char **argv, const bench_opts *o)
+{
+    shardlm_comm *c = NULL;
+    if (o->world == 1) {
+        int rc = shardlm_comm_local_create(&c);
+        if (rc == SHARDLM_OK) rc = bench_run(c, o);
+        shardlm_comm_destroy(c);
+        return shardlm_exit_code(rc);
+    }
+    shardlm_ring_config *cfgs = calloc((size_t)o->world, sizeof *cfgs);
+    char **cargv = bench_child_argv(argc, argv);
+    shardlm_launch *l = NULL;
+    int rc = cfgs && cargv ? shardlm_launch_plan(o->world, cfgs) : SHARDLM_ENOMEM;
+    if (rc == SHARDLM_OK) rc = shardlm_launch_start(o->world, 1, cfgs, cargv, &l, NULL);
+    if (rc == SHARDLM_OK) rc = shardlm_ring_comm_create(&cfgs[0], o->timeout_ms, &c);
+    if (rc == SHARDLM_OK) rc = bench_run(c, o);
+    if (rc) fprintf(stderr, "shardlm bench-comm (rank 0): %s\n", shardlm_err_get());
+    shardlm_comm_destroy(c);
+    if (l && shardlm_launch_wait(l, rc ? 2000 : o->timeout_ms) != SHARDLM_OK && rc == SHARDLM_OK) {
+        fprintf(stderr, "shardlm bench-comm: %s\n", shardlm_err_get());
+        rc = SHARDLM_ERUNTIME;
+    }
+    shardlm_launch_free(l);
+    free(cfgs);
+    free(cargv);
+    return shardlm_exit_code(rc);
+}
+
+int shardlm_cmd_bench_comm(int argc, char **argv)
+{
+    bench_opts o;
+    int code = bench_parse(argc, argv, &o);
+    if (code >= 0) return code;
+    const char *cfg = getenv("RING_CONFIG");
+    if (cfg && *cfg) return bench_as_rank(cfg, &o);
+    return bench_as_leader(argc, argv, &o);
+}

@@ -29,6 +29,12 @@ int shardlm_launch_poll(shardlm_launch *l, int *status);
  * Returns 0 when all exited with status 0. */
 int shardlm_launch_wait(shardlm_launch *l, int timeout_ms);
 void shardlm_launch_kill(shardlm_launch *l, int sig);
+/* Blocks up to timeout_ms (negative: no limit) until a child exits; returns
+ * its rank and wait status like shardlm_launch_poll, or -1 on timeout or
+ * when no child is left. */
+int shardlm_launch_wait_any(shardlm_launch *l, int timeout_ms, int *status);
+/* The wait status of a rank that has been reaped (0 before that). */
+int shardlm_launch_status(const shardlm_launch *l, int rank);
 /* Reaps everything, removes the temporary directory and frees l. */
 void shardlm_launch_free(shardlm_launch *l);
 

@@ -1,0 +1,424 @@
+/* setup.c - connecting a rank to its ring neighbours with libuv: listen for
+ * the left neighbour, resolve and connect to the right one with exponential
+ * backoff under one overall deadline, and exchange a handshake on both links
+ * so that a duplicate rank, a different world size or a stranger on the port
+ * fails at once with a message naming the peer. The connected sockets are then
+ * taken out of libuv: the data path is a tight poll() loop (see ring.c). */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "ring_internal.h"
+#include "shardlm_common.h"
+
+#define RING_BACKOFF_MIN_MS 5
+#define RING_BACKOFF_MAX_MS 500
+
+typedef struct ring_setup ring_setup;
+
+typedef struct {
+    uv_tcp_t tcp;
+    ring_setup *s;
+    unsigned char hello[RING_HELLO_BYTES];
+    size_t got;
+    int is_right;
+    int open;      /* tcp handle initialised, must be closed */
+    int connected; /* TCP connection established */
+    int done;      /* handshake validated */
+    char addr[300];
+} ring_link;
+
+struct ring_setup {
+    uv_loop_t loop;
+    const shardlm_ring_config *cfg;
+    int timeout_ms;
+    int left_rank, right_rank;
+    uv_tcp_t listener;
+    uv_timer_t deadline, retry;
+    uv_getaddrinfo_t gai;
+    uv_connect_t conn_req;
+    ring_link left, right;
+    int listener_open, gai_pending;
+    int backoff_ms;
+    int finished; /* success or error recorded; callbacks stand down */
+    int rc;
+    char last_err[400];
+};
+
+static void setup_finish(ring_setup *s, int rc)
+{
+    if (s->finished) return;
+    s->finished = 1;
+    s->rc = rc;
+    uv_stop(&s->loop);
+}
+
+static void setup_maybe_done(ring_setup *s)
+{
+    if (s->left.done && s->right.done) setup_finish(s, SHARDLM_OK);
+}
+
+static void setup_encode_hello(const ring_setup *s, unsigned char *b)
+{
+    uint32_t w[4] = {htonl(RING_MAGIC), htonl(RING_PROTO_VERSION), htonl((uint32_t)s->cfg->rank),
+                     htonl((uint32_t)s->cfg->world_size)};
+    memcpy(b, w, sizeof w);
+}
+
+/* 16 bytes always fit in a fresh socket's send buffer, so a direct send()
+ * is enough, and MSG_NOSIGNAL keeps a vanished peer from raising SIGPIPE. */
+static int setup_send_hello(ring_setup *s, ring_link *l)
+{
+    uv_os_fd_t fd;
+    unsigned char b[RING_HELLO_BYTES];
+    setup_encode_hello(s, b);
+    if (uv_fileno((uv_handle_t *)&l->tcp, &fd) != 0) return -1;
+    ssize_t n = send(fd, b, sizeof b, MSG_NOSIGNAL | MSG_DONTWAIT);
+    return n == (ssize_t)sizeof b ? 0 : -1;
+}
+
+static const char *setup_side(const ring_link *l) { return l->is_right ? "right" : "left"; }
+
+static void setup_check_hello(ring_setup *s, ring_link *l)
+{
+    uint32_t w[4];
+    memcpy(w, l->hello, sizeof w);
+    uint32_t magic = ntohl(w[0]), version = ntohl(w[1]);
+    int rank = (int)ntohl(w[2]), world = (int)ntohl(w[3]);
+    int me = s->cfg->rank, expect = l->is_right ? s->right_rank : s->left_rank;
+    if (magic != RING_MAGIC) {
+        shardlm_err_set("rank %d: %s peer %s is not a shardlm rank (bad handshake magic 0x%08x)", me,
+                        setup_side(l), l->addr, magic);
+    } else if (version != RING_PROTO_VERSION) {
+        shardlm_err_set("rank %d: %s peer %s speaks ring protocol v%u, this rank speaks v%u", me, setup_side(l),
+                        l->addr, version, RING_PROTO_VERSION);
+    } else if (world != s->cfg->world_size) {
+        shardlm_err_set("rank %d: %s peer %s claims rank %d of world_size %d, but this rank's world_size is %d",
+                        me, setup_side(l), l->addr, rank, world, s->cfg->world_size);
+    } else if (rank == me) {
+        shardlm_err_set("rank %d: %s peer %s also claims rank %d: duplicate rank in the ring configs", me,
+                        setup_side(l), l->addr, rank);
+    } else if (rank != expect) {
+        shardlm_err_set("rank %d: %s peer %s claims rank %d, expected rank %d", me, setup_side(l), l->addr, rank,
+                        expect);
+    } else {
+        l->done = 1;
+        setup_maybe_done(s);
+        return;
+    }
+    setup_finish(s, SHARDLM_EINPUT);
+}
+
+static void setup_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)suggested;
+    ring_link *l = h->data;
+    /* Exactly the missing hello bytes: anything after them is the first
+     * collective's data and must stay in the socket for ring.c. */
+    buf->base = (char *)l->hello + l->got;
+    buf->len = RING_HELLO_BYTES - l->got;
+}
+
+static void setup_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    (void)buf;
+    ring_link *l = st->data;
+    ring_setup *s = l->s;
+    if (s->finished) return;
+    if (nread < 0) {
+        shardlm_err_set("rank %d: %s peer %s closed the connection during the handshake (%s)", s->cfg->rank,
+                        setup_side(l), l->addr, uv_strerror((int)nread));
+        setup_finish(s, SHARDLM_EPEER);
+        return;
+    }
+    l->got += (size_t)nread;
+    if (l->got < RING_HELLO_BYTES) return;
+    uv_read_stop(st);
+    setup_check_hello(s, l);
+}
+
+static void setup_start_link(ring_setup *s, ring_link *l)
+{
+    l->connected = 1;
+    uv_tcp_nodelay(&l->tcp, 1);
+    if (setup_send_hello(s, l) != 0) {
+        shardlm_err_set("rank %d: cannot send the handshake to %s peer %s: %s", s->cfg->rank, setup_side(l),
+                        l->addr, strerror(errno));
+        setup_finish(s, SHARDLM_EPEER);
+        return;
+    }
+    int r = uv_read_start((uv_stream_t *)&l->tcp, setup_alloc, setup_read);
+    if (r) {
+        shardlm_err_set("rank %d: reading from %s peer %s: %s", s->cfg->rank, setup_side(l), l->addr,
+                        uv_strerror(r));
+        setup_finish(s, SHARDLM_ERUNTIME);
+    }
+}
+
+static void setup_set_bufs(uv_handle_t *h)
+{
+    const char *e = getenv("SHARDLM_RING_SOCKBUF");
+    int v = e ? atoi(e) : 0;
+    if (v > 0) {
+        uv_send_buffer_size(h, &v);
+        uv_recv_buffer_size(h, &v);
+    }
+}
+
+static void setup_resolve(ring_setup *s);
+
+static void setup_retry_fire(uv_timer_t *t)
+{
+    ring_setup *s = t->data;
+    if (!s->finished) setup_resolve(s);
+}
+
+static void setup_schedule_retry(ring_setup *s)
+{
+    if (s->finished) return;
+    uv_timer_start(&s->retry, setup_retry_fire, (uint64_t)s->backoff_ms, 0);
+    s->backoff_ms *= 2;
+    if (s->backoff_ms > RING_BACKOFF_MAX_MS) s->backoff_ms = RING_BACKOFF_MAX_MS;
+}
+
+static void setup_right_closed(uv_handle_t *h)
+{
+    ring_link *l = h->data;
+    setup_schedule_retry(l->s);
+}
+
+/* `open` drops at once so the final clean-up never closes it twice. */
+static void setup_close_right(ring_setup *s)
+{
+    s->right.open = 0;
+    s->right.connected = 0;
+    uv_close((uv_handle_t *)&s->right.tcp, setup_right_closed);
+}
+
+/* Linux may connect a loopback socket to itself when the target port is in
+ * the ephemeral range and nobody listens yet (TCP simultaneous open). */
+static int setup_is_self_connect(uv_tcp_t *t)
+{
+    struct sockaddr_storage a, b;
+    int la = sizeof a, lb = sizeof b;
+    if (uv_tcp_getsockname(t, (struct sockaddr *)&a, &la) || uv_tcp_getpeername(t, (struct sockaddr *)&b, &lb))
+        return 0;
+    return la == lb && !memcmp(&a, &b, (size_t)la);
+}
+
+static void setup_connected(uv_connect_t *req, int status)
+{
+    ring_setup *s = req->data;
+    ring_link *l = &s->right;
+    if (s->finished) return;
+    if (status == 0 && setup_is_self_connect(&l->tcp)) status = UV_ECONNREFUSED;
+    if (status < 0) {
+        snprintf(s->last_err, sizeof s->last_err, "%s", uv_strerror(status));
+        setup_close_right(s);
+        return;
+    }
+    setup_start_link(s, l);
+}
+
+static void setup_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *ai)
+{
+    ring_setup *s = req->data;
+    s->gai_pending = 0;
+    if (s->finished || status < 0) {
+        if (status < 0)
+            snprintf(s->last_err, sizeof s->last_err, "cannot resolve %s: %s", s->cfg->right_ip,
+                     uv_strerror(status));
+        uv_freeaddrinfo(ai);
+        setup_schedule_retry(s);
+        return;
+    }
+    ring_link *l = &s->right;
+    int r = uv_tcp_init_ex(&s->loop, &l->tcp, (unsigned)ai->ai_family);
+    if (r == 0) {
+        l->open = 1;
+        l->tcp.data = l;
+        setup_set_bufs((uv_handle_t *)&l->tcp);
+        s->conn_req.data = s;
+        r = uv_tcp_connect(&s->conn_req, &l->tcp, ai->ai_addr, setup_connected);
+    }
+    uv_freeaddrinfo(ai);
+    if (r) {
+        snprintf(s->last_err, sizeof s->last_err, "%s", uv_strerror(r));
+        if (l->open) setup_close_right(s);
+        else setup_schedule_retry(s);
+    }
+}
+
+static void setup_resolve(ring_setup *s)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    char port[16];
+    snprintf(port, sizeof port, "%d", s->cfg->right_port);
+    s->gai.data = s;
+    int r = uv_getaddrinfo(&s->loop, &s->gai, setup_resolved, s->cfg->right_ip, port, &hints);
+    if (r) {
+        snprintf(s->last_err, sizeof s->last_err, "cannot resolve %s: %s", s->cfg->right_ip, uv_strerror(r));
+        setup_schedule_retry(s);
+        return;
+    }
+    s->gai_pending = 1;
+}
+
+static void setup_drop_closed(uv_handle_t *h) { free(h); }
+
+static void setup_on_connection(uv_stream_t *server, int status)
+{
+    ring_setup *s = server->data;
+    if (s->finished || status < 0) return;
+    ring_link *l = &s->left;
+    if (l->open) {
+        /* Someone else after the left neighbour: not ours to judge; drop it. */
+        uv_tcp_t *extra = malloc(sizeof *extra);
+        if (!extra) return;
+        uv_tcp_init(&s->loop, extra);
+        uv_accept(server, (uv_stream_t *)extra);
+        uv_close((uv_handle_t *)extra, setup_drop_closed);
+        return;
+    }
+    uv_tcp_init(&s->loop, &l->tcp);
+    l->open = 1;
+    l->tcp.data = l;
+    if (uv_accept(server, (uv_stream_t *)&l->tcp) != 0) return;
+    struct sockaddr_storage sa;
+    int len = sizeof sa;
+    char ip[64] = "?";
+    int port = 0;
+    if (uv_tcp_getpeername(&l->tcp, (struct sockaddr *)&sa, &len) == 0) {
+        if (sa.ss_family == AF_INET) {
+            uv_ip4_name((struct sockaddr_in *)&sa, ip, sizeof ip);
+            port = ntohs(((struct sockaddr_in *)&sa)->sin_port);
+        } else {
+            uv_ip6_name((struct sockaddr_in6 *)&sa, ip, sizeof ip);
+            port = ntohs(((struct sockaddr_in6 *)&sa)->sin6_port);
+        }
+    }
+    snprintf(l->addr, sizeof l->addr, "%s:%d", ip, port);
+    setup_start_link(s, l);
+}
+
+static void setup_deadline(uv_timer_t *t)
+{
+    ring_setup *s = t->data;
+    const shardlm_ring_config *c = s->cfg;
+    if (!s->right.done) {
+        if (s->right.connected)
+            shardlm_err_set("rank %d: right neighbour rank %d at %s:%d accepted the connection but sent no "
+                            "shardlm handshake within %d ms", c->rank, s->right_rank, c->right_ip, c->right_port,
+                            s->timeout_ms);
+        else
+            shardlm_err_set("rank %d: right neighbour rank %d at %s:%d unreachable for %d ms (last error: %s)",
+                            c->rank, s->right_rank, c->right_ip, c->right_port, s->timeout_ms,
+                            s->last_err[0] ? s->last_err : "none");
+    } else if (s->left.connected) {
+        shardlm_err_set("rank %d: left peer %s connected to port %d but sent no shardlm handshake within %d ms",
+                        c->rank, s->left.addr, c->port, s->timeout_ms);
+    } else {
+        shardlm_err_set("rank %d: left neighbour rank %d never connected to port %d within %d ms", c->rank,
+                        s->left_rank, c->port, s->timeout_ms);
+    }
+    setup_finish(s, SHARDLM_ETIMEDOUT);
+}
+
+static int setup_listen(ring_setup *s)
+{
+    struct sockaddr_in addr;
+    uv_ip4_addr("0.0.0.0", s->cfg->port, &addr);
+    int r = uv_tcp_init_ex(&s->loop, &s->listener, AF_INET);
+    if (r == 0) {
+        s->listener_open = 1;
+        s->listener.data = s;
+        setup_set_bufs((uv_handle_t *)&s->listener);
+        r = uv_tcp_bind(&s->listener, (const struct sockaddr *)&addr, 0);
+    }
+    if (r == 0) r = uv_listen((uv_stream_t *)&s->listener, 16, setup_on_connection);
+    if (r) {
+        shardlm_err_set("rank %d: cannot listen on port %d: %s%s", s->cfg->rank, s->cfg->port, uv_strerror(r),
+                        r == UV_EADDRINUSE ? " (is another rank or program using this port?)" : "");
+        return SHARDLM_EINPUT;
+    }
+    return SHARDLM_OK;
+}
+
+/* Takes a connected socket out of libuv: a close-on-exec duplicate stays
+ * open after the uv handle is closed. */
+static int setup_detach(ring_link *l)
+{
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&l->tcp, &fd) != 0) return -1;
+    int nfd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    if (nfd < 0) return -1;
+    int fl = fcntl(nfd, F_GETFL);
+    fcntl(nfd, F_SETFL, fl | O_NONBLOCK);
+    return nfd;
+}
+
+static void setup_close_all(ring_setup *s)
+{
+    uv_handle_t *hs[] = {(uv_handle_t *)&s->deadline, (uv_handle_t *)&s->retry};
+    for (size_t i = 0; i < 2; i++) uv_close(hs[i], NULL);
+    if (s->listener_open) uv_close((uv_handle_t *)&s->listener, NULL);
+    if (s->left.open) uv_close((uv_handle_t *)&s->left.tcp, NULL);
+    if (s->right.open) uv_close((uv_handle_t *)&s->right.tcp, NULL);
+    if (s->gai_pending) uv_cancel((uv_req_t *)&s->gai);
+    uv_run(&s->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&s->loop);
+}
+
+int ring_setup_links(const shardlm_ring_config *cfg, int connect_timeout_ms, ring_links *out)
+{
+    ring_setup *s = calloc(1, sizeof *s);
+    if (!s) {
+        shardlm_err_set("rank %d: out of memory", cfg->rank);
+        return SHARDLM_ENOMEM;
+    }
+    int w = cfg->world_size;
+    s->cfg = cfg;
+    s->timeout_ms = connect_timeout_ms > 0 ? connect_timeout_ms : 1;
+    s->left_rank = (cfg->rank + w - 1) % w;
+    s->right_rank = (cfg->rank + 1) % w;
+    s->backoff_ms = RING_BACKOFF_MIN_MS;
+    s->left.s = s->right.s = s;
+    s->right.is_right = 1;
+    snprintf(s->right.addr, sizeof s->right.addr, "%s:%d", cfg->right_ip, cfg->right_port);
+    uv_loop_init(&s->loop);
+    uv_timer_init(&s->loop, &s->deadline);
+    uv_timer_init(&s->loop, &s->retry);
+    s->deadline.data = s->retry.data = s;
+    int rc = setup_listen(s);
+    if (rc == SHARDLM_OK) {
+        uv_timer_start(&s->deadline, setup_deadline, (uint64_t)s->timeout_ms, 0);
+        setup_resolve(s);
+        while (!s->finished && uv_run(&s->loop, UV_RUN_ONCE)) {
+        }
+        rc = s->finished ? s->rc : SHARDLM_ERUNTIME;
+    }
+    if (rc == SHARDLM_OK) {
+        out->left_fd = setup_detach(&s->left);
+        out->right_fd = setup_detach(&s->right);
+        snprintf(out->left_addr, sizeof out->left_addr, "%s", s->left.addr);
+        snprintf(out->right_addr, sizeof out->right_addr, "%s", s->right.addr);
+        if (out->left_fd < 0 || out->right_fd < 0) {
+            shardlm_err_set("rank %d: cannot duplicate the ring sockets: %s", cfg->rank, strerror(errno));
+            if (out->left_fd >= 0) close(out->left_fd);
+            if (out->right_fd >= 0) close(out->right_fd);
+            rc = SHARDLM_ERUNTIME;
+        }
+    }
+    setup_close_all(s);
+    free(s);
+    return rc;
+}

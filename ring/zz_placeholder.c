@@ -1,1 +1,0 @@
-/* placeholder */ typedef int shardlm_placeholder_ring;
