@@ -222,6 +222,7 @@ static void put_str(sbuf *b, shardlm_gguf_str s)
 static void put_float(sbuf *b, double v, int is_f32)
 {
     char tmp[40];
+    if (v > -1e15 && v < 1e15 && v == (double)(int64_t)v) return put(b, "%.0f", v);
     for (int prec = 1; prec <= 17; prec++) {
         snprintf(tmp, sizeof tmp, "%.*g", prec, v);
         double back = strtod(tmp, NULL);

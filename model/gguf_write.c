@@ -44,7 +44,7 @@ static void bad(shardlm_gguf_writer *w, const char *fmt, ...)
 
 static void put(shardlm_gguf_writer *w, const void *p, size_t n)
 {
-    if (w->err[0]) return;
+    if (w->err[0] || n == 0) return; /* p may be NULL when n is 0 */
     if (w->cap - w->len < n) {
         size_t cap = w->cap ? w->cap : 4096;
         while (cap - w->len < n) cap *= 2;
