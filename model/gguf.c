@@ -347,7 +347,7 @@ static int parse_tensors(cursor *c)
 
 static int map_file(shardlm_gguf *g)
 {
-    int fd = open(g->path, O_RDONLY | O_CLOEXEC);
+    int fd = open(g->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO must not block us */
     if (fd < 0) return fail(g, "cannot open: %s", strerror(errno));
     struct stat st;
     int rc = 0;

@@ -312,7 +312,11 @@ int shardlm_gguf_writer_write(shardlm_gguf_writer *w, const char *path, shardlm_
         return SHARDLM_ENOMEM;
     }
     char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp) {
+        shardlm_err_set("%.200s...: path too long", path);
+        free(head);
+        return SHARDLM_EINPUT;
+    }
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
         shardlm_err_set("%s: cannot create %s: %s", path, tmp, strerror(errno));
