@@ -2,7 +2,8 @@
  * free ports, one config file per rank in a private directory, fork/exec
  * with RING_CONFIG and SHARDLM_RANK, SIGINT/SIGTERM forwarded to the
  * children, and reaping through pidfds so waits block instead of polling.
- * Children get PR_SET_PDEATHSIG(SIGKILL), so they cannot outlive us. */
+ * Children get PR_SET_PDEATHSIG(SIGKILL), so they cannot outlive us, and
+ * each runs in its own process group, which every kill targets. */
 #include "shardlm_launch.h"
 
 #include <arpa/inet.h>
@@ -42,7 +43,7 @@ static volatile sig_atomic_t launch_sig_n;
 static void launch_on_signal(int sig)
 {
     for (int i = 0; i < launch_sig_n; i++)
-        if (launch_sig_pids[i] > 0) kill(launch_sig_pids[i], sig);
+        if (launch_sig_pids[i] > 0) kill(-launch_sig_pids[i], sig);
     /* Then die of the same signal, as the caller would have without us. */
     signal(sig, SIG_DFL);
     raise(sig);
@@ -119,6 +120,9 @@ static void launch_child(char *const argv[], char **env, pid_t parent)
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     /* The parent may have died before prctl took effect. */
     if (getppid() != parent) _exit(127);
+    /* Its own process group, so that a kill reaches whatever the rank
+     * started too (a shell's children, say). */
+    setpgid(0, 0);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
@@ -148,6 +152,7 @@ static int launch_spawn(shardlm_launch *l, int r, char *const argv[])
         shardlm_err_set("launch: fork for rank %d: %s", r, strerror(errno));
         return SHARDLM_ERUNTIME;
     }
+    setpgid(pid, pid); /* also here: no race with the first kill */
     l->pid[r] = pid;
     l->pidfd[r] = (int)syscall(SYS_pidfd_open, pid, 0);
     launch_sig_pids[r] = pid;
@@ -295,7 +300,7 @@ int shardlm_launch_wait(shardlm_launch *l, int timeout_ms)
 void shardlm_launch_kill(shardlm_launch *l, int sig)
 {
     for (int r = l->first_rank; r < l->world; r++)
-        if (l->pid[r]) kill(l->pid[r], sig);
+        if (l->pid[r] && kill(-l->pid[r], sig) != 0) kill(l->pid[r], sig);
 }
 
 int shardlm_launch_status(const shardlm_launch *l, int rank)

@@ -164,7 +164,7 @@ int shardlm_ring_config_load(const char *path, shardlm_ring_config *cfg)
         int line, col;
         size_t off = end ? (size_t)(end - text) : 0;
         ring_cfg_where(text, off, &line, &col);
-        shardlm_err_set("%s: malformed JSON at line %d, column %d", path, line, col);
+        shardlm_err_set("%s: malformed JSON near line %d, column %d", path, line, col);
         free(text);
         return SHARDLM_EINPUT;
     }
