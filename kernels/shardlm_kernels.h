@@ -59,4 +59,47 @@ void shardlm_ref_softmax(float *x, size_t n);
 /* a[i] = silu(a[i]) * b[i] */
 void shardlm_ref_silu_mul(float *a, const float *b, size_t n);
 
+/* ---- CPU thread pool ---- */
+
+/* A persistent pool: n_threads - 1 worker threads are created once; the
+ * thread calling shardlm_pool_run takes part as tid 0. Idle workers spin
+ * briefly, then sleep on a futex, so pools of several ranks sharing cores do
+ * not burn CPU. One shardlm_pool_run at a time per pool; fn must not call
+ * shardlm_pool_run on the same pool. */
+typedef struct shardlm_pool shardlm_pool;
+
+/* pin: bind thread i to the i-th CPU of this process's affinity mask.
+ * Returns SHARDLM_OK, SHARDLM_EINPUT (n_threads < 1) or SHARDLM_ERUNTIME. */
+int shardlm_pool_new(int n_threads, int pin, shardlm_pool **out);
+void shardlm_pool_free(shardlm_pool *p);
+int shardlm_pool_size(const shardlm_pool *p);
+/* Runs fn(ctx, tid, nth) on every thread (tid 0..nth-1, nth = pool size);
+ * returns when all calls have returned. p may be NULL: fn(ctx, 0, 1). */
+void shardlm_pool_run(shardlm_pool *p, void (*fn)(void *ctx, int tid, int nth), void *ctx);
+/* Physical cores (not SMT siblings) this process may run on; at least 1. */
+int shardlm_cpu_physical_cores(void);
+
+/* ---- optimised CPU kernels (SIMD path chosen once from cpuid) ---- */
+
+/* Same result as shardlm_ref_matmul, for F32, F16, BF16, Q8_0 and Q4_0.
+ * For Q8_0/Q4_0 the activations are quantised to 8-bit blocks (one f32
+ * scale per 32 values) and the inner loops are integer dot products, so the
+ * result differs from the reference by that quantisation error. pool may be
+ * NULL (single-threaded). Not reentrant on one pool. */
+void shardlm_matmul(shardlm_pool *pool, shardlm_dtype t, const void *w, size_t rows, size_t cols,
+                    const float *x, size_t n, float *y);
+void shardlm_rmsnorm(float *out, const float *x, const float *weight, size_t n, float eps);
+void shardlm_softmax(float *x, size_t n);
+void shardlm_silu_mul(float *a, const float *b, size_t n);
+
+/* The path in use: "avx512vnni", "avx512", "avx2", "neon" or "scalar".
+ * SHARDLM_ISA=scalar|avx2|avx512|avx512vnni|neon in the environment forces
+ * one at start-up (a path the CPU lacks is refused with a message on
+ * stderr, and the best available is used). */
+const char *shardlm_kernels_isa(void);
+/* For tests and benchmarks: switch the path now. Returns 0, or -1 when the
+ * name is unknown or the CPU lacks it (the path is then unchanged). Not
+ * thread-safe against kernels running concurrently. */
+int shardlm_kernels_force_isa(const char *name);
+
 #endif

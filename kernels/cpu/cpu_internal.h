@@ -1,0 +1,78 @@
+/* cpu_internal.h - what the per-ISA kernel files share with the dispatcher
+ * (matmul.c): the argument block of one matrix product, the layout of the
+ * 8-bit activations, and the table of functions each ISA provides. */
+#ifndef SHARDLM_CPU_INTERNAL_H
+#define SHARDLM_CPU_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "shardlm_kernels.h"
+
+#define SHARDLM_Q8_0_BYTES (2 + SHARDLM_QK)
+#define SHARDLM_Q4_0_BYTES (2 + SHARDLM_QK / 2)
+
+/* One product Y[i][r] = sum_c W[r][c] * X[i][c]. Float weight types read x;
+ * quantised ones read the 8-bit activations: input i has xq[i*cols + c]
+ * (int8, one block of 32 per weight block), block scale xd[i*nb + b] and
+ * xs[i*nb + b] = xd * (sum of the block's 32 int8 values), which Q4_0 uses
+ * to remove its +8 nibble offset after an unsigned x signed product. */
+typedef struct {
+    const uint8_t *w;
+    size_t row_bytes, rows, cols, n;
+    const float *x;
+    const int8_t *xq;
+    const float *xd, *xs;
+    float *y; /* n x rows */
+} shardlm_mm_args;
+
+/* Computes output rows [r0, r1) for every input. */
+typedef void (*shardlm_mm_fn)(const shardlm_mm_args *a, size_t r0, size_t r1);
+
+/* Quantises one row of cols floats (cols % 32 == 0) to the layout above:
+ * q[cols], d[cols/32], s[cols/32]. Every ISA must produce the same bits:
+ * d = amax/127, q = round-half-even(x * (127/amax)). */
+typedef void (*shardlm_quant_x_fn)(const float *x, size_t cols, int8_t *q, float *d, float *s);
+
+typedef struct {
+    const char *name;
+    shardlm_mm_fn f32, f16, bf16, q8_0, q4_0;
+    shardlm_quant_x_fn quant_x;
+    void (*rmsnorm)(float *out, const float *x, const float *weight, size_t n, float eps);
+    void (*softmax)(float *x, size_t n);
+    void (*silu_mul)(float *a, const float *b, size_t n);
+} shardlm_isa_ops;
+
+extern const shardlm_isa_ops shardlm_isa_scalar;
+#if defined(__x86_64__)
+extern const shardlm_isa_ops shardlm_isa_avx2;
+extern const shardlm_isa_ops shardlm_isa_avx512;
+extern const shardlm_isa_ops shardlm_isa_avx512vnni;
+#endif
+#if defined(__aarch64__)
+extern const shardlm_isa_ops shardlm_isa_neon;
+#endif
+
+/* Pieces one ISA table borrows from another. */
+void shardlm_scalar_quant_x(const float *x, size_t cols, int8_t *q, float *d, float *s);
+#if defined(__x86_64__)
+void shardlm_avx2_quant_x(const float *x, size_t cols, int8_t *q, float *d, float *s);
+void shardlm_avx2_rmsnorm(float *out, const float *x, const float *weight, size_t n, float eps);
+void shardlm_avx2_softmax(float *x, size_t n);
+void shardlm_avx2_silu_mul(float *a, const float *b, size_t n);
+#endif
+
+/* A per-pool scratch area that only grows; NULL pool means a per-thread
+ * one. Returns NULL when out of memory. */
+void *shardlm_pool_scratch(struct shardlm_pool *p, size_t bytes);
+
+/* Little-endian f16 at p, any alignment. */
+static inline uint16_t shardlm_rd16(const uint8_t *p)
+{
+    uint16_t h;
+    memcpy(&h, p, sizeof h);
+    return h;
+}
+
+#endif

@@ -1,0 +1,203 @@
+/* matmul.c - picks the SIMD path once from cpuid (or SHARDLM_ISA), and
+ * drives the matrix products: quantises the activations for Q8_0/Q4_0
+ * weights, then splits the output rows over the thread pool in chunks taken
+ * from a shared counter, so a thread slowed by another rank on its core
+ * simply takes fewer chunks. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu_internal.h"
+
+static const shardlm_isa_ops *g_isa;
+static pthread_once_t g_isa_once = PTHREAD_ONCE_INIT;
+
+/* NULL when the name is unknown or the CPU lacks that path. */
+static const shardlm_isa_ops *isa_lookup(const char *name, int *known)
+{
+    *known = 1;
+    if (!strcmp(name, "scalar")) return &shardlm_isa_scalar;
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+               __builtin_cpu_supports("f16c");
+    int avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                 __builtin_cpu_supports("avx512vl");
+    int vnni = avx512 && __builtin_cpu_supports("avx512vnni");
+    if (!strcmp(name, "avx2")) return avx2 ? &shardlm_isa_avx2 : NULL;
+    if (!strcmp(name, "avx512")) return vnni ? &shardlm_isa_avx512vnni : avx512 ? &shardlm_isa_avx512 : NULL;
+    if (!strcmp(name, "avx512vnni")) return vnni ? &shardlm_isa_avx512vnni : NULL;
+    if (!strcmp(name, "neon")) return NULL;
+#elif defined(__aarch64__)
+    if (!strcmp(name, "neon")) return &shardlm_isa_neon;
+    if (!strcmp(name, "avx2") || !strcmp(name, "avx512") || !strcmp(name, "avx512vnni")) return NULL;
+#else
+    if (!strcmp(name, "avx2") || !strcmp(name, "avx512") || !strcmp(name, "avx512vnni") ||
+        !strcmp(name, "neon"))
+        return NULL;
+#endif
+    *known = 0;
+    return NULL;
+}
+
+static const shardlm_isa_ops *isa_best(void)
+{
+    static const char *const order[] = {"avx512vnni", "avx512", "avx2", "neon", "scalar"};
+    int known;
+    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
+        const shardlm_isa_ops *o = isa_lookup(order[i], &known);
+        if (o) return o;
+    }
+    return &shardlm_isa_scalar;
+}
+
+static void isa_init(void)
+{
+    const char *env = getenv("SHARDLM_ISA");
+    if (env && *env) {
+        int known;
+        const shardlm_isa_ops *o = isa_lookup(env, &known);
+        if (o) {
+            g_isa = o;
+            return;
+        }
+        fprintf(stderr, "shardlm: SHARDLM_ISA=%s %s; using %s\n", env,
+                known ? "is not supported by this CPU" : "is unknown (scalar|avx2|avx512|avx512vnni|neon)",
+                isa_best()->name);
+    }
+    g_isa = isa_best();
+}
+
+static const shardlm_isa_ops *isa(void)
+{
+    pthread_once(&g_isa_once, isa_init);
+    return g_isa;
+}
+
+const char *shardlm_kernels_isa(void) { return isa()->name; }
+
+int shardlm_kernels_force_isa(const char *name)
+{
+    int known;
+    isa();
+    const shardlm_isa_ops *o = name ? isa_lookup(name, &known) : NULL;
+    if (!o) return -1;
+    g_isa = o;
+    return 0;
+}
+
+/* ---- elementwise ops ---- */
+
+void shardlm_rmsnorm(float *out, const float *x, const float *weight, size_t n, float eps)
+{
+    isa()->rmsnorm(out, x, weight, n, eps);
+}
+
+void shardlm_softmax(float *x, size_t n) { isa()->softmax(x, n); }
+
+void shardlm_silu_mul(float *a, const float *b, size_t n) { isa()->silu_mul(a, b, n); }
+
+/* ---- matrix products ---- */
+
+typedef struct {
+    shardlm_mm_args a;
+    shardlm_mm_fn fn;
+    shardlm_quant_x_fn quant_x;
+    const float *xf;
+    size_t chunk;
+    _Atomic size_t next;
+} mm_job;
+
+static void mm_rows_task(void *ctx, int tid, int nth)
+{
+    (void)tid;
+    (void)nth;
+    mm_job *j = ctx;
+    for (;;) {
+        size_t r0 = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed) * j->chunk;
+        if (r0 >= j->a.rows) return;
+        size_t r1 = r0 + j->chunk < j->a.rows ? r0 + j->chunk : j->a.rows;
+        j->fn(&j->a, r0, r1);
+    }
+}
+
+static void mm_quant_task(void *ctx, int tid, int nth)
+{
+    mm_job *j = ctx;
+    size_t nb = j->a.cols / SHARDLM_QK;
+    for (size_t i = (size_t)tid; i < j->a.n; i += (size_t)nth)
+        j->quant_x(j->xf + i * j->a.cols, j->a.cols, (int8_t *)j->a.xq + i * j->a.cols,
+                   (float *)j->a.xd + i * nb, (float *)j->a.xs + i * nb);
+}
+
+static shardlm_mm_fn mm_fn_for(const shardlm_isa_ops *o, shardlm_dtype t)
+{
+    switch (t) {
+    case SHARDLM_DT_F32: return o->f32;
+    case SHARDLM_DT_F16: return o->f16;
+    case SHARDLM_DT_BF16: return o->bf16;
+    case SHARDLM_DT_Q8_0: return o->q8_0;
+    case SHARDLM_DT_Q4_0: return o->q4_0;
+    }
+    return NULL;
+}
+
+static shardlm_mm_fn mm_fn_pick(const shardlm_isa_ops *o, shardlm_dtype t)
+{
+    shardlm_mm_fn f = mm_fn_for(o, t);
+#if defined(__x86_64__)
+    /* The AVX-512 tables leave the float types to the AVX2 kernels. */
+    if (!f) f = mm_fn_for(&shardlm_isa_avx2, t);
+#endif
+    return f;
+}
+
+/* Places q, d and s of the quantised activations in the scratch area;
+ * returns 0, or -1 when out of memory. */
+static int mm_quant_layout(shardlm_pool *pool, mm_job *j)
+{
+    size_t n = j->a.n, cols = j->a.cols, nb = cols / SHARDLM_QK;
+    size_t qbytes = (n * cols + 63) & ~(size_t)63;
+    uint8_t *s = shardlm_pool_scratch(pool, qbytes + 2 * n * nb * sizeof(float));
+    if (!s) return -1;
+    j->a.xq = (const int8_t *)s;
+    j->a.xd = (const float *)(s + qbytes);
+    j->a.xs = j->a.xd + n * nb;
+    return 0;
+}
+
+/* Rows per chunk: about 8 chunks per thread for balance, in whole tiles of
+ * 16 rows, and big enough that a chunk's weights are worth a prefetch run. */
+static size_t mm_chunk_rows(size_t rows, size_t cols, int nth)
+{
+    if (nth <= 1) return rows;
+    size_t c = rows / ((size_t)nth * 8);
+    size_t min_rows = cols >= 4096 ? 16 : 32;
+    if (c < min_rows) c = min_rows;
+    return (c + 15) & ~(size_t)15;
+}
+
+void shardlm_matmul(shardlm_pool *pool, shardlm_dtype t, const void *w, size_t rows, size_t cols,
+                    const float *x, size_t n, float *y)
+{
+    if (rows == 0 || n == 0) return;
+    const shardlm_isa_ops *o = isa();
+    mm_job j = {.a = {.w = w, .row_bytes = shardlm_dtype_row_bytes(t, cols), .rows = rows, .cols = cols,
+                      .n = n, .x = x, .y = y},
+                .fn = mm_fn_pick(o, t), .quant_x = o->quant_x, .xf = x};
+    if (!j.fn || (cols && !j.a.row_bytes)) abort(); /* a caller bug: an unsupported type or ragged row */
+    /* Tiny products are not worth waking threads for. */
+    int nth = rows * cols * n < 32768 ? 1 : shardlm_pool_size(pool);
+    shardlm_pool *use = nth > 1 ? pool : NULL;
+    if (t == SHARDLM_DT_Q8_0 || t == SHARDLM_DT_Q4_0) {
+        if (mm_quant_layout(pool, &j) != 0) abort(); /* scratch is a few KB per input row */
+        if (n >= 4 && use) shardlm_pool_run(use, mm_quant_task, &j);
+        else mm_quant_task(&j, 0, 1);
+    }
+    j.chunk = mm_chunk_rows(rows, cols, nth);
+    atomic_init(&j.next, 0);
+    if (use) shardlm_pool_run(use, mm_rows_task, &j);
+    else j.fn(&j.a, 0, rows);
+}

@@ -1,0 +1,178 @@
+/* matmul_avx2.c - AVX2+FMA+F16C kernels. Compiled with per-function target
+ * attributes so the binary still runs on older x86-64; matmul.c calls them
+ * only when cpuid reports the features.
+ *
+ * Tiles: a tile is R weight rows x N inputs. n == 1 uses 4 x 1 (matvec:
+ * four row streams for the prefetcher); n > 1 uses 2 x 4, so each unpacked
+ * weight block is used for 4 inputs while in a register, and the 2 rows
+ * (a few KB) stay in L1 while every group of 4 inputs passes over them. */
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#include "cpu_internal.h"
+#include "matmul_x86_tiles.h"
+
+/* ---- float weights ---- */
+
+AVX2_INLINE __m256 load_w8(shardlm_dtype t, const uint8_t *p)
+{
+    if (t == SHARDLM_DT_F32) return _mm256_loadu_ps((const float *)p);
+    __m128i h = _mm_loadu_si128((const __m128i *)p);
+    if (t == SHARDLM_DT_F16) return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)); /* bf16: top half of f32 */
+}
+
+static float w_scalar(shardlm_dtype t, const uint8_t *row, size_t c)
+{
+    if (t == SHARDLM_DT_F32) {
+        float f;
+        memcpy(&f, row + 4 * c, sizeof f);
+        return f;
+    }
+    uint16_t h = shardlm_rd16(row + 2 * c);
+    return t == SHARDLM_DT_F16 ? shardlm_f16_to_f32(h) : shardlm_bf16_to_f32(h);
+}
+
+AVX2_INLINE void float_tile(const shardlm_mm_args *a, size_t r, int R, size_t i0, int N, shardlm_dtype t)
+{
+    size_t es = t == SHARDLM_DT_F32 ? 4 : 2, cols = a->cols, c = 0;
+    const uint8_t *wr[4];
+    __m256 acc[4][4];
+#pragma GCC unroll 4
+    for (int rr = 0; rr < R; rr++) {
+        wr[rr] = a->w + (r + rr) * a->row_bytes;
+#pragma GCC unroll 4
+        for (int ii = 0; ii < N; ii++) acc[rr][ii] = _mm256_setzero_ps();
+    }
+    for (; c + 8 <= cols; c += 8) {
+        __m256 wv[4];
+#pragma GCC unroll 4
+        for (int rr = 0; rr < R; rr++) wv[rr] = load_w8(t, wr[rr] + c * es);
+#pragma GCC unroll 4
+        for (int ii = 0; ii < N; ii++) {
+            __m256 xv = _mm256_loadu_ps(a->x + (i0 + ii) * cols + c);
+#pragma GCC unroll 4
+            for (int rr = 0; rr < R; rr++) acc[rr][ii] = _mm256_fmadd_ps(wv[rr], xv, acc[rr][ii]);
+        }
+    }
+    for (int rr = 0; rr < R; rr++)
+        for (int ii = 0; ii < N; ii++) {
+            float s = hsum8(acc[rr][ii]);
+            const float *xi = a->x + (i0 + ii) * cols;
+            for (size_t k = c; k < cols; k++) s += w_scalar(t, wr[rr], k) * xi[k];
+            a->y[(i0 + ii) * a->rows + r + rr] = s;
+        }
+}
+
+AVX2_INLINE void f32_tile(const shardlm_mm_args *a, size_t r, int R, size_t i0, int N)
+{
+    float_tile(a, r, R, i0, N, SHARDLM_DT_F32);
+}
+AVX2_INLINE void f16_tile(const shardlm_mm_args *a, size_t r, int R, size_t i0, int N)
+{
+    float_tile(a, r, R, i0, N, SHARDLM_DT_F16);
+}
+AVX2_INLINE void bf16_tile(const shardlm_mm_args *a, size_t r, int R, size_t i0, int N)
+{
+    float_tile(a, r, R, i0, N, SHARDLM_DT_BF16);
+}
+
+/* ---- quantised weights ---- */
+
+/* One tile over all blocks. Q8_0 uses the sign trick: |w| * (x * sign w). */
+AVX2_INLINE void q_tile(const shardlm_mm_args *a, size_t r, int R, size_t i0, int N, int q4)
+{
+    size_t nb = a->cols / SHARDLM_QK, bb = q4 ? SHARDLM_Q4_0_BYTES : SHARDLM_Q8_0_BYTES;
+    const uint8_t *wr[4];
+    __m256 acc[8], cv[8];
+    float sc[8][QT_KC];
+#pragma GCC unroll 4
+    for (int rr = 0; rr < R; rr++) wr[rr] = a->w + (r + rr) * a->row_bytes;
+#pragma GCC unroll 8
+    for (int k = 0; k < R * N; k++) acc[k] = cv[k] = _mm256_setzero_ps();
+    for (size_t b0 = 0; b0 < nb; b0 += QT_KC) {
+        size_t kb = nb - b0 < QT_KC ? nb - b0 : QT_KC;
+        q_scales(a, wr, bb, R, i0, N, b0, kb, sc, cv, q4);
+        for (size_t b = 0; b < kb; b++) {
+            __m256i wv[4], ws[4];
+#pragma GCC unroll 4
+            for (int rr = 0; rr < R; rr++) {
+                const uint8_t *blk = wr[rr] + (b0 + b) * bb;
+                if (q4) {
+                    wv[rr] = q4_unpack(blk);
+                } else {
+                    ws[rr] = _mm256_loadu_si256((const __m256i *)(blk + 2));
+                    wv[rr] = _mm256_abs_epi8(ws[rr]);
+                }
+            }
+#pragma GCC unroll 4
+            for (int ii = 0; ii < N; ii++) {
+                __m256i xv = _mm256_loadu_si256((const __m256i *)(a->xq + (i0 + ii) * a->cols + (b0 + b) * SHARDLM_QK));
+#pragma GCC unroll 4
+                for (int rr = 0; rr < R; rr++) {
+                    __m256i xs = q4 ? xv : _mm256_sign_epi8(xv, ws[rr]);
+                    __m256 p = _mm256_cvtepi32_ps(dot_u8s8(wv[rr], xs));
+                    acc[rr * N + ii] = _mm256_fmadd_ps(p, _mm256_broadcast_ss(&sc[rr * N + ii][b]), acc[rr * N + ii]);
+                }
+            }
+        }
+    }
+    for (int rr = 0; rr < R; rr++)
+        for (int ii = 0; ii < N; ii++)
+            a->y[(i0 + ii) * a->rows + r + rr] = hsum8(acc[rr * N + ii]) - 8.0f * hsum8(cv[rr * N + ii]);
+}
+
+AVX2_INLINE void q8_0_tile(const shardlm_mm_args *a, size_t r, int R, size_t i0, int N) { q_tile(a, r, R, i0, N, 0); }
+AVX2_INLINE void q4_0_tile(const shardlm_mm_args *a, size_t r, int R, size_t i0, int N) { q_tile(a, r, R, i0, N, 1); }
+
+SHARDLM_X86_TILED(avx2_f32, f32_tile, AVX2_TARGET)
+SHARDLM_X86_TILED(avx2_f16, f16_tile, AVX2_TARGET)
+SHARDLM_X86_TILED(avx2_bf16, bf16_tile, AVX2_TARGET)
+SHARDLM_X86_TILED(avx2_q8_0, q8_0_tile, AVX2_TARGET)
+SHARDLM_X86_TILED(avx2_q4_0, q4_0_tile, AVX2_TARGET)
+
+/* ---- activation quantisation ---- */
+
+AVX2_TARGET void shardlm_avx2_quant_x(const float *x, size_t cols, int8_t *q, float *d, float *s)
+{
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (size_t b = 0; b < cols / SHARDLM_QK; b++) {
+        const float *xb = x + b * SHARDLM_QK;
+        __m256 v[4], m = _mm256_setzero_ps();
+        for (int k = 0; k < 4; k++) {
+            v[k] = _mm256_loadu_ps(xb + 8 * k);
+            m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v[k]));
+        }
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        float amax = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
+        __m256 id = _mm256_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);
+        __m256i qi[4];
+        for (int k = 0; k < 4; k++) qi[k] = _mm256_cvtps_epi32(_mm256_mul_ps(v[k], id)); /* round half even */
+        /* Pack 32 int32 -> 32 int8; packs works per 128-bit lane, so restore order. */
+        __m256i p16a = _mm256_packs_epi32(qi[0], qi[1]), p16b = _mm256_packs_epi32(qi[2], qi[3]);
+        __m256i p8 = _mm256_packs_epi16(p16a, p16b);
+        p8 = _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)(q + b * SHARDLM_QK), p8);
+        __m256i sum = _mm256_add_epi32(_mm256_add_epi32(qi[0], qi[1]), _mm256_add_epi32(qi[2], qi[3]));
+        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+        d[b] = amax / 127.0f;
+        s[b] = d[b] * (float)_mm_cvtsi128_si32(s4);
+    }
+}
+
+const shardlm_isa_ops shardlm_isa_avx2 = {
+    .name = "avx2",
+    .f32 = avx2_f32,
+    .f16 = avx2_f16,
+    .bf16 = avx2_bf16,
+    .q8_0 = avx2_q8_0,
+    .q4_0 = avx2_q4_0,
+    .quant_x = shardlm_avx2_quant_x,
+    .rmsnorm = shardlm_avx2_rmsnorm,
+    .softmax = shardlm_avx2_softmax,
+    .silu_mul = shardlm_avx2_silu_mul,
+};
+#endif
