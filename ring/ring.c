@@ -167,12 +167,31 @@ static int ring_pump_recv(ring_comm *c, ring_xfer *x, int *progress, int *want_i
     return SHARDLM_OK;
 }
 
+/* Optional busy-wait before sleeping in poll() (SHARDLM_RING_SPIN_US);
+ * off by default, see docs/PERFORMANCE.md. */
+static int ring_spin_us(void)
+{
+    static int v = -1;
+    if (v < 0) {
+        const char *e = getenv("SHARDLM_RING_SPIN_US");
+        v = e ? atoi(e) : 0;
+        if (v < 0) v = 0;
+    }
+    return v;
+}
+
 static int ring_wait(ring_comm *c, ring_xfer *x, int want_out, int want_in)
 {
     struct pollfd p[2];
     int np = 0;
     if (want_in) p[np++] = (struct pollfd){.fd = c->links.left_fd, .events = POLLIN};
     if (want_out) p[np++] = (struct pollfd){.fd = c->links.right_fd, .events = POLLOUT};
+    int spin = ring_spin_us();
+    if (spin) {
+        uint64_t end = shardlm_now_ns() + (uint64_t)spin * 1000u;
+        while (shardlm_now_ns() < end)
+            if (poll(p, (nfds_t)np, 0) > 0) return SHARDLM_OK;
+    }
     for (;;) {
         int ms = -1;
         if (x->deadline_ns != UINT64_MAX) {
