@@ -235,7 +235,8 @@ static int gen_watch_children(void *ctx)
 
 static void gen_summary(const gen_run *g, const shardlm_node *n)
 {
-    fprintf(stderr, "shardlm: world size %d, shard load %.2f s\n", n->world, n->load_s);
+    fprintf(stderr, "shardlm: world size %d, shard load %.2f s, rank 0 resident %.1f MiB at exit\n", n->world,
+            n->load_s, (double)shardlm_rss_bytes() / 1048576.0);
     if (g->prefill_s > 0)
         fprintf(stderr, "shardlm: prompt %d tokens, %.1f tok/s\n", g->n_prompt, g->n_prompt / g->prefill_s);
     if (g->decode_s > 0 && g->n_decoded > 0)
@@ -296,7 +297,7 @@ int shardlm_cmd_generate(int argc, char **argv)
     if (!rc) {
         rc = gen_generate(&g, &o);
         if (rc) gen_report_loss(&g, rc);
-        else if (!shardlm_node_report_memory(&n, "finished")) gen_summary(&g, &n);
+        else gen_summary(&g, &n);
     }
     if (n.engine) shardlm_engine_shutdown(n.engine, rc ? "rank 0 failed" : "done");
     shardlm_node_close(&n);

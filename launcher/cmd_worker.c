@@ -56,7 +56,7 @@ int shardlm_cmd_worker(int argc, char **argv)
     if (!rc) rc = shardlm_node_open(&o, &n);
     if (!rc) rc = shardlm_node_report_memory(&n, "loaded");
     if (!rc) rc = shardlm_engine_worker_loop(n.engine, idle_ms);
-    if (rc) fprintf(stderr, "shardlm worker (rank %d): %s\n", n.rank ? n.rank : cfg.rank, shardlm_err_get());
+    if (rc) fprintf(stderr, "shardlm worker: %s\n", shardlm_err_get());
     shardlm_node_close(&n);
     return shardlm_exit_code(rc);
 }

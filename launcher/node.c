@@ -60,6 +60,8 @@ int shardlm_node_open(const shardlm_node_opts *o, shardlm_node *n)
     shardlm_hparams hp;
     int n_ctx = o->n_ctx, max_batch = o->max_batch;
     rc = shardlm_hparams_read(g, &hp);
+    shardlm_shard_plan early;
+    if (!rc) rc = shardlm_plan_make(&hp, n->world, n->rank, 1, &early); /* fail before any connection */
     if (!rc && n->rank == 0) {
         if (n_ctx <= 0 || n_ctx > hp.ctx) n_ctx = hp.ctx;
         rc = shardlm_tokenizer_from_gguf(g, &n->tok);

@@ -181,7 +181,7 @@ static int load_all(loader *L)
     if (!(m->layers = calloc((size_t)hp->n_layers, sizeof *m->layers))) return SHARDLM_ENOMEM;
     for (int l = 0; l < hp->n_layers; l++) {
         if ((rc = load_layer(L, l, &m->layers[l]))) return rc;
-        shardlm_progress("loading shard", (uint64_t)l + 1, (uint64_t)hp->n_layers);
+        if (m->plan.rank == 0) shardlm_progress("loading shard", (uint64_t)l + 1, (uint64_t)hp->n_layers);
     }
     return SHARDLM_OK;
 }

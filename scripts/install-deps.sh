@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# install-deps.sh - installs the Debian 12 packages that building and testing
+# shardlm need. Safe to re-run: it installs only what is missing.
+set -euo pipefail
+
+PKGS=(build-essential cmake pkg-config git
+      libuv1-dev libcjson-dev libprotobuf-c-dev protobuf-c-compiler
+      libcriterion-dev)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#PKGS[@]} packages present"
+  exit 0
+fi
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+echo "install-deps: installing ${missing[*]}"
+$SUDO apt-get update -q
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"

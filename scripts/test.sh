@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# test.sh - the README's test command: installs what is missing, builds
+# three ways and runs the tests:
+#   release      every test, -Werror
+#   asan         every test under AddressSanitizer + UBSan
+#   tsan         the ring and scheduler tests under ThreadSanitizer
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+
+scripts/build.sh release -DSHARDLM_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo
+ctest --test-dir build/release --output-on-failure
+
+scripts/build.sh asan -DSHARDLM_WERROR=ON -DSHARDLM_SANITIZE=address,undefined
+ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build/asan --output-on-failure
+
+scripts/build.sh tsan -DSHARDLM_WERROR=ON -DSHARDLM_SANITIZE=thread
+ctest --test-dir build/tsan --output-on-failure -R 'ring|sched'
