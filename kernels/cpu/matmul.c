@@ -166,6 +166,8 @@ static shardlm_mm_fn mm_fn_pick(const shardlm_isa_ops *o, shardlm_dtype t)
     /* The AVX-512 tables leave the float types to the AVX2 kernels. */
     if (!f) f = mm_fn_for(&shardlm_isa_avx2, t);
 #endif
+    /* NEON leaves F16/BF16 to the scalar kernels. */
+    if (!f) f = mm_fn_for(&shardlm_isa_scalar, t);
     return f;
 }
 
