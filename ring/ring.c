@@ -121,6 +121,27 @@ static int ring_pump_send(ring_comm *c, ring_xfer *x, int *progress, int *want_o
     return SHARDLM_OK;
 }
 
+/* dst += src. Explicit 16-byte vectors: -O2 does not vectorise a loop of
+ * unknown length, and this sum is a tenth of a large all-reduce's time. */
+typedef float ring_v4f __attribute__((vector_size(16)));
+
+static void ring_add_f32(float *restrict dst, const float *restrict src, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        ring_v4f a0, a1, b0, b1;
+        memcpy(&a0, dst + i, 16);
+        memcpy(&a1, dst + i + 4, 16);
+        memcpy(&b0, src + i, 16);
+        memcpy(&b1, src + i + 4, 16);
+        a0 += b0;
+        a1 += b1;
+        memcpy(dst + i, &a0, 16);
+        memcpy(dst + i + 4, &a1, 16);
+    }
+    for (; i < n; i++) dst[i] += src[i];
+}
+
 /* Sums the whole floats that have landed in scratch since the last call.
  * recv() never crosses the end of scratch, so they are contiguous there. */
 static void ring_add_landed(ring_comm *c, const ring_recv_seg *r, ring_xfer *x)
@@ -129,8 +150,7 @@ static void ring_add_landed(ring_comm *c, const ring_recv_seg *r, ring_xfer *x)
     if (f1 == f0) return;
     float *restrict dst = (float *)(void *)r->ptr + f0;
     const float *restrict src = (const float *)(void *)(c->scratch + (x->added % RING_SCRATCH_BYTES));
-    size_t n = f1 - f0;
-    for (size_t i = 0; i < n; i++) dst[i] += src[i];
+    ring_add_f32(dst, src, f1 - f0);
     x->added = f1 * 4;
 }
 
