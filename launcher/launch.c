@@ -39,11 +39,17 @@ struct shardlm_launch {
 /* Read by the signal handler: the live children of the current launch. */
 static volatile pid_t launch_sig_pids[LAUNCH_MAX_CHILDREN];
 static volatile sig_atomic_t launch_sig_n;
+static shardlm_launch *volatile launch_sig_l;
 
 static void launch_on_signal(int sig)
 {
     for (int i = 0; i < launch_sig_n; i++)
         if (launch_sig_pids[i] > 0) kill(-launch_sig_pids[i], sig);
+    /* unlink and rmdir are async-signal-safe: leave no config files. */
+    shardlm_launch *l = launch_sig_l;
+    for (int r = 0; l && r < l->world; r++)
+        if (l->paths[r][0]) unlink(l->paths[r]);
+    if (l) rmdir(l->dir);
     /* Then die of the same signal, as the caller would have without us. */
     signal(sig, SIG_DFL);
     raise(sig);
@@ -197,6 +203,7 @@ int shardlm_launch_start(int world, int first_rank, const shardlm_ring_config *c
     launch_sig_n = 0;
     for (int r = 0; r < world; r++) launch_sig_pids[r] = 0;
     if (rc == SHARDLM_OK) {
+        launch_sig_l = l;
         launch_install_signals(l);
         launch_sig_n = world;
     }
@@ -320,6 +327,7 @@ void shardlm_launch_free(shardlm_launch *l)
     }
     if (launch_sig_n) {
         launch_sig_n = 0;
+        launch_sig_l = NULL;
         sigaction(SIGINT, &l->old_int, NULL);
         sigaction(SIGTERM, &l->old_term, NULL);
     }
