@@ -81,10 +81,11 @@ AVX2_INLINE void bf16_tile(const shardlm_mm_args *a, size_t r, int R, size_t i0,
 
 /* ---- quantised weights ---- */
 
-/* One tile over all blocks. Q8_0 uses the sign trick: |w| * (x * sign w). */
-AVX2_INLINE void q_tile(const shardlm_mm_args *a, size_t r, int R, size_t i0, int N, int q4)
+/* Q8_0: one block at a time, with the sign trick |w| * (x * sign w) so the
+ * unsigned x signed maddubs applies to signed weights. */
+AVX2_INLINE void q8_0_tile(const shardlm_mm_args *a, size_t r, int R, size_t i0, int N)
 {
-    size_t nb = a->cols / SHARDLM_QK, bb = q4 ? SHARDLM_Q4_0_BYTES : SHARDLM_Q8_0_BYTES;
+    size_t nb = a->cols / SHARDLM_QK, bb = SHARDLM_Q8_0_BYTES;
     const uint8_t *wr[4];
     __m256 acc[8], cv[8];
     float sc[8][QT_KC];
@@ -94,26 +95,20 @@ AVX2_INLINE void q_tile(const shardlm_mm_args *a, size_t r, int R, size_t i0, in
     for (int k = 0; k < R * N; k++) acc[k] = cv[k] = _mm256_setzero_ps();
     for (size_t b0 = 0; b0 < nb; b0 += QT_KC) {
         size_t kb = nb - b0 < QT_KC ? nb - b0 : QT_KC;
-        q_scales(a, wr, bb, R, i0, N, b0, kb, sc, cv, q4);
+        q_scales(a, wr, bb, R, i0, N, b0, kb, sc, cv, 0);
         for (size_t b = 0; b < kb; b++) {
             __m256i wv[4], ws[4];
 #pragma GCC unroll 4
             for (int rr = 0; rr < R; rr++) {
-                const uint8_t *blk = wr[rr] + (b0 + b) * bb;
-                if (q4) {
-                    wv[rr] = q4_unpack(blk);
-                } else {
-                    ws[rr] = _mm256_loadu_si256((const __m256i *)(blk + 2));
-                    wv[rr] = _mm256_abs_epi8(ws[rr]);
-                }
+                ws[rr] = _mm256_loadu_si256((const __m256i *)(wr[rr] + (b0 + b) * bb + 2));
+                wv[rr] = _mm256_abs_epi8(ws[rr]);
             }
 #pragma GCC unroll 4
             for (int ii = 0; ii < N; ii++) {
                 __m256i xv = _mm256_loadu_si256((const __m256i *)(a->xq + (i0 + ii) * a->cols + (b0 + b) * SHARDLM_QK));
 #pragma GCC unroll 4
                 for (int rr = 0; rr < R; rr++) {
-                    __m256i xs = q4 ? xv : _mm256_sign_epi8(xv, ws[rr]);
-                    __m256 p = _mm256_cvtepi32_ps(dot_u8s8(wv[rr], xs));
+                    __m256 p = _mm256_cvtepi32_ps(dot_u8s8(wv[rr], _mm256_sign_epi8(xv, ws[rr])));
                     acc[rr * N + ii] = _mm256_fmadd_ps(p, _mm256_broadcast_ss(&sc[rr * N + ii][b]), acc[rr * N + ii]);
                 }
             }
@@ -122,11 +117,8 @@ AVX2_INLINE void q_tile(const shardlm_mm_args *a, size_t r, int R, size_t i0, in
 #pragma GCC unroll 4
     for (int rr = 0; rr < R; rr++)
 #pragma GCC unroll 4
-        for (int ii = 0; ii < N; ii++)
-            a->y[(i0 + ii) * a->rows + r + rr] = hsum8(acc[rr * N + ii]) - 8.0f * hsum8(cv[rr * N + ii]);
+        for (int ii = 0; ii < N; ii++) a->y[(i0 + ii) * a->rows + r + rr] = hsum8(acc[rr * N + ii]);
 }
-
-AVX2_INLINE void q8_0_tile(const shardlm_mm_args *a, size_t r, int R, size_t i0, int N) { q_tile(a, r, R, i0, N, 0); }
 
 /* ---- Q4_0 on pair-interleaved activations ----
  * With x stored as [b 0..15 | b+1 0..15] [b 16..31 | b+1 16..31] for each

@@ -41,7 +41,6 @@ OPS_INLINE __m256 exp256(__m256 x)
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
-/* Exposed to tests through the ops table only; see the error bound above. */
 OPS_TARGET void shardlm_avx2_rmsnorm(float *out, const float *x, const float *weight, size_t n, float eps)
 {
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
