@@ -97,14 +97,14 @@ static int bench_iters(const bench_opts *o, size_t bytes)
 /* Integer-valued data, so the expected sum is exact at any world size. */
 static void bench_fill(float *b, size_t n, int rank, int it)
 {
-    for (size_t i = 0; i < n; i++) b[i] = (float)(((i + (size_t)it) & 1023) + (size_t)rank);
+    for (size_t i = 0; i < n; i++) b[i] = (float)(int32_t)(((uint32_t)i + (uint32_t)it) & 1023u) + (float)rank;
 }
 
 static int bench_check(const float *b, size_t n, int world, int it)
 {
     float base = (float)(world * (world - 1) / 2);
     for (size_t i = 0; i < n; i++) {
-        float want = (float)world * (float)((i + (size_t)it) & 1023) + base;
+        float want = (float)world * (float)(int32_t)(((uint32_t)i + (uint32_t)it) & 1023u) + base;
         if (b[i] != want) {
             shardlm_err_set("wrong all-reduce result at element %zu of %zu: got %g, expected %g", i, n, b[i], want);
             return SHARDLM_ERUNTIME;

@@ -22,7 +22,7 @@
 
 #define RING_BACKOFF_MIN_MS 5
 #define RING_BACKOFF_MAX_MS 500
-#define RING_LOOPBACK_SOCKBUF (256 << 10)
+#define RING_LOOPBACK_SNDBUF (256 << 10)
 
 typedef struct ring_setup ring_setup;
 
@@ -352,18 +352,26 @@ static int setup_peer_is_loopback(int fd)
     return sa.ss_family == AF_INET6 && IN6_IS_ADDR_LOOPBACK(&((struct sockaddr_in6 *)&sa)->sin6_addr);
 }
 
-/* Socket buffers: on loopback, small fixed buffers keep the in-flight
- * bytes in cache, which more than halves the receive copy's cost (see
- * docs/PERFORMANCE.md); across machines, the kernel's autotuning is kept
+/* Socket buffers. On loopback a small send buffer bounds the bytes in
+ * flight, so the receiver copies them while they are still in cache; that
+ * halves the receive copy's cost (docs/PERFORMANCE.md). The receive side
+ * stays autotuned, and links to other machines keep the kernel's autotuning
  * so a long, fast path can fill its bandwidth-delay product.
- * SHARDLM_RING_SOCKBUF=BYTES overrides both (0: autotuning). */
+ * SHARDLM_RING_SOCKBUF=BYTES sets both buffers of every link instead
+ * (0: autotuning everywhere). */
 static void setup_tune(int fd)
 {
     const char *e = getenv("SHARDLM_RING_SOCKBUF");
-    int v = e && *e ? atoi(e) : (setup_peer_is_loopback(fd) ? RING_LOOPBACK_SOCKBUF : 0);
-    if (v <= 0) return;
-    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof v);
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof v);
+    if (e && *e) {
+        int v = atoi(e);
+        if (v > 0) {
+            setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof v);
+            setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof v);
+        }
+        return;
+    }
+    int v = RING_LOOPBACK_SNDBUF;
+    if (setup_peer_is_loopback(fd)) setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof v);
 }
 
 /* Takes a connected socket out of libuv: a close-on-exec duplicate stays
