@@ -39,6 +39,8 @@ static void gen_usage(FILE *f)
             "      --echo                print the prompt before the generated text\n"
             "      --ctx N               context length (default: the model's)\n"
             "      --timeout-ms MS       collective timeout (default 30000)\n"
+            "      --threads N           kernel threads per rank (default: its share of the cores)\n"
+            "      --pin-threads         pin each kernel thread to a core\n"
             "      --logits-out FILE     append each step's logits (f32) to FILE\n");
 }
 
@@ -51,6 +53,7 @@ static int gen_parse(int argc, char **argv, gen_opts *o)
         {"world-size", required_argument, 0, 'W'}, {"echo", no_argument, 0, 'E'},
         {"ctx", required_argument, 0, 'C'},     {"timeout-ms", required_argument, 0, 't'},
         {"logits-out", required_argument, 0, 'L'}, {"help", no_argument, 0, 'h'},
+        {"threads", required_argument, 0, 'j'},  {"pin-threads", no_argument, 0, 'J'},
         {0, 0, 0, 0}};
     int c;
     char *end;
@@ -73,6 +76,8 @@ static int gen_parse(int argc, char **argv, gen_opts *o)
         case 'C': o->node.n_ctx = (int)strtol(optarg, &end, 10); if (*end || o->node.n_ctx < 1) BAD("--ctx"); break;
         case 't': o->node.timeout_ms = (int)strtol(optarg, &end, 10); if (*end || o->node.timeout_ms < 1) BAD("--timeout-ms"); break;
         case 'L': o->logits_out = optarg; break;
+        case 'j': o->node.n_threads = (int)strtol(optarg, &end, 10); if (*end || o->node.n_threads < 1 || o->node.n_threads > 1024) BAD("--threads"); break;
+        case 'J': o->node.pin_threads = 1; break;
         case 'h': gen_usage(stdout); return 1;
         default: gen_usage(stderr); return SHARDLM_EINPUT;
         }
@@ -216,11 +221,15 @@ static int gen_spawn(gen_opts *o, shardlm_launch **l)
     shardlm_ring_config cfgs[64];
     int rc = shardlm_launch_plan(o->world, cfgs);
     if (rc) return rc;
-    char tmo[32], ctmo[32];
+    char tmo[32], ctmo[32], thr[32];
     snprintf(tmo, sizeof tmo, "%d", o->node.timeout_ms);
     snprintf(ctmo, sizeof ctmo, "%d", o->node.connect_timeout_ms);
+    o->node.local_ranks = o->world;
+    int threads = o->node.n_threads > 0 ? o->node.n_threads : shardlm_cpu_physical_cores() / o->world;
+    snprintf(thr, sizeof thr, "%d", threads > 0 ? threads : 1);
     char *argv[] = {(char *)shardlm_cli_self(), "worker", "-m", (char *)o->node.model_path, "--timeout-ms", tmo,
-                    "--connect-timeout-ms", ctmo, NULL};
+                    "--connect-timeout-ms", ctmo, "--threads", thr, o->node.pin_threads ? "--pin-threads" : NULL,
+                    NULL};
     return shardlm_launch_start(o->world, 1, cfgs, argv, l, &o->node.ring_config);
 }
 
@@ -235,8 +244,9 @@ static int gen_watch_children(void *ctx)
 
 static void gen_summary(const gen_run *g, const shardlm_node *n)
 {
-    fprintf(stderr, "shardlm: world size %d, shard load %.2f s, rank 0 resident %.1f MiB at exit\n", n->world,
-            n->load_s, (double)shardlm_rss_bytes() / 1048576.0);
+    fprintf(stderr, "shardlm: world size %d, %d thread(s) per rank (%s kernels), shard load %.2f s, rank 0 resident "
+            "%.1f MiB at exit\n", n->world, n->n_threads, shardlm_kernels_isa(), n->load_s,
+            (double)shardlm_rss_bytes() / 1048576.0);
     if (g->prefill_s > 0)
         fprintf(stderr, "shardlm: prompt %d tokens, %.1f tok/s\n", g->n_prompt, g->n_prompt / g->prefill_s);
     if (g->decode_s > 0 && g->n_decoded > 0)
@@ -279,7 +289,9 @@ static int gen_open(gen_opts *o, gen_run *g, shardlm_node *n)
 
 int shardlm_cmd_generate(int argc, char **argv)
 {
-    gen_opts o = {{NULL, NULL, 30000, 60000, 600000, 0, 256, NULL, NULL}, NULL, 256, 1, 0, 1.0f, 0.9f, 0, NULL};
+    gen_opts o = {.node = {.timeout_ms = 30000, .connect_timeout_ms = 60000, .load_timeout_ms = 600000,
+                           .max_batch = 256},
+                  .n_new = 256, .world = 1, .temp = 1.0f, .top_p = 0.9f};
     o.seed = (uint64_t)time(NULL);
     int rc = gen_parse(argc, argv, &o);
     if (rc == 1) return 0;

@@ -16,7 +16,9 @@ static void worker_usage(FILE *f)
                "      --ring-config PATH      ring config (default: $RING_CONFIG)\n"
                "      --timeout-ms MS         collective and control timeout (default 30000)\n"
                "      --connect-timeout-ms MS ring and control set-up deadline (default 60000)\n"
-               "      --idle-timeout-ms MS    longest wait for rank 0's next message (default 600000)\n");
+               "      --idle-timeout-ms MS    longest wait for rank 0's next message (default 600000)\n"
+               "      --threads N             kernel threads (default: physical cores / SHARDLM_LOCAL_WORLD_SIZE)\n"
+               "      --pin-threads           pin each kernel thread to a core\n");
 }
 
 int shardlm_cmd_worker(int argc, char **argv)
@@ -25,8 +27,13 @@ int shardlm_cmd_worker(int argc, char **argv)
         {"model", required_argument, 0, 'm'},          {"ring-config", required_argument, 0, 'r'},
         {"timeout-ms", required_argument, 0, 't'},     {"connect-timeout-ms", required_argument, 0, 'c'},
         {"idle-timeout-ms", required_argument, 0, 'i'}, {"help", no_argument, 0, 'h'},
+        {"threads", required_argument, 0, 'j'},        {"pin-threads", no_argument, 0, 'J'},
         {0, 0, 0, 0}};
-    shardlm_node_opts o = {NULL, getenv("RING_CONFIG"), 30000, 60000, 600000, 0, 1, NULL, NULL};
+    shardlm_node_opts o = {.ring_config = getenv("RING_CONFIG"), .timeout_ms = 30000, .connect_timeout_ms = 60000,
+                           .load_timeout_ms = 600000, .max_batch = 1};
+    const char *lws = getenv("SHARDLM_LOCAL_WORLD_SIZE");
+    if (!lws) lws = getenv("MISTRALRS_MN_LOCAL_WORLD_SIZE");
+    o.local_ranks = lws ? atoi(lws) : 1;
     int idle_ms = 600000, c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:h", opts, NULL)) != -1) {
@@ -36,6 +43,8 @@ int shardlm_cmd_worker(int argc, char **argv)
         case 't': o.timeout_ms = atoi(optarg); break;
         case 'c': o.connect_timeout_ms = atoi(optarg); break;
         case 'i': idle_ms = atoi(optarg); break;
+        case 'j': o.n_threads = atoi(optarg); break;
+        case 'J': o.pin_threads = 1; break;
         case 'h': worker_usage(stdout); return 0;
         default: worker_usage(stderr); return 2;
         }

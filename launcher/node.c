@@ -72,7 +72,16 @@ int shardlm_node_open(const shardlm_node_opts *o, shardlm_node *n)
     if (!rc) rc = node_model(o, n, g, &n_ctx);
     shardlm_gguf_close(g); /* the shard has been copied out: release the mapping */
     if (!rc) rc = shardlm_comm_barrier(n->comm, o->load_timeout_ms);
-    if (!rc) rc = shardlm_engine_new(n->model, n->comm, n->ctrl, n_ctx, max_batch, o->timeout_ms, &n->engine);
+    int threads = o->n_threads;
+    if (threads <= 0) { /* this rank's share of the physical cores */
+        int local = o->local_ranks > 0 ? o->local_ranks : 1;
+        threads = shardlm_cpu_physical_cores() / local;
+        if (threads < 1) threads = 1;
+    }
+    n->n_threads = threads;
+    if (!rc)
+        rc = shardlm_engine_new(n->model, n->comm, n->ctrl, n_ctx, max_batch, o->timeout_ms, threads, o->pin_threads,
+                                &n->engine);
     return rc;
 }
 

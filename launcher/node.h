@@ -17,6 +17,9 @@ typedef struct {
     int load_timeout_ms;     /* how long ranks wait for each other to load */
     int n_ctx;               /* rank 0: 0 means the model's context length */
     int max_batch;           /* rank 0 */
+    int n_threads;           /* kernel threads of this rank; 0: its share of the cores */
+    int local_ranks;         /* ranks sharing this machine, for the default thread count */
+    int pin_threads;
     int (*watch)(void *ctx); /* rank 0: polled while waiting for workers */
     void *watch_ctx;
 } shardlm_node_opts;
@@ -30,6 +33,7 @@ typedef struct {
     shardlm_model *model;
     shardlm_engine *engine;
     double load_s;
+    int n_threads;
 } shardlm_node;
 
 /* Brings the rank up. Returns a status; the error text says what failed. */

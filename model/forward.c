@@ -17,11 +17,25 @@ struct shardlm_state {
     float *q, *att;           /* [batch][local q width] */
     float *k, *v;             /* [batch][kv_width] */
     float *hb, *hb2;          /* [batch][local ffn] */
-    float *scores;            /* [n_ctx] */
     float *lg_local;          /* [batch][local vocab] */
     float *lg_all;            /* [batch][vocab], rank 0's gather buffer */
     size_t *gather_bytes;     /* [world] */
+    shardlm_pool *pool;       /* borrowed; NULL: single-threaded */
+    float *att_scores;        /* [threads][n_ctx] */
+    int n_score_rows;
 };
+
+void shardlm_state_set_pool(shardlm_state *s, shardlm_pool *pool)
+{
+    int nth = pool ? shardlm_pool_size(pool) : 1;
+    if (nth > s->n_score_rows) {
+        float *sc = realloc(s->att_scores, (size_t)nth * (size_t)s->n_ctx * sizeof(float));
+        if (!sc) return; /* keep the old pool: still correct, just fewer threads */
+        s->att_scores = sc;
+        s->n_score_rows = nth;
+    }
+    s->pool = pool;
+}
 
 int shardlm_state_new(const shardlm_model *m, int n_ctx, int max_batch, shardlm_state **out)
 {
@@ -50,12 +64,13 @@ int shardlm_state_new(const shardlm_model *m, int n_ctx, int max_batch, shardlm_
     s->v = malloc(B * s->kv_width * sizeof(float) + 1);
     s->hb = malloc(B * p->n_ffn * sizeof(float) + 1);
     s->hb2 = malloc(B * p->n_ffn * sizeof(float) + 1);
-    s->scores = malloc((size_t)n_ctx * sizeof(float));
     s->lg_local = malloc(B * p->n_vocab * sizeof(float) + 1);
     s->lg_all = malloc(B * hp->vocab * sizeof(float));
     s->gather_bytes = calloc((size_t)p->world, sizeof(size_t));
+    s->att_scores = malloc((size_t)n_ctx * sizeof(float));
+    s->n_score_rows = 1;
     if (!s->k_cache || !s->v_cache || !s->x || !s->xb || !s->xb2 || !s->q || !s->att || !s->k || !s->v ||
-        !s->hb || !s->hb2 || !s->scores || !s->lg_local || !s->lg_all || !s->gather_bytes) {
+        !s->hb || !s->hb2 || !s->lg_local || !s->lg_all || !s->gather_bytes || !s->att_scores) {
         shardlm_state_free(s);
         shardlm_err_set("out of memory allocating the KV cache for %d positions", n_ctx);
         return SHARDLM_ENOMEM;
@@ -70,45 +85,63 @@ void shardlm_state_free(shardlm_state *s)
     free(s->k_cache); free(s->v_cache);
     free(s->x); free(s->xb); free(s->xb2);
     free(s->q); free(s->att); free(s->k); free(s->v);
-    free(s->hb); free(s->hb2); free(s->scores);
-    free(s->lg_local); free(s->lg_all); free(s->gather_bytes);
+    free(s->hb); free(s->hb2);
+    free(s->lg_local); free(s->lg_all); free(s->gather_bytes); free(s->att_scores);
     free(s);
 }
 
 int shardlm_state_n_ctx(const shardlm_state *s) { return s->n_ctx; }
 
-static void matmul(const shardlm_mat *w, const float *x, size_t n, float *y)
+static void matmul(shardlm_state *s, const shardlm_mat *w, const float *x, size_t n, float *y)
 {
-    shardlm_ref_matmul(w->type, w->data, w->rows, w->cols, x, n, y);
+    shardlm_matmul(s->pool, w->type, w->data, w->rows, w->cols, x, n, y);
 }
 
-/* Causal attention of one token over the cached positions 0..pos of its
- * sequence, for each local query head. */
-static void attend(const shardlm_model *m, shardlm_state *s, int layer, int pos, const float *q, float *out)
+/* Causal attention of one token and one local query head over the cached
+ * positions 0..pos of its sequence. */
+static void attend_head(const shardlm_model *m, const shardlm_state *s, int layer, int pos, int h, const float *qh,
+                        float *oh, float *scores)
 {
     const shardlm_hparams *hp = &m->hp;
     const shardlm_shard_plan *p = &m->plan;
     int hd = hp->head_dim, group = hp->n_heads / hp->n_kv_heads;
+    int kvh = (p->q_head0 + h) / group - p->kv_head0;
     float scale = 1.0f / sqrtf((float)hd);
-    const float *kc = s->k_cache + (size_t)layer * s->n_ctx * s->kv_width;
-    const float *vc = s->v_cache + (size_t)layer * s->n_ctx * s->kv_width;
-    for (int h = 0; h < p->n_q_heads; h++) {
-        int kvh = (p->q_head0 + h) / group - p->kv_head0;
-        const float *qh = q + (size_t)h * hd;
-        for (int t = 0; t <= pos; t++) {
-            const float *kt = kc + (size_t)t * s->kv_width + (size_t)kvh * hd;
-            float dot = 0.0f;
-            for (int i = 0; i < hd; i++) dot += qh[i] * kt[i];
-            s->scores[t] = dot * scale;
-        }
-        shardlm_ref_softmax(s->scores, (size_t)pos + 1);
-        float *oh = out + (size_t)h * hd;
-        memset(oh, 0, (size_t)hd * sizeof(float));
-        for (int t = 0; t <= pos; t++) {
-            const float *vt = vc + (size_t)t * s->kv_width + (size_t)kvh * hd;
-            float a = s->scores[t];
-            for (int i = 0; i < hd; i++) oh[i] += a * vt[i];
-        }
+    const float *kc = s->k_cache + (size_t)layer * s->n_ctx * s->kv_width + (size_t)kvh * hd;
+    const float *vc = s->v_cache + (size_t)layer * s->n_ctx * s->kv_width + (size_t)kvh * hd;
+    for (int t = 0; t <= pos; t++) {
+        const float *kt = kc + (size_t)t * s->kv_width;
+        float dot = 0.0f;
+        for (int i = 0; i < hd; i++) dot += qh[i] * kt[i];
+        scores[t] = dot * scale;
+    }
+    shardlm_softmax(scores, (size_t)pos + 1);
+    memset(oh, 0, (size_t)hd * sizeof(float));
+    for (int t = 0; t <= pos; t++) {
+        const float *vt = vc + (size_t)t * s->kv_width;
+        float a = scores[t];
+        for (int i = 0; i < hd; i++) oh[i] += a * vt[i];
+    }
+}
+
+typedef struct {
+    const shardlm_model *m;
+    shardlm_state *s;
+    int layer, n;
+    const int32_t *pos;
+} attend_job;
+
+/* Threads take (token, head) pairs round-robin; each has its own scores row. */
+static void attend_worker(void *ctx, int tid, int nth)
+{
+    attend_job *j = ctx;
+    int nh = j->m->plan.n_q_heads, hd = j->m->hp.head_dim;
+    size_t qw = (size_t)nh * hd;
+    float *scores = j->s->att_scores + (size_t)tid * j->s->n_ctx;
+    for (int w = tid; w < j->n * nh; w += nth) {
+        int i = w / nh, h = w % nh;
+        attend_head(j->m, j->s, j->layer, j->pos[i], h, j->s->q + i * qw + (size_t)h * hd,
+                    j->s->att + i * qw + (size_t)h * hd, scores);
     }
 }
 
@@ -141,10 +174,10 @@ static int layer_forward(const shardlm_model *m, shardlm_state *s, shardlm_comm 
     size_t dim = (size_t)hp->dim, qw = (size_t)p->n_q_heads * hp->head_dim, kvw = s->kv_width;
 
     /* attention: column-parallel q/k/v, local heads, row-parallel o */
-    for (int i = 0; i < n; i++) shardlm_ref_rmsnorm(s->xb + i * dim, s->x + i * dim, ly->attn_norm, dim, hp->eps);
-    matmul(&ly->wq, s->xb, (size_t)n, s->q);
-    matmul(&ly->wk, s->xb, (size_t)n, s->k);
-    matmul(&ly->wv, s->xb, (size_t)n, s->v);
+    for (int i = 0; i < n; i++) shardlm_rmsnorm(s->xb + i * dim, s->x + i * dim, ly->attn_norm, dim, hp->eps);
+    matmul(s, &ly->wq, s->xb, (size_t)n, s->q);
+    matmul(s, &ly->wk, s->xb, (size_t)n, s->k);
+    matmul(s, &ly->wv, s->xb, (size_t)n, s->v);
     for (int i = 0; i < n; i++) {
         shardlm_ref_rope(s->q + i * qw, p->n_q_heads, hp->head_dim, hp->rope_dim, pos[i], hp->rope_base);
         shardlm_ref_rope(s->k + i * kvw, p->n_kv_heads, hp->head_dim, hp->rope_dim, pos[i], hp->rope_base);
@@ -152,18 +185,19 @@ static int layer_forward(const shardlm_model *m, shardlm_state *s, shardlm_comm 
         memcpy(s->k_cache + off, s->k + i * kvw, kvw * sizeof(float));
         memcpy(s->v_cache + off, s->v + i * kvw, kvw * sizeof(float));
     }
-    for (int i = 0; i < n; i++) attend(m, s, l, pos[i], s->q + i * qw, s->att + i * qw);
-    matmul(&ly->wo, s->att, (size_t)n, s->xb2);
+    attend_job job = {m, s, l, n, pos};
+    shardlm_pool_run(s->pool, attend_worker, &job);
+    matmul(s, &ly->wo, s->att, (size_t)n, s->xb2);
     int rc = shardlm_comm_allreduce_f32(comm, s->xb2, (size_t)n * dim, timeout_ms);
     if (rc) return rc;
     for (size_t i = 0; i < (size_t)n * dim; i++) s->x[i] += s->xb2[i];
 
     /* SwiGLU MLP: column-parallel gate/up, row-parallel down */
-    for (int i = 0; i < n; i++) shardlm_ref_rmsnorm(s->xb + i * dim, s->x + i * dim, ly->ffn_norm, dim, hp->eps);
-    matmul(&ly->w_gate, s->xb, (size_t)n, s->hb);
-    matmul(&ly->w_up, s->xb, (size_t)n, s->hb2);
-    shardlm_ref_silu_mul(s->hb, s->hb2, (size_t)n * p->n_ffn);
-    matmul(&ly->w_down, s->hb, (size_t)n, s->xb2);
+    for (int i = 0; i < n; i++) shardlm_rmsnorm(s->xb + i * dim, s->x + i * dim, ly->ffn_norm, dim, hp->eps);
+    matmul(s, &ly->w_gate, s->xb, (size_t)n, s->hb);
+    matmul(s, &ly->w_up, s->xb, (size_t)n, s->hb2);
+    shardlm_silu_mul(s->hb, s->hb2, (size_t)n * p->n_ffn);
+    matmul(s, &ly->w_down, s->hb, (size_t)n, s->xb2);
     rc = shardlm_comm_allreduce_f32(comm, s->xb2, (size_t)n * dim, timeout_ms);
     if (rc) return rc;
     for (size_t i = 0; i < (size_t)n * dim; i++) s->x[i] += s->xb2[i];
@@ -179,9 +213,9 @@ static int logits_forward(const shardlm_model *m, shardlm_state *s, shardlm_comm
     size_t dim = (size_t)hp->dim;
     int nw = 0;
     for (int i = 0; i < n; i++)
-        if (want[i]) shardlm_ref_rmsnorm(s->xb + (size_t)nw++ * dim, s->x + i * dim, m->output_norm, dim, hp->eps);
+        if (want[i]) shardlm_rmsnorm(s->xb + (size_t)nw++ * dim, s->x + i * dim, m->output_norm, dim, hp->eps);
     if (nw == 0) return SHARDLM_OK;
-    matmul(&m->output, s->xb, (size_t)nw, s->lg_local);
+    matmul(s, &m->output, s->xb, (size_t)nw, s->lg_local);
     int world = m->plan.world;
     for (int r = 0; r < world; r++) s->gather_bytes[r] = (size_t)nw * m->vocab_counts[r] * sizeof(float);
     int rc = shardlm_comm_gatherv(comm, s->lg_local, s->gather_bytes, s->lg_all, timeout_ms);

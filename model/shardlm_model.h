@@ -14,6 +14,7 @@
 
 #include "shardlm_comm.h"
 #include "shardlm_gguf.h"
+#include "shardlm_kernels.h"
 
 typedef struct {
     int dim, n_layers, n_heads, n_kv_heads, head_dim, ffn, vocab, ctx, rope_dim;
@@ -54,6 +55,8 @@ typedef struct shardlm_state shardlm_state;
 int shardlm_state_new(const shardlm_model *m, int n_ctx, int max_batch, shardlm_state **out);
 void shardlm_state_free(shardlm_state *s);
 int shardlm_state_n_ctx(const shardlm_state *s);
+/* Runs the kernels of this state's steps on pool (borrowed; NULL: one thread). */
+void shardlm_state_set_pool(shardlm_state *s, shardlm_pool *pool);
 
 /* Runs n tokens of one sequence at positions pos[0..n-1] (each position
  * attends to every earlier cached position). Logits are computed for the

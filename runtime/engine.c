@@ -17,10 +17,11 @@ struct shardlm_engine {
     uint64_t step_id;
     int32_t *seq_scratch;
     int max_batch;
+    shardlm_pool *pool;
 };
 
 int shardlm_engine_new(shardlm_model *m, shardlm_comm *comm, shardlm_ctrl *ctrl, int n_ctx, int max_batch,
-                       int timeout_ms, shardlm_engine **out)
+                       int timeout_ms, int n_threads, int pin, shardlm_engine **out)
 {
     shardlm_engine *e = calloc(1, sizeof *e);
     if (!e) return SHARDLM_ENOMEM;
@@ -31,11 +32,12 @@ int shardlm_engine_new(shardlm_model *m, shardlm_comm *comm, shardlm_ctrl *ctrl,
     e->max_batch = max_batch;
     e->seq_scratch = calloc((size_t)max_batch, sizeof(int32_t));
     int rc = e->seq_scratch ? shardlm_state_new(m, n_ctx, max_batch, &e->state) : SHARDLM_ENOMEM;
+    if (!rc && n_threads > 1) rc = shardlm_pool_new(n_threads, pin, &e->pool);
     if (rc) {
-        free(e->seq_scratch);
-        free(e);
+        shardlm_engine_free(e);
         return rc;
     }
+    shardlm_state_set_pool(e->state, e->pool);
     *out = e;
     return SHARDLM_OK;
 }
@@ -44,6 +46,7 @@ void shardlm_engine_free(shardlm_engine *e)
 {
     if (!e) return;
     shardlm_state_free(e->state);
+    shardlm_pool_free(e->pool);
     free(e->seq_scratch);
     free(e);
 }

@@ -14,9 +14,10 @@
 typedef struct shardlm_engine shardlm_engine;
 
 /* The engine borrows model, comm and ctrl (ctrl is NULL at world size 1);
- * the caller frees them after shardlm_engine_free. */
+ * the caller frees them after shardlm_engine_free. It owns a pool of
+ * n_threads kernel threads (pinned to cores when pin is set). */
 int shardlm_engine_new(shardlm_model *m, shardlm_comm *comm, shardlm_ctrl *ctrl, int n_ctx, int max_batch,
-                       int timeout_ms, shardlm_engine **out);
+                       int timeout_ms, int n_threads, int pin, shardlm_engine **out);
 void shardlm_engine_free(shardlm_engine *e);
 int shardlm_engine_n_ctx(const shardlm_engine *e);
 
