@@ -215,33 +215,6 @@ static int gen_generate(gen_run *g, const gen_opts *o)
     return rc;
 }
 
-/* Spawns the local workers for --world-size W and returns rank 0's config. */
-static int gen_spawn(gen_opts *o, shardlm_launch **l)
-{
-    shardlm_ring_config cfgs[64];
-    int rc = shardlm_launch_plan(o->world, cfgs);
-    if (rc) return rc;
-    char tmo[32], ctmo[32], thr[32];
-    snprintf(tmo, sizeof tmo, "%d", o->node.timeout_ms);
-    snprintf(ctmo, sizeof ctmo, "%d", o->node.connect_timeout_ms);
-    o->node.local_ranks = o->world;
-    int threads = o->node.n_threads > 0 ? o->node.n_threads : shardlm_cpu_physical_cores() / o->world;
-    snprintf(thr, sizeof thr, "%d", threads > 0 ? threads : 1);
-    char *argv[] = {(char *)shardlm_cli_self(), "worker", "-m", (char *)o->node.model_path, "--timeout-ms", tmo,
-                    "--connect-timeout-ms", ctmo, "--threads", thr, o->node.pin_threads ? "--pin-threads" : NULL,
-                    NULL};
-    return shardlm_launch_start(o->world, 1, cfgs, argv, l, &o->node.ring_config);
-}
-
-static int gen_watch_children(void *ctx)
-{
-    int st = 0, r = shardlm_launch_poll((shardlm_launch *)ctx, &st);
-    if (r < 0) return 0;
-    shardlm_err_set("worker rank %d exited during start-up (status %d); its error is above", r,
-                    WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
-    return 1;
-}
-
 static void gen_summary(const gen_run *g, const shardlm_node *n)
 {
     fprintf(stderr, "shardlm: world size %d, %d thread(s) per rank (%s kernels), shard load %.2f s, rank 0 resident "
@@ -262,13 +235,9 @@ static int gen_open(gen_opts *o, gen_run *g, shardlm_node *n)
                         env_cfg);
         return SHARDLM_EINPUT;
     }
-    if (o->world > 1) rc = gen_spawn(o, &g->launch);
+    if (o->world > 1) rc = shardlm_node_spawn_local(&o->node, o->world, &g->launch);
     else o->node.ring_config = env_cfg;
     if (rc) return rc;
-    if (g->launch) {
-        o->node.watch = gen_watch_children;
-        o->node.watch_ctx = g->launch;
-    }
     rc = shardlm_node_open(&o->node, n);
     if (!rc && n->rank != 0) {
         shardlm_err_set("%s: field 'rank': generate runs as rank 0; other ranks run `shardlm worker`",

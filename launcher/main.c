@@ -15,6 +15,8 @@ static const struct {
     {"info", shardlm_cmd_info, "print a GGUF model's metadata, tensors and tokenizer"},
     {"tokenize", shardlm_cmd_tokenize, "print the token ids of a text"},
     {"synth", shardlm_cmd_synth, "write a synthetic llama GGUF with random weights"},
+    {"bench", shardlm_cmd_bench, "prompt and decode tokens/s of a model (like llama-bench)"},
+    {"bench-mem", shardlm_cmd_bench_mem, "STREAM-style memory bandwidth (triad and read)"},
     {"bench-comm", shardlm_cmd_bench_comm, "benchmark the all-reduce over the ring"},
 };
 

@@ -2,8 +2,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include "node.h"
+#include "shardlm_cli.h"
 #include "shardlm_common.h"
 
 static int node_config(const shardlm_node_opts *o, shardlm_node *n)
@@ -107,5 +109,39 @@ int shardlm_node_report_memory(shardlm_node *n, const char *when)
     for (int r = 0; r < n->world; r++)
         fprintf(stderr, "shardlm: rank %d %s: shard %.1f MiB, resident %.1f MiB\n", r, when,
                 (double)all[2 * r] / 1048576.0, (double)all[2 * r + 1] / 1048576.0);
+    return SHARDLM_OK;
+}
+
+static int node_watch_children(void *ctx)
+{
+    int st = 0, r = shardlm_launch_poll((shardlm_launch *)ctx, &st);
+    if (r < 0) return 0;
+    shardlm_err_set("worker rank %d exited during start-up (status %d); its error is above", r,
+                    WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+    return 1;
+}
+
+int shardlm_node_spawn_local(shardlm_node_opts *o, int world, shardlm_launch **out)
+{
+    shardlm_ring_config cfgs[64];
+    if (world > 64) {
+        shardlm_err_set("--world-size %d: at most 64 local ranks", world);
+        return SHARDLM_EINPUT;
+    }
+    int rc = shardlm_launch_plan(world, cfgs);
+    if (rc) return rc;
+    char tmo[32], ctmo[32], thr[32];
+    snprintf(tmo, sizeof tmo, "%d", o->timeout_ms);
+    snprintf(ctmo, sizeof ctmo, "%d", o->connect_timeout_ms);
+    o->local_ranks = world;
+    int threads = o->n_threads > 0 ? o->n_threads : shardlm_cpu_physical_cores() / world;
+    snprintf(thr, sizeof thr, "%d", threads > 0 ? threads : 1);
+    char *argv[] = {(char *)shardlm_cli_self(), "worker", "-m", (char *)o->model_path, "--timeout-ms", tmo,
+                    "--connect-timeout-ms", ctmo, "--threads", thr, o->pin_threads ? "--pin-threads" : NULL,
+                    NULL};
+    rc = shardlm_launch_start(world, 1, cfgs, argv, out, &o->ring_config);
+    if (rc) return rc;
+    o->watch = node_watch_children;
+    o->watch_ctx = *out;
     return SHARDLM_OK;
 }

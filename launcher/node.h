@@ -5,6 +5,7 @@
 #define SHARDLM_NODE_H
 
 #include "shardlm_gguf.h"
+#include "shardlm_launch.h"
 #include "shardlm_ring.h"
 #include "shardlm_runtime.h"
 #include "shardlm_tokenizer.h"
@@ -35,6 +36,12 @@ typedef struct {
     double load_s;
     int n_threads;
 } shardlm_node;
+
+/* Spawns world-1 local `shardlm worker` processes for o's model on a
+ * loopback ring, points o->ring_config at rank 0's config, sets
+ * o->local_ranks, and makes o->watch notice a worker that dies during
+ * start-up. Free *out with shardlm_launch_free. */
+int shardlm_node_spawn_local(shardlm_node_opts *o, int world, shardlm_launch **out);
 
 /* Brings the rank up. Returns a status; the error text says what failed. */
 int shardlm_node_open(const shardlm_node_opts *o, shardlm_node *n);

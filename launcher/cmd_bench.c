@@ -1,0 +1,188 @@
+/* cmd_bench.c - `shardlm bench`: prompt-processing and decode tokens/s of a
+ * model across W local ranks, in the spirit of llama-bench. Each repetition
+ * runs a fresh prompt of P tokens as one batch (pp), then N single-token
+ * decode steps from an empty context (tg); the medians are reported. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "node.h"
+#include "shardlm_cli.h"
+#include "shardlm_common.h"
+
+typedef struct {
+    shardlm_node_opts node;
+    int pp, tg, reps, world, json;
+} bench_opts;
+
+static void bench_usage(FILE *f)
+{
+    fprintf(f, "usage: shardlm bench -m MODEL [-t THREADS] [-p 128] [-n 128] [-r 3] [--world-size W] [--json]\n"
+               "  -p N   prompt tokens processed as one batch (0: skip)\n"
+               "  -n N   decode steps of one token each (0: skip)\n"
+               "  -r N   repetitions; the median is reported\n"
+               "  -t N   kernel threads per rank (default: its share of the cores)\n"
+               "  --json one object: pp_tok_s, tg_tok_s, their samples, weights_bytes, ...\n");
+}
+
+static int bench_parse(int argc, char **argv, bench_opts *o)
+{
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'}, {"threads", required_argument, 0, 't'},
+        {"world-size", required_argument, 0, 'W'}, {"json", no_argument, 0, 'J'},
+        {"pin-threads", no_argument, 0, 'P'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    int c;
+    char *end;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "m:t:p:n:r:h", opts, NULL)) != -1) {
+        long v = optarg ? strtol(optarg, &end, 10) : 0;
+        if (optarg && c != 'm' && (*end || v < 0 || v > 100000)) {
+            fprintf(stderr, "shardlm bench: invalid value '%s' for -%c\n", optarg, c == 'W' ? 'W' : c);
+            return SHARDLM_EINPUT;
+        }
+        switch (c) {
+        case 'm': o->node.model_path = optarg; break;
+        case 't': o->node.n_threads = (int)v; break;
+        case 'p': o->pp = (int)v; break;
+        case 'n': o->tg = (int)v; break;
+        case 'r': o->reps = v > 0 ? (int)v : 1; break;
+        case 'W': o->world = (int)v; break;
+        case 'J': o->json = 1; break;
+        case 'P': o->node.pin_threads = 1; break;
+        case 'h': bench_usage(stdout); return 1;
+        default: bench_usage(stderr); return SHARDLM_EINPUT;
+        }
+    }
+    if (!o->node.model_path || o->world < 1 || (o->world & (o->world - 1))) {
+        fprintf(stderr, "shardlm bench: %s\n", !o->node.model_path ? "-m MODEL is required"
+                                                                    : "--world-size must be a power of two");
+        return SHARDLM_EINPUT;
+    }
+    return SHARDLM_OK;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(const double *v, int n)
+{
+    double s[64];
+    memcpy(s, v, (size_t)n * sizeof *s);
+    qsort(s, (size_t)n, sizeof *s, cmp_double);
+    return n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
+}
+
+/* One prompt of n tokens in one batch; returns tokens/s or a negative status. */
+static double bench_pp(shardlm_engine *e, const int32_t *toks, int n, float *logits)
+{
+    int32_t *pos = malloc((size_t)n * sizeof *pos);
+    uint8_t *want = calloc((size_t)n, 1);
+    if (!pos || !want) return SHARDLM_ENOMEM;
+    for (int i = 0; i < n; i++) pos[i] = i;
+    want[n - 1] = 1;
+    double t0 = shardlm_now_s();
+    int rc = shardlm_engine_step(e, toks, pos, want, n, logits);
+    double dt = shardlm_now_s() - t0;
+    free(pos);
+    free(want);
+    return rc ? rc : n / dt;
+}
+
+static double bench_tg(shardlm_engine *e, const int32_t *toks, int n, float *logits)
+{
+    uint8_t want = 1;
+    double t0 = shardlm_now_s();
+    for (int i = 0; i < n; i++) {
+        int rc = shardlm_engine_step(e, &toks[i], &i, &want, 1, logits);
+        if (rc) return rc;
+    }
+    return n / (shardlm_now_s() - t0);
+}
+
+static uint64_t model_weight_bytes(const char *path)
+{
+    shardlm_gguf *g;
+    if (shardlm_gguf_open(path, &g)) return 0;
+    uint64_t sum = 0;
+    for (uint64_t i = 0; i < shardlm_gguf_n_tensors(g); i++) sum += shardlm_gguf_tensor_at(g, i)->nbytes;
+    shardlm_gguf_close(g);
+    return sum;
+}
+
+static void bench_print(const bench_opts *o, const shardlm_node *n, const double *pp, const double *tg, int reps)
+{
+    double mpp = o->pp ? median(pp, reps) : 0, mtg = o->tg ? median(tg, reps) : 0;
+    uint64_t wb = model_weight_bytes(o->node.model_path);
+    if (!o->json) {
+        printf("| model | weights MiB | ranks | threads/rank | isa | test | tok/s |\n|---|---|---|---|---|---|---|\n");
+        if (o->pp)
+            printf("| %s | %.0f | %d | %d | %s | pp%d | %.2f |\n", o->node.model_path, wb / 1048576.0, n->world,
+                   n->n_threads, shardlm_kernels_isa(), o->pp, mpp);
+        if (o->tg)
+            printf("| %s | %.0f | %d | %d | %s | tg%d | %.2f |\n", o->node.model_path, wb / 1048576.0, n->world,
+                   n->n_threads, shardlm_kernels_isa(), o->tg, mtg);
+        return;
+    }
+    printf("{\"model\":\"%s\",\"weights_bytes\":%llu,\"world_size\":%d,\"threads\":%d,\"isa\":\"%s\",\"pp\":%d,"
+           "\"tg\":%d,\"pp_tok_s\":%.3f,\"tg_tok_s\":%.3f,\"pp_samples\":[",
+           o->node.model_path, (unsigned long long)wb, n->world, n->n_threads, shardlm_kernels_isa(), o->pp, o->tg,
+           mpp, mtg);
+    for (int i = 0; o->pp && i < reps; i++) printf("%s%.3f", i ? "," : "", pp[i]);
+    printf("],\"tg_samples\":[");
+    for (int i = 0; o->tg && i < reps; i++) printf("%s%.3f", i ? "," : "", tg[i]);
+    printf("]}\n");
+}
+
+static int bench_run(const bench_opts *o, shardlm_node *n)
+{
+    int vocab = shardlm_model_hparams(n->model)->vocab, len = o->pp > o->tg ? o->pp : o->tg;
+    int32_t *toks = malloc((size_t)(len + 1) * sizeof *toks);
+    float *logits = malloc((size_t)vocab * sizeof *logits);
+    if (!toks || !logits) return SHARDLM_ENOMEM;
+    uint64_t x = 0x243f6a8885a308d3ull; /* fixed token ids: runs are comparable */
+    for (int i = 0; i <= len; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        toks[i] = (int32_t)(3 + (x >> 33) % (uint64_t)(vocab > 3 ? vocab - 3 : 1));
+    }
+    double pp[64], tg[64];
+    int rc = SHARDLM_OK;
+    bench_tg(n->engine, toks, len < 4 ? len : 4, logits); /* warm-up: page in weights and threads */
+    for (int r = 0; r < o->reps && !rc; r++) {
+        if (o->pp && (pp[r] = bench_pp(n->engine, toks, o->pp, logits)) < 0) rc = (int)pp[r];
+        if (!rc && o->tg && (tg[r] = bench_tg(n->engine, toks, o->tg, logits)) < 0) rc = (int)tg[r];
+        shardlm_progress("bench", (uint64_t)r + 1, (uint64_t)o->reps);
+    }
+    if (!rc) bench_print(o, n, pp, tg, o->reps);
+    free(toks);
+    free(logits);
+    return rc;
+}
+
+int shardlm_cmd_bench(int argc, char **argv)
+{
+    bench_opts o = {.node = {.timeout_ms = 60000, .connect_timeout_ms = 60000, .load_timeout_ms = 600000},
+                    .pp = 128, .tg = 128, .reps = 3, .world = 1};
+    int rc = bench_parse(argc, argv, &o);
+    if (rc) return rc == 1 ? 0 : 2;
+    if (o.reps > 64) o.reps = 64;
+    o.node.max_batch = o.pp > 1 ? o.pp : 1;
+    o.node.n_ctx = (o.pp > o.tg ? o.pp : o.tg) + 8;
+    shardlm_launch *l = NULL;
+    shardlm_node n = {0};
+    if (o.world > 1) rc = shardlm_node_spawn_local(&o.node, o.world, &l);
+    if (!rc) rc = shardlm_node_open(&o.node, &n);
+    if (!rc) rc = shardlm_node_report_memory(&n, "loaded");
+    if (!rc) rc = bench_run(&o, &n);
+    if (rc) fprintf(stderr, "shardlm bench: %s\n", shardlm_err_get());
+    if (n.engine) shardlm_engine_shutdown(n.engine, "bench done");
+    shardlm_node_close(&n);
+    if (l) {
+        shardlm_launch_wait(l, 5000);
+        shardlm_launch_free(l);
+    }
+    return shardlm_exit_code(rc);
+}
