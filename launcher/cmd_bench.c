@@ -23,6 +23,7 @@ static void bench_usage(FILE *f)
                "  -n N   decode steps of one token each (0: skip)\n"
                "  -r N   repetitions; the median is reported\n"
                "  -t N   kernel threads per rank (default: its share of the cores)\n"
+               "  --isq q8_0|q4_0  quantise F32/F16/BF16 weights while loading\n"
                "  --json one object: pp_tok_s, tg_tok_s, their samples, weights_bytes, ...\n");
 }
 
@@ -31,12 +32,21 @@ static int bench_parse(int argc, char **argv, bench_opts *o)
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"threads", required_argument, 0, 't'},
         {"world-size", required_argument, 0, 'W'}, {"json", no_argument, 0, 'J'},
-        {"pin-threads", no_argument, 0, 'P'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"pin-threads", no_argument, 0, 'P'}, {"help", no_argument, 0, 'h'}, {"isq", required_argument, 0, 'Q'},
+        {0, 0, 0, 0}};
     int c;
     char *end;
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:t:p:n:r:h", opts, NULL)) != -1) {
         long v = optarg ? strtol(optarg, &end, 10) : 0;
+        if (c == 'Q') {
+            o->node.isq = shardlm_dtype_parse(optarg);
+            if (o->node.isq != SHARDLM_DT_Q8_0 && o->node.isq != SHARDLM_DT_Q4_0) {
+                fprintf(stderr, "shardlm bench: invalid value '%s' for --isq (q8_0 or q4_0)\n", optarg);
+                return SHARDLM_EINPUT;
+            }
+            continue;
+        }
         if (optarg && c != 'm' && (*end || v < 0 || v > 100000)) {
             fprintf(stderr, "shardlm bench: invalid value '%s' for -%c\n", optarg, c == 'W' ? 'W' : c);
             return SHARDLM_EINPUT;
@@ -164,7 +174,7 @@ static int bench_run(const bench_opts *o, shardlm_node *n)
 
 int shardlm_cmd_bench(int argc, char **argv)
 {
-    bench_opts o = {.node = {.timeout_ms = 60000, .connect_timeout_ms = 60000, .load_timeout_ms = 600000},
+    bench_opts o = {.node = {.timeout_ms = 60000, .connect_timeout_ms = 60000, .load_timeout_ms = 600000, .isq = -1},
                     .pp = 128, .tg = 128, .reps = 3, .world = 1};
     int rc = bench_parse(argc, argv, &o);
     if (rc) return rc == 1 ? 0 : 2;

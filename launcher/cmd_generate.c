@@ -41,6 +41,7 @@ static void gen_usage(FILE *f)
             "      --timeout-ms MS       collective timeout (default 30000)\n"
             "      --threads N           kernel threads per rank (default: its share of the cores)\n"
             "      --pin-threads         pin each kernel thread to a core\n"
+            "      --isq q8_0|q4_0       quantise F32/F16/BF16 weights while loading each shard\n"
             "      --logits-out FILE     append each step's logits (f32) to FILE\n");
 }
 
@@ -54,6 +55,7 @@ static int gen_parse(int argc, char **argv, gen_opts *o)
         {"ctx", required_argument, 0, 'C'},     {"timeout-ms", required_argument, 0, 't'},
         {"logits-out", required_argument, 0, 'L'}, {"help", no_argument, 0, 'h'},
         {"threads", required_argument, 0, 'j'},  {"pin-threads", no_argument, 0, 'J'},
+        {"isq", required_argument, 0, 'Q'},
         {0, 0, 0, 0}};
     int c;
     char *end;
@@ -78,6 +80,7 @@ static int gen_parse(int argc, char **argv, gen_opts *o)
         case 'L': o->logits_out = optarg; break;
         case 'j': o->node.n_threads = (int)strtol(optarg, &end, 10); if (*end || o->node.n_threads < 1 || o->node.n_threads > 1024) BAD("--threads"); break;
         case 'J': o->node.pin_threads = 1; break;
+        case 'Q': o->node.isq = shardlm_dtype_parse(optarg); if (o->node.isq != SHARDLM_DT_Q8_0 && o->node.isq != SHARDLM_DT_Q4_0) BAD("--isq (q8_0 or q4_0)"); break;
         case 'h': gen_usage(stdout); return 1;
         default: gen_usage(stderr); return SHARDLM_EINPUT;
         }
@@ -259,7 +262,7 @@ static int gen_open(gen_opts *o, gen_run *g, shardlm_node *n)
 int shardlm_cmd_generate(int argc, char **argv)
 {
     gen_opts o = {.node = {.timeout_ms = 30000, .connect_timeout_ms = 60000, .load_timeout_ms = 600000,
-                           .max_batch = 256},
+                           .max_batch = 256, .isq = -1},
                   .n_new = 256, .world = 1, .temp = 1.0f, .top_p = 0.9f};
     o.seed = (uint64_t)time(NULL);
     int rc = gen_parse(argc, argv, &o);

@@ -30,7 +30,7 @@ int shardlm_cmd_worker(int argc, char **argv)
         {"threads", required_argument, 0, 'j'},        {"pin-threads", no_argument, 0, 'J'},
         {0, 0, 0, 0}};
     shardlm_node_opts o = {.ring_config = getenv("RING_CONFIG"), .timeout_ms = 30000, .connect_timeout_ms = 60000,
-                           .load_timeout_ms = 600000, .max_batch = 1};
+                           .load_timeout_ms = 600000, .max_batch = 1, .isq = -1};
     const char *lws = getenv("SHARDLM_LOCAL_WORLD_SIZE");
     if (!lws) lws = getenv("MISTRALRS_MN_LOCAL_WORLD_SIZE");
     o.local_ranks = lws ? atoi(lws) : 1;

@@ -24,9 +24,10 @@ static int node_config(const shardlm_node_opts *o, shardlm_node *n)
 
 /* Control handshake first: it checks model fingerprint and world size before
  * any rank commits memory or ring connections. */
-static int node_handshake(const shardlm_node_opts *o, shardlm_node *n, uint64_t fp, int *n_ctx, int *max_batch)
+static int node_handshake(const shardlm_node_opts *o, shardlm_node *n, uint64_t fp, int *n_ctx, int *max_batch,
+                          int *isq)
 {
-    shardlm_ctrl_hello h = {fp, n->world, n->rank, "ring", *n_ctx, *max_batch};
+    shardlm_ctrl_hello h = {fp, n->world, n->rank, "ring", *n_ctx, *max_batch, *isq};
     int rc;
     if (n->rank == 0) {
         rc = shardlm_ctrl_listen(n->cfg.master_ip, n->cfg.master_port, n->world, &n->ctrl);
@@ -37,13 +38,25 @@ static int node_handshake(const shardlm_node_opts *o, shardlm_node *n, uint64_t 
     rc = shardlm_ctrl_connect(n->cfg.master_ip, n->cfg.master_port, &h, o->connect_timeout_ms, &n->ctrl);
     *n_ctx = h.n_ctx;
     *max_batch = h.max_batch;
+    *isq = h.isq;
     return rc;
 }
 
-static int node_model(const shardlm_node_opts *o, shardlm_node *n, shardlm_gguf *g, int *n_ctx)
+static int node_threads(const shardlm_node_opts *o)
+{
+    if (o->n_threads > 0) return o->n_threads;
+    int local = o->local_ranks > 0 ? o->local_ranks : 1; /* this rank's share of the physical cores */
+    int t = shardlm_cpu_physical_cores() / local;
+    return t < 1 ? 1 : t;
+}
+
+static int node_model(const shardlm_node_opts *o, shardlm_node *n, shardlm_gguf *g, int *n_ctx, int isq)
 {
     double t0 = shardlm_now_s();
-    int rc = shardlm_model_load(g, n->world, n->rank, &n->model);
+    shardlm_load_opts lo = {isq, NULL};
+    if (isq >= 0 && node_threads(o) > 1 && shardlm_pool_new(node_threads(o), 0, &lo.pool)) lo.pool = NULL;
+    int rc = shardlm_model_load(g, n->world, n->rank, &lo, &n->model);
+    shardlm_pool_free(lo.pool);
     if (rc) return rc;
     n->load_s = shardlm_now_s() - t0;
     const shardlm_hparams *hp = shardlm_model_hparams(n->model);
@@ -60,7 +73,7 @@ int shardlm_node_open(const shardlm_node_opts *o, shardlm_node *n)
     shardlm_gguf *g = NULL;
     if ((rc = shardlm_gguf_open(o->model_path, &g))) return rc;
     shardlm_hparams hp;
-    int n_ctx = o->n_ctx, max_batch = o->max_batch;
+    int n_ctx = o->n_ctx, max_batch = o->max_batch, isq = o->isq;
     rc = shardlm_hparams_read(g, &hp);
     shardlm_shard_plan early;
     if (!rc) rc = shardlm_plan_make(&hp, n->world, n->rank, 1, &early); /* fail before any connection */
@@ -68,18 +81,13 @@ int shardlm_node_open(const shardlm_node_opts *o, shardlm_node *n)
         if (n_ctx <= 0 || n_ctx > hp.ctx) n_ctx = hp.ctx;
         rc = shardlm_tokenizer_from_gguf(g, &n->tok);
     }
-    if (!rc && n->world > 1) rc = node_handshake(o, n, shardlm_gguf_fingerprint(g), &n_ctx, &max_batch);
+    if (!rc && n->world > 1) rc = node_handshake(o, n, shardlm_gguf_fingerprint(g), &n_ctx, &max_batch, &isq);
     if (!rc && n->world > 1) rc = shardlm_ring_comm_create(&n->cfg, o->connect_timeout_ms, &n->comm);
     if (!rc && n->world == 1) rc = shardlm_comm_local_create(&n->comm);
-    if (!rc) rc = node_model(o, n, g, &n_ctx);
+    if (!rc) rc = node_model(o, n, g, &n_ctx, isq);
     shardlm_gguf_close(g); /* the shard has been copied out: release the mapping */
     if (!rc) rc = shardlm_comm_barrier(n->comm, o->load_timeout_ms);
-    int threads = o->n_threads;
-    if (threads <= 0) { /* this rank's share of the physical cores */
-        int local = o->local_ranks > 0 ? o->local_ranks : 1;
-        threads = shardlm_cpu_physical_cores() / local;
-        if (threads < 1) threads = 1;
-    }
+    int threads = node_threads(o);
     n->n_threads = threads;
     if (!rc)
         rc = shardlm_engine_new(n->model, n->comm, n->ctrl, n_ctx, max_batch, o->timeout_ms, threads, o->pin_threads,

@@ -21,6 +21,7 @@ typedef struct {
     int n_threads;           /* kernel threads of this rank; 0: its share of the cores */
     int local_ranks;         /* ranks sharing this machine, for the default thread count */
     int pin_threads;
+    int isq;                 /* rank 0: in-situ quantisation type, -1 none; workers learn it */
     int (*watch)(void *ctx); /* rank 0: polled while waiting for workers */
     void *watch_ctx;
 } shardlm_node_opts;

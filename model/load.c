@@ -13,7 +13,53 @@
 typedef struct {
     const shardlm_gguf *g;
     shardlm_model *m;
+    shardlm_load_opts opts;
 } loader;
+
+/* ---- in-situ quantisation: F32/F16/BF16 rows to Q8_0/Q4_0 at load ---- */
+
+typedef struct {
+    shardlm_dtype src_type, dst_type;
+    const uint8_t *src;
+    uint8_t *dst;
+    size_t rows, cols, src_rb, dst_rb;
+} isq_job;
+
+static void isq_worker(void *ctx, int tid, int nth)
+{
+    isq_job *j = ctx;
+    float stack_row[8192];
+    float *row = j->cols <= 8192 ? stack_row : malloc(j->cols * sizeof(float));
+    if (!row) return; /* leaves zeros: caught by the caller's check below */
+    for (size_t r = (size_t)tid; r < j->rows; r += (size_t)nth) {
+        shardlm_dequant_row(j->src_type, j->src + r * j->src_rb, row, j->cols);
+        shardlm_quant_row(j->dst_type, row, j->dst + r * j->dst_rb, j->cols);
+    }
+    if (row != stack_row) free(row);
+}
+
+static int isq_applies(const loader *L, const shardlm_mat *m)
+{
+    int t = (int)m->type;
+    return L->opts.isq >= 0 && (t == SHARDLM_DT_F32 || t == SHARDLM_DT_F16 || t == SHARDLM_DT_BF16) &&
+           m->cols % SHARDLM_QK == 0;
+}
+
+/* Replaces a loaded float matrix by its quantised form. */
+static int isq_convert(loader *L, shardlm_mat *m)
+{
+    if (!isq_applies(L, m)) return SHARDLM_OK;
+    isq_job j = {m->type, (shardlm_dtype)L->opts.isq, m->data, NULL, m->rows, m->cols,
+                 shardlm_dtype_row_bytes(m->type, m->cols), shardlm_dtype_row_bytes((uint32_t)L->opts.isq, m->cols)};
+    if (!(j.dst = malloc(j.dst_rb * j.rows + 1))) return SHARDLM_ENOMEM;
+    shardlm_pool_run(L->opts.pool, isq_worker, &j);
+    L->m->shard_bytes -= j.src_rb * j.rows;
+    L->m->shard_bytes += j.dst_rb * j.rows;
+    free(m->data);
+    m->data = j.dst;
+    m->type = (shardlm_dtype)L->opts.isq;
+    return SHARDLM_OK;
+}
 
 static void drop_pages(const void *p, size_t n)
 {
@@ -69,7 +115,7 @@ static int load_rows(loader *L, const char *name, uint64_t cols, uint64_t rows, 
     if (!(out->data = load_alloc(L, rb * nrows))) return SHARDLM_ENOMEM;
     memcpy(out->data, t->data + rb * row0, rb * nrows);
     drop_pages(t->data, t->nbytes);
-    return SHARDLM_OK;
+    return isq_convert(L, out);
 }
 
 /* Columns [col0, col0 + ncols) of every row. When the slice does not fall on
@@ -102,7 +148,7 @@ static int load_cols(loader *L, const char *name, uint64_t cols, uint64_t rows, 
     }
     free(tmp);
     drop_pages(t->data, t->nbytes);
-    return SHARDLM_OK;
+    return isq_convert(L, out);
 }
 
 /* A 1-D tensor of n elements as F32. */
@@ -186,11 +232,18 @@ static int load_all(loader *L)
     return SHARDLM_OK;
 }
 
-int shardlm_model_load(const shardlm_gguf *g, int world, int rank, shardlm_model **out)
+int shardlm_model_load(const shardlm_gguf *g, int world, int rank, const shardlm_load_opts *opts,
+                       shardlm_model **out)
 {
     shardlm_model *m = calloc(1, sizeof *m);
     if (!m) return SHARDLM_ENOMEM;
-    loader L = {g, m};
+    loader L = {g, m, {-1, NULL}};
+    if (opts) L.opts = *opts;
+    if (L.opts.isq >= 0 && L.opts.isq != SHARDLM_DT_Q8_0 && L.opts.isq != SHARDLM_DT_Q4_0) {
+        free(m);
+        shardlm_err_set("--isq %s: in-situ quantisation supports q8_0 and q4_0", shardlm_dtype_name((uint32_t)L.opts.isq));
+        return SHARDLM_EINPUT;
+    }
     int rc = shardlm_hparams_read(g, &m->hp);
     if (!rc) rc = load_plan(&L, world, rank);
     if (!rc && !(m->vocab_counts = calloc((size_t)world, sizeof(int)))) rc = SHARDLM_ENOMEM;

@@ -40,9 +40,18 @@ int shardlm_plan_make(const shardlm_hparams *hp, int world, int rank, int ffn_un
 
 typedef struct shardlm_model shardlm_model;
 
+/* How to load: isq >= 0 quantises every F32/F16/BF16 weight matrix of the
+ * shard to that type (SHARDLM_DT_Q8_0 or SHARDLM_DT_Q4_0) while loading
+ * ("in-situ quantisation"); pool (may be NULL) runs that on its threads. */
+typedef struct {
+    int isq;
+    shardlm_pool *pool;
+} shardlm_load_opts;
+
 /* Loads this rank's shard from an open GGUF (which the caller may close
- * right after). */
-int shardlm_model_load(const shardlm_gguf *g, int world, int rank, shardlm_model **out);
+ * right after). opts may be NULL. */
+int shardlm_model_load(const shardlm_gguf *g, int world, int rank, const shardlm_load_opts *opts,
+                       shardlm_model **out);
 void shardlm_model_free(shardlm_model *m);
 const shardlm_hparams *shardlm_model_hparams(const shardlm_model *m);
 const shardlm_shard_plan *shardlm_model_plan(const shardlm_model *m);
