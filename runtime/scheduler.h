@@ -1,0 +1,93 @@
+/* scheduler.h - rank 0's request scheduler: continuous batching over the
+ * lockstep engine. HTTP threads submit and cancel requests; one engine
+ * thread runs shardlm_sched_run, which packs each step (the decode tokens of
+ * every running sequence plus chunked prefill, first come first served),
+ * samples, detokenizes, applies stop strings and reports through the
+ * request's callbacks. Internal header of the runtime module.
+ *
+ * Threading: submit, cancel and stats may be called from any thread. The
+ * callbacks run on the engine thread and must not block for long. */
+#ifndef SHARDLM_SCHEDULER_H
+#define SHARDLM_SCHEDULER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sampling.h"
+#include "shardlm_runtime.h"
+#include "shardlm_tokenizer.h"
+
+typedef struct shardlm_sched shardlm_sched;
+
+typedef struct {
+    int max_num_seqs;           /* --max-seqs: running sequences per step */
+    int max_num_batched_tokens; /* --max-num-batched-tokens: tokens per step */
+    int max_queue;              /* --max-queue: waiting requests before 429 */
+    int block_size;             /* --block-size: 8, 16 or 32 */
+    double kv_cache_mb;         /* --kv-cache-mb: the pool, per rank */
+    int prefix_caching;         /* 0 with --no-prefix-cache */
+} shardlm_sched_opts;
+
+typedef enum {
+    SHARDLM_END_STOP = 1,   /* EOS or a stop string: finish_reason "stop" */
+    SHARDLM_END_LENGTH,     /* max_tokens or the context: "length" */
+    SHARDLM_END_CANCELLED,  /* shardlm_sched_cancel, e.g. a client went away */
+    SHARDLM_END_ERROR,      /* the engine failed (a rank was lost); text in shardlm_sched_error */
+} shardlm_end;
+
+typedef struct {
+    /* Text that is safe to send (stop strings never appear), with the token
+     * that completed it and, when asked for, its logprobs. text may be
+     * empty (a byte token that does not yet complete a character). */
+    void (*on_token)(void *ctx, const char *text, size_t len, int32_t token, const shardlm_logprobs *lp);
+    /* Exactly once per accepted request, last. */
+    void (*on_end)(void *ctx, shardlm_end why, int prompt_tokens, int completion_tokens);
+    void *ctx;
+} shardlm_request_cb;
+
+typedef struct {
+    const int32_t *prompt; /* copied; starts with BOS when the model wants one */
+    int n_prompt;
+    shardlm_sampling_params params; /* copied, logit_bias included */
+    int max_tokens;                 /* <= 0: until EOS or the context is full */
+    const char *const *stop;        /* copied; 0..4 strings */
+    int n_stop;
+    uint32_t choice;                /* index among a request's n choices (seeds differ) */
+} shardlm_request_desc;
+
+typedef struct {
+    int running, waiting;
+    double kv_usage;                      /* 0..1, blocks held by live sequences */
+    int kv_blocks, block_size;
+    uint64_t prefix_queries, prefix_hits; /* tokens */
+    uint64_t prompt_tokens, generation_tokens;
+    uint64_t preemptions;
+    double allreduce_seconds;             /* total time in all-reduce, all steps */
+    uint64_t steps;
+    int healthy;                          /* 0 once the engine has failed */
+} shardlm_sched_stats;
+
+/* The scheduler borrows engine and tokenizer. bytes_per_token is one
+ * token's KV size on one rank, for sizing the pool from kv_cache_mb. */
+int shardlm_sched_new(shardlm_engine *e, const shardlm_tokenizer *tok, const shardlm_sched_opts *o,
+                      shardlm_sched **out);
+void shardlm_sched_free(shardlm_sched *s);
+
+/* SHARDLM_OK with *id set; SHARDLM_EINPUT (prompt longer than the context:
+ * the error text names both lengths) or SHARDLM_EBUSY-like
+ * SHARDLM_ERUNTIME with text "queue full" when max_queue requests wait. */
+int shardlm_sched_submit(shardlm_sched *s, const shardlm_request_desc *d, shardlm_request_cb cb, uint64_t *id);
+/* Cancels a waiting or running request and frees its KV blocks; its on_end
+ * runs with SHARDLM_END_CANCELLED (at once, or at the end of the current
+ * step). Unknown or finished ids are ignored. */
+void shardlm_sched_cancel(shardlm_sched *s, uint64_t id);
+void shardlm_sched_stats_get(shardlm_sched *s, shardlm_sched_stats *out);
+int shardlm_sched_n_ctx(const shardlm_sched *s);
+
+/* The engine loop: runs until shardlm_sched_stop. Returns SHARDLM_OK after
+ * a stop, or the engine's status when a step failed (every request then
+ * ends with SHARDLM_END_ERROR). */
+int shardlm_sched_run(shardlm_sched *s);
+void shardlm_sched_stop(shardlm_sched *s);
+
+#endif
