@@ -15,6 +15,7 @@ enum {
     SHARDLM_ETIMEDOUT = -3,
     SHARDLM_EPEER = -4, /* a peer closed its connection or died */
     SHARDLM_ENOMEM = -5,
+    SHARDLM_EBUSY = -6, /* a queue is full: try again later (HTTP 429) */
 };
 
 /* The last error message of this thread. Functions that return a status

@@ -73,9 +73,10 @@ int shardlm_sched_new(shardlm_engine *e, const shardlm_tokenizer *tok, const sha
                       shardlm_sched **out);
 void shardlm_sched_free(shardlm_sched *s);
 
-/* SHARDLM_OK with *id set; SHARDLM_EINPUT (prompt longer than the context:
- * the error text names both lengths) or SHARDLM_EBUSY-like
- * SHARDLM_ERUNTIME with text "queue full" when max_queue requests wait. */
+/* SHARDLM_OK with *id set; SHARDLM_EINPUT when the prompt does not fit the
+ * context (the error text names both lengths); SHARDLM_EBUSY when
+ * max_queue requests already wait; SHARDLM_ERUNTIME once the engine has
+ * failed. */
 int shardlm_sched_submit(shardlm_sched *s, const shardlm_request_desc *d, shardlm_request_cb cb, uint64_t *id);
 /* Cancels a waiting or running request and frees its KV blocks; its on_end
  * runs with SHARDLM_END_CANCELLED (at once, or at the end of the current
