@@ -14,14 +14,18 @@ typedef enum {
     SHARDLM_DT_F16 = 1,
     SHARDLM_DT_Q4_0 = 2,
     SHARDLM_DT_Q8_0 = 8,
+    SHARDLM_DT_Q4_K = 12,
+    SHARDLM_DT_Q6_K = 14,
     SHARDLM_DT_BF16 = 30,
 } shardlm_dtype;
 
-#define SHARDLM_QK 32 /* elements per Q4_0 / Q8_0 block */
+#define SHARDLM_QK 32    /* elements per Q4_0 / Q8_0 block */
+#define SHARDLM_QK_K 256 /* elements per Q4_K / Q6_K super-block */
 
 /* 1 when the type id (a raw GGUF value) is one shardlm can compute with. */
 int shardlm_dtype_supported(uint32_t type);
-/* "f32", "f16", "q4_0", "q8_0", "bf16", or "type#N" for others. */
+/* "f32", "f16", "q4_0", "q8_0", "q4_k", "q6_k", "bf16", or "type#N" for
+ * others. */
 const char *shardlm_dtype_name(uint32_t type);
 /* Parses a name as above; returns -1 when unknown. */
 int shardlm_dtype_parse(const char *name);
@@ -37,8 +41,10 @@ uint16_t shardlm_f32_to_f16(float f);
 float shardlm_bf16_to_f32(uint16_t h);
 uint16_t shardlm_f32_to_bf16(float f);
 
-/* Convert n elements (n a multiple of the block size) between f32 and a type,
- * exactly as the GGUF/ggml reference defines them. */
+/* Convert n elements (n a multiple of the block size) between f32 and a type.
+ * Dequantisation is exactly as the GGUF/ggml reference defines it. For
+ * Q4_K/Q6_K quantisation is a simple reference method (not ggml's search
+ * for the best scales); its error bound is stated in kernels/cpu/quant_k.c. */
 void shardlm_dequant_row(shardlm_dtype t, const void *src, float *dst, size_t n);
 void shardlm_quant_row(shardlm_dtype t, const float *src, void *dst, size_t n);
 
@@ -81,8 +87,8 @@ int shardlm_cpu_physical_cores(void);
 
 /* ---- optimised CPU kernels (SIMD path chosen once from cpuid) ---- */
 
-/* Same result as shardlm_ref_matmul, for F32, F16, BF16, Q8_0 and Q4_0.
- * For Q8_0/Q4_0 the activations are quantised to 8-bit blocks (one f32
+/* Same result as shardlm_ref_matmul, for F32, F16, BF16, Q8_0, Q4_0, Q4_K
+ * and Q6_K. For the quantised types the activations are quantised to 8-bit blocks (one f32
  * scale per 32 values) and the inner loops are integer dot products, so the
  * result differs from the reference by that quantisation error. pool may be
  * NULL (single-threaded). Not reentrant on one pool. */

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "cpu_internal.h"
+#include "quant_k.h"
 
 static const shardlm_isa_ops *g_isa;
 static pthread_once_t g_isa_once = PTHREAD_ONCE_INIT;
@@ -155,6 +156,8 @@ static shardlm_mm_fn mm_fn_for(const shardlm_isa_ops *o, shardlm_dtype t)
     case SHARDLM_DT_BF16: return o->bf16;
     case SHARDLM_DT_Q8_0: return o->q8_0;
     case SHARDLM_DT_Q4_0: return o->q4_0;
+    case SHARDLM_DT_Q4_K:
+    case SHARDLM_DT_Q6_K: return shardlm_matmul_k_pick(o, t); /* matmul_k.c */
     }
     return NULL;
 }
@@ -208,7 +211,7 @@ void shardlm_matmul(shardlm_pool *pool, shardlm_dtype t, const void *w, size_t r
     /* Tiny products are not worth waking threads for. */
     int nth = rows * cols * n < 32768 ? 1 : shardlm_pool_size(pool);
     shardlm_pool *use = nth > 1 ? pool : NULL;
-    if (t == SHARDLM_DT_Q8_0 || t == SHARDLM_DT_Q4_0) {
+    if (t == SHARDLM_DT_Q8_0 || t == SHARDLM_DT_Q4_0 || t == SHARDLM_DT_Q4_K || t == SHARDLM_DT_Q6_K) {
         j.pairs = t == SHARDLM_DT_Q4_0 && o->q4_0_pairs;
         if (mm_quant_layout(pool, &j) != 0) abort(); /* scratch is a few KB per input row */
         if (n >= 4 && use) shardlm_pool_run(use, mm_quant_task, &j);

@@ -1,11 +1,13 @@
 /* quant.c - element types: names, block sizes, IEEE half and bfloat16
  * conversion, and the ggml Q8_0 / Q4_0 block formats (quantise and
- * dequantise one row). Written from the GGUF/ggml format description. */
+ * dequantise one row; Q4_K / Q6_K are in quant_k.c). Written from the
+ * GGUF/ggml format description. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "quant_k.h"
 #include "shardlm_kernels.h"
 
 /* Q8_0: fp16 scale, then 32 signed bytes. Q4_0: fp16 scale, then 16 bytes
@@ -20,6 +22,8 @@ int shardlm_dtype_supported(uint32_t type)
     case SHARDLM_DT_F16:
     case SHARDLM_DT_Q4_0:
     case SHARDLM_DT_Q8_0:
+    case SHARDLM_DT_Q4_K:
+    case SHARDLM_DT_Q6_K:
     case SHARDLM_DT_BF16: return 1;
     default: return 0;
     }
@@ -32,6 +36,8 @@ const char *shardlm_dtype_name(uint32_t type)
     case SHARDLM_DT_F16: return "f16";
     case SHARDLM_DT_Q4_0: return "q4_0";
     case SHARDLM_DT_Q8_0: return "q8_0";
+    case SHARDLM_DT_Q4_K: return "q4_k";
+    case SHARDLM_DT_Q6_K: return "q6_k";
     case SHARDLM_DT_BF16: return "bf16";
     default: {
         /* Per thread, so concurrent callers never see each other's text. */
@@ -45,7 +51,7 @@ const char *shardlm_dtype_name(uint32_t type)
 int shardlm_dtype_parse(const char *name)
 {
     static const uint32_t all[] = {SHARDLM_DT_F32, SHARDLM_DT_F16, SHARDLM_DT_Q4_0, SHARDLM_DT_Q8_0,
-                                   SHARDLM_DT_BF16};
+                                   SHARDLM_DT_Q4_K, SHARDLM_DT_Q6_K, SHARDLM_DT_BF16};
     if (!name) return -1;
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         if (!strcmp(name, shardlm_dtype_name(all[i]))) return (int)all[i];
@@ -60,6 +66,8 @@ size_t shardlm_dtype_block_elems(uint32_t type)
     case SHARDLM_DT_BF16: return 1;
     case SHARDLM_DT_Q4_0:
     case SHARDLM_DT_Q8_0: return SHARDLM_QK;
+    case SHARDLM_DT_Q4_K:
+    case SHARDLM_DT_Q6_K: return SHARDLM_QK_K;
     default: return 0;
     }
 }
@@ -72,6 +80,8 @@ size_t shardlm_dtype_block_bytes(uint32_t type)
     case SHARDLM_DT_BF16: return 2;
     case SHARDLM_DT_Q4_0: return Q4_0_BYTES;
     case SHARDLM_DT_Q8_0: return Q8_0_BYTES;
+    case SHARDLM_DT_Q4_K: return SHARDLM_Q4_K_BYTES;
+    case SHARDLM_DT_Q6_K: return SHARDLM_Q6_K_BYTES;
     default: return 0;
     }
 }
@@ -228,6 +238,8 @@ void shardlm_quant_row(shardlm_dtype t, const float *src, void *dst, size_t n)
     case SHARDLM_DT_Q4_0:
         for (size_t b = 0; b < n / SHARDLM_QK; b++) q4_0_block(src + b * SHARDLM_QK, o + b * Q4_0_BYTES);
         break;
+    case SHARDLM_DT_Q4_K:
+    case SHARDLM_DT_Q6_K: shardlm_quant_k_quant(t, src, o, n); break;
     }
 }
 
@@ -258,5 +270,7 @@ void shardlm_dequant_row(shardlm_dtype t, const void *src, float *dst, size_t n)
             }
         }
         break;
+    case SHARDLM_DT_Q4_K:
+    case SHARDLM_DT_Q6_K: shardlm_quant_k_dequant(t, p, dst, n); break;
     }
 }
