@@ -208,6 +208,8 @@ static int send_ack(int fd, const char *error, const shardlm_ctrl_hello *mine, u
     ack.n_ctx = (uint32_t)mine->n_ctx;
     ack.max_batch = (uint32_t)mine->max_batch;
     ack.isq = mine->isq;
+    ack.kv_blocks = (uint32_t)mine->kv_blocks;
+    ack.block_size = (uint32_t)mine->block_size;
     ack.error = (char *)(error ? error : "");
     Shardlm__Envelope env = SHARDLM__ENVELOPE__INIT;
     env.msg_case = SHARDLM__ENVELOPE__MSG_HELLO_ACK;
@@ -322,6 +324,8 @@ static int ctrl_handshake(shardlm_ctrl *c, shardlm_ctrl_hello *mine, uint64_t de
         mine->n_ctx = (int)ack->hello_ack->n_ctx;
         mine->max_batch = (int)ack->hello_ack->max_batch;
         mine->isq = ack->hello_ack->isq;
+        mine->kv_blocks = (int)ack->hello_ack->kv_blocks;
+        mine->block_size = (int)ack->hello_ack->block_size;
     }
     shardlm__envelope__free_unpacked(ack, NULL);
     return rc;

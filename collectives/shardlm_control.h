@@ -20,6 +20,8 @@ typedef struct {
     int n_ctx;           /* decided by rank 0, learnt by workers */
     int max_batch;       /* decided by rank 0, learnt by workers */
     int isq;             /* decided by rank 0, learnt by workers (-1: none) */
+    int kv_blocks;       /* decided by rank 0, learnt by workers */
+    int block_size;      /* decided by rank 0, learnt by workers */
 } shardlm_ctrl_hello;
 
 typedef struct shardlm_ctrl shardlm_ctrl;
@@ -31,7 +33,7 @@ int shardlm_ctrl_listen(const char *host, int port, int world_size, shardlm_ctrl
  * fails here too with SHARDLM_EINPUT. */
 int shardlm_ctrl_accept_all(shardlm_ctrl *c, const shardlm_ctrl_hello *mine, int timeout_ms);
 /* Worker: connects (retrying until the deadline), sends its handshake and
- * learns rank 0's n_ctx, max_batch and isq into *mine. */
+ * learns rank 0's shared settings (n_ctx, max_batch, isq, KV pool) into *mine. */
 int shardlm_ctrl_connect(const char *host, int port, shardlm_ctrl_hello *mine, int timeout_ms,
                          shardlm_ctrl **out);
 

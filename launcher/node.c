@@ -27,7 +27,7 @@ static int node_config(const shardlm_node_opts *o, shardlm_node *n)
 static int node_handshake(const shardlm_node_opts *o, shardlm_node *n, uint64_t fp, int *n_ctx, int *max_batch,
                           int *isq)
 {
-    shardlm_ctrl_hello h = {fp, n->world, n->rank, "ring", *n_ctx, *max_batch, *isq};
+    shardlm_ctrl_hello h = {fp, n->world, n->rank, "ring", *n_ctx, *max_batch, *isq, n->kv_blocks, n->block_size};
     int rc;
     if (n->rank == 0) {
         rc = shardlm_ctrl_listen(n->cfg.master_ip, n->cfg.master_port, n->world, &n->ctrl);
@@ -39,6 +39,10 @@ static int node_handshake(const shardlm_node_opts *o, shardlm_node *n, uint64_t 
     *n_ctx = h.n_ctx;
     *max_batch = h.max_batch;
     *isq = h.isq;
+    if (n->rank != 0) {
+        n->kv_blocks = h.kv_blocks;
+        n->block_size = h.block_size;
+    }
     return rc;
 }
 
@@ -65,6 +69,24 @@ static int node_model(const shardlm_node_opts *o, shardlm_node *n, shardlm_gguf 
     return SHARDLM_OK;
 }
 
+/* Rank 0 sizes the paged KV pool from --kv-cache-mb: one token's KV on one
+ * rank is layers x local KV width x 2 (K and V) floats. */
+static int node_kv_pool(const shardlm_node_opts *o, shardlm_node *n, const shardlm_hparams *hp,
+                        const shardlm_shard_plan *p)
+{
+    n->block_size = o->block_size > 0 ? o->block_size : 16;
+    if (o->kv_cache_mb <= 0) return SHARDLM_OK; /* one sequence: sized from the context */
+    double per_token = (double)hp->n_layers * p->n_kv_heads * hp->head_dim * 2 * sizeof(float);
+    double blocks = o->kv_cache_mb * 1048576.0 / (per_token * n->block_size);
+    if (blocks < 1 || blocks > 1e8) {
+        shardlm_err_set("--kv-cache-mb %g holds %.0f blocks of %d tokens (%.0f bytes per token per rank)",
+                        o->kv_cache_mb, blocks, n->block_size, per_token);
+        return SHARDLM_EINPUT;
+    }
+    n->kv_blocks = (int)blocks;
+    return SHARDLM_OK;
+}
+
 int shardlm_node_open(const shardlm_node_opts *o, shardlm_node *n)
 {
     memset(n, 0, sizeof *n);
@@ -79,6 +101,9 @@ int shardlm_node_open(const shardlm_node_opts *o, shardlm_node *n)
     if (!rc) rc = shardlm_plan_make(&hp, n->world, n->rank, 1, &early); /* fail before any connection */
     if (!rc && n->rank == 0) {
         if (n_ctx <= 0 || n_ctx > hp.ctx) n_ctx = hp.ctx;
+        rc = node_kv_pool(o, n, &hp, &early);
+    }
+    if (!rc && n->rank == 0) {
         rc = shardlm_tokenizer_from_gguf(g, &n->tok);
     }
     if (!rc && n->world > 1) rc = node_handshake(o, n, shardlm_gguf_fingerprint(g), &n_ctx, &max_batch, &isq);
@@ -89,9 +114,8 @@ int shardlm_node_open(const shardlm_node_opts *o, shardlm_node *n)
     if (!rc) rc = shardlm_comm_barrier(n->comm, o->load_timeout_ms);
     int threads = node_threads(o);
     n->n_threads = threads;
-    if (!rc)
-        rc = shardlm_engine_new(n->model, n->comm, n->ctrl, n_ctx, max_batch, o->timeout_ms, threads, o->pin_threads,
-                                &n->engine);
+    shardlm_engine_opts eo = {n_ctx, max_batch, n->kv_blocks, n->block_size, o->timeout_ms, threads, o->pin_threads};
+    if (!rc) rc = shardlm_engine_new(n->model, n->comm, n->ctrl, &eo, &n->engine);
     return rc;
 }
 

@@ -22,6 +22,8 @@ typedef struct {
     int local_ranks;         /* ranks sharing this machine, for the default thread count */
     int pin_threads;
     int isq;                 /* rank 0: in-situ quantisation type, -1 none; workers learn it */
+    double kv_cache_mb;      /* rank 0: paged KV pool per rank; 0: one sequence of n_ctx */
+    int block_size;          /* rank 0: positions per KV block (default 16) */
     int (*watch)(void *ctx); /* rank 0: polled while waiting for workers */
     void *watch_ctx;
 } shardlm_node_opts;
@@ -36,6 +38,7 @@ typedef struct {
     shardlm_engine *engine;
     double load_s;
     int n_threads;
+    int kv_blocks, block_size; /* the KV pool every rank holds */
 } shardlm_node;
 
 /* Spawns world-1 local `shardlm worker` processes for o's model on a

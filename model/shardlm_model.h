@@ -58,17 +58,40 @@ const shardlm_shard_plan *shardlm_model_plan(const shardlm_model *m);
 /* Bytes of weights this rank holds. */
 size_t shardlm_model_shard_bytes(const shardlm_model *m);
 
-/* Per-sequence state: the KV cache of this rank's heads and scratch for
- * batches of up to max_batch tokens. */
+/* Inference state: the paged KV cache of this rank's heads (n_blocks
+ * blocks of block_size positions; 0 blocks: enough for one sequence of
+ * n_ctx positions) and scratch for batches of up to max_batch tokens. */
 typedef struct shardlm_state shardlm_state;
-int shardlm_state_new(const shardlm_model *m, int n_ctx, int max_batch, shardlm_state **out);
+int shardlm_state_new(const shardlm_model *m, int n_ctx, int n_blocks, int block_size, int max_batch,
+                      shardlm_state **out);
 void shardlm_state_free(shardlm_state *s);
 int shardlm_state_n_ctx(const shardlm_state *s);
+int shardlm_state_n_blocks(const shardlm_state *s);
+/* Wall time this state's steps spent in all-reduce. */
+double shardlm_state_allreduce_seconds(const shardlm_state *s);
+
+/* One step: n tokens from n_seqs sequences. Token i is sequence seq[i]'s
+ * token at position pos[i]; its KV goes to block tables[seq[i]][pos / bs],
+ * and it attends to positions 0..pos[i] of its sequence. want[i] asks for
+ * its logits. */
+typedef struct {
+    int n;
+    const int32_t *tokens, *pos, *seq;
+    const uint8_t *want;
+    int n_seqs;
+    const int32_t *const *tables;
+    const int *table_len;
+} shardlm_batch;
+
+/* Runs a batch; logits as for shardlm_model_forward. Every rank must call
+ * it with the same batch. */
+int shardlm_model_forward_batch(const shardlm_model *m, shardlm_state *s, shardlm_comm *comm, const shardlm_batch *b,
+                                float *logits, int timeout_ms);
 /* Runs the kernels of this state's steps on pool (borrowed; NULL: one thread). */
 void shardlm_state_set_pool(shardlm_state *s, shardlm_pool *pool);
 
-/* Runs n tokens of one sequence at positions pos[0..n-1] (each position
- * attends to every earlier cached position). Logits are computed for the
+/* Runs n tokens of one sequence (sequence 0, KV blocks in order) at
+ * positions pos[0..n-1] (each position attends to every earlier position). Logits are computed for the
  * tokens with want[i] != 0 and gathered to rank 0, which receives them in
  * `logits` as n_want rows of vocab floats. Every rank must call this with
  * the same arguments (workers pass logits = NULL). */

@@ -15,24 +15,26 @@ struct shardlm_engine {
     shardlm_state *state;
     int timeout_ms;
     uint64_t step_id;
-    int32_t *seq_scratch;
     int max_batch;
     shardlm_pool *pool;
+    int32_t *ident; /* blocks 0..n-1 in order: the table of single-sequence steps */
 };
 
-int shardlm_engine_new(shardlm_model *m, shardlm_comm *comm, shardlm_ctrl *ctrl, int n_ctx, int max_batch,
-                       int timeout_ms, int n_threads, int pin, shardlm_engine **out)
+int shardlm_engine_new(shardlm_model *m, shardlm_comm *comm, shardlm_ctrl *ctrl, const shardlm_engine_opts *o,
+                       shardlm_engine **out)
 {
     shardlm_engine *e = calloc(1, sizeof *e);
     if (!e) return SHARDLM_ENOMEM;
     e->model = m;
     e->comm = comm;
     e->ctrl = ctrl;
-    e->timeout_ms = timeout_ms;
-    e->max_batch = max_batch;
-    e->seq_scratch = calloc((size_t)max_batch, sizeof(int32_t));
-    int rc = e->seq_scratch ? shardlm_state_new(m, n_ctx, max_batch, &e->state) : SHARDLM_ENOMEM;
-    if (!rc && n_threads > 1) rc = shardlm_pool_new(n_threads, pin, &e->pool);
+    e->timeout_ms = o->timeout_ms;
+    e->max_batch = o->max_batch;
+    int bs = o->block_size > 0 ? o->block_size : 16;
+    int rc = shardlm_state_new(m, o->n_ctx, o->kv_blocks, bs, o->max_batch, &e->state);
+    if (!rc && o->n_threads > 1) rc = shardlm_pool_new(o->n_threads, o->pin, &e->pool);
+    if (!rc && !(e->ident = malloc((size_t)shardlm_state_n_blocks(e->state) * sizeof(int32_t)))) rc = SHARDLM_ENOMEM;
+    for (int i = 0; !rc && i < shardlm_state_n_blocks(e->state); i++) e->ident[i] = i;
     if (rc) {
         shardlm_engine_free(e);
         return rc;
@@ -47,44 +49,78 @@ void shardlm_engine_free(shardlm_engine *e)
     if (!e) return;
     shardlm_state_free(e->state);
     shardlm_pool_free(e->pool);
-    free(e->seq_scratch);
+    free(e->ident);
     free(e);
 }
 
 int shardlm_engine_n_ctx(const shardlm_engine *e) { return shardlm_state_n_ctx(e->state); }
+int shardlm_engine_kv_blocks(const shardlm_engine *e) { return shardlm_state_n_blocks(e->state); }
+int shardlm_engine_max_batch(const shardlm_engine *e) { return e->max_batch; }
+const shardlm_model *shardlm_engine_model(const shardlm_engine *e) { return e->model; }
+double shardlm_engine_allreduce_seconds(const shardlm_engine *e) { return shardlm_state_allreduce_seconds(e->state); }
 
-static int engine_send_step(shardlm_engine *e, const int32_t *tokens, const int32_t *pos, const uint8_t *want, int n)
+/* Packs a batch into one Step message for the workers. */
+static int engine_send_step(shardlm_engine *e, const shardlm_batch *b)
 {
+    int n = b->n;
     uint32_t want32[n > 0 ? n : 1];
-    for (int i = 0; i < n; i++) want32[i] = want[i];
+    for (int i = 0; i < n; i++) want32[i] = b->want[i];
+    Shardlm__BlockTable tabs[b->n_seqs > 0 ? b->n_seqs : 1];
+    Shardlm__BlockTable *tabp[b->n_seqs > 0 ? b->n_seqs : 1];
+    for (int q = 0; q < b->n_seqs; q++) {
+        shardlm__block_table__init(&tabs[q]);
+        tabs[q].n_blocks = (size_t)b->table_len[q];
+        tabs[q].blocks = (int32_t *)b->tables[q];
+        tabp[q] = &tabs[q];
+    }
     Shardlm__Step st = SHARDLM__STEP__INIT;
     st.step_id = ++e->step_id;
-    st.n_tokens = (size_t)n;
-    st.tokens = (int32_t *)tokens;
-    st.n_pos = (size_t)n;
-    st.pos = (int32_t *)pos;
-    st.n_seq = (size_t)n;
-    st.seq = e->seq_scratch;
-    st.n_want_logits = (size_t)n;
+    st.n_tokens = st.n_pos = st.n_seq = st.n_want_logits = (size_t)n;
+    st.tokens = (int32_t *)b->tokens;
+    st.pos = (int32_t *)b->pos;
+    st.seq = (int32_t *)b->seq;
     st.want_logits = want32;
+    st.n_tables = (size_t)b->n_seqs;
+    st.tables = tabp;
     Shardlm__Envelope env = SHARDLM__ENVELOPE__INIT;
     env.msg_case = SHARDLM__ENVELOPE__MSG_STEP;
     env.step = &st;
     return shardlm_ctrl_broadcast(e->ctrl, &env, e->timeout_ms);
 }
 
-int shardlm_engine_step(shardlm_engine *e, const int32_t *tokens, const int32_t *pos, const uint8_t *want, int n,
-                        float *logits)
+int shardlm_engine_step_batch(shardlm_engine *e, const shardlm_batch *b, float *logits)
 {
-    if (n < 1 || n > e->max_batch) {
-        shardlm_err_set("step of %d tokens is outside 1..%d", n, e->max_batch);
+    if (b->n < 1 || b->n > e->max_batch) {
+        shardlm_err_set("step of %d tokens is outside 1..%d", b->n, e->max_batch);
         return SHARDLM_EINPUT;
     }
     if (e->ctrl) {
-        int rc = engine_send_step(e, tokens, pos, want, n);
+        int rc = engine_send_step(e, b);
         if (rc) return rc;
     }
-    return shardlm_model_forward(e->model, e->state, e->comm, tokens, pos, want, n, logits, e->timeout_ms);
+    return shardlm_model_forward_batch(e->model, e->state, e->comm, b, logits, e->timeout_ms);
+}
+
+int shardlm_engine_step(shardlm_engine *e, const int32_t *tokens, const int32_t *pos, const uint8_t *want, int n,
+                        float *logits)
+{
+    int32_t seq[n > 0 ? n : 1];
+    memset(seq, 0, sizeof seq);
+    const int32_t *tables[1] = {e->ident};
+    int table_len[1] = {shardlm_state_n_blocks(e->state)};
+    shardlm_batch b = {n, tokens, pos, seq, want, 1, tables, table_len};
+    return shardlm_engine_step_batch(e, &b, logits);
+}
+
+int shardlm_engine_heartbeat(shardlm_engine *e)
+{
+    if (!e->ctrl) return SHARDLM_OK;
+    Shardlm__Heartbeat hb = SHARDLM__HEARTBEAT__INIT;
+    hb.now_ns = shardlm_now_ns();
+    Shardlm__Envelope env = SHARDLM__ENVELOPE__INIT;
+    env.msg_case = SHARDLM__ENVELOPE__MSG_HEARTBEAT;
+    env.heartbeat = &hb;
+    return shardlm_ctrl_broadcast(e->ctrl, &env, e->timeout_ms);
 }
 
 void shardlm_engine_shutdown(shardlm_engine *e, const char *reason)
@@ -98,13 +134,16 @@ void shardlm_engine_shutdown(shardlm_engine *e, const char *reason)
     shardlm_ctrl_broadcast(e->ctrl, &env, 1000); /* best effort: a dead worker cannot be told */
 }
 
-/* Checks that a Step's arrays agree before any rank acts on it. */
+/* Checks that a Step's arrays agree before any rank acts on it (the
+ * forward pass checks positions, sequences and blocks). */
 static int worker_check_step(const Shardlm__Step *st, uint64_t expect_id, int max_batch)
 {
     size_t n = st->n_tokens;
-    if (st->n_pos != n || st->n_want_logits != n || n == 0 || n > (size_t)max_batch) {
-        shardlm_err_set("malformed step %llu from rank 0: %zu tokens, %zu positions, %zu logit flags",
-                        (unsigned long long)st->step_id, n, st->n_pos, st->n_want_logits);
+    if (st->n_pos != n || st->n_seq != n || st->n_want_logits != n || n == 0 || n > (size_t)max_batch ||
+        st->n_tables == 0 || st->n_tables > n) {
+        shardlm_err_set("malformed step %llu from rank 0: %zu tokens, %zu positions, %zu sequence ids, %zu logit "
+                        "flags, %zu block tables",
+                        (unsigned long long)st->step_id, n, st->n_pos, st->n_seq, st->n_want_logits, st->n_tables);
         return SHARDLM_EPEER;
     }
     if (st->step_id != expect_id) {
@@ -120,10 +159,17 @@ static int worker_run_step(shardlm_engine *e, const Shardlm__Step *st)
     int rc = worker_check_step(st, e->step_id + 1, e->max_batch);
     if (rc) return rc;
     e->step_id = st->step_id;
-    int n = (int)st->n_tokens;
+    int n = (int)st->n_tokens, ns = (int)st->n_tables;
     uint8_t want[n];
+    const int32_t *tables[ns];
+    int table_len[ns];
     for (int i = 0; i < n; i++) want[i] = st->want_logits[i] != 0;
-    return shardlm_model_forward(e->model, e->state, e->comm, st->tokens, st->pos, want, n, NULL, e->timeout_ms);
+    for (int q = 0; q < ns; q++) {
+        tables[q] = st->tables[q]->blocks;
+        table_len[q] = (int)st->tables[q]->n_blocks;
+    }
+    shardlm_batch b = {n, st->tokens, st->pos, st->seq, want, ns, tables, table_len};
+    return shardlm_model_forward_batch(e->model, e->state, e->comm, &b, NULL, e->timeout_ms);
 }
 
 int shardlm_engine_worker_loop(shardlm_engine *e, int idle_timeout_ms)

@@ -13,19 +13,37 @@
 
 typedef struct shardlm_engine shardlm_engine;
 
+typedef struct {
+    int n_ctx;      /* positions one sequence may reach */
+    int max_batch;  /* tokens per step */
+    int kv_blocks;  /* paged KV pool (0: one sequence of n_ctx positions) */
+    int block_size; /* positions per KV block */
+    int timeout_ms; /* each collective and control message */
+    int n_threads;  /* kernel threads of this rank */
+    int pin;        /* pin kernel threads to cores */
+} shardlm_engine_opts;
+
 /* The engine borrows model, comm and ctrl (ctrl is NULL at world size 1);
- * the caller frees them after shardlm_engine_free. It owns a pool of
- * n_threads kernel threads (pinned to cores when pin is set). */
-int shardlm_engine_new(shardlm_model *m, shardlm_comm *comm, shardlm_ctrl *ctrl, int n_ctx, int max_batch,
-                       int timeout_ms, int n_threads, int pin, shardlm_engine **out);
+ * the caller frees them after shardlm_engine_free. It owns its kernel
+ * thread pool and the KV pool. */
+int shardlm_engine_new(shardlm_model *m, shardlm_comm *comm, shardlm_ctrl *ctrl, const shardlm_engine_opts *o,
+                       shardlm_engine **out);
 void shardlm_engine_free(shardlm_engine *e);
 int shardlm_engine_n_ctx(const shardlm_engine *e);
+int shardlm_engine_kv_blocks(const shardlm_engine *e);
+int shardlm_engine_max_batch(const shardlm_engine *e);
+const shardlm_model *shardlm_engine_model(const shardlm_engine *e);
+double shardlm_engine_allreduce_seconds(const shardlm_engine *e);
 
 /* Rank 0: one lockstep forward step of n tokens of one sequence (see
  * shardlm_model_forward). logits receives a row of vocab floats for each
  * token with want[i] != 0. */
 int shardlm_engine_step(shardlm_engine *e, const int32_t *tokens, const int32_t *pos, const uint8_t *want, int n,
                         float *logits);
+/* Rank 0: one lockstep step of a multi-sequence batch (paged KV). */
+int shardlm_engine_step_batch(shardlm_engine *e, const shardlm_batch *b, float *logits);
+/* Rank 0, while idle: tells the workers it is alive. */
+int shardlm_engine_heartbeat(shardlm_engine *e);
 /* Rank 0: tells the workers to exit (best effort). */
 void shardlm_engine_shutdown(shardlm_engine *e, const char *reason);
 
