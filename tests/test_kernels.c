@@ -169,6 +169,54 @@ Test(matmul, simd_matches_scalar_integer_path)
     }
 }
 
+/* Batch invariance, which the serving path relies on ("a batch must not
+ * change results"): each row of a batched product must be bit-for-bit the
+ * product of that row alone, whatever n, tile shape, tail or thread split
+ * computed it. cols = 67 blocks exercises the odd-block tail of Q4_0's
+ * pair kernels (K-quants: 9 super-blocks); 300 rows span several thread
+ * chunks and row tails. */
+static void check_batch_invariant(shardlm_dtype t, shardlm_pool *pool, const char *isa)
+{
+    static const size_t rows_l[] = {1, 7, 300}, n_l[] = {2, 3, 5, 8, 17};
+    size_t cols = shardlm_dtype_block_elems(t) == 256 ? 9 * 256 : 67 * SHARDLM_QK;
+    for (size_t ri = 0; ri < 3; ri++)
+        for (size_t ni = 0; ni < 5; ni++) {
+            size_t rows = rows_l[ri], n = n_l[ni];
+            mm_case c = mm_case_new(t, rows, cols, n);
+            float *yb = malloc(n * rows * sizeof(float)), *y1 = malloc(rows * sizeof(float));
+            cr_assert(yb && y1);
+            shardlm_matmul(pool, t, c.w, rows, cols, c.x, n, yb);
+            for (size_t i = 0; i < n; i++) {
+                shardlm_matmul(NULL, t, c.w, rows, cols, c.x + i * cols, 1, y1);
+                cr_assert(!memcmp(y1, yb + i * rows, rows * sizeof(float)),
+                          "%s %s rows=%zu n=%zu pool=%d: row %zu of the batch differs from it alone", isa,
+                          shardlm_dtype_name(t), rows, n, shardlm_pool_size(pool), i);
+            }
+            free(yb);
+            free(y1);
+            mm_case_free(&c);
+        }
+}
+
+Test(matmul, batch_invariant_bitwise)
+{
+    static const shardlm_dtype types[] = {SHARDLM_DT_F32, SHARDLM_DT_F16, SHARDLM_DT_BF16, SHARDLM_DT_Q8_0,
+                                          SHARDLM_DT_Q4_0, SHARDLM_DT_Q4_K, SHARDLM_DT_Q6_K};
+    shardlm_pool *pool;
+    cr_assert_eq(shardlm_pool_new(2, 0, &pool), 0);
+    int tested = 0;
+    for (size_t s = 0; s < N_ISAS; s++) {
+        if (shardlm_kernels_force_isa(all_isas[s]) != 0) continue;
+        for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+            check_batch_invariant(types[ti], NULL, all_isas[s]);
+            check_batch_invariant(types[ti], pool, all_isas[s]);
+            tested++;
+        }
+    }
+    cr_assert_geq(tested, 5, "the scalar path at least must run");
+    shardlm_pool_free(pool);
+}
+
 Test(matmul, force_isa_rejects_unknown)
 {
     cr_assert_eq(shardlm_kernels_force_isa("sse9"), -1);
