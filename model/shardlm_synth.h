@@ -8,7 +8,11 @@
 
 typedef struct {
     int dim, layers, heads, kv_heads, ffn, vocab, context;
-    uint32_t type; /* matrices: SHARDLM_DT_F32, F16, Q8_0 or Q4_0; norms are always F32 */
+    /* Matrices: SHARDLM_DT_F32, F16, Q8_0, Q4_0, Q4_K or Q6_K; norms are
+     * always F32. With Q4_K, output.weight is Q6_K (as in llama.cpp's
+     * Q4_K_M); with either k-quant, matrices whose rows are not a multiple
+     * of 256 are written as Q8_0. */
+    uint32_t type;
     uint64_t seed;
 } shardlm_synth_opts;
 

@@ -30,6 +30,8 @@ static int range(const char *opt, int v, int lo, int hi)
     return SHARDLM_EINPUT;
 }
 
+static int synth_is_k(uint32_t t) { return t == SHARDLM_DT_Q4_K || t == SHARDLM_DT_Q6_K; }
+
 int shardlm_synth_check(const shardlm_synth_opts *o)
 {
     if (range("--dim", o->dim, 1, 65536) || range("--layers", o->layers, 1, 1024) ||
@@ -38,8 +40,10 @@ int shardlm_synth_check(const shardlm_synth_opts *o)
         range("--context", o->context, 1, 1 << 24))
         return SHARDLM_EINPUT;
     int t = (int)o->type;
-    if (t != SHARDLM_DT_F32 && t != SHARDLM_DT_F16 && t != SHARDLM_DT_Q8_0 && t != SHARDLM_DT_Q4_0) {
-        shardlm_err_set("--type %s is not supported (use f32, f16, q8_0 or q4_0)", shardlm_dtype_name(o->type));
+    if (t != SHARDLM_DT_F32 && t != SHARDLM_DT_F16 && t != SHARDLM_DT_Q8_0 && t != SHARDLM_DT_Q4_0 &&
+        t != SHARDLM_DT_Q4_K && t != SHARDLM_DT_Q6_K) {
+        shardlm_err_set("--type %s is not supported (use f32, f16, q8_0, q4_0, q4_k or q6_k)",
+                        shardlm_dtype_name(o->type));
         return SHARDLM_EINPUT;
     }
     if (o->dim % o->heads || (o->dim / o->heads) % 2) {
@@ -51,7 +55,9 @@ int shardlm_synth_check(const shardlm_synth_opts *o)
         shardlm_err_set("--kv-heads %d must divide --heads %d", o->kv_heads, o->heads);
         return SHARDLM_EINPUT;
     }
-    size_t be = shardlm_dtype_block_elems(o->type);
+    /* k-quant rows that are not whole super-blocks fall back to Q8_0
+     * (synth_matrix_type), which still needs blocks of 32. */
+    size_t be = synth_is_k(o->type) ? SHARDLM_QK : shardlm_dtype_block_elems(o->type);
     if (o->dim % (int)be || o->ffn % (int)be) {
         shardlm_err_set("--type %s needs --dim (%d) and --ffn (%d) to be multiples of %zu",
                         shardlm_dtype_name(o->type), o->dim, o->ffn, be);
@@ -226,11 +232,22 @@ static int synth_fill(void *ctx, uint64_t index, void *dst, uint64_t nbytes)
     return rc;
 }
 
+/* The type of a matrix of rows of `cols`. --type q4_k mimics llama.cpp's
+ * Q4_K_M mix in its simplest form: output.weight is Q6_K, so both k-quant
+ * types are exercised. A k-quant row that is not whole super-blocks of 256
+ * falls back to Q8_0 (shardlm_synth_opts documents this). */
+static uint32_t synth_matrix_type(uint32_t t, const char *name, uint64_t cols)
+{
+    if (!synth_is_k(t)) return t;
+    if (cols % SHARDLM_QK_K) return SHARDLM_DT_Q8_0;
+    return t == SHARDLM_DT_Q4_K && !strcmp(name, "output.weight") ? SHARDLM_DT_Q6_K : t;
+}
+
 /* Declares one tensor; cols x rows (rows 0 for an F32 norm vector). */
 static void add_tensor(shardlm_gguf_writer *w, synth_ctx *c, const char *name, uint64_t cols, uint64_t rows)
 {
     uint64_t ne[2] = {cols, rows};
-    uint32_t type = rows ? c->o->type : SHARDLM_DT_F32;
+    uint32_t type = rows ? synth_matrix_type(c->o->type, name, cols) : SHARDLM_DT_F32;
     shardlm_gguf_writer_tensor(w, name, type, rows ? 2 : 1, ne);
     c->types[c->n] = type;
     c->ne[c->n][0] = cols;
@@ -264,6 +281,8 @@ static uint32_t file_type(uint32_t t)
     case SHARDLM_DT_F16: return 1;
     case SHARDLM_DT_Q4_0: return 2;
     case SHARDLM_DT_Q8_0: return 7;
+    case SHARDLM_DT_Q4_K: return 15; /* MOSTLY_Q4_K_M */
+    case SHARDLM_DT_Q6_K: return 18; /* MOSTLY_Q6_K */
     default: return 0;
     }
 }

@@ -6,14 +6,15 @@
  *   Q4_K: sub-block j of 32 gets min mn_j = -min(0, min x) and scale
  *     s_j = (max x + mn_j) / 15; the 8 scales and 8 mins are quantised to 6
  *     bits against super-block scales d = max s_j / 63, dmin = max mn_j / 63
- *     (stored as fp16), then every value is re-fitted with the stored
+ *     (stored as fp16 rounded up), then every value is re-fitted with the stored
  *     scale/min: q = clamp(round((x + dmin*m_j) / (d*sc_j)), 0, 15).
  *     Error bound per element: |x - y| <= (sc_j/2 + 8) * d + dmin/2, with d,
  *     dmin, sc_j as stored (rounding term sc_j*d/2; a clamp at 15 costs at
  *     most 7.5*d + dmin/2, one at 0 at most dmin/2). Roughly 1/30 of the
  *     sub-block's range.
  *   Q6_K: sub-block j of 16 gets s_j = amax_j / 31; scales are quantised to
- *     int8 (0..127) against d = max s_j / 127 (fp16), and values re-fitted:
+ *     int8 (0..127) against d = max s_j / 127 (fp16 rounded up), and
+ *     values re-fitted:
  *     q = clamp(round(x / (d*sc_j)), -32, 31).
  *     Error bound per element: |x - y| <= (sc_j/2 + 16) * d (rounding
  *     sc_j*d/2; a clamp at 31 at most 15.5*d). Roughly amax_j / 62.
@@ -23,14 +24,18 @@
 
 #include "quant_k.h"
 
-static void put_f16(uint8_t *p, float v)
+static float get_f16(const uint8_t *p) { return shardlm_f16_to_f32(shardlm_rd16(p)); }
+
+/* Stores v >= 0 as the nearest fp16 not below it, so that v_j / stored never
+ * exceeds the top code and the scale codes are never clamped; that keeps
+ * the error bound above true even where fp16 is coarse (subnormal). */
+static void put_f16_up(uint8_t *p, float v)
 {
     uint16_t h = shardlm_f32_to_f16(v);
+    if (shardlm_f16_to_f32(h) < v && h < 0x7c00u) h++;
     p[0] = (uint8_t)h;
     p[1] = (uint8_t)(h >> 8);
 }
-
-static float get_f16(const uint8_t *p) { return shardlm_f16_to_f32(shardlm_rd16(p)); }
 
 /* round(v) clamped to [lo, hi]; comparisons first so that NaN or inf input
  * cannot make the float-to-int conversion undefined (NaN gives lo). */
@@ -92,8 +97,8 @@ static void q4_k_quant_block(const float *x, uint8_t *out)
         smax = fmaxf(smax, s[j]);
         mmax = fmaxf(mmax, mn[j]);
     }
-    put_f16(out, smax / 63.0f);
-    put_f16(out + 2, mmax / 63.0f);
+    put_f16_up(out, smax / 63.0f);
+    put_f16_up(out + 2, mmax / 63.0f);
     /* Fit against the stored (fp16-rounded) scales, as dequant will use. */
     float d = get_f16(out), dmin = get_f16(out + 2);
     int sc[8], m[8];
@@ -159,7 +164,7 @@ static void q6_k_quant_block(const float *x, uint8_t *out)
         s[j] = amax / 31.0f;
         smax = fmaxf(smax, s[j]);
     }
-    put_f16(out + SHARDLM_Q6_K_D, smax / 127.0f);
+    put_f16_up(out + SHARDLM_Q6_K_D, smax / 127.0f);
     float d = get_f16(out + SHARDLM_Q6_K_D);
     uint8_t u[SHARDLM_QK_K];
     for (int j = 0; j < 16; j++) {
