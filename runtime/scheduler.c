@@ -1,0 +1,605 @@
+/* scheduler.c - continuous batching on rank 0 (see scheduler.h).
+ *
+ * One engine thread owns every running and waiting sequence. Other threads
+ * only append to the inbox and the cancel list under the mutex. Each step:
+ * take new arrivals and cancellations, admit waiting sequences FCFS (prefix
+ * cache lookup), pack the decode tokens of every running sequence and then
+ * chunks of prefill within the token budget, reserve KV blocks (preempting
+ * the newest sequence not in this step when the pool runs out; it is
+ * recomputed later), run the step, then sample, detokenize, apply stop
+ * strings and report. Callbacks run without the lock held. */
+#include "scheduler.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kvcache.h"
+#include "shardlm_common.h"
+
+typedef struct sched_seq {
+    uint64_t id;
+    shardlm_request_cb cb;
+    int32_t *tokens; /* prompt, then generated tokens */
+    int n_tokens, cap, n_prompt, n_gen, n_computed, max_tokens;
+    shardlm_sampling_params params;
+    shardlm_logit_bias *bias; /* owned copy behind params.logit_bias */
+    shardlm_seq_sampler *smp;
+    shardlm_stopper stop;
+    shardlm_detok detok;
+    shardlm_kv_seq kv;
+    int has_kv, cancelled, chunk, want_row;
+    struct sched_seq *next; /* inbox / waiting list */
+} sched_seq;
+
+struct shardlm_sched {
+    shardlm_engine *e;
+    const shardlm_tokenizer *tok;
+    shardlm_sched_opts o;
+    shardlm_kv *kv;
+    int n_ctx, vocab, max_batch;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    /* under mu */
+    sched_seq *inbox, *inbox_tail;
+    int n_inbox, stopping;
+    uint64_t *cancels;
+    int n_cancels, cap_cancels;
+    uint64_t next_id;
+    shardlm_sched_stats st;
+    /* engine thread only */
+    sched_seq *wait_head, *wait_tail;
+    int n_waiting;
+    sched_seq **running;
+    int n_running;
+    int32_t *b_tokens, *b_pos, *b_seq;
+    uint8_t *b_want;
+    const int32_t **b_tables;
+    int *b_table_len;
+    sched_seq **b_seqs;
+    float *logits;
+};
+
+/* ---- one sequence ---- */
+
+static void seq_free(sched_seq *q)
+{
+    if (!q) return;
+    shardlm_seq_sampler_free(q->smp);
+    shardlm_stopper_free(&q->stop);
+    free(q->tokens);
+    free(q->bias);
+    free(q);
+}
+
+static sched_seq *seq_new(const shardlm_sched *s, const shardlm_request_desc *d, shardlm_request_cb cb)
+{
+    sched_seq *q = calloc(1, sizeof *q);
+    if (!q) return NULL;
+    q->cb = cb;
+    q->cap = d->n_prompt + 64;
+    q->tokens = malloc((size_t)q->cap * sizeof(int32_t));
+    q->params = d->params;
+    q->max_tokens = d->max_tokens;
+    if (d->params.n_logit_bias > 0) {
+        q->bias = malloc((size_t)d->params.n_logit_bias * sizeof *q->bias);
+        if (q->bias) memcpy(q->bias, d->params.logit_bias, (size_t)d->params.n_logit_bias * sizeof *q->bias);
+        q->params.logit_bias = q->bias;
+    }
+    if (!q->tokens || (d->params.n_logit_bias > 0 && !q->bias) ||
+        shardlm_stopper_init(&q->stop, d->stop, d->n_stop) ||
+        shardlm_seq_sampler_new(&q->params, d->prompt, d->n_prompt, d->choice, &q->smp)) {
+        seq_free(q);
+        return NULL;
+    }
+    memcpy(q->tokens, d->prompt, (size_t)d->n_prompt * sizeof(int32_t));
+    q->n_tokens = q->n_prompt = d->n_prompt;
+    shardlm_detok_init(&q->detok);
+    q->detok.prev = d->prompt[d->n_prompt - 1]; /* so a leading space after BOS alone is dropped */
+    (void)s;
+    return q;
+}
+
+static int seq_append(sched_seq *q, int32_t tok)
+{
+    if (q->n_tokens == q->cap) {
+        int cap = q->cap * 2;
+        int32_t *t = realloc(q->tokens, (size_t)cap * sizeof *t);
+        if (!t) return SHARDLM_ENOMEM;
+        q->tokens = t;
+        q->cap = cap;
+    }
+    q->tokens[q->n_tokens++] = tok;
+    return SHARDLM_OK;
+}
+
+/* ---- lists (engine thread) ---- */
+
+static void wait_push_back(shardlm_sched *s, sched_seq *q)
+{
+    q->next = NULL;
+    if (s->wait_tail) s->wait_tail->next = q;
+    else s->wait_head = q;
+    s->wait_tail = q;
+    s->n_waiting++;
+}
+
+static void wait_push_front(shardlm_sched *s, sched_seq *q)
+{
+    q->next = s->wait_head;
+    s->wait_head = q;
+    if (!s->wait_tail) s->wait_tail = q;
+    s->n_waiting++;
+}
+
+static sched_seq *wait_pop(shardlm_sched *s)
+{
+    sched_seq *q = s->wait_head;
+    if (!q) return NULL;
+    s->wait_head = q->next;
+    if (!s->wait_head) s->wait_tail = NULL;
+    s->n_waiting--;
+    q->next = NULL;
+    return q;
+}
+
+static void running_remove(shardlm_sched *s, sched_seq *q)
+{
+    for (int i = 0; i < s->n_running; i++)
+        if (s->running[i] == q) {
+            memmove(&s->running[i], &s->running[i + 1], (size_t)(s->n_running - i - 1) * sizeof *s->running);
+            s->n_running--;
+            return;
+        }
+}
+
+static void publish_stats(shardlm_sched *s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->st.running = s->n_running;
+    s->st.waiting = s->n_waiting + s->n_inbox;
+    s->st.kv_usage = shardlm_kv_usage(s->kv);
+    s->st.prefix_queries = shardlm_kv_prefix_queries(s->kv);
+    s->st.prefix_hits = shardlm_kv_prefix_hits(s->kv);
+    s->st.allreduce_seconds = shardlm_engine_allreduce_seconds(s->e);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Ends a sequence wherever it is: frees its KV and reports, last. */
+static void seq_end(shardlm_sched *s, sched_seq *q, shardlm_end why)
+{
+    if (q->has_kv) shardlm_kv_seq_free(s->kv, &q->kv);
+    q->has_kv = 0;
+    running_remove(s, q);
+    if (q->cb.on_end) q->cb.on_end(q->cb.ctx, why, q->n_prompt, q->n_gen);
+    seq_free(q);
+}
+
+/* ---- taking work from other threads ---- */
+
+static int is_cancelled(const shardlm_sched *s, uint64_t id, const uint64_t *ids, int n)
+{
+    (void)s;
+    for (int i = 0; i < n; i++)
+        if (ids[i] == id) return 1;
+    return 0;
+}
+
+/* Moves arrivals to the waiting list and ends cancelled sequences. Returns
+ * 1 when stopping. Waits (sending heartbeats) while there is nothing to do. */
+static int sched_intake(shardlm_sched *s)
+{
+    pthread_mutex_lock(&s->mu);
+    while (!s->stopping && !s->inbox && !s->n_cancels && !s->n_running && !s->n_waiting) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 2;
+        if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) == ETIMEDOUT) {
+            pthread_mutex_unlock(&s->mu);
+            int rc = shardlm_engine_heartbeat(s->e); /* workers bound their idle wait */
+            pthread_mutex_lock(&s->mu);
+            if (rc) {
+                s->st.healthy = 0;
+                pthread_mutex_unlock(&s->mu);
+                return -1;
+            }
+        }
+    }
+    int stopping = s->stopping;
+    sched_seq *in = s->inbox;
+    s->inbox = s->inbox_tail = NULL;
+    s->n_inbox = 0;
+    int nc = s->n_cancels;
+    uint64_t stack_ids[64], *ids = nc <= 64 ? stack_ids : malloc((size_t)nc * sizeof *ids);
+    if (ids) memcpy(ids, s->cancels, (size_t)nc * sizeof *ids);
+    s->n_cancels = 0;
+    pthread_mutex_unlock(&s->mu);
+    while (in) {
+        sched_seq *q = in;
+        in = in->next;
+        wait_push_back(s, q);
+    }
+    for (int i = 0; ids && nc && i < s->n_running; i++)
+        if (is_cancelled(s, s->running[i]->id, ids, nc)) seq_end(s, s->running[i--], SHARDLM_END_CANCELLED);
+    for (sched_seq **pp = &s->wait_head; ids && nc && *pp;) {
+        sched_seq *q = *pp;
+        if (!is_cancelled(s, q->id, ids, nc)) {
+            pp = &q->next;
+            continue;
+        }
+        *pp = q->next;
+        s->n_waiting--;
+        if (s->wait_tail == q) s->wait_tail = NULL;
+        seq_end(s, q, SHARDLM_END_CANCELLED);
+    }
+    if (!s->wait_tail)
+        for (sched_seq *q = s->wait_head; q; q = q->next) s->wait_tail = q;
+    if (ids != stack_ids) free(ids);
+    return stopping;
+}
+
+/* FCFS admission up to --max-seqs, while the free KV blocks cover the
+ * head's tokens (admitting what cannot run only causes preemption churn);
+ * the prefix cache serves what it can. */
+static void sched_admit(shardlm_sched *s)
+{
+    int bs = shardlm_kv_block_size(s->kv);
+    while (s->n_running < s->o.max_num_seqs && s->wait_head) {
+        int need = (s->wait_head->n_tokens + bs) / bs; /* its tokens plus the next one */
+        if (s->n_running > 0 && shardlm_kv_n_free(s->kv) < need) break;
+        sched_seq *q = wait_pop(s);
+        q->n_computed = shardlm_kv_seq_begin(s->kv, &q->kv, q->tokens, q->n_tokens);
+        q->has_kv = 1;
+        s->running[s->n_running++] = q;
+    }
+}
+
+/* Drops a sequence's KV so others can run; it recomputes when readmitted. */
+static void sched_preempt(shardlm_sched *s, sched_seq *q)
+{
+    shardlm_kv_seq_free(s->kv, &q->kv);
+    q->has_kv = 0;
+    q->n_computed = 0;
+    running_remove(s, q);
+    wait_push_front(s, q);
+    s->st.preemptions++;
+}
+
+/* The newest running sequence that is not already in this step. */
+static sched_seq *sched_victim(shardlm_sched *s, int nb_seqs)
+{
+    for (int i = s->n_running - 1; i >= 0; i--) {
+        int in_step = 0;
+        for (int k = 0; k < nb_seqs; k++) in_step |= s->b_seqs[k] == s->running[i];
+        if (!in_step) return s->running[i];
+    }
+    return NULL;
+}
+
+/* Adds up to `budget` of q's uncomputed tokens to the step; returns how many. */
+static int sched_add(shardlm_sched *s, sched_seq *q, int budget, int *nb, int *ns)
+{
+    int k = q->n_tokens - q->n_computed;
+    if (k > budget) k = budget;
+    if (k <= 0) return 0;
+    while (shardlm_kv_seq_reserve(s->kv, &q->kv, q->n_computed + k) != SHARDLM_OK) {
+        sched_seq *v = sched_victim(s, *ns);
+        if (!v || v == q) return 0; /* waits for a later step */
+        sched_preempt(s, v);
+    }
+    int si = (*ns)++;
+    s->b_seqs[si] = q;
+    s->b_tables[si] = q->kv.blocks;
+    s->b_table_len[si] = q->kv.n_blocks;
+    for (int j = 0; j < k; j++) {
+        int i = (*nb)++;
+        s->b_tokens[i] = q->tokens[q->n_computed + j];
+        s->b_pos[i] = q->n_computed + j;
+        s->b_seq[i] = si;
+        s->b_want[i] = q->n_computed + j == q->n_tokens - 1;
+    }
+    q->chunk = k;
+    return k;
+}
+
+/* Decode tokens first (one per running sequence), then prefill chunks, in
+ * arrival order, within --max-num-batched-tokens. */
+static int sched_build(shardlm_sched *s, int *nb, int *ns)
+{
+    int budget = s->max_batch;
+    *nb = *ns = 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < s->n_running && budget > 0; i++) {
+            sched_seq *q = s->running[i];
+            int decode = q->n_tokens - q->n_computed == 1;
+            if (decode != (pass == 0)) continue;
+            budget -= sched_add(s, q, budget, nb, ns);
+        }
+    return *nb;
+}
+
+/* ---- after a step ---- */
+
+static void emit(sched_seq *q, const char *text, size_t len, int32_t tok, const shardlm_logprobs *lp)
+{
+    if (q->cb.on_token) q->cb.on_token(q->cb.ctx, text, len, tok, lp);
+}
+
+/* Decodes a sampled token and passes the text through the stop strings.
+ * Returns 1 when a stop string matched. */
+static int seq_text(const shardlm_sched *s, sched_seq *q, int32_t tok, const shardlm_logprobs *lp)
+{
+    char piece[256];
+    size_t n = shardlm_detok_push(s->tok, &q->detok, tok, piece, sizeof piece);
+    const char *out = NULL;
+    int stopped = 0;
+    size_t k = shardlm_stopper_feed(&q->stop, piece, n, &out, &stopped);
+    if (k == (size_t)-1) k = 0;
+    emit(q, out ? out : "", k, tok, lp);
+    return stopped;
+}
+
+/* Text still held back (an incomplete character, a possible stop start). */
+static void seq_flush(sched_seq *q)
+{
+    char tail[16];
+    size_t n = shardlm_detok_flush(&q->detok, tail, sizeof tail);
+    const char *out = NULL;
+    int stopped = 0;
+    size_t k = n ? shardlm_stopper_feed(&q->stop, tail, n, &out, &stopped) : 0;
+    if (k && k != (size_t)-1) emit(q, out, k, -1, NULL);
+    if (!stopped && (k = shardlm_stopper_flush(&q->stop, &out)) > 0) emit(q, out, k, -1, NULL);
+}
+
+/* Samples the next token of a sequence whose logits came back. */
+static void seq_sample(shardlm_sched *s, sched_seq *q, float *row)
+{
+    shardlm_logprobs lp;
+    int32_t tok = shardlm_seq_sample(q->smp, &q->params, row, s->vocab, q->params.logprobs ? &lp : NULL);
+    if (tok < 0 || seq_append(q, tok)) {
+        seq_end(s, q, SHARDLM_END_ERROR);
+        return;
+    }
+    q->n_gen++;
+    pthread_mutex_lock(&s->mu);
+    s->st.generation_tokens++;
+    pthread_mutex_unlock(&s->mu);
+    int eos = tok == shardlm_tokenizer_eos(s->tok) || tok == shardlm_tokenizer_bos(s->tok);
+    int stopped = eos ? 0 : seq_text(s, q, tok, q->params.logprobs ? &lp : NULL);
+    shardlm_finish_reason f = shardlm_finish_decide(eos, stopped, q->n_gen, q->max_tokens, q->n_tokens >= s->n_ctx);
+    if (f == SHARDLM_FINISH_NONE) return;
+    if (!stopped) seq_flush(q);
+    seq_end(s, q, f == SHARDLM_FINISH_STOP ? SHARDLM_END_STOP : SHARDLM_END_LENGTH);
+}
+
+static void sched_after_step(shardlm_sched *s, int ns)
+{
+    int row = 0;
+    for (int k = 0; k < ns; k++) { /* rows come back in batch order */
+        sched_seq *q = s->b_seqs[k];
+        q->n_computed += q->chunk;
+        shardlm_kv_seq_commit(s->kv, &q->kv, q->tokens, q->n_computed);
+        q->want_row = q->n_computed == q->n_tokens ? row++ : -1;
+    }
+    for (int k = 0; k < ns; k++) {
+        sched_seq *q = s->b_seqs[k];
+        if (q->want_row >= 0) seq_sample(s, q, s->logits + (size_t)q->want_row * s->vocab);
+    }
+}
+
+static void sched_fail_all(shardlm_sched *s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->stopping = 1; /* no new arrivals from here on */
+    pthread_mutex_unlock(&s->mu);
+    while (s->n_running) seq_end(s, s->running[0], SHARDLM_END_ERROR);
+    sched_seq *q;
+    while ((q = wait_pop(s))) seq_end(s, q, SHARDLM_END_ERROR);
+    pthread_mutex_lock(&s->mu);
+    sched_seq *in = s->inbox;
+    s->inbox = s->inbox_tail = NULL;
+    s->n_inbox = 0;
+    pthread_mutex_unlock(&s->mu);
+    while (in) {
+        q = in;
+        in = in->next;
+        seq_end(s, q, SHARDLM_END_ERROR);
+    }
+}
+
+int shardlm_sched_run(shardlm_sched *s)
+{
+    for (;;) {
+        int stop = sched_intake(s);
+        if (stop) { /* every request still held ends now: none is silently lost */
+            sched_fail_all(s);
+            return stop < 0 ? SHARDLM_EPEER : SHARDLM_OK;
+        }
+        sched_admit(s);
+        int nb, ns;
+        if (!sched_build(s, &nb, &ns)) {
+            /* the oldest sequence alone cannot get another KV block */
+            if (s->n_running) seq_end(s, s->running[0], SHARDLM_END_LENGTH);
+            publish_stats(s);
+            continue;
+        }
+        shardlm_batch b = {nb, s->b_tokens, s->b_pos, s->b_seq, s->b_want, ns, s->b_tables, s->b_table_len};
+        int rc = shardlm_engine_step_batch(s->e, &b, s->logits);
+        if (rc) {
+            char why[256];
+            snprintf(why, sizeof why, "%s", shardlm_err_get());
+            pthread_mutex_lock(&s->mu);
+            s->st.healthy = 0;
+            pthread_mutex_unlock(&s->mu);
+            sched_fail_all(s);
+            shardlm_err_set("%s", why);
+            return rc;
+        }
+        pthread_mutex_lock(&s->mu);
+        s->st.steps++;
+        pthread_mutex_unlock(&s->mu);
+        sched_after_step(s, ns);
+        publish_stats(s);
+    }
+}
+
+/* ---- API for other threads ---- */
+
+static int sched_alloc_step(shardlm_sched *s)
+{
+    int B = s->max_batch, S = s->o.max_num_seqs;
+    s->running = calloc((size_t)S, sizeof *s->running);
+    s->b_tokens = malloc((size_t)B * sizeof(int32_t));
+    s->b_pos = malloc((size_t)B * sizeof(int32_t));
+    s->b_seq = malloc((size_t)B * sizeof(int32_t));
+    s->b_want = malloc((size_t)B);
+    s->b_tables = malloc((size_t)S * sizeof *s->b_tables);
+    s->b_table_len = malloc((size_t)S * sizeof(int));
+    s->b_seqs = malloc((size_t)S * sizeof *s->b_seqs);
+    s->logits = malloc((size_t)S * (size_t)s->vocab * sizeof(float));
+    s->cap_cancels = 64;
+    s->cancels = malloc((size_t)s->cap_cancels * sizeof(uint64_t));
+    return s->running && s->b_tokens && s->b_pos && s->b_seq && s->b_want && s->b_tables && s->b_table_len &&
+                   s->b_seqs && s->logits && s->cancels
+               ? SHARDLM_OK
+               : SHARDLM_ENOMEM;
+}
+
+int shardlm_sched_new(shardlm_engine *e, const shardlm_tokenizer *tok, const shardlm_sched_opts *o,
+                      shardlm_sched **out)
+{
+    if (o->max_num_seqs < 1 || o->max_queue < 0) {
+        shardlm_err_set("--max-seqs must be at least 1 and --max-queue not negative");
+        return SHARDLM_EINPUT;
+    }
+    shardlm_sched *s = calloc(1, sizeof *s);
+    if (!s) return SHARDLM_ENOMEM;
+    s->e = e;
+    s->tok = tok;
+    s->o = *o;
+    s->n_ctx = shardlm_engine_n_ctx(e);
+    s->vocab = shardlm_model_hparams(shardlm_engine_model(e))->vocab;
+    s->max_batch = shardlm_engine_max_batch(e);
+    if (o->max_num_batched_tokens > 0 && o->max_num_batched_tokens < s->max_batch)
+        s->max_batch = o->max_num_batched_tokens;
+    s->next_id = 1;
+    s->st.healthy = 1;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    int rc = shardlm_kv_new(shardlm_engine_kv_blocks(e), o->block_size, o->prefix_caching, &s->kv);
+    if (!rc) rc = sched_alloc_step(s);
+    if (rc) {
+        shardlm_sched_free(s);
+        return rc;
+    }
+    s->st.kv_blocks = shardlm_kv_n_blocks(s->kv);
+    s->st.block_size = o->block_size;
+    *out = s;
+    return SHARDLM_OK;
+}
+
+void shardlm_sched_free(shardlm_sched *s)
+{
+    if (!s) return;
+    for (int i = 0; s->running && i < s->n_running; i++) seq_free(s->running[i]);
+    sched_seq *q;
+    while ((q = wait_pop(s))) seq_free(q);
+    while ((q = s->inbox)) {
+        s->inbox = q->next;
+        seq_free(q);
+    }
+    shardlm_kv_free(s->kv);
+    free(s->running); free(s->b_tokens); free(s->b_pos); free(s->b_seq); free(s->b_want);
+    free(s->b_tables); free(s->b_table_len); free(s->b_seqs); free(s->logits); free(s->cancels);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    free(s);
+}
+
+static int sched_check(const shardlm_sched *s, const shardlm_request_desc *d)
+{
+    int pool = shardlm_kv_n_blocks(s->kv) * shardlm_kv_block_size(s->kv);
+    if (d->n_prompt < 1 || !d->prompt) {
+        shardlm_err_set("the prompt is empty");
+        return SHARDLM_EINPUT;
+    }
+    if (d->n_prompt >= s->n_ctx || d->n_prompt >= pool) {
+        shardlm_err_set("the prompt is %d tokens, but this model's context holds %d (KV pool: %d tokens)", d->n_prompt,
+                        s->n_ctx, pool);
+        return SHARDLM_EINPUT;
+    }
+    for (int i = 0; i < d->n_prompt; i++)
+        if (d->prompt[i] < 0 || d->prompt[i] >= s->vocab) {
+            shardlm_err_set("prompt token %d is outside the vocabulary (0..%d)", d->prompt[i], s->vocab - 1);
+            return SHARDLM_EINPUT;
+        }
+    char why[256];
+    return shardlm_sampling_params_check(&d->params, s->vocab, why, sizeof why);
+}
+
+int shardlm_sched_submit(shardlm_sched *s, const shardlm_request_desc *d, shardlm_request_cb cb, uint64_t *id)
+{
+    int rc = sched_check(s, d);
+    if (rc) return rc;
+    sched_seq *q = seq_new(s, d, cb);
+    if (!q) {
+        shardlm_err_set("out of memory, or a stop string is invalid");
+        return SHARDLM_EINPUT;
+    }
+    pthread_mutex_lock(&s->mu);
+    if (!s->st.healthy || s->stopping) rc = SHARDLM_ERUNTIME;
+    else if (s->o.max_queue > 0 && s->st.waiting >= s->o.max_queue) rc = SHARDLM_EBUSY;
+    if (!rc) {
+        q->id = s->next_id++;
+        if (s->inbox_tail) s->inbox_tail->next = q;
+        else s->inbox = q;
+        s->inbox_tail = q;
+        s->n_inbox++;
+        s->st.waiting++;
+        s->st.prompt_tokens += (uint64_t)d->n_prompt;
+        *id = q->id;
+        pthread_cond_signal(&s->cv);
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (rc) {
+        shardlm_err_set(rc == SHARDLM_EBUSY ? "the wait queue is full (%d requests)" : "the engine has stopped",
+                        s->o.max_queue);
+        seq_free(q);
+    }
+    return rc;
+}
+
+void shardlm_sched_cancel(shardlm_sched *s, uint64_t id)
+{
+    pthread_mutex_lock(&s->mu);
+    if (s->n_cancels == s->cap_cancels) {
+        uint64_t *c = realloc(s->cancels, (size_t)s->cap_cancels * 2 * sizeof *c);
+        if (c) {
+            s->cancels = c;
+            s->cap_cancels *= 2;
+        }
+    }
+    if (s->n_cancels < s->cap_cancels) s->cancels[s->n_cancels++] = id;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+void shardlm_sched_stats_get(shardlm_sched *s, shardlm_sched_stats *out)
+{
+    pthread_mutex_lock(&s->mu);
+    *out = s->st;
+    pthread_mutex_unlock(&s->mu);
+}
+
+int shardlm_sched_n_ctx(const shardlm_sched *s) { return s->n_ctx; }
+
+void shardlm_sched_stop(shardlm_sched *s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->stopping = 1;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}

@@ -1,0 +1,245 @@
+/* test_sched.c - the scheduler on a real model (stories260K, world size 1,
+ * in-process): a batch must not change results, a KV pool too small for
+ * everyone still completes every request by preemption, the prefix cache
+ * hits without changing output, and a cancel frees its KV blocks. */
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../launcher/node.h"
+#include "shardlm_common.h"
+#include "../runtime/scheduler.h"
+#include "test_util.h"
+
+#define MAXREQ 32
+
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    char text[MAXREQ][2048];
+    size_t len[MAXREQ];
+    int done[MAXREQ], ntok[MAXREQ];
+    shardlm_end why[MAXREQ];
+} sink;
+
+typedef struct {
+    sink *k;
+    int i;
+} slot;
+
+static void on_token(void *ctx, const char *text, size_t len, int32_t tok, const shardlm_logprobs *lp)
+{
+    slot *s = ctx;
+    (void)lp;
+    pthread_mutex_lock(&s->k->mu);
+    if (s->k->len[s->i] + len < sizeof s->k->text[0]) {
+        memcpy(s->k->text[s->i] + s->k->len[s->i], text, len);
+        s->k->len[s->i] += len;
+    }
+    if (tok >= 0) s->k->ntok[s->i]++;
+    pthread_mutex_unlock(&s->k->mu);
+}
+
+static void on_end(void *ctx, shardlm_end why, int np, int nc)
+{
+    slot *s = ctx;
+    (void)np;
+    (void)nc;
+    pthread_mutex_lock(&s->k->mu);
+    s->k->done[s->i] = 1;
+    s->k->why[s->i] = why;
+    pthread_cond_broadcast(&s->k->cv);
+    pthread_mutex_unlock(&s->k->mu);
+}
+
+typedef struct {
+    shardlm_node node;
+    shardlm_sched *sched;
+    pthread_t thread;
+} rig;
+
+static void *run_thread(void *arg)
+{
+    shardlm_sched_run(((rig *)arg)->sched);
+    return NULL;
+}
+
+static void rig_up(rig *r, double kv_mb, int max_seqs, int prefix)
+{
+    char model[512];
+    snprintf(model, sizeof model, "%s", tu_shared("models/stories260K.gguf"));
+    shardlm_node_opts o = {.model_path = model, .timeout_ms = 10000, .connect_timeout_ms = 10000,
+                           .load_timeout_ms = 10000, .max_batch = 256, .n_threads = 1, .isq = -1,
+                           .kv_cache_mb = kv_mb, .block_size = 16, .n_ctx = 512};
+    cr_assert_eq(shardlm_node_open(&o, &r->node), 0, "%s", shardlm_err_get());
+    shardlm_sched_opts so = {max_seqs, 256, 1000, 16, kv_mb, prefix};
+    cr_assert_eq(shardlm_sched_new(r->node.engine, r->node.tok, &so, &r->sched), 0, "%s", shardlm_err_get());
+    pthread_create(&r->thread, NULL, run_thread, r);
+}
+
+static void rig_down(rig *r)
+{
+    shardlm_sched_stop(r->sched);
+    pthread_join(r->thread, NULL);
+    shardlm_sched_free(r->sched);
+    shardlm_node_close(&r->node);
+}
+
+static uint64_t submit(rig *r, sink *k, slot *sl, int i, const char *prompt, int max_tokens)
+{
+    int32_t toks[256];
+    size_t n = 0;
+    cr_assert_eq(shardlm_tokenizer_encode(r->node.tok, prompt, strlen(prompt), 1, toks, 256, &n), 0);
+    shardlm_request_desc d = {toks, (int)n, shardlm_sampling_params_default(), max_tokens, NULL, 0, 0};
+    d.params.temperature = 0;
+    sl->k = k;
+    sl->i = i;
+    shardlm_request_cb cb = {on_token, on_end, sl};
+    uint64_t id = 0;
+    cr_assert_eq(shardlm_sched_submit(r->sched, &d, cb, &id), 0, "%s", shardlm_err_get());
+    return id;
+}
+
+static void wait_done(sink *k, int i)
+{
+    pthread_mutex_lock(&k->mu);
+    for (int t = 0; !k->done[i] && t < 600; t++) { /* bounded: 60 s */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 100000000;
+        if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
+        pthread_cond_timedwait(&k->cv, &k->mu, &ts);
+    }
+    int done = k->done[i];
+    pthread_mutex_unlock(&k->mu);
+    cr_assert(done, "request %d did not finish", i);
+}
+
+static const char *words[8] = {"Lily", "Tom", "a dog", "the sun", "Ben", "a red ball", "Mom", "a little bird"};
+
+static void prompt_of(int i, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%s %s and %s", i % 2 ? "Once upon a time," : "One day,", words[i % 8], words[(i / 8) % 8]);
+}
+
+/* Every request alone, then all together: the texts must be identical. */
+static void batch_equals_alone(double kv_mb, int expect_preemption)
+{
+    static sink alone, together;
+    static slot sa[MAXREQ], st[MAXREQ];
+    memset(&alone, 0, sizeof alone);
+    memset(&together, 0, sizeof together);
+    pthread_mutex_init(&alone.mu, NULL);
+    pthread_cond_init(&alone.cv, NULL);
+    pthread_mutex_init(&together.mu, NULL);
+    pthread_cond_init(&together.cv, NULL);
+    rig r;
+    rig_up(&r, kv_mb, 32, 1);
+    char p[256];
+    for (int i = 0; i < MAXREQ; i++) {
+        prompt_of(i, p, sizeof p);
+        submit(&r, &alone, &sa[i], i, p, 48);
+        wait_done(&alone, i);
+    }
+    for (int i = 0; i < MAXREQ; i++) {
+        prompt_of(i, p, sizeof p);
+        submit(&r, &together, &st[i], i, p, 48);
+    }
+    for (int i = 0; i < MAXREQ; i++) wait_done(&together, i);
+    for (int i = 0; i < MAXREQ; i++) {
+        cr_assert_gt(alone.len[i], 20, "request %d produced almost nothing", i);
+        cr_assert_eq(together.why[i], SHARDLM_END_LENGTH, "request %d ended with %d", i, together.why[i]);
+        cr_assert_eq(together.len[i], alone.len[i], "request %d: %zu vs %zu bytes", i, together.len[i], alone.len[i]);
+        cr_assert(memcmp(together.text[i], alone.text[i], alone.len[i]) == 0, "request %d differs in a batch", i);
+    }
+    shardlm_sched_stats stt;
+    shardlm_sched_stats_get(r.sched, &stt);
+    fprintf(stderr, "sched: pool %d blocks, %llu steps, %llu preemptions; request 5: \"%.*s\"\n", stt.kv_blocks,
+            (unsigned long long)stt.steps, (unsigned long long)stt.preemptions, (int)together.len[5],
+            together.text[5]);
+    if (expect_preemption) cr_assert_gt(stt.preemptions, 0, "the small pool never preempted");
+    else cr_assert_eq(stt.preemptions, 0);
+    cr_assert_eq(stt.generation_tokens, 2 * MAXREQ * 48);
+    rig_down(&r);
+}
+
+Test(sched, batch_of_32_equals_each_alone, .timeout = 240) { batch_equals_alone(8.0, 0); }
+
+/* 0.1 MiB holds 81 tokens per rank: 5 blocks of 16, room for one or two of
+ * the 32 sequences at a time. */
+Test(sched, small_kv_pool_completes_everything_by_preemption, .timeout = 240) { batch_equals_alone(0.1, 1); }
+
+Test(sched, prefix_cache_hit_keeps_output, .timeout = 120)
+{
+    static sink k;
+    static slot sl[2];
+    memset(&k, 0, sizeof k);
+    pthread_mutex_init(&k.mu, NULL);
+    pthread_cond_init(&k.cv, NULL);
+    rig r;
+    rig_up(&r, 4.0, 8, 1);
+    const char *p = "Once upon a time, there was a little girl named Lily. She loved to play outside in the park.";
+    submit(&r, &k, &sl[0], 0, p, 32);
+    wait_done(&k, 0);
+    shardlm_sched_stats a, b;
+    shardlm_sched_stats_get(r.sched, &a);
+    submit(&r, &k, &sl[1], 1, p, 32);
+    wait_done(&k, 1);
+    shardlm_sched_stats_get(r.sched, &b);
+    cr_assert_geq(b.prefix_hits - a.prefix_hits, 16, "hits went from %llu to %llu", (unsigned long long)a.prefix_hits,
+                  (unsigned long long)b.prefix_hits);
+    cr_assert_eq(k.len[0], k.len[1]);
+    cr_assert(memcmp(k.text[0], k.text[1], k.len[0]) == 0, "a cached prefix changed the output");
+    rig_down(&r);
+}
+
+Test(sched, cancel_frees_kv_blocks, .timeout = 120)
+{
+    static sink k;
+    static slot sl[1];
+    memset(&k, 0, sizeof k);
+    pthread_mutex_init(&k.mu, NULL);
+    pthread_cond_init(&k.cv, NULL);
+    rig r;
+    rig_up(&r, 4.0, 8, 0);
+    uint64_t id = submit(&r, &k, &sl[0], 0, "Once upon a time", 400);
+    for (int t = 0; t < 500; t++) { /* wait until it is generating */
+        pthread_mutex_lock(&k.mu);
+        int n = k.ntok[0];
+        pthread_mutex_unlock(&k.mu);
+        if (n >= 3) break;
+        usleep(2000);
+    }
+    shardlm_sched_stats s0;
+    shardlm_sched_stats_get(r.sched, &s0);
+    cr_assert_gt(s0.kv_usage, 0.0);
+    shardlm_sched_cancel(r.sched, id);
+    wait_done(&k, 0);
+    cr_assert_eq(k.why[0], SHARDLM_END_CANCELLED);
+    shardlm_sched_stats s1;
+    for (int t = 0; t < 100; t++) {
+        shardlm_sched_stats_get(r.sched, &s1);
+        if (s1.kv_usage == 0.0) break;
+        usleep(10000);
+    }
+    cr_assert_eq(s1.kv_usage, 0.0, "KV usage %g after the cancel", s1.kv_usage);
+    cr_assert_eq(s1.running, 0);
+    rig_down(&r);
+}
+
+Test(sched, prompt_longer_than_context_is_refused_naming_both)
+{
+    rig r;
+    rig_up(&r, 4.0, 8, 1);
+    int32_t toks[600];
+    for (int i = 0; i < 600; i++) toks[i] = 300;
+    shardlm_request_desc d = {toks, 600, shardlm_sampling_params_default(), 8, NULL, 0, 0};
+    shardlm_request_cb cb = {0};
+    uint64_t id;
+    cr_assert_eq(shardlm_sched_submit(r.sched, &d, cb, &id), SHARDLM_EINPUT);
+    cr_assert(strstr(shardlm_err_get(), "600 tokens") && strstr(shardlm_err_get(), "512"), "%s", shardlm_err_get());
+    rig_down(&r);
+}
