@@ -5,7 +5,8 @@ set -euo pipefail
 
 PKGS=(build-essential cmake pkg-config git
       libuv1-dev libcjson-dev libprotobuf-c-dev protobuf-c-compiler
-      libcriterion-dev)
+      libcriterion-dev libmicrohttpd-dev
+      nodejs npm curl)
 
 missing=()
 for p in "${PKGS[@]}"; do

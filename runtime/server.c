@@ -1,0 +1,373 @@
+/* server.c - the HTTP daemon: binding, routing, the API key, request
+ * bodies (capped), and the small endpoints (/v1/models, /health,
+ * /metrics). Completions are handed to server_call.c once their body is in.
+ *
+ * libmicrohttpd runs one thread per connection, so a call may block on its
+ * queue (JSON answers) or in its stream's reader without holding up other
+ * clients; MHD's connection limit bounds the threads. */
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "server_internal.h"
+#include "shardlm_common.h"
+
+#define DEFAULT_MAX_BODY (1u << 20)
+
+enum { R_NONE = 0, R_COMPLETIONS, R_CHAT, R_MODELS, R_HEALTH, R_METRICS };
+
+/* Per HTTP request (MHD's con_cls). */
+typedef struct {
+    int route;
+    char *body;
+    size_t len, cap;
+    size_t dropped; /* bytes discarded after the body went over the limit */
+    srv_call *call;
+} srv_conn;
+
+static const struct {
+    const char *path;
+    int route;
+    const char *method;
+} routes[] = {
+    {"/v1/completions", R_COMPLETIONS, "POST"}, {"/v1/chat/completions", R_CHAT, "POST"},
+    {"/v1/models", R_MODELS, "GET"},           {"/health", R_HEALTH, "GET"},
+    {"/metrics", R_METRICS, "GET"},
+};
+
+/* ---- responses ---- */
+
+enum MHD_Result srv_respond(shardlm_server *srv, struct MHD_Connection *conn, int status, const char *type,
+                            const char *body)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
+    if (!r) return MHD_NO;
+    MHD_add_response_header(r, "Content-Type", type);
+    if (status == 401) MHD_add_response_header(r, "WWW-Authenticate", "Bearer");
+    enum MHD_Result res = MHD_queue_response(conn, (unsigned)status, r);
+    MHD_destroy_response(r);
+    srv_metrics_http(&srv->m, status);
+    return res;
+}
+
+enum MHD_Result srv_respond_err(shardlm_server *srv, struct MHD_Connection *conn, const shardlm_server_err *e)
+{
+    char *body = shardlm_server_err_json(e);
+    if (!body) return MHD_NO;
+    enum MHD_Result res = srv_respond(srv, conn, e->status, "application/json", body);
+    free(body);
+    return res;
+}
+
+static enum MHD_Result respond_simple(shardlm_server *srv, struct MHD_Connection *conn, int status,
+                                      const char *type, const char *code, const char *msg)
+{
+    shardlm_server_err e;
+    shardlm_server_err_set(&e, status, type, code, NULL, "%s", msg);
+    return srv_respond_err(srv, conn, &e);
+}
+
+/* ---- the small endpoints ---- */
+
+static int phase_of(shardlm_server *srv)
+{
+    return atomic_load_explicit(&srv->phase, memory_order_acquire);
+}
+
+static enum MHD_Result serve_health(shardlm_server *srv, struct MHD_Connection *conn)
+{
+    int phase = phase_of(srv);
+    char body[700];
+    if (phase == SRV_READY) {
+        shardlm_sched_stats st;
+        shardlm_sched_stats_get(srv->sched, &st);
+        if (st.healthy) return srv_respond(srv, conn, 200, "application/json", "{\"status\":\"ok\"}");
+        snprintf(body, sizeof body, "{\"status\":\"failed\",\"reason\":\"the engine failed (a rank was lost)\"}");
+    } else if (phase == SRV_LOADING) {
+        snprintf(body, sizeof body, "{\"status\":\"loading\",\"reason\":\"the model is loading\"}");
+    } else {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "status", "failed");
+        cJSON_AddStringToObject(o, "reason", srv->failed_why);
+        char *s = cJSON_PrintUnformatted(o);
+        cJSON_Delete(o);
+        snprintf(body, sizeof body, "%s", s ? s : "{\"status\":\"failed\"}");
+        free(s);
+    }
+    return srv_respond(srv, conn, 503, "application/json", body);
+}
+
+static enum MHD_Result serve_metrics(shardlm_server *srv, struct MHD_Connection *conn)
+{
+    shardlm_sched_stats st;
+    int ready = phase_of(srv) != SRV_LOADING && srv->sched;
+    if (ready) shardlm_sched_stats_get(srv->sched, &st);
+    char *text = srv_metrics_render(&srv->m, ready ? &st : NULL, srv->model);
+    if (!text) return MHD_NO;
+    enum MHD_Result res = srv_respond(srv, conn, 200, "text/plain; version=0.0.4; charset=utf-8", text);
+    free(text);
+    return res;
+}
+
+static enum MHD_Result serve_models(shardlm_server *srv, struct MHD_Connection *conn)
+{
+    char *body = srv_body_models(srv->model, srv->started);
+    if (!body) return MHD_NO;
+    enum MHD_Result res = srv_respond(srv, conn, 200, "application/json", body);
+    free(body);
+    return res;
+}
+
+/* ---- routing and checks before the body ---- */
+
+/* 0: routed (*route set); else the status to answer (404 or 405). */
+static int route_of(const char *url, const char *method, int *route)
+{
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        if (strcmp(url, routes[i].path)) continue;
+        int get = !strcmp(routes[i].method, "GET");
+        if (strcmp(method, routes[i].method) && !(get && !strcmp(method, "HEAD"))) return 405;
+        *route = routes[i].route;
+        return 0;
+    }
+    return 404;
+}
+
+/* Compares without an early exit, so timing does not reveal the key. */
+static int key_ok(const shardlm_server *srv, struct MHD_Connection *conn)
+{
+    if (!srv->api_key) return 1;
+    const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
+    if (!h || strncmp(h, "Bearer ", 7)) return 0;
+    h += 7;
+    size_t n = strlen(srv->api_key), m = strlen(h);
+    unsigned diff = n != m;
+    for (size_t i = 0; i < n; i++) diff |= (unsigned char)srv->api_key[i] ^ (unsigned char)(i < m ? h[i] : 0);
+    return !diff;
+}
+
+/* The first call of a request: route, key, method, declared length. A
+ * non-zero return means a response has been queued (or must close). */
+static int first_call(shardlm_server *srv, struct MHD_Connection *conn, const char *url, const char *method,
+                      srv_conn *sc, enum MHD_Result *res)
+{
+    int st = route_of(url, method, &sc->route);
+    char msg[256];
+    if (st) {
+        snprintf(msg, sizeof msg, st == 404 ? "no such endpoint: %.100s" : "method %.16s is not allowed on %.100s",
+                 st == 404 ? url : method, url);
+        *res = respond_simple(srv, conn, st, "invalid_request_error", st == 404 ? "not_found" : "method_not_allowed",
+                              msg);
+        return 1;
+    }
+    if (!strncmp(url, "/v1/", 4) && !key_ok(srv, conn)) {
+        *res = respond_simple(srv, conn, 401, "invalid_request_error", "invalid_api_key",
+                              "a valid API key is required: send Authorization: Bearer KEY");
+        return 1;
+    }
+    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+    if (cl && strtoull(cl, NULL, 10) > srv->max_body) {
+        snprintf(msg, sizeof msg, "the body is %.20s bytes; the limit is %zu", cl, srv->max_body);
+        *res = respond_simple(srv, conn, 413, "invalid_request_error", "request_too_large", msg);
+        return 1;
+    }
+    return 0;
+}
+
+/* Appends upload data, or discards it once over the limit (the 413 comes
+ * when the body has been read: MHD cannot answer in the middle of one).
+ * Returns 0, or -1 to drop a client that keeps sending far too much. */
+static int take_body(shardlm_server *srv, srv_conn *sc, const char *data, size_t n)
+{
+    if (sc->dropped || sc->len + n > srv->max_body) {
+        sc->dropped += n;
+        return sc->dropped > 64 * srv->max_body ? -1 : 0;
+    }
+    if (sc->len + n + 1 > sc->cap) {
+        size_t cap = (sc->len + n + 1) * 2;
+        if (cap > srv->max_body + 1) cap = srv->max_body + 1;
+        char *b = realloc(sc->body, cap);
+        if (!b) return -1;
+        sc->body = b;
+        sc->cap = cap;
+    }
+    memcpy(sc->body + sc->len, data, n);
+    sc->len += n;
+    return 0;
+}
+
+static enum MHD_Result serve_post(shardlm_server *srv, struct MHD_Connection *conn, srv_conn *sc)
+{
+    if (sc->dropped) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "the body is over the limit of %zu bytes", srv->max_body);
+        return respond_simple(srv, conn, 413, "invalid_request_error", "request_too_large", msg);
+    }
+    int phase = phase_of(srv);
+    if (atomic_load(&srv->stopping))
+        return respond_simple(srv, conn, 503, "server_error", "shutting_down", "the server is shutting down");
+    if (phase == SRV_LOADING)
+        return respond_simple(srv, conn, 503, "server_error", "model_loading", "the model is loading; retry later");
+    if (phase == SRV_FAILED) {
+        char msg[600];
+        snprintf(msg, sizeof msg, "the engine failed: %s", srv->failed_why);
+        return respond_simple(srv, conn, 503, "server_error", "engine_unavailable", msg);
+    }
+    return srv_call_handle(srv, conn, sc->route == R_CHAT ? SHARDLM_API_CHAT : SHARDLM_API_COMPLETIONS,
+                           sc->body ? sc->body : "", sc->len, &sc->call);
+}
+
+static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                 const char *version, const char *data, size_t *data_size, void **con_cls)
+{
+    shardlm_server *srv = cls;
+    srv_conn *sc = *con_cls;
+    (void)version;
+    if (!sc) {
+        if (!(sc = calloc(1, sizeof *sc))) return MHD_NO;
+        *con_cls = sc;
+        enum MHD_Result res;
+        if (first_call(srv, conn, url, method, sc, &res)) return res;
+        if (sc->route == R_HEALTH) return serve_health(srv, conn);
+        if (sc->route == R_METRICS) return serve_metrics(srv, conn);
+        if (sc->route == R_MODELS) return serve_models(srv, conn);
+        return MHD_YES; /* a POST: its body comes next */
+    }
+    if (*data_size) {
+        int r = take_body(srv, sc, data, *data_size);
+        *data_size = 0;
+        return r ? MHD_NO : MHD_YES;
+    }
+    return serve_post(srv, conn, sc);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+    srv_conn *sc = *con_cls;
+    (void)cls;
+    (void)conn;
+    (void)toe; /* any unfinished choice is cancelled, whatever ended the request */
+    if (!sc) return;
+    srv_call_completed(sc->call);
+    free(sc->body);
+    free(sc);
+    *con_cls = NULL;
+}
+
+/* ---- start/stop ---- */
+
+static int resolve(const char *host, int port, struct sockaddr_storage *ss, int *v6)
+{
+    struct addrinfo hints = {.ai_flags = AI_NUMERICHOST | AI_PASSIVE, .ai_socktype = SOCK_STREAM}, *ai = NULL;
+    char ps[16];
+    snprintf(ps, sizeof ps, "%d", port);
+    int rc = getaddrinfo(host, ps, &hints, &ai);
+    if (rc) {
+        shardlm_err_set("--host %s: not a numeric IPv4 or IPv6 address (%s)", host, gai_strerror(rc));
+        return SHARDLM_EINPUT;
+    }
+    memcpy(ss, ai->ai_addr, ai->ai_addrlen);
+    *v6 = ai->ai_family == AF_INET6;
+    freeaddrinfo(ai);
+    return SHARDLM_OK;
+}
+
+/* Model names go into JSON (escaped there) and Prometheus labels (not):
+ * keep label-breaking characters out. */
+static char *label_safe(const char *s)
+{
+    char *t = strdup(s ? s : "shardlm");
+    for (char *p = t; p && *p; p++)
+        if (*p == '"' || *p == '\\' || *p == '\n') *p = '_';
+    return t;
+}
+
+static int server_fields(shardlm_server *srv, const shardlm_server_opts *o)
+{
+    const char *key = o->api_key ? o->api_key : getenv("SHARDLM_API_KEY");
+    srv->host = strdup(o->host ? o->host : "127.0.0.1");
+    srv->model = label_safe(o->model_name);
+    srv->api_key = key && key[0] ? strdup(key) : NULL;
+    srv->max_body = o->max_body_bytes ? o->max_body_bytes : DEFAULT_MAX_BODY;
+    srv->timeout_s = o->request_timeout_s > 0 ? o->request_timeout_s : 600;
+    srv->started = (long)time(NULL);
+    if (!srv->host || !srv->model || (key && key[0] && !srv->api_key)) return SHARDLM_ENOMEM;
+    return SHARDLM_OK;
+}
+
+static void server_free(shardlm_server *srv)
+{
+    srv_metrics_destroy(&srv->m);
+    pthread_mutex_destroy(&srv->calls_mu);
+    free(srv->host);
+    free(srv->model);
+    free(srv->api_key);
+    free(srv);
+}
+
+int shardlm_server_start(const shardlm_server_opts *o, shardlm_sched *s, const shardlm_tokenizer *tok,
+                         const shardlm_chat_template *tpl, shardlm_server **out)
+{
+    shardlm_server *srv = calloc(1, sizeof *srv);
+    if (!srv) return SHARDLM_ENOMEM;
+    srv_metrics_init(&srv->m);
+    pthread_mutex_init(&srv->calls_mu, NULL);
+    struct sockaddr_storage ss;
+    int v6 = 0, rc = server_fields(srv, o);
+    if (!rc) rc = resolve(srv->host, o->port, &ss, &v6);
+    if (rc) {
+        server_free(srv);
+        return rc;
+    }
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL |
+                     (v6 ? MHD_USE_IPv6 : 0);
+    unsigned limit = o->max_connections > 0 ? (unsigned)o->max_connections : 512;
+    /* idle keep-alive connections close after the request timeout (plus slack) */
+    unsigned idle = (unsigned)srv->timeout_s + 30;
+    srv->d = MHD_start_daemon(flags, (uint16_t)o->port, NULL, NULL, on_access, srv, MHD_OPTION_SOCK_ADDR, &ss,
+                              MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_CONNECTION_LIMIT, limit,
+                              MHD_OPTION_CONNECTION_TIMEOUT, idle, MHD_OPTION_END);
+    if (!srv->d) {
+        shardlm_err_set("cannot listen on %s:%d (in use, or not an address of this machine)", srv->host, o->port);
+        server_free(srv);
+        return SHARDLM_EINPUT;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(srv->d, MHD_DAEMON_INFO_BIND_PORT);
+    srv->port = di ? di->port : o->port;
+    if (s && tok) shardlm_server_attach(srv, s, tok, tpl);
+    *out = srv;
+    return SHARDLM_OK;
+}
+
+void shardlm_server_attach(shardlm_server *srv, shardlm_sched *s, const shardlm_tokenizer *tok,
+                           const shardlm_chat_template *tpl)
+{
+    srv->sched = s;
+    srv->tok = tok;
+    srv->tpl = tpl;
+    atomic_store_explicit(&srv->phase, SRV_READY, memory_order_release);
+}
+
+void shardlm_server_set_failed(shardlm_server *srv, const char *why)
+{
+    if (atomic_load(&srv->phase) == SRV_FAILED) return;
+    snprintf(srv->failed_why, sizeof srv->failed_why, "%s", why ? why : "the engine failed");
+    atomic_store_explicit(&srv->phase, SRV_FAILED, memory_order_release);
+}
+
+int shardlm_server_port(const shardlm_server *srv)
+{
+    return srv->port;
+}
+
+void shardlm_server_stop(shardlm_server *srv)
+{
+    if (!srv) return;
+    atomic_store(&srv->stopping, 1);
+    if (srv->sched) srv_calls_cancel_all(srv);
+    MHD_stop_daemon(srv->d); /* closes connections and joins their threads */
+    server_free(srv);
+}

@@ -1,0 +1,49 @@
+/* server.h - the OpenAI-compatible HTTP front end on rank 0 (libmicrohttpd,
+ * one thread per connection). It turns /v1/completions and
+ * /v1/chat/completions requests into scheduler requests (one per choice),
+ * answers with JSON or Server-Sent Events in OpenAI's formats, and serves
+ * /v1/models, /health and /metrics (Prometheus text, vLLM-style names
+ * prefixed "shardlm:"). See docs/API.md.
+ *
+ * The server can start before the model is loaded (it then answers 503
+ * "loading" everywhere but /health and /metrics) and is attached to the
+ * scheduler once the engine is up. A client that goes away cancels its
+ * scheduler requests. Internal header of the runtime module. */
+#ifndef SHARDLM_SERVER_H
+#define SHARDLM_SERVER_H
+
+#include <stddef.h>
+
+#include "scheduler.h"
+#include "shardlm_chat.h"
+#include "shardlm_tokenizer.h"
+
+typedef struct shardlm_server shardlm_server;
+
+typedef struct {
+    const char *host;        /* NULL: 127.0.0.1 */
+    int port;                /* 0: any free port (see shardlm_server_port) */
+    const char *api_key;     /* NULL: SHARDLM_API_KEY, if set; "" or unset: no key */
+    size_t max_body_bytes;   /* 0: 1 MiB; larger bodies get 413 */
+    const char *model_name;  /* id in /v1/models and every response */
+    double request_timeout_s;/* 0: 600; longest wait on the engine per request (streams: between events) */
+    int max_connections;     /* 0: 512 concurrent connections (one thread each) */
+} shardlm_server_opts;
+
+/* Binds and starts serving. s, tok and tpl may be NULL (not attached yet:
+ * completions answer 503 "loading"). Returns SHARDLM_EINPUT when the
+ * address cannot be used (the error text names it). */
+int shardlm_server_start(const shardlm_server_opts *o, shardlm_sched *s, const shardlm_tokenizer *tok,
+                         const shardlm_chat_template *tpl, shardlm_server **out);
+/* Attaches the scheduler once the model is up; from now on it serves. */
+void shardlm_server_attach(shardlm_server *srv, shardlm_sched *s, const shardlm_tokenizer *tok,
+                           const shardlm_chat_template *tpl);
+/* Marks the engine as failed: /health and completions answer 503 with why. */
+void shardlm_server_set_failed(shardlm_server *srv, const char *why);
+/* The bound port (useful with port 0). */
+int shardlm_server_port(const shardlm_server *srv);
+/* Stops accepting, cancels what is in flight, waits for connection
+ * threads, frees. Call before freeing the scheduler. NULL is ignored. */
+void shardlm_server_stop(shardlm_server *srv);
+
+#endif

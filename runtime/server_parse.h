@@ -1,0 +1,70 @@
+/* server_parse.h - the server's pure request layer: request body bytes ->
+ * a validated request (sampling parameters, stop strings, n, stream, ...)
+ * or an OpenAI error (HTTP status, type, message, param, code), and the
+ * request -> prompt token ids (tokenizer, chat template). Nothing here does
+ * I/O, so tests drive it directly. Internal to the runtime module. */
+#ifndef SHARDLM_SERVER_PARSE_H
+#define SHARDLM_SERVER_PARSE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sampling.h"
+#include "shardlm_chat.h"
+#include "shardlm_tokenizer.h"
+
+#define SHARDLM_SERVER_MAX_N 16          /* choices per request */
+#define SHARDLM_SERVER_MAX_MESSAGES 4096 /* chat messages per request */
+
+typedef enum { SHARDLM_API_COMPLETIONS = 1, SHARDLM_API_CHAT } shardlm_api_kind;
+
+typedef struct {
+    int status;         /* HTTP status */
+    const char *type;   /* "invalid_request_error", "server_error", ... */
+    const char *code;   /* NULL: JSON null */
+    char param[96];     /* "": JSON null */
+    char message[1024];
+} shardlm_server_err;
+
+typedef struct {
+    shardlm_api_kind kind;
+    /* completions: a text prompt, or token ids */
+    char *prompt_text;
+    int32_t *prompt_ids;
+    int n_prompt_ids; /* > 0 when the prompt was token ids */
+    /* chat */
+    shardlm_chat_message *msgs; /* role/content owned by the request */
+    size_t n_msgs;
+    /* both */
+    shardlm_sampling_params params; /* params.logit_bias points at bias */
+    shardlm_logit_bias *bias;
+    int max_tokens; /* <= 0: until EOS or the context */
+    int n;
+    char *stop[SHARDLM_STOP_MAX];
+    int n_stop;
+    int stream, include_usage, echo;
+} shardlm_server_req;
+
+/* Sets e to status/type/code/param and a printf-style message; returns
+ * SHARDLM_EINPUT for convenience. */
+int shardlm_server_err_set(shardlm_server_err *e, int status, const char *type, const char *code,
+                           const char *param, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
+/* {"error":{"message":...,"type":...,"param":...,"code":...}}, malloc'd. */
+char *shardlm_server_err_json(const shardlm_server_err *e);
+
+/* Parses and validates a body. n_vocab bounds token ids and logit_bias
+ * keys. SHARDLM_OK, or SHARDLM_EINPUT with e filled (status 400), or
+ * SHARDLM_ENOMEM. Free *r with shardlm_server_req_free in every case. */
+int shardlm_server_parse(shardlm_api_kind kind, const char *body, size_t len, int n_vocab, shardlm_server_req *r,
+                         shardlm_server_err *e);
+void shardlm_server_req_free(shardlm_server_req *r);
+
+/* The prompt as token ids (malloc'd into *ids): a text prompt is encoded
+ * with BOS, token ids are taken as they are, chat messages are rendered
+ * with tpl (add_generation_prompt on) and encoded; a template's
+ * raise_exception becomes a 400 with its message. */
+int shardlm_server_prompt_ids(const shardlm_server_req *r, const shardlm_tokenizer *tok,
+                              const shardlm_chat_template *tpl, int32_t **ids, int *n, shardlm_server_err *e);
+
+#endif

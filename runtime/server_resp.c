@@ -1,0 +1,288 @@
+/* server_resp.c - OpenAI response bodies: the non-streaming JSON of
+ * /v1/completions ("text_completion") and /v1/chat/completions
+ * ("chat.completion"), and the Server-Sent Events of their streams
+ * ("text_completion" / "chat.completion.chunk" chunks, usage, errors). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server_internal.h"
+#include "shardlm_common.h"
+
+/* A token as text for logprobs: its piece with SentencePiece's "▁" shown
+ * as the space it stands for. */
+static void token_text(const shardlm_tokenizer *tok, int32_t id, char *out, size_t cap)
+{
+    size_t len = 0, k = 0;
+    const char *p = shardlm_tokenizer_piece(tok, id, &len);
+    for (size_t i = 0; p && i < len && k + 1 < cap; i++) {
+        if (i + 2 < len && (unsigned char)p[i] == 0xE2 && (unsigned char)p[i + 1] == 0x96 &&
+            (unsigned char)p[i + 2] == 0x81) {
+            out[k++] = ' ';
+            i += 2;
+        } else {
+            out[k++] = p[i];
+        }
+    }
+    out[k] = 0;
+}
+
+static cJSON *bytes_array(const char *s)
+{
+    cJSON *a = cJSON_CreateArray();
+    for (const unsigned char *p = (const unsigned char *)s; a && *p; p++)
+        cJSON_AddItemToArray(a, cJSON_CreateNumber(*p));
+    return a;
+}
+
+/* Chat: {"token","logprob","bytes","top_logprobs":[{"token","logprob","bytes"}]} */
+static cJSON *chat_lp_entry(const srv_call_info *ci, const shardlm_logprobs *lp)
+{
+    char t[256];
+    cJSON *o = cJSON_CreateObject();
+    token_text(ci->tok, lp->token, t, sizeof t);
+    cJSON_AddStringToObject(o, "token", t);
+    cJSON_AddNumberToObject(o, "logprob", lp->logprob);
+    cJSON_AddItemToObject(o, "bytes", bytes_array(t));
+    cJSON *top = cJSON_AddArrayToObject(o, "top_logprobs");
+    for (int i = 0; top && i < lp->n_top; i++) {
+        cJSON *e = cJSON_CreateObject();
+        token_text(ci->tok, lp->top[i].token, t, sizeof t);
+        cJSON_AddStringToObject(e, "token", t);
+        cJSON_AddNumberToObject(e, "logprob", lp->top[i].logprob);
+        cJSON_AddItemToObject(e, "bytes", bytes_array(t));
+        cJSON_AddItemToArray(top, e);
+    }
+    return o;
+}
+
+/* Completions: {"tokens":[],"token_logprobs":[],"top_logprobs":[{tok:lp}],"text_offset":[]} */
+static cJSON *cmpl_lp_new(void)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddArrayToObject(o, "tokens");
+    cJSON_AddArrayToObject(o, "token_logprobs");
+    cJSON_AddArrayToObject(o, "top_logprobs");
+    cJSON_AddArrayToObject(o, "text_offset");
+    return o;
+}
+
+static void cmpl_lp_add(const srv_call_info *ci, cJSON *o, const shardlm_logprobs *lp, size_t offset)
+{
+    char t[256];
+    token_text(ci->tok, lp->token, t, sizeof t);
+    cJSON_AddItemToArray(cJSON_GetObjectItem(o, "tokens"), cJSON_CreateString(t));
+    cJSON_AddItemToArray(cJSON_GetObjectItem(o, "token_logprobs"), cJSON_CreateNumber(lp->logprob));
+    cJSON *top = cJSON_CreateObject();
+    for (int i = 0; i < lp->n_top; i++) {
+        token_text(ci->tok, lp->top[i].token, t, sizeof t);
+        cJSON_AddNumberToObject(top, t, lp->top[i].logprob);
+    }
+    cJSON_AddItemToArray(cJSON_GetObjectItem(o, "top_logprobs"), top);
+    cJSON_AddItemToArray(cJSON_GetObjectItem(o, "text_offset"), cJSON_CreateNumber((double)offset));
+}
+
+static const char *finish_str(shardlm_end why)
+{
+    return why == SHARDLM_END_STOP ? "stop" : why == SHARDLM_END_LENGTH ? "length" : NULL;
+}
+
+int srv_choice_add(const srv_call_info *ci, srv_choice *c, const srv_event *ev)
+{
+    if (ev->is_end) {
+        c->finish = finish_str(ev->why);
+        return SHARDLM_OK;
+    }
+    if (ev->has_lp) {
+        if (!c->lp) c->lp = ci->kind == SHARDLM_API_CHAT ? cJSON_CreateArray() : cmpl_lp_new();
+        if (!c->lp) return SHARDLM_ENOMEM;
+        if (ci->kind == SHARDLM_API_CHAT) cJSON_AddItemToArray(c->lp, chat_lp_entry(ci, &ev->lp));
+        else cmpl_lp_add(ci, c->lp, &ev->lp, c->len);
+    }
+    if (c->len + ev->len + 1 > c->cap) {
+        size_t cap = (c->len + ev->len + 1) * 2;
+        char *t = realloc(c->text, cap);
+        if (!t) return SHARDLM_ENOMEM;
+        c->text = t;
+        c->cap = cap;
+    }
+    memcpy(c->text + c->len, ev->text, ev->len);
+    c->len += ev->len;
+    c->text[c->len] = 0;
+    return SHARDLM_OK;
+}
+
+void srv_choice_free(srv_choice *c)
+{
+    free(c->text);
+    cJSON_Delete(c->lp);
+    memset(c, 0, sizeof *c);
+}
+
+static cJSON *envelope(const srv_call_info *ci, const char *object)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", ci->id);
+    cJSON_AddStringToObject(o, "object", object);
+    cJSON_AddNumberToObject(o, "created", (double)ci->created);
+    cJSON_AddStringToObject(o, "model", ci->model);
+    if (ci->kind == SHARDLM_API_CHAT) cJSON_AddNullToObject(o, "system_fingerprint");
+    return o;
+}
+
+static cJSON *usage(int prompt_tokens, int completion_tokens)
+{
+    cJSON *u = cJSON_CreateObject();
+    cJSON_AddNumberToObject(u, "prompt_tokens", prompt_tokens);
+    cJSON_AddNumberToObject(u, "completion_tokens", completion_tokens);
+    cJSON_AddNumberToObject(u, "total_tokens", prompt_tokens + completion_tokens);
+    return u;
+}
+
+static void add_str_or_null(cJSON *o, const char *name, const char *s)
+{
+    if (s) cJSON_AddStringToObject(o, name, s);
+    else cJSON_AddNullToObject(o, name);
+}
+
+static char *print_free(cJSON *o)
+{
+    char *s = o ? cJSON_PrintUnformatted(o) : NULL;
+    cJSON_Delete(o);
+    return s;
+}
+
+/* Chat logprobs wrap the content array: {"content":[...]} */
+static void add_logprobs(const srv_call_info *ci, cJSON *choice, cJSON *lp)
+{
+    if (!ci->logprobs || !lp) {
+        cJSON_AddNullToObject(choice, "logprobs");
+    } else if (ci->kind == SHARDLM_API_CHAT) {
+        cJSON *w = cJSON_AddObjectToObject(choice, "logprobs");
+        cJSON_AddItemToObject(w, "content", lp);
+    } else {
+        cJSON_AddItemToObject(choice, "logprobs", lp);
+    }
+}
+
+char *srv_body_final(const srv_call_info *ci, srv_choice *ch, int prompt_tokens, int completion_tokens)
+{
+    int chat = ci->kind == SHARDLM_API_CHAT;
+    cJSON *o = envelope(ci, chat ? "chat.completion" : "text_completion");
+    cJSON *arr = cJSON_AddArrayToObject(o, "choices");
+    for (int i = 0; arr && i < ci->n; i++) {
+        cJSON *c = cJSON_CreateObject();
+        cJSON_AddNumberToObject(c, "index", i);
+        if (chat) {
+            cJSON *m = cJSON_AddObjectToObject(c, "message");
+            cJSON_AddStringToObject(m, "role", "assistant");
+            cJSON_AddStringToObject(m, "content", ch[i].text ? ch[i].text : "");
+        } else {
+            cJSON_AddStringToObject(c, "text", ch[i].text ? ch[i].text : "");
+        }
+        add_logprobs(ci, c, ch[i].lp);
+        ch[i].lp = NULL; /* now owned by the tree */
+        add_str_or_null(c, "finish_reason", ch[i].finish);
+        cJSON_AddItemToArray(arr, c);
+    }
+    cJSON_AddItemToObject(o, "usage", usage(prompt_tokens, completion_tokens));
+    return print_free(o);
+}
+
+/* "data: JSON\n\n" */
+static char *sse(cJSON *o)
+{
+    char *j = print_free(o);
+    if (!j) return NULL;
+    size_t n = strlen(j) + 9;
+    char *s = malloc(n);
+    if (s) snprintf(s, n, "data: %s\n\n", j);
+    free(j);
+    return s;
+}
+
+static cJSON *chunk(const srv_call_info *ci, int choice, cJSON **c_out)
+{
+    int chat = ci->kind == SHARDLM_API_CHAT;
+    cJSON *o = envelope(ci, chat ? "chat.completion.chunk" : "text_completion");
+    cJSON *arr = cJSON_AddArrayToObject(o, "choices");
+    cJSON *c = cJSON_CreateObject();
+    cJSON_AddNumberToObject(c, "index", choice);
+    cJSON_AddItemToArray(arr, c);
+    if (ci->include_usage) cJSON_AddNullToObject(o, "usage");
+    *c_out = c;
+    return o;
+}
+
+char *srv_sse_event(const srv_call_info *ci, const srv_event *ev, int *nothing)
+{
+    int chat = ci->kind == SHARDLM_API_CHAT;
+    *nothing = 0;
+    if (!ev->is_end && ev->len == 0 && !ev->has_lp) {
+        *nothing = 1;
+        return NULL;
+    }
+    cJSON *c, *o = chunk(ci, ev->choice, &c);
+    if (chat) {
+        cJSON *d = cJSON_AddObjectToObject(c, "delta");
+        if (!ev->is_end) cJSON_AddStringToObject(d, "content", ev->text);
+    } else {
+        cJSON_AddStringToObject(c, "text", ev->is_end ? "" : ev->text);
+    }
+    cJSON *lp = NULL;
+    if (ev->has_lp && chat) {
+        lp = cJSON_CreateArray();
+        cJSON_AddItemToArray(lp, chat_lp_entry(ci, &ev->lp));
+    } else if (ev->has_lp) {
+        lp = cmpl_lp_new();
+        cmpl_lp_add(ci, lp, &ev->lp, 0);
+    }
+    add_logprobs(ci, c, lp);
+    add_str_or_null(c, "finish_reason", ev->is_end ? finish_str(ev->why) : NULL);
+    return sse(o);
+}
+
+char *srv_sse_role(const srv_call_info *ci, int choice)
+{
+    cJSON *c, *o = chunk(ci, choice, &c);
+    cJSON *d = cJSON_AddObjectToObject(c, "delta");
+    cJSON_AddStringToObject(d, "role", "assistant");
+    cJSON_AddStringToObject(d, "content", "");
+    cJSON_AddNullToObject(c, "logprobs");
+    cJSON_AddNullToObject(c, "finish_reason");
+    return sse(o);
+}
+
+char *srv_sse_usage(const srv_call_info *ci, int prompt_tokens, int completion_tokens)
+{
+    int chat = ci->kind == SHARDLM_API_CHAT;
+    cJSON *o = envelope(ci, chat ? "chat.completion.chunk" : "text_completion");
+    cJSON_AddArrayToObject(o, "choices");
+    cJSON_AddItemToObject(o, "usage", usage(prompt_tokens, completion_tokens));
+    return sse(o);
+}
+
+char *srv_sse_error(const shardlm_server_err *e)
+{
+    char *j = shardlm_server_err_json(e);
+    if (!j) return NULL;
+    size_t n = strlen(j) + 9;
+    char *s = malloc(n);
+    if (s) snprintf(s, n, "data: %s\n\n", j);
+    free(j);
+    return s;
+}
+
+char *srv_body_models(const char *model, long created)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "object", "list");
+    cJSON *arr = cJSON_AddArrayToObject(o, "data");
+    cJSON *m = cJSON_CreateObject();
+    cJSON_AddStringToObject(m, "id", model);
+    cJSON_AddStringToObject(m, "object", "model");
+    cJSON_AddNumberToObject(m, "created", (double)created);
+    cJSON_AddStringToObject(m, "owned_by", "shardlm");
+    cJSON_AddItemToArray(arr, m);
+    return print_free(o);
+}
