@@ -10,6 +10,7 @@ static const struct {
     const char *help;
 } cmds[] = {
     {"generate", shardlm_cmd_generate, "generate text, optionally across W local ranks"},
+    {"serve", shardlm_cmd_serve, "serve an OpenAI-compatible HTTP API (rank 0 of W)"},
     {"worker", shardlm_cmd_worker, "run a worker rank (RING_CONFIG names its ring)"},
     {"launch", shardlm_cmd_launch, "spawn W local ranks of any shardlm command"},
     {"info", shardlm_cmd_info, "print a GGUF model's metadata, tensors and tokenizer"},

@@ -5,6 +5,7 @@
 
 int shardlm_cmd_generate(int argc, char **argv);
 int shardlm_cmd_worker(int argc, char **argv);
+int shardlm_cmd_serve(int argc, char **argv);
 int shardlm_cmd_launch(int argc, char **argv);
 int shardlm_cmd_info(int argc, char **argv);
 int shardlm_cmd_tokenize(int argc, char **argv);

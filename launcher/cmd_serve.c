@@ -1,0 +1,317 @@
+/* cmd_serve.c - `shardlm serve`: rank 0 as an OpenAI-compatible server.
+ * It checks the chat template first (a bad one fails at start-up, exit 2),
+ * binds the HTTP port (answering 503 "loading" meanwhile), brings the ranks
+ * up like `generate` (local workers with --world-size, or RING_CONFIG),
+ * then runs the scheduler's engine loop on the main thread until SIGINT or
+ * SIGTERM. A watcher thread turns a signal into an orderly stop: the
+ * server cancels what is in flight, the engine loop ends, workers are told
+ * to shut down. */
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "node.h"
+#include "scheduler.h"
+#include "server.h"
+#include "shardlm_chat.h"
+#include "shardlm_cli.h"
+#include "shardlm_common.h"
+#include "shardlm_launch.h"
+
+typedef struct {
+    shardlm_node_opts node;
+    shardlm_server_opts http;
+    shardlm_sched_opts sched;
+    int world;
+    const char *chat_template;
+    double failed_grace_s;
+} serve_opts;
+
+static void serve_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: shardlm serve -m MODEL [options]\n"
+            "  -m, --model PATH                GGUF model file\n"
+            "      --world-size W              spawn W-1 local workers (default 1, or RING_CONFIG's)\n"
+            "      --host H                    address to bind (default 127.0.0.1)\n"
+            "      --port P                    port (default 8080; 0 picks a free one)\n"
+            "      --api-key K                 require Authorization: Bearer K on /v1 (or SHARDLM_API_KEY)\n"
+            "      --model-name NAME           model id in /v1/models and responses (default: file name)\n"
+            "      --max-seqs N                sequences per step (default 32)\n"
+            "      --max-num-batched-tokens N  tokens per step (default 512)\n"
+            "      --max-queue N               waiting requests before 429 (default 256)\n"
+            "      --block-size 8|16|32        tokens per KV block (default 16)\n"
+            "      --kv-cache-mb MB            KV pool per rank (default 256)\n"
+            "      --no-prefix-cache           turn prefix caching off\n"
+            "      --chat-template FILE        Jinja chat template instead of the model's\n"
+            "      --max-body-kb KB            largest request body (default 1024)\n"
+            "      --request-timeout S         longest wait on the engine per request (default 600)\n"
+            "      --ctx N                     context length (default: the model's)\n"
+            "      --threads N                 kernel threads per rank (default: its share of the cores)\n"
+            "      --pin-threads               pin each kernel thread to a core\n"
+            "      --timeout-ms MS             collective timeout (default 30000)\n");
+}
+
+static int serve_int(const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || !*s || v < lo || v > hi) return -1;
+    *out = v;
+    return 0;
+}
+
+/* One option; -1 for a bad value. */
+static int serve_opt(serve_opts *o, int c, const char *arg)
+{
+    long v = 0;
+    switch (c) {
+    case 'm': o->node.model_path = arg; return 0;
+    case 'W': if (serve_int(arg, 1, 64, &v) || (v & (v - 1))) return -1; o->world = (int)v; return 0;
+    case 'H': o->http.host = arg; return 0;
+    case 'p': if (serve_int(arg, 0, 65535, &v)) return -1; o->http.port = (int)v; return 0;
+    case 'k': o->http.api_key = arg; return 0;
+    case 'N': o->http.model_name = arg; return 0;
+    case 's': if (serve_int(arg, 1, 4096, &v)) return -1; o->sched.max_num_seqs = (int)v; return 0;
+    case 'b': if (serve_int(arg, 1, 1 << 20, &v)) return -1; o->sched.max_num_batched_tokens = (int)v; return 0;
+    case 'q': if (serve_int(arg, 0, 1 << 20, &v)) return -1; o->sched.max_queue = (int)v; return 0;
+    case 'B': if (serve_int(arg, 8, 32, &v) || (v != 8 && v != 16 && v != 32)) return -1;
+              o->sched.block_size = (int)v; return 0;
+    case 'K': { char *end; double mb = strtod(arg, &end); if (*end || !(mb > 0 && mb < 1e7)) return -1;
+                o->sched.kv_cache_mb = mb; return 0; }
+    case 'P': o->sched.prefix_caching = 0; return 0;
+    case 'T': o->chat_template = arg; return 0;
+    case 'L': if (serve_int(arg, 1, 1 << 20, &v)) return -1; o->http.max_body_bytes = (size_t)v * 1024; return 0;
+    case 'R': if (serve_int(arg, 1, 86400, &v)) return -1; o->http.request_timeout_s = (double)v; return 0;
+    case 'C': if (serve_int(arg, 1, 1 << 24, &v)) return -1; o->node.n_ctx = (int)v; return 0;
+    case 'j': if (serve_int(arg, 1, 1024, &v)) return -1; o->node.n_threads = (int)v; return 0;
+    case 'J': o->node.pin_threads = 1; return 0;
+    case 't': if (serve_int(arg, 1, 1 << 30, &v)) return -1; o->node.timeout_ms = (int)v; return 0;
+    default: return -1;
+    }
+}
+
+static int serve_parse(int argc, char **argv, serve_opts *o)
+{
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'}, {"world-size", required_argument, 0, 'W'},
+        {"host", required_argument, 0, 'H'}, {"port", required_argument, 0, 'p'},
+        {"api-key", required_argument, 0, 'k'}, {"model-name", required_argument, 0, 'N'},
+        {"max-seqs", required_argument, 0, 's'}, {"max-num-batched-tokens", required_argument, 0, 'b'},
+        {"max-queue", required_argument, 0, 'q'}, {"block-size", required_argument, 0, 'B'},
+        {"kv-cache-mb", required_argument, 0, 'K'}, {"no-prefix-cache", no_argument, 0, 'P'},
+        {"chat-template", required_argument, 0, 'T'}, {"max-body-kb", required_argument, 0, 'L'},
+        {"request-timeout", required_argument, 0, 'R'}, {"ctx", required_argument, 0, 'C'},
+        {"threads", required_argument, 0, 'j'}, {"pin-threads", no_argument, 0, 'J'},
+        {"timeout-ms", required_argument, 0, 't'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    int c, idx = 0;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "m:h", opts, &idx)) != -1) {
+        if (c == 'h') {
+            serve_usage(stdout);
+            return 1;
+        }
+        if (c == '?') {
+            serve_usage(stderr);
+            return SHARDLM_EINPUT;
+        }
+        if (serve_opt(o, c, optarg)) {
+            fprintf(stderr, "shardlm serve: invalid value '%s' for --%s\n", optarg ? optarg : "",
+                    c == 'm' ? "model" : opts[idx].name);
+            return SHARDLM_EINPUT;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "shardlm serve: unexpected argument '%s'\n", argv[optind]);
+        return SHARDLM_EINPUT;
+    }
+    if (!o->node.model_path) {
+        fprintf(stderr, "shardlm serve: -m MODEL is required\n");
+        return SHARDLM_EINPUT;
+    }
+    o->node.max_batch = o->sched.max_num_batched_tokens;
+    o->node.kv_cache_mb = o->sched.kv_cache_mb;
+    o->node.block_size = o->sched.block_size;
+    return SHARDLM_OK;
+}
+
+/* The model's template, or --chat-template FILE; checked before anything
+ * expensive starts. */
+static int serve_template(const serve_opts *o, shardlm_chat_template **tpl)
+{
+    shardlm_gguf *g = NULL;
+    int rc = shardlm_gguf_open(o->node.model_path, &g);
+    if (!rc)
+        rc = o->chat_template ? shardlm_chat_template_from_file(o->chat_template, g, tpl)
+                              : shardlm_chat_template_from_gguf(g, tpl);
+    shardlm_gguf_close(g);
+    if (!rc && shardlm_chat_template_is_default(*tpl))
+        fprintf(stderr, "shardlm: %s has no chat template; using the built-in plain-text one\n",
+                o->node.model_path);
+    return rc;
+}
+
+/* ---- signals: the handler only writes to a pipe; the watcher acts ---- */
+
+static int serve_pipe[2] = {-1, -1};
+static volatile sig_atomic_t serve_signals;
+
+static void serve_on_signal(int sig)
+{
+    if (++serve_signals > 1) { /* a second one: stop waiting for an orderly exit */
+        signal(sig, SIG_DFL);
+        raise(sig);
+        return;
+    }
+    unsigned char b = (unsigned char)sig;
+    ssize_t w = write(serve_pipe[1], &b, 1);
+    (void)w;
+}
+
+typedef struct {
+    shardlm_server *srv;
+    shardlm_sched *sched;
+} serve_watch;
+
+static void *serve_watcher(void *arg)
+{
+    serve_watch *w = arg;
+    unsigned char b = 0;
+    while (read(serve_pipe[0], &b, 1) < 0 && errno == EINTR) {
+    }
+    if (b) fprintf(stderr, "shardlm: signal %d: stopping (cancelling requests in flight)\n", b);
+    shardlm_server_stop(w->srv); /* while the engine still runs, so cancels complete */
+    shardlm_sched_stop(w->sched);
+    return NULL;
+}
+
+static int serve_signals_install(void)
+{
+    if (pipe(serve_pipe)) return SHARDLM_ERUNTIME;
+    struct sigaction sa = {0};
+    sa.sa_handler = serve_on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN); /* a client gone mid-write is an error return, not a death */
+    return SHARDLM_OK;
+}
+
+/* ---- bring-up ---- */
+
+static int serve_open(serve_opts *o, shardlm_launch **launch, shardlm_node *n)
+{
+    const char *env_cfg = getenv("RING_CONFIG");
+    int rc = SHARDLM_OK;
+    if (o->world > 1 && env_cfg) {
+        shardlm_err_set("--world-size spawns local workers; with RING_CONFIG set the world size comes from %s",
+                        env_cfg);
+        return SHARDLM_EINPUT;
+    }
+    if (o->world > 1) rc = shardlm_node_spawn_local(&o->node, o->world, launch);
+    else o->node.ring_config = env_cfg;
+    if (!rc) rc = shardlm_node_open(&o->node, n);
+    if (!rc && n->rank != 0) {
+        shardlm_err_set("%s: field 'rank': serve runs as rank 0; other ranks run `shardlm worker`",
+                        o->node.ring_config);
+        rc = SHARDLM_EINPUT;
+    }
+    if (!rc) rc = shardlm_node_report_memory(n, "loaded");
+    return rc;
+}
+
+/* The default model name: the file name without directories and .gguf. */
+static void serve_model_name(serve_opts *o, char *buf, size_t cap)
+{
+    if (o->http.model_name) return;
+    const char *base = strrchr(o->node.model_path, '/');
+    base = base ? base + 1 : o->node.model_path;
+    size_t len = strlen(base);
+    if (len > 5 && !strcmp(base + len - 5, ".gguf")) len -= 5;
+    snprintf(buf, cap, "%.*s", (int)len, base);
+    o->http.model_name = buf;
+}
+
+/* Runs the engine loop until a stop; after an engine failure, keeps
+ * answering 503 for a short grace so clients and probes can see why. */
+static int serve_run(serve_opts *o, shardlm_server *srv, shardlm_sched *s, pthread_t *watcher)
+{
+    serve_watch w = {srv, s};
+    if (pthread_create(watcher, NULL, serve_watcher, &w)) return SHARDLM_ERUNTIME;
+    int rc = shardlm_sched_run(s);
+    if (rc) {
+        fprintf(stderr, "shardlm: the engine failed: %s\n", shardlm_err_get());
+        shardlm_server_set_failed(srv, shardlm_err_get());
+        for (int i = 0; i < (int)(o->failed_grace_s * 10) && !serve_signals; i++) usleep(100000);
+    }
+    unsigned char b = 0;
+    if (!serve_signals && write(serve_pipe[1], &b, 1) != 1) rc = rc ? rc : SHARDLM_ERUNTIME;
+    pthread_join(*watcher, NULL);
+    return rc;
+}
+
+static int serve_main(serve_opts *o, shardlm_launch **launch, shardlm_node *n, shardlm_chat_template *tpl)
+{
+    char name[256];
+    serve_model_name(o, name, sizeof name);
+    shardlm_server *srv = NULL;
+    shardlm_sched *s = NULL;
+    int rc = shardlm_server_start(&o->http, NULL, NULL, NULL, &srv);
+    if (rc) return rc;
+    fprintf(stderr, "shardlm: listening on http://%s:%d (model \"%s\"; loading)\n",
+            o->http.host ? o->http.host : "127.0.0.1", shardlm_server_port(srv), o->http.model_name);
+    rc = serve_open(o, launch, n);
+    if (!rc) rc = shardlm_sched_new(n->engine, n->tok, &o->sched, &s);
+    if (rc) {
+        shardlm_server_stop(srv);
+        return rc;
+    }
+    fprintf(stderr, "shardlm: KV pool %d blocks of %d tokens = %d tokens per sequence set (%.1f MiB per rank); "
+            "context %d; prefix cache %s\n", n->kv_blocks, n->block_size, n->kv_blocks * n->block_size,
+            o->sched.kv_cache_mb, shardlm_engine_n_ctx(n->engine), o->sched.prefix_caching ? "on" : "off");
+    shardlm_server_attach(srv, s, n->tok, tpl);
+    fprintf(stderr, "shardlm: ready on http://%s:%d\n", o->http.host ? o->http.host : "127.0.0.1",
+            shardlm_server_port(srv));
+    pthread_t watcher;
+    if (!(rc = serve_signals_install())) rc = serve_run(o, srv, s, &watcher); /* the watcher stops srv */
+    else shardlm_server_stop(srv);
+    shardlm_sched_free(s);
+    return rc;
+}
+
+int shardlm_cmd_serve(int argc, char **argv)
+{
+    serve_opts o = {.node = {.timeout_ms = 30000, .connect_timeout_ms = 60000, .load_timeout_ms = 600000,
+                             .isq = -1},
+                    .http = {.port = 8080},
+                    .sched = {.max_num_seqs = 32, .max_num_batched_tokens = 512, .max_queue = 256,
+                              .block_size = 16, .kv_cache_mb = 256, .prefix_caching = 1},
+                    .world = 1, .failed_grace_s = 5};
+    int rc = serve_parse(argc, argv, &o);
+    if (rc == 1) return 0;
+    if (rc) return 2;
+    shardlm_chat_template *tpl = NULL;
+    if ((rc = serve_template(&o, &tpl))) {
+        fprintf(stderr, "shardlm: %s\n", shardlm_err_get());
+        return shardlm_exit_code(rc);
+    }
+    shardlm_launch *launch = NULL;
+    shardlm_node n = {0};
+    rc = serve_main(&o, &launch, &n, tpl);
+    if (rc) fprintf(stderr, "shardlm: %s\n", shardlm_err_get());
+    if (n.engine) shardlm_engine_shutdown(n.engine, rc ? "rank 0 failed" : "server stopped");
+    shardlm_node_close(&n);
+    if (launch) {
+        if (rc) shardlm_launch_kill(launch, SIGTERM);
+        if (shardlm_launch_wait(launch, 5000) && !rc) rc = SHARDLM_ERUNTIME;
+        shardlm_launch_free(launch);
+    }
+    shardlm_chat_template_free(tpl);
+    return shardlm_exit_code(rc);
+}
