@@ -1,0 +1,95 @@
+/* shardlm_chat.h - chat templates: the subset of Jinja2 that Hugging Face
+ * chat templates use (tokenizer.chat_template in GGUF), parsed once at
+ * start-up and rendered per request, the way transformers'
+ * apply_chat_template renders them (trim_blocks and lstrip_blocks on, one
+ * trailing newline of the source dropped, tojson without HTML escaping).
+ *
+ * Supported: {{ }}, {% %}, {# #}, the -/+ whitespace markers; statements
+ * if/elif/else, for (one loop variable, optional else, break/continue; the
+ * loop object's index0/index/revindex/revindex0/first/last/length/previtem/
+ * nextitem), set NAME = ... and set NS.ATTR = ... on namespace() objects;
+ * literals (strings, integers, true/false/none, lists, dicts); names,
+ * attribute and item access, slicing; and/or/not, comparisons, in/not in,
+ * + - * // % ~, unary -, the inline "a if c else b"; filters trim, length,
+ * count, upper, lower, title, capitalize, default/d, tojson, string, first,
+ * last, join; tests defined, undefined, none, string, number, integer,
+ * boolean, mapping, sequence, iterable, true, false, odd, even; functions
+ * raise_exception, namespace, range; string methods strip/lstrip/rstrip,
+ * startswith, endswith, split, title, upper, lower, capitalize, replace;
+ * dict method get. Anything else is refused at load with its position.
+ * Case mapping (upper/lower/title) is ASCII-only. Variables: messages (dicts
+ * with role and content), bos_token, eos_token, add_generation_prompt, and
+ * tools and documents as none, as transformers passes them; strftime_now is
+ * not provided (templates that test "is defined" fall back to their own
+ * default date). */
+#ifndef SHARDLM_CHAT_H
+#define SHARDLM_CHAT_H
+
+#include <stddef.h>
+
+#include "shardlm_gguf.h"
+
+typedef struct shardlm_chat_template shardlm_chat_template;
+
+/* One chat message. role and content are NUL-terminated UTF-8; a NULL
+ * content is none in the template (an assistant turn with only tool calls). */
+typedef struct {
+    const char *role;
+    const char *content;
+} shardlm_chat_message;
+
+/* Guards against runaway templates; every render checks them. */
+typedef struct {
+    size_t max_output;     /* bytes of rendered text */
+    size_t max_memory;     /* bytes of scratch memory per render */
+    size_t max_iterations; /* loop iterations per render, all loops together */
+} shardlm_chat_limits;
+
+/* 16 MiB output, 256 MiB scratch, 1,000,000 iterations. */
+shardlm_chat_limits shardlm_chat_default_limits(void);
+
+/* Parses a template. origin names it in error text (a GGUF path, or the
+ * --chat-template FILE). A syntax error or an unsupported construct returns
+ * SHARDLM_EINPUT with "ORIGIN:LINE:COL: problem". bos_token and eos_token
+ * start empty (see shardlm_chat_template_set_tokens). */
+int shardlm_chat_template_new(const char *source, size_t len, const char *origin,
+                              shardlm_chat_template **out);
+void shardlm_chat_template_free(shardlm_chat_template *t);
+
+/* The model's tokenizer.chat_template, or, when the GGUF has none, the
+ * built-in default below; bos_token/eos_token are the text of
+ * tokenizer.ggml.tokens[bos_token_id / eos_token_id] ("" when absent). */
+int shardlm_chat_template_from_gguf(const shardlm_gguf *g, shardlm_chat_template **out);
+
+/* --chat-template FILE: the file's template, with bos/eos text taken from g
+ * when g is not NULL. */
+int shardlm_chat_template_from_file(const char *path, const shardlm_gguf *g,
+                                    shardlm_chat_template **out);
+
+/* The built-in default, a plain-text template with no special tokens (the
+ * tokenizer adds BOS itself):
+ *   system:    CONTENT "\n\n"
+ *   user:      "User: " CONTENT "\n"
+ *   assistant: "Assistant: " CONTENT "\n"
+ *   other:     Role ": " CONTENT "\n"
+ *   generation prompt: "Assistant:" */
+extern const char shardlm_chat_default_template[];
+
+/* Copies the text that bos_token / eos_token stand for (NULL means ""). */
+int shardlm_chat_template_set_tokens(shardlm_chat_template *t, const char *bos, const char *eos);
+void shardlm_chat_template_set_limits(shardlm_chat_template *t, shardlm_chat_limits lim);
+
+/* 1 when t is the built-in default (no model template was found). */
+int shardlm_chat_template_is_default(const shardlm_chat_template *t);
+const char *shardlm_chat_template_origin(const shardlm_chat_template *t);
+
+/* Renders messages. *out is malloc'd, NUL-terminated, owned by the caller.
+ * Errors are SHARDLM_EINPUT (the request or the template is at fault; meant
+ * for an HTTP 400): the text is the template's own raise_exception message
+ * verbatim, or "chat template ORIGIN:LINE:COL: problem" for anything else
+ * (an undefined value used, a type error, a limit exceeded); or
+ * SHARDLM_ENOMEM. Thread-safe: renders share nothing mutable. */
+int shardlm_chat_render(const shardlm_chat_template *t, const shardlm_chat_message *msgs, size_t n,
+                        int add_generation_prompt, char **out, size_t *out_len);
+
+#endif
