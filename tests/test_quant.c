@@ -26,11 +26,11 @@ Test(quant, dtype_table)
 {
     cr_assert_str_eq(shardlm_dtype_name(SHARDLM_DT_Q4_0), "q4_0");
     cr_assert_str_eq(shardlm_dtype_name(SHARDLM_DT_BF16), "bf16");
-    cr_assert_str_eq(shardlm_dtype_name(14), "type#14");
+    cr_assert_str_eq(shardlm_dtype_name(13), "type#13"); /* Q5_K: not supported */
     cr_assert_eq(shardlm_dtype_parse("q8_0"), SHARDLM_DT_Q8_0);
     cr_assert_eq(shardlm_dtype_parse("f16"), SHARDLM_DT_F16);
-    cr_assert_eq(shardlm_dtype_parse("q4_k"), -1);
-    cr_assert(shardlm_dtype_supported(30) && !shardlm_dtype_supported(3) && !shardlm_dtype_supported(12));
+    cr_assert_eq(shardlm_dtype_parse("q5_k"), -1);
+    cr_assert(shardlm_dtype_supported(30) && !shardlm_dtype_supported(3) && !shardlm_dtype_supported(13));
     cr_assert_eq(shardlm_dtype_block_bytes(SHARDLM_DT_Q8_0), 34);
     cr_assert_eq(shardlm_dtype_block_bytes(SHARDLM_DT_Q4_0), 18);
     cr_assert_eq(shardlm_dtype_block_elems(SHARDLM_DT_Q4_0), 32);
