@@ -153,6 +153,13 @@ static void cancel_unfinished(srv_call *c)
     for (int i = 0; i < n; i++) shardlm_sched_cancel(c->srv->sched, ids[i]);
 }
 
+/* The failure reason, read only once the phase says it was written. */
+static const char *failed_why(shardlm_server *srv, const char *otherwise)
+{
+    if (atomic_load_explicit(&srv->phase, memory_order_acquire) == SRV_FAILED) return srv->failed_why;
+    return otherwise;
+}
+
 static void submit_error(shardlm_server *srv, int rc, const shardlm_server_req *r, shardlm_server_err *e)
 {
     const char *param = r->kind == SHARDLM_API_CHAT ? "messages" : "prompt";
@@ -164,7 +171,7 @@ static void submit_error(shardlm_server *srv, int rc, const shardlm_server_req *
                                "the wait queue is full (--max-queue); retry later");
     else
         shardlm_server_err_set(e, 503, "server_error", "engine_unavailable", NULL, "the engine is not running: %s",
-                               srv->failed_why[0] ? srv->failed_why : shardlm_err_get());
+                               failed_why(srv, shardlm_err_get()));
 }
 
 /* Submits every choice; on a failure cancels those already in. */
@@ -284,7 +291,7 @@ static void wait_error(srv_call *c, int w, shardlm_server_err *e)
         shardlm_server_err_set(e, 503, "server_error", "shutting_down", NULL, "the server is shutting down");
     else
         shardlm_server_err_set(e, 503, "server_error", "engine_unavailable", NULL, "the engine failed: %s",
-                               c->srv->failed_why[0] ? c->srv->failed_why : "a rank was lost");
+                               failed_why(c->srv, "a rank was lost"));
 }
 
 /* ---- answering ---- */
