@@ -14,7 +14,7 @@ static const char *prompt = "Once upon a time, there was a little girl named Lil
 
 static tu_result run_logits(const char *model, const char *isq, const char *out)
 {
-    char *argv[16];
+    char *argv[24];
     int a = 0;
     argv[a++] = (char *)tu_bin();
     argv[a++] = "generate";
