@@ -5,8 +5,13 @@ set -euo pipefail
 
 PKGS=(build-essential cmake pkg-config git
       libuv1-dev libcjson-dev libprotobuf-c-dev protobuf-c-compiler
-      libcriterion-dev libmicrohttpd-dev
-      nodejs npm curl)
+      libcriterion-dev libmicrohttpd-dev curl)
+# Node.js and npm drive the end-to-end API test with the official openai
+# client. A machine may already have them from elsewhere (NodeSource's
+# nodejs bundles npm): only install Debian's when the commands are missing.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  PKGS+=(nodejs npm)
+fi
 
 missing=()
 for p in "${PKGS[@]}"; do
