@@ -24,6 +24,12 @@ int32_t shardlm_tokenizer_eos(const shardlm_tokenizer *t);
 int shardlm_tokenizer_encode(const shardlm_tokenizer *t, const char *text, size_t len, int add_bos,
                              int32_t *out, size_t cap, size_t *n_out);
 
+/* As shardlm_tokenizer_encode, but the text of control tokens ("<s>",
+ * "</s>", "<|im_start|>", ...) becomes those tokens, as chat templates
+ * expect; the plain text between them is encoded as usual. */
+int shardlm_tokenizer_encode_special(const shardlm_tokenizer *t, const char *text, size_t len, int add_bos,
+                                     int32_t *out, size_t cap, size_t *n_out);
+
 /* The raw piece text of a token ("▁" kept), for `shardlm info`. */
 const char *shardlm_tokenizer_piece(const shardlm_tokenizer *t, int32_t id, size_t *len);
 

@@ -617,3 +617,43 @@ size_t shardlm_detok_flush(shardlm_detok *d, char *buf, size_t cap)
     detok_flush_pending(d, &o);
     return o.n;
 }
+
+/* ---- control tokens written as text (chat templates) ---- */
+
+/* The longest control token whose text starts at s, or -1. */
+static int32_t special_at(const shardlm_tokenizer *t, const char *s, size_t n)
+{
+    int32_t best = -1;
+    size_t best_len = 0;
+    for (int32_t id = 0; id < t->n; id++) {
+        size_t k = tok_len(t, id);
+        if (t->type[id] != TOK_CONTROL || k < 2 || k > n || k <= best_len) continue;
+        if (memcmp(s, t->blob + t->off[id], k) == 0) best = id, best_len = k;
+    }
+    return best;
+}
+
+int shardlm_tokenizer_encode_special(const shardlm_tokenizer *t, const char *text, size_t len, int add_bos,
+                                     int32_t *out, size_t cap, size_t *n_out)
+{
+    size_t n = 0, start = 0;
+    if (add_bos) enc_emit(&n, out, cap, t->bos);
+    for (size_t i = 0; i <= len; i++) {
+        int32_t sp = i < len && (text[i] == '<' || text[i] == '[') ? special_at(t, text + i, len - i) : -1;
+        if (sp < 0 && i < len) continue;
+        size_t got = 0;
+        /* each stretch of plain text is encoded as SentencePiece encodes a
+         * fresh string, dummy-prefix space included (as llama.cpp does) */
+        int rc = shardlm_tokenizer_encode(t, text + start, i - start, 0, n < cap ? out + n : NULL, n < cap ? cap - n : 0,
+                                          &got);
+        if (rc) return rc;
+        n += got;
+        if (sp >= 0) {
+            enc_emit(&n, out, cap, sp);
+            i += tok_len(t, sp) - 1;
+            start = i + 1;
+        }
+    }
+    *n_out = n;
+    return SHARDLM_OK;
+}

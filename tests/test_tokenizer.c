@@ -140,6 +140,31 @@ Test(tokenizer, llama_vocab_metadata)
     shardlm_tokenizer_free(t);
 }
 
+/* Chat templates write control tokens as text: "<s>" and "</s>" become
+ * BOS/EOS and each stretch of plain text is encoded as a fresh string. */
+Test(tokenizer, control_token_text_in_chat_prompts)
+{
+    shardlm_tokenizer *t = load_tok(tu_shared("models/llama-2-tiny-random.gguf"));
+    const char *text = "<s>[INST] Hi [/INST] Hello </s><s>[INST] Bye [/INST]";
+    int32_t got[128], a[64], b[64];
+    size_t n = 0, na = 0, nb = 0;
+    cr_assert_eq(shardlm_tokenizer_encode_special(t, text, strlen(text), 0, got, 128, &n), 0);
+    const char *fa = "[INST] Hi [/INST] Hello ", *fb = "[INST] Bye [/INST]";
+    cr_assert_eq(shardlm_tokenizer_encode(t, fa, strlen(fa), 0, a, 64, &na), 0);
+    cr_assert_eq(shardlm_tokenizer_encode(t, fb, strlen(fb), 0, b, 64, &nb), 0);
+    cr_assert_eq(n, 1 + na + 2 + nb, "got %zu ids", n);
+    cr_assert_eq(got[0], 1);
+    cr_assert(memcmp(got + 1, a, na * sizeof(int32_t)) == 0);
+    cr_assert_eq(got[1 + na], 2);
+    cr_assert_eq(got[2 + na], 1);
+    cr_assert(memcmp(got + 3 + na, b, nb * sizeof(int32_t)) == 0);
+    /* without control-token text it is the plain encoder */
+    cr_assert_eq(shardlm_tokenizer_encode_special(t, fa, strlen(fa), 1, got, 128, &n), 0);
+    cr_assert_eq(n, na + 1);
+    cr_assert(memcmp(got + 1, a, na * sizeof(int32_t)) == 0);
+    shardlm_tokenizer_free(t);
+}
+
 Test(tokenizer, stories_prompt)
 {
     shardlm_tokenizer *t = load_tok(tu_shared("models/stories260K.gguf"));
