@@ -3,8 +3,10 @@
 # the official `openai` npm package (pinned in package.json) into a cache
 # directory, starts `shardlm serve` on stories260K at world size 2 on
 # 127.0.0.1, drives it with the openai client (openai_client.mjs) and with
-# curl, then checks /metrics and /health, a client disconnect, 401/404/405/
-# 413/429, an engine failure (a killed worker) and an orderly SIGTERM.
+# curl, then checks /metrics and /health, a client disconnect, 32 concurrent
+# requests against each alone (concurrency.mjs; also on a KV pool too small
+# for them, so they are preempted), 401/404/405/413/429, an engine failure
+# (a killed worker) and an orderly SIGTERM.
 #   run.sh SHARDLM_BIN SHARED_DIR
 # Exit 0: passed; 77: skipped (no model, node or curl outside CI); else failed.
 set -euo pipefail
@@ -43,7 +45,7 @@ command -v curl >/dev/null || skip "curl is not installed"
 # ---- the openai package, installed once into the cache ----
 CACHE=${SHARDLM_E2E_CACHE:-$SRC/.cache/e2e-openai}
 mkdir -p "$CACHE"
-cp "$HERE/package.json" "$HERE/openai_client.mjs" "$CACHE/"
+cp "$HERE/package.json" "$HERE/openai_client.mjs" "$HERE/concurrency.mjs" "$CACHE/"
 WANT=$(node -p "require('$HERE/package.json').dependencies.openai")
 HAVE=$(node -p "try { require('$CACHE/node_modules/openai/package.json').version } catch { '' }")
 if [ "$HAVE" != "$WANT" ]; then
@@ -156,6 +158,16 @@ grep -q 'finished_reason="length"} [1-9]' "$WORK/metrics.txt" || fail "no length
 [ "$(metric prefix_cache_hits_total)" -gt 0 ] || fail "repeated prompts gave no prefix-cache hit"
 awk '/^shardlm:allreduce_seconds_total/ { exit !($2 > 0) }' "$WORK/metrics.txt" || fail "no all-reduce time at W=2"
 ok "/metrics has every metric, with counts"
+
+# ---- a batch must not change results; a tiny KV pool completes by preemption ----
+(cd "$CACHE" && timeout 300 node concurrency.mjs "$BASE" "$KEY" 32 48) || fail "32 concurrent requests (W=2)"
+start tinykv --world-size 2 --kv-cache-mb 0.1
+TINY_PID=$SRV_PID
+grep -q "KV pool: 10 blocks" "$WORK/tinykv.log" || fail "expected a 10-block pool: $(grep 'KV pool' "$WORK/tinykv.log")"
+(cd "$CACHE" && timeout 300 node concurrency.mjs "http://127.0.0.1:$PORT" "" 32 48) ||
+  fail "32 concurrent requests on a 10-block KV pool"
+ok "a 10-block KV pool (160 tokens) still completes 32 requests of ~60 tokens, unchanged"
+kill -TERM "$TINY_PID"
 
 # ---- 429 from a full queue, on a second server (W=1, one sequence, queue 1) ----
 start small --max-seqs 1 --max-queue 1
