@@ -17,6 +17,9 @@ typedef enum {
     SHARDLM_DT_Q4_K = 12,
     SHARDLM_DT_Q6_K = 14,
     SHARDLM_DT_BF16 = 30,
+    /* Q4_0 repacked at load time (shardlm_repack): in memory only, never in
+     * a file, so its id is far above ggml's. */
+    SHARDLM_DT_Q4_0_R8 = 1000,
 } shardlm_dtype;
 
 #define SHARDLM_QK 32    /* elements per Q4_0 / Q8_0 block */
@@ -46,6 +49,8 @@ uint16_t shardlm_f32_to_bf16(float f);
  * Q4_K/Q6_K quantisation is a simple reference method (not ggml's search
  * for the best scales); its error bound is stated in kernels/cpu/quant_k.c. */
 void shardlm_dequant_row(shardlm_dtype t, const void *src, float *dst, size_t n);
+/* (Neither takes SHARDLM_DT_Q4_0_R8, whose rows are interleaved: see
+ * shardlm_repack and shardlm_dequant_mat_row.) */
 void shardlm_quant_row(shardlm_dtype t, const float *src, void *dst, size_t n);
 
 /* ---- scalar reference kernels ---- */
@@ -88,15 +93,35 @@ int shardlm_cpu_physical_cores(void);
 /* ---- optimised CPU kernels (SIMD path chosen once from cpuid) ---- */
 
 /* Same result as shardlm_ref_matmul, for F32, F16, BF16, Q8_0, Q4_0, Q4_K
- * and Q6_K. For the quantised types the activations are quantised to 8-bit blocks (one f32
- * scale per 32 values) and the inner loops are integer dot products, so the
- * result differs from the reference by that quantisation error. pool may be
- * NULL (single-threaded). Not reentrant on one pool. */
+ * and Q6_K (and Q4_0_R8: bitwise the result of its plain Q4_0 matrix).
+ * For the quantised types the activations are quantised to 8-bit blocks
+ * (one f32 scale per 32 values) and the inner loops are integer dot
+ * products, so the result differs from the reference by that quantisation
+ * error. pool may be NULL (single-threaded). Not reentrant on one pool. */
 void shardlm_matmul(shardlm_pool *pool, shardlm_dtype t, const void *w, size_t rows, size_t cols,
                     const float *x, size_t n, float *y);
 void shardlm_rmsnorm(float *out, const float *x, const float *weight, size_t n, float eps);
 void shardlm_softmax(float *x, size_t n);
 void shardlm_silu_mul(float *a, const float *b, size_t n);
+
+/* ---- load-time repacking ----
+ * Q4_0 as SHARDLM_DT_Q4_0_R8: rows in groups of 8; per group, for each run
+ * of 8 blocks (the last run may be shorter, k blocks), the 8 rows' f16
+ * scales (row-major, 8 x k) and then the 8 rows' nibbles (8 x 16k bytes,
+ * each row's blocks adjacent). A group is one sequential stream whose
+ * scales load as one vector. The last rows % 8 rows stay plain Q4_0 after
+ * the groups. Same total size as Q4_0; shardlm_matmul gives bitwise the
+ * same result as for the plain matrix on every path. */
+
+/* When t is Q4_0, cols % 32 == 0, rows >= 8 and the kernels in use have a
+ * faster repacked path (SHARDLM_REPACK=0 in the environment turns this
+ * off): *dst = a new malloc'd repacked copy, *dst_type = its type. Otherwise
+ * *dst = NULL and *dst_type = t. Returns 0, or SHARDLM_ENOMEM. */
+int shardlm_repack(shardlm_dtype t, const void *src, size_t rows, size_t cols, void **dst,
+                   shardlm_dtype *dst_type);
+/* Row r of a matrix of type t (rows interleaved, so shardlm_dequant_row
+ * cannot find one from a pointer) to cols floats; t may be any type. */
+void shardlm_dequant_mat_row(shardlm_dtype t, const void *w, size_t rows, size_t cols, size_t r, float *dst);
 
 /* The path in use: "avx512vnni", "avx512", "avx2", "neon" or "scalar".
  * SHARDLM_ISA=scalar|avx2|avx512|avx512vnni|neon in the environment forces

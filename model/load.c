@@ -61,6 +61,20 @@ static int isq_convert(loader *L, shardlm_mat *m)
     return SHARDLM_OK;
 }
 
+/* Replaces a matrix by the kernels' faster load-time layout, when they have
+ * one on this CPU (Q4_0 with AVX2: kernels/cpu/repack.c). */
+static int repack_mat(shardlm_mat *m)
+{
+    void *p;
+    shardlm_dtype t;
+    int rc = shardlm_repack(m->type, m->data, m->rows, m->cols, &p, &t);
+    if (rc || !p) return rc;
+    free(m->data);
+    m->data = p;
+    m->type = t;
+    return SHARDLM_OK;
+}
+
 static void drop_pages(const void *p, size_t n)
 {
     uintptr_t ps = (uintptr_t)sysconf(_SC_PAGESIZE);
@@ -190,6 +204,9 @@ static int load_layer(loader *L, int l, shardlm_layer *ly)
         (rc = load_cols(L, NAME("ffn_down"), hp->ffn, dim, p->ffn0, p->n_ffn, &ly->w_down)))
         return rc;
 #undef NAME
+    shardlm_mat *mats[] = {&ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->w_gate, &ly->w_up, &ly->w_down};
+    for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++)
+        if ((rc = repack_mat(mats[i]))) return rc;
     return SHARDLM_OK;
 }
 
@@ -223,7 +240,10 @@ static int load_all(loader *L)
     if (rc) return rc;
     if ((rc = load_vec(L, "output_norm.weight", hp->dim, &m->output_norm))) return rc;
     const char *out_name = shardlm_gguf_find_tensor(L->g, "output.weight") ? "output.weight" : "token_embd.weight";
-    if ((rc = load_rows(L, out_name, hp->dim, hp->vocab, m->plan.vocab0, m->plan.n_vocab, &m->output))) return rc;
+    /* The embedding stays plain: rows are looked up one at a time. */
+    if ((rc = load_rows(L, out_name, hp->dim, hp->vocab, m->plan.vocab0, m->plan.n_vocab, &m->output)) ||
+        (rc = repack_mat(&m->output)))
+        return rc;
     if (!(m->layers = calloc((size_t)hp->n_layers, sizeof *m->layers))) return SHARDLM_ENOMEM;
     for (int l = 0; l < hp->n_layers; l++) {
         if ((rc = load_layer(L, l, &m->layers[l]))) return rc;

@@ -18,17 +18,21 @@
  * (int8, one block of 32 per weight block), block scale xd[i*nb + b] and
  * xs[i*nb + b] = xd * (sum of the block's 32 int8 values), which Q4_0 uses
  * to remove its +8 nibble offset after an unsigned x signed product. */
-typedef struct {
+typedef struct shardlm_mm_args shardlm_mm_args;
+/* Computes output rows [r0, r1) for every input. */
+typedef void (*shardlm_mm_fn)(const shardlm_mm_args *a, size_t r0, size_t r1);
+
+struct shardlm_mm_args {
     const uint8_t *w;
     size_t row_bytes, rows, cols, n;
     const float *x;
     const int8_t *xq;
     const float *xd, *xs;
     float *y; /* n x rows */
-} shardlm_mm_args;
-
-/* Computes output rows [r0, r1) for every input. */
-typedef void (*shardlm_mm_fn)(const shardlm_mm_args *a, size_t r0, size_t r1);
+    /* For SHARDLM_DT_Q4_0_R8: the plain Q4_0 kernel of the path in use,
+     * for the rows % 8 tail rows and for paths without a repacked kernel. */
+    shardlm_mm_fn q4_0_plain;
+};
 
 /* Quantises one row of cols floats (cols % 32 == 0) to the layout above:
  * q[cols], d[cols/32], s[cols/32]. Every ISA must produce the same bits:
@@ -38,6 +42,8 @@ typedef void (*shardlm_quant_x_fn)(const float *x, size_t cols, int8_t *q, float
 typedef struct {
     const char *name;
     shardlm_mm_fn f32, f16, bf16, q8_0, q4_0;
+    /* SHARDLM_DT_Q4_0_R8; NULL: no faster path, so shardlm_repack declines. */
+    shardlm_mm_fn q4_0_r8;
     /* 1: the Q4_0 kernel wants activations pair-interleaved: each pair of
      * blocks (2k, 2k+1) stored as [2k: 0..15][2k+1: 0..15][2k: 16..31]
      * [2k+1: 16..31]; an odd last block stays as it is. */
@@ -65,7 +71,26 @@ void shardlm_avx2_quant_x(const float *x, size_t cols, int8_t *q, float *d, floa
 void shardlm_avx2_rmsnorm(float *out, const float *x, const float *weight, size_t n, float eps);
 void shardlm_avx2_softmax(float *x, size_t n);
 void shardlm_avx2_silu_mul(float *a, const float *b, size_t n);
+void shardlm_avx2_q4_0_r8(const shardlm_mm_args *a, size_t r0, size_t r1); /* matmul_avx2_r8.c */
 #endif
+
+/* ---- Q4_0_R8 layout (shardlm_kernels.h) ---- */
+
+/* Start of the run of blocks b0.. (b0 % 8 == 0) of group g; every earlier
+ * run is 8 blocks, so this is plain arithmetic. */
+static inline const uint8_t *shardlm_r8_run(const uint8_t *w, size_t row_bytes, size_t g, size_t b0)
+{
+    return w + g * 8 * row_bytes + b0 * 8 * SHARDLM_Q4_0_BYTES;
+}
+/* Copies row r of a Q4_0_R8 matrix out as a plain Q4_0 row. */
+void shardlm_r8_gather_row(const uint8_t *w, size_t rows, size_t cols, size_t r, uint8_t *out);
+/* The Q4_0_R8 kernel of paths without their own: gathers each row to plain
+ * Q4_0 and runs a->q4_0_plain on it. Same result, no faster. */
+void shardlm_r8_generic(const shardlm_mm_args *a, size_t r0, size_t r1);
+/* Runs a->q4_0_plain on rows [r0, r1) of the plain tail (r0 >= rows & ~7). */
+void shardlm_r8_tail(const shardlm_mm_args *a, size_t r0, size_t r1);
+/* 1 when the path in use has its own Q4_0_R8 kernel. */
+int shardlm_isa_has_q4_0_r8(void);
 
 /* A per-pool scratch area that only grows; NULL pool means a per-thread
  * one. Returns NULL when out of memory. */
