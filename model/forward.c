@@ -17,7 +17,6 @@
 struct shardlm_state {
     int n_ctx, max_batch;     /* n_ctx: positions one sequence may reach */
     int n_blocks, block_size; /* the paged KV pool of this rank */
-    int32_t *ident_table;     /* blocks 0..n_blocks-1, for single-sequence use */
     size_t kv_width;          /* local KV heads x head_dim */
     float *k_cache, *v_cache; /* [layer][block][slot][kv_width] */
     uint64_t allreduce_ns;    /* time spent in all-reduce, all steps */
@@ -64,8 +63,6 @@ int shardlm_state_new(const shardlm_model *m, int n_ctx, int n_blocks, int block
     s->block_size = block_size;
     s->kv_width = (size_t)p->n_kv_heads * hd;
     size_t kv = (size_t)hp->n_layers * (size_t)n_blocks * (size_t)block_size * s->kv_width;
-    s->ident_table = malloc((size_t)n_blocks * sizeof(int32_t));
-    for (int b = 0; s->ident_table && b < n_blocks; b++) s->ident_table[b] = b;
     size_t qw = (size_t)p->n_q_heads * hd;
     s->k_cache = calloc(kv, sizeof(float));
     s->v_cache = calloc(kv, sizeof(float));
@@ -84,7 +81,7 @@ int shardlm_state_new(const shardlm_model *m, int n_ctx, int n_blocks, int block
     s->att_scores = malloc((size_t)n_ctx * sizeof(float));
     s->n_score_rows = 1;
     if (!s->k_cache || !s->v_cache || !s->x || !s->xb || !s->xb2 || !s->q || !s->att || !s->k || !s->v ||
-        !s->hb || !s->hb2 || !s->lg_local || !s->lg_all || !s->gather_bytes || !s->att_scores || !s->ident_table) {
+        !s->hb || !s->hb2 || !s->lg_local || !s->lg_all || !s->gather_bytes || !s->att_scores) {
         shardlm_state_free(s);
         shardlm_err_set("out of memory allocating the KV cache: %d blocks of %d positions", n_blocks, block_size);
         return SHARDLM_ENOMEM;
@@ -100,7 +97,7 @@ void shardlm_state_free(shardlm_state *s)
     free(s->x); free(s->xb); free(s->xb2);
     free(s->q); free(s->att); free(s->k); free(s->v);
     free(s->hb); free(s->hb2);
-    free(s->lg_local); free(s->lg_all); free(s->gather_bytes); free(s->att_scores); free(s->ident_table);
+    free(s->lg_local); free(s->lg_all); free(s->gather_bytes); free(s->att_scores);
     free(s);
 }
 
@@ -294,15 +291,4 @@ int shardlm_model_forward_batch(const shardlm_model *m, shardlm_state *s, shardl
     for (int l = 0; l < m->hp.n_layers; l++)
         if ((rc = layer_forward(m, s, comm, l, b, timeout_ms))) return rc;
     return logits_forward(m, s, comm, b->want, b->n, logits, timeout_ms);
-}
-
-int shardlm_model_forward(const shardlm_model *m, shardlm_state *s, shardlm_comm *comm, const int32_t *tokens,
-                          const int32_t *pos, const uint8_t *want, int n, float *logits, int timeout_ms)
-{
-    int32_t seq[n > 0 ? n : 1];
-    memset(seq, 0, sizeof seq);
-    const int32_t *tables[1] = {s->ident_table};
-    int table_len[1] = {s->n_blocks};
-    shardlm_batch b = {n, tokens, pos, seq, want, 1, tables, table_len};
-    return shardlm_model_forward_batch(m, s, comm, &b, logits, timeout_ms);
 }

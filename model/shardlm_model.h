@@ -83,19 +83,14 @@ typedef struct {
     const int *table_len;
 } shardlm_batch;
 
-/* Runs a batch; logits as for shardlm_model_forward. Every rank must call
- * it with the same batch. */
+/* Runs a batch. Logits are computed for the tokens with want[i] != 0 and
+ * gathered to rank 0, which receives them in `logits` as one row of vocab
+ * floats per wanted token, in batch order (workers pass NULL). Every rank
+ * must call it with the same batch. */
 int shardlm_model_forward_batch(const shardlm_model *m, shardlm_state *s, shardlm_comm *comm, const shardlm_batch *b,
                                 float *logits, int timeout_ms);
 /* Runs the kernels of this state's steps on pool (borrowed; NULL: one thread). */
 void shardlm_state_set_pool(shardlm_state *s, shardlm_pool *pool);
 
-/* Runs n tokens of one sequence (sequence 0, KV blocks in order) at
- * positions pos[0..n-1] (each position attends to every earlier position). Logits are computed for the
- * tokens with want[i] != 0 and gathered to rank 0, which receives them in
- * `logits` as n_want rows of vocab floats. Every rank must call this with
- * the same arguments (workers pass logits = NULL). */
-int shardlm_model_forward(const shardlm_model *m, shardlm_state *s, shardlm_comm *comm, const int32_t *tokens,
-                          const int32_t *pos, const uint8_t *want, int n, float *logits, int timeout_ms);
 
 #endif
