@@ -189,10 +189,9 @@ char *srv_body_final(const srv_call_info *ci, srv_choice *ch, int prompt_tokens,
     return print_free(o);
 }
 
-/* "data: JSON\n\n" */
-static char *sse(cJSON *o)
+/* "data: JSON\n\n" from printed JSON, which it frees. */
+static char *sse_text(char *j)
 {
-    char *j = print_free(o);
     if (!j) return NULL;
     size_t n = strlen(j) + 9;
     char *s = malloc(n);
@@ -200,6 +199,8 @@ static char *sse(cJSON *o)
     free(j);
     return s;
 }
+
+static char *sse(cJSON *o) { return sse_text(print_free(o)); }
 
 static cJSON *chunk(const srv_call_info *ci, int choice, cJSON **c_out)
 {
@@ -262,16 +263,7 @@ char *srv_sse_usage(const srv_call_info *ci, int prompt_tokens, int completion_t
     return sse(o);
 }
 
-char *srv_sse_error(const shardlm_server_err *e)
-{
-    char *j = shardlm_server_err_json(e);
-    if (!j) return NULL;
-    size_t n = strlen(j) + 9;
-    char *s = malloc(n);
-    if (s) snprintf(s, n, "data: %s\n\n", j);
-    free(j);
-    return s;
-}
+char *srv_sse_error(const shardlm_server_err *e) { return sse_text(shardlm_server_err_json(e)); }
 
 char *srv_body_models(const char *model, long created)
 {
