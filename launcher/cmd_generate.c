@@ -15,6 +15,7 @@
 #include "shardlm_cli.h"
 #include "shardlm_common.h"
 #include "shardlm_launch.h"
+#include "sampling.h"
 
 typedef struct {
     shardlm_node_opts node;
@@ -165,12 +166,22 @@ static void gen_emit(const shardlm_tokenizer *tok, shardlm_detok *d, int32_t id)
 static int gen_decode(gen_run *g, const gen_opts *o, shardlm_detok *d, int pos)
 {
     const shardlm_tokenizer *tok = g->node->tok;
-    shardlm_sampler smp = {o->temp, o->top_p, 0};
-    shardlm_sampler_seed(&smp, o->seed);
-    int n_ctx = shardlm_engine_n_ctx(g->node->engine);
+    /* the same per-sequence sampler as `serve`, with temperature and top_p */
+    shardlm_sampling_params sp = shardlm_sampling_params_default();
+    sp.temperature = o->temp;
+    sp.top_p = o->top_p;
+    sp.seed = o->seed;
+    sp.has_seed = 1;
+    shardlm_seq_sampler *smp;
+    if (shardlm_seq_sampler_new(&sp, NULL, 0, 0, &smp)) return SHARDLM_ENOMEM;
+    int n_ctx = shardlm_engine_n_ctx(g->node->engine), rc = SHARDLM_OK;
     double t0 = shardlm_now_s();
     for (int i = 0; i < o->n_new; i++) {
-        int32_t next = shardlm_sampler_sample(&smp, g->logits, g->vocab);
+        int32_t next = shardlm_seq_sample(smp, &sp, g->logits, g->vocab, NULL);
+        if (next < 0) {
+            rc = SHARDLM_ENOMEM;
+            break;
+        }
         if (next == shardlm_tokenizer_eos(tok) || next == shardlm_tokenizer_bos(tok)) break;
         gen_emit(tok, d, next);
         if (i + 1 == o->n_new) break;
@@ -179,13 +190,13 @@ static int gen_decode(gen_run *g, const gen_opts *o, shardlm_detok *d, int pos)
             break;
         }
         uint8_t want = 1;
-        int rc = gen_step(g, &next, &pos, &want, 1);
-        if (rc) return rc;
+        if ((rc = gen_step(g, &next, &pos, &want, 1))) break;
         pos++;
         g->n_decoded++;
     }
     g->decode_s = shardlm_now_s() - t0;
-    return SHARDLM_OK;
+    shardlm_seq_sampler_free(smp);
+    return rc;
 }
 
 static int gen_generate(gen_run *g, const gen_opts *o)

@@ -1,4 +1,4 @@
-/* shardlm_runtime.h - rank 0's engine loop and sampler, and the workers'
+/* shardlm_runtime.h - rank 0's lockstep engine step, and the workers'
  * step loop. Rank 0 decides everything: each step it sends one Step message
  * over the control channel, then every rank runs the same forward pass in
  * lockstep. Workers never decide anything by themselves. */
@@ -51,16 +51,5 @@ void shardlm_engine_shutdown(shardlm_engine *e, const char *reason);
  * something fails (returns its status). idle_timeout_ms bounds the wait for
  * the next message. */
 int shardlm_engine_worker_loop(shardlm_engine *e, int idle_timeout_ms);
-
-/* ---- sampler ---- */
-typedef struct {
-    float temperature; /* 0: greedy */
-    float top_p;       /* 1: off */
-    uint64_t rng;      /* state; seed with shardlm_sampler_seed */
-} shardlm_sampler;
-
-void shardlm_sampler_seed(shardlm_sampler *s, uint64_t seed);
-/* Picks a token from n logits; may overwrite logits. */
-int32_t shardlm_sampler_sample(shardlm_sampler *s, float *logits, int n);
 
 #endif

@@ -724,35 +724,6 @@ Test(sampling, finish_reason)
     cr_assert_null(shardlm_finish_reason_str(SHARDLM_FINISH_NONE));
 }
 
-/* ---- the `shardlm generate` sampler is unchanged ---- */
-
-static const float gen_logits[16] = {1.2f, -0.5f, 3.1f, 0.0f, 2.2f, 2.9f, -1.0f, 0.7f,
-                                     2.5f, 1.9f, -2.0f, 0.3f, 3.0f, 1.1f, -0.2f, 2.0f};
-
-static void gen_expect(float temp, float top_p, uint64_t seed, const int32_t *want)
-{
-    shardlm_sampler s = {temp, top_p, 0};
-    shardlm_sampler_seed(&s, seed);
-    for (int i = 0; i < 40; i++) {
-        float l[16];
-        memcpy(l, gen_logits, sizeof l);
-        cr_assert_eq(shardlm_sampler_sample(&s, l, 16), want[i], "temp %g top_p %g step %d", temp, top_p, i);
-    }
-}
-
-Test(sampling, generate_sampler_unchanged)
-{
-    /* Recorded from runtime/sampler.c before this module existed. */
-    const int32_t plain[40] = {4, 12, 12, 15, 12, 12, 2, 5, 4, 9, 5, 4, 12, 2, 2,  8, 4, 4,  15, 4,
-                               5, 9,  5,  5,  5,  4,  8, 12, 8, 12, 2, 2, 5, 15, 8, 8, 12, 5, 12, 5};
-    const int32_t nucleus[40] = {5, 8, 2, 2, 12, 12, 8, 2,  12, 5,  5, 5, 5,  8, 2, 12, 8, 8, 12, 5,
-                                 2, 2, 12, 12, 5, 2, 12, 8, 5, 12, 2, 2, 5, 2, 5, 5,  12, 8, 8, 8};
-    int32_t greedy[40];
-    for (int i = 0; i < 40; i++) greedy[i] = 2;
-    gen_expect(0.8f, 1.0f, 42, plain);
-    gen_expect(0.8f, 0.7f, 7, nucleus);
-    gen_expect(0.0f, 1.0f, 1, greedy);
-}
 
 /* ---- cost per token at vocab 32000 (printed, not asserted) ---- */
 
