@@ -50,4 +50,23 @@ void shardlm_comm_destroy(shardlm_comm *c);
 /* World size 1: every collective is a copy or a no-op. */
 int shardlm_comm_local_create(shardlm_comm **out);
 
+/* MPI (collectives/comm_mpi.c; an MPI build only, else these fail with a
+ * message saying so). Waits poll a non-blocking MPI call and sleep between
+ * polls, so ranks sharing cores do not spin, and give up at the timeout. */
+int shardlm_comm_mpi_built(void);
+/* Whether this process was started by mpirun/mpiexec (PMI or Open MPI
+ * variables in the environment). */
+int shardlm_comm_mpi_launched(void);
+/* MPI_Init_thread once per process; rank, world and the ranks on this
+ * node (local_rank, local_size). Any pointer may be NULL. */
+int shardlm_comm_mpi_init(int *rank, int *world, int *local_rank, int *local_size);
+/* A communicator over MPI_COMM_WORLD (after shardlm_comm_mpi_init). */
+int shardlm_comm_mpi_create(shardlm_comm **out);
+/* Broadcasts bytes from rank 0 over MPI_COMM_WORLD (bootstrap only, before
+ * any communicator exists: the NCCL id, rank 0's control address). */
+int shardlm_comm_mpi_bcast_bootstrap(void *buf, size_t bytes, int timeout_ms);
+/* The MPI library's version string ("" when not built with MPI). */
+const char *shardlm_comm_mpi_version(void);
+void shardlm_comm_mpi_finalize(void);
+
 #endif
