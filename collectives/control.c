@@ -30,6 +30,15 @@ struct shardlm_ctrl {
     void *watch_ctx;
 };
 
+int shardlm_ctrl_port(const shardlm_ctrl *c)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (!c || c->listen_fd < 0 || getsockname(c->listen_fd, (struct sockaddr *)&ss, &sl)) return -1;
+    if (ss.ss_family == AF_INET6) return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+}
+
 void shardlm_ctrl_set_watch(shardlm_ctrl *c, int (*watch)(void *ctx), void *ctx)
 {
     c->watch = watch;

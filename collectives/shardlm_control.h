@@ -28,6 +28,8 @@ typedef struct shardlm_ctrl shardlm_ctrl;
 
 /* Rank 0: binds and listens (before the workers start connecting). */
 int shardlm_ctrl_listen(const char *host, int port, int world_size, shardlm_ctrl **out);
+/* Rank 0: the port it listens on (port 0 in listen picks a free one). */
+int shardlm_ctrl_port(const shardlm_ctrl *c);
 /* Rank 0: accepts world_size - 1 workers and checks each handshake against
  * `mine`. A mismatch is answered with a refusal naming the difference, and
  * fails here too with SHARDLM_EINPUT. */
