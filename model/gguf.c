@@ -406,6 +406,7 @@ const char *shardlm_gguf_path(const shardlm_gguf *g) { return g->path; }
 uint32_t shardlm_gguf_version(const shardlm_gguf *g) { return g->version; }
 uint64_t shardlm_gguf_alignment(const shardlm_gguf *g) { return g->alignment; }
 uint64_t shardlm_gguf_file_size(const shardlm_gguf *g) { return g->size; }
+uint64_t shardlm_gguf_data_offset(const shardlm_gguf *g) { return g->data_off; }
 uint64_t shardlm_gguf_fingerprint(const shardlm_gguf *g) { return g->fingerprint; }
 uint64_t shardlm_gguf_n_tensors(const shardlm_gguf *g) { return g->n_tensors; }
 uint64_t shardlm_gguf_n_kv(const shardlm_gguf *g) { return g->n_kv; }

@@ -14,7 +14,19 @@ typedef struct {
     const shardlm_gguf *g;
     shardlm_model *m;
     shardlm_load_opts opts;
+    shardlm_range_list *rec; /* record mode (ranges.c): note each read, copy nothing */
 } loader;
+
+/* Every read of tensor bytes is announced here first: in record mode it is
+ * all that happens, so shardlm_model_shard_ranges lists exactly what a load
+ * reads. Returns 1 (after noting the range) when the caller must stop. */
+static int load_note(loader *L, int *rc, const shardlm_gguf_tensor *t, uint64_t off, uint64_t len, uint64_t stride,
+                     uint64_t count)
+{
+    if (!L->rec) return 0;
+    *rc = shardlm_range_list_add(L->rec, shardlm_gguf_data_offset(L->g) + t->offset + off, len, stride, count);
+    return 1;
+}
 
 /* ---- in-situ quantisation: F32/F16/BF16 rows to Q8_0/Q4_0 at load ---- */
 
@@ -67,6 +79,7 @@ static int repack_mat(shardlm_mat *m)
 {
     void *p;
     shardlm_dtype t;
+    if (!m->data) return SHARDLM_OK; /* record mode loaded nothing */
     int rc = shardlm_repack(m->type, m->data, m->rows, m->cols, &p, &t);
     if (rc || !p) return rc;
     free(m->data);
@@ -123,6 +136,7 @@ static int load_rows(loader *L, const char *name, uint64_t cols, uint64_t rows, 
     int rc = find_2d(L, name, cols, rows, &t);
     if (rc) return rc;
     size_t rb = shardlm_dtype_row_bytes(t->type, cols);
+    if (load_note(L, &rc, t, rb * row0, rb * nrows, rb * nrows, 1)) return rc;
     out->type = (shardlm_dtype)t->type;
     out->rows = nrows;
     out->cols = cols;
@@ -143,6 +157,8 @@ static int load_cols(loader *L, const char *name, uint64_t cols, uint64_t rows, 
     size_t be = shardlm_dtype_block_elems(t->type), bb = shardlm_dtype_block_bytes(t->type);
     size_t rb = shardlm_dtype_row_bytes(t->type, cols);
     int aligned = col0 % be == 0 && ncols % be == 0;
+    /* aligned: a block-whole piece of every row; otherwise whole rows are dequantised */
+    if (load_note(L, &rc, t, aligned ? col0 / be * bb : 0, aligned ? ncols / be * bb : rb, rb, rows)) return rc;
     out->type = aligned ? (shardlm_dtype)t->type : SHARDLM_DT_F32;
     out->rows = rows;
     out->cols = ncols;
@@ -179,6 +195,9 @@ static int load_vec(loader *L, const char *name, uint64_t n, float **out)
                         (unsigned long long)n);
         return SHARDLM_EINPUT;
     }
+    int rc;
+    if (load_note(L, &rc, t, 0, shardlm_dtype_row_bytes(t->type, n), shardlm_dtype_row_bytes(t->type, n), 1))
+        return rc;
     if (!(*out = load_alloc(L, n * sizeof(float)))) return SHARDLM_ENOMEM;
     shardlm_dequant_row((shardlm_dtype)t->type, t->data, *out, n);
     return SHARDLM_OK;
@@ -247,17 +266,17 @@ static int load_all(loader *L)
     if (!(m->layers = calloc((size_t)hp->n_layers, sizeof *m->layers))) return SHARDLM_ENOMEM;
     for (int l = 0; l < hp->n_layers; l++) {
         if ((rc = load_layer(L, l, &m->layers[l]))) return rc;
-        if (m->plan.rank == 0) shardlm_progress("loading shard", (uint64_t)l + 1, (uint64_t)hp->n_layers);
+        if (m->plan.rank == 0 && !L->rec) shardlm_progress("loading shard", (uint64_t)l + 1, (uint64_t)hp->n_layers);
     }
     return SHARDLM_OK;
 }
 
-int shardlm_model_load(const shardlm_gguf *g, int world, int rank, const shardlm_load_opts *opts,
-                       shardlm_model **out)
+static int load_model(const shardlm_gguf *g, int world, int rank, const shardlm_load_opts *opts,
+                      shardlm_range_list *rec, shardlm_model **out)
 {
     shardlm_model *m = calloc(1, sizeof *m);
     if (!m) return SHARDLM_ENOMEM;
-    loader L = {g, m, {-1, NULL}};
+    loader L = {g, m, {-1, NULL}, rec};
     if (opts) L.opts = *opts;
     if (L.opts.isq >= 0 && L.opts.isq != SHARDLM_DT_Q8_0 && L.opts.isq != SHARDLM_DT_Q4_0) {
         free(m);
@@ -279,6 +298,20 @@ int shardlm_model_load(const shardlm_gguf *g, int world, int rank, const shardlm
     }
     *out = m;
     return SHARDLM_OK;
+}
+
+int shardlm_model_load(const shardlm_gguf *g, int world, int rank, const shardlm_load_opts *opts,
+                       shardlm_model **out)
+{
+    return load_model(g, world, rank, opts, NULL, out);
+}
+
+int shardlm_model_record_reads(const shardlm_gguf *g, int world, int rank, shardlm_range_list *l)
+{
+    shardlm_model *m = NULL;
+    int rc = load_model(g, world, rank, NULL, l, &m);
+    shardlm_model_free(m);
+    return rc;
 }
 
 static void mat_free(shardlm_mat *x) { free(x->data); }

@@ -32,4 +32,16 @@ struct shardlm_model {
     int *vocab_counts; /* n_vocab of every rank, for the logits gather */
 };
 
+/* ranges.c: a growable list of byte ranges. The loader in record mode
+ * appends what each read would touch instead of copying it. */
+typedef struct {
+    shardlm_byte_range *v;
+    size_t n, cap;
+} shardlm_range_list;
+int shardlm_range_list_add(shardlm_range_list *l, uint64_t offset, uint64_t length, uint64_t stride,
+                           uint64_t count);
+/* load.c: runs the loader for (world, rank) in record mode: every tensor read
+ * goes into l, nothing is copied. */
+int shardlm_model_record_reads(const shardlm_gguf *g, int world, int rank, shardlm_range_list *l);
+
 #endif

@@ -50,6 +50,9 @@ const char *shardlm_gguf_path(const shardlm_gguf *g);
 uint32_t shardlm_gguf_version(const shardlm_gguf *g);
 uint64_t shardlm_gguf_alignment(const shardlm_gguf *g);
 uint64_t shardlm_gguf_file_size(const shardlm_gguf *g);
+/* File offset of the tensor data section (the end of the header, metadata,
+ * tensor table and padding): the bytes the fingerprint covers. */
+uint64_t shardlm_gguf_data_offset(const shardlm_gguf *g);
 /* Hash of the header, metadata and tensor table: equal files, equal prints. */
 uint64_t shardlm_gguf_fingerprint(const shardlm_gguf *g);
 

@@ -58,6 +58,23 @@ const shardlm_shard_plan *shardlm_model_plan(const shardlm_model *m);
 /* Bytes of weights this rank holds. */
 size_t shardlm_model_shard_bytes(const shardlm_model *m);
 
+/* Bytes of a file: count pieces of length bytes, stride bytes apart, the
+ * first at offset. A contiguous range has count 1 and stride == length. */
+typedef struct {
+    uint64_t offset, length, stride;
+    uint32_t count;
+} shardlm_byte_range;
+
+/* Exactly the bytes of g that shardlm_model_load(g, world, rank, ...) reads,
+ * plus the header [0, data offset), sorted by offset and not overlapping
+ * (model/ranges.c). A file holding only these bytes, with anything in the
+ * gaps, loads the same shard. Free *out with free(). */
+int shardlm_model_shard_ranges(const shardlm_gguf *g, int world, int rank, shardlm_byte_range **out, size_t *n);
+/* Sum of the piece lengths of n ranges. */
+uint64_t shardlm_byte_ranges_total(const shardlm_byte_range *r, size_t n);
+/* A hash of the range list itself: says which bytes a shard cache holds. */
+uint64_t shardlm_byte_ranges_hash(const shardlm_byte_range *r, size_t n);
+
 /* Inference state: the paged KV cache of this rank's heads (n_blocks
  * blocks of block_size positions; 0 blocks: enough for one sequence of
  * n_ctx positions) and scratch for batches of up to max_batch tokens. */
