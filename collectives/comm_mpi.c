@@ -54,11 +54,26 @@ static int mpi_fail(int rank, const char *what, int err)
     return SHARDLM_EPEER;
 }
 
-/* Waits for one request: ~50 us of MPI_Test, then yield until 2 ms, then
- * sleep 100 us per poll. Returns ETIMEDOUT at the deadline. */
+static int g_spin_us = -1, g_yield_us, g_sleep_us;
+
+static int env_us(const char *name, int dflt)
+{
+    const char *v = getenv(name);
+    return v && *v ? atoi(v) : dflt;
+}
+
+/* Waits for one request: spin on MPI_Test for SHARDLM_MPI_SPIN_US, then
+ * yield until SHARDLM_MPI_YIELD_US, then sleep SHARDLM_MPI_SLEEP_US per
+ * poll. Returns ETIMEDOUT at the deadline. */
 static int mpi_wait(int rank, MPI_Request *req, const char *what, int timeout_ms)
 {
-    uint64_t t0 = shardlm_now_ns(), spin_end = t0 + 50000, yield_end = t0 + 2000000;
+    if (g_spin_us < 0) {
+        g_yield_us = env_us("SHARDLM_MPI_YIELD_US", 2000);
+        g_sleep_us = env_us("SHARDLM_MPI_SLEEP_US", 100);
+        g_spin_us = env_us("SHARDLM_MPI_SPIN_US", 50);
+    }
+    uint64_t t0 = shardlm_now_ns(), spin_end = t0 + (uint64_t)g_spin_us * 1000;
+    uint64_t yield_end = t0 + (uint64_t)g_yield_us * 1000;
     uint64_t deadline = t0 + (uint64_t)(timeout_ms > 0 ? timeout_ms : 1) * 1000000;
     for (;;) {
         int done = 0, err = MPI_Test(req, &done, MPI_STATUS_IGNORE);
@@ -76,7 +91,7 @@ static int mpi_wait(int rank, MPI_Request *req, const char *what, int timeout_ms
             sched_yield();
             continue;
         }
-        struct timespec ts = {0, 100000};
+        struct timespec ts = {0, (long)g_sleep_us * 1000};
         nanosleep(&ts, NULL);
     }
 }

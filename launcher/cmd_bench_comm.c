@@ -17,6 +17,7 @@
 typedef struct {
     int world, json, iters, timeout_ms;
     size_t min_bytes, max_bytes;
+    const char *comm; /* "ring" or "mpi" */
 } bench_opts;
 
 typedef struct {
@@ -27,9 +28,12 @@ typedef struct {
 static void bench_usage(FILE *f)
 {
     fprintf(f, "usage: shardlm bench-comm --world-size W [--json] [--min-bytes B] [--max-bytes B]\n"
-               "                          [--iters N] [--timeout-ms T]\n"
-               "  Times the ring all-reduce of B bytes of f32 (B doubling from --min-bytes,\n"
+               "                          [--iters N] [--timeout-ms T] [--comm ring|mpi]\n"
+               "       mpirun -np W shardlm bench-comm --comm mpi [options]\n"
+               "  Times the all-reduce of B bytes of f32 (B doubling from --min-bytes,\n"
                "  default 4096, to --max-bytes, default 67108864) across W local ranks.\n"
+               "  --comm ring     the TCP ring (default; rank 0 spawns the others)\n"
+               "  --comm mpi      MPI_Iallreduce, under mpirun (the default under mpirun)\n"
                "  --iters N       timed iterations per size (default: 200 up to 256 KiB,\n"
                "                  50 up to 4 MiB, 20 above), after %d warm-up iterations\n"
                "  --timeout-ms T  deadline of each collective and of the ring set-up (10000)\n"
@@ -62,6 +66,7 @@ static int bench_parse(int argc, char **argv, bench_opts *o)
         }
         if (!v) bad = 1;
         else if (!strcmp(a, "--world-size")) o->world = atoi(v), bad = o->world < 1 || o->world > 1024 || (o->world & (o->world - 1));
+        else if (!strcmp(a, "--comm")) o->comm = v, bad = strcmp(v, "ring") && strcmp(v, "mpi");
         else if (!strcmp(a, "--iters")) o->iters = atoi(v), bad = o->iters < 1 || o->iters > 1000000;
         else if (!strcmp(a, "--timeout-ms")) o->timeout_ms = atoi(v), bad = o->timeout_ms < 1;
         else if (!strcmp(a, "--min-bytes")) bad = bench_parse_size(v, &o->min_bytes);
@@ -76,7 +81,8 @@ static int bench_parse(int argc, char **argv, bench_opts *o)
         }
         i++;
     }
-    if (!o->world) {
+    if (!o->comm) o->comm = shardlm_comm_mpi_launched() ? "mpi" : "ring";
+    if (!o->world && strcmp(o->comm, "mpi")) {
         fprintf(stderr, "shardlm bench-comm: --world-size W is required\n");
         bench_usage(stderr);
         return 2;
@@ -243,11 +249,33 @@ static int bench_as_leader(int argc, char **argv, const bench_opts *o)
     return shardlm_exit_code(rc);
 }
 
+/* Under mpirun: every rank is a copy of this command. */
+static int bench_as_mpi(bench_opts *o)
+{
+    int rank = 0, world = 0;
+    shardlm_comm *c = NULL;
+    int rc = shardlm_comm_mpi_launched() ? shardlm_comm_mpi_init(&rank, &world, NULL, NULL) : SHARDLM_EINPUT;
+    if (rc == SHARDLM_EINPUT && !shardlm_comm_mpi_launched())
+        shardlm_err_set("--comm mpi: run under mpirun (mpirun -np W shardlm bench-comm --comm mpi)");
+    if (!rc && o->world && o->world != world) {
+        shardlm_err_set("--world-size %d does not match mpirun's %d ranks", o->world, world);
+        rc = SHARDLM_EINPUT;
+    }
+    o->world = world;
+    if (!rc) rc = world == 1 ? shardlm_comm_local_create(&c) : shardlm_comm_mpi_create(&c);
+    if (!rc) rc = bench_run(c, o);
+    if (rc) fprintf(stderr, "shardlm bench-comm (rank %d): %s\n", rank, shardlm_err_get());
+    if (c) shardlm_comm_destroy(c);
+    if (!rc) shardlm_comm_mpi_finalize();
+    return shardlm_exit_code(rc);
+}
+
 int shardlm_cmd_bench_comm(int argc, char **argv)
 {
     bench_opts o;
     int code = bench_parse(argc, argv, &o);
     if (code >= 0) return code;
+    if (!strcmp(o.comm, "mpi")) return bench_as_mpi(&o);
     const char *cfg = getenv("RING_CONFIG");
     if (cfg && *cfg) return bench_as_rank(cfg, &o);
     return bench_as_leader(argc, argv, &o);

@@ -43,7 +43,11 @@ static void gen_usage(FILE *f)
             "      --threads N           kernel threads per rank (default: its share of the cores)\n"
             "      --pin-threads         pin each kernel thread to a core\n"
             "      --isq q8_0|q4_0       quantise F32/F16/BF16 weights while loading each shard\n"
-            "      --logits-out FILE     append each step's logits (f32) to FILE\n");
+            "      --logits-out FILE     append each step's logits (f32) to FILE\n"
+            "      --comm KIND           collective backend: auto (default), ring, mpi, nccl\n"
+            "      --device DEV          cpu (default), cuda or cuda:K\n"
+            "Under mpirun every rank runs this same command: rank 0 generates, the others\n"
+            "become workers (`mpirun -np 4 shardlm generate -m MODEL`).\n");
 }
 
 static int gen_parse(int argc, char **argv, gen_opts *o)
@@ -56,7 +60,8 @@ static int gen_parse(int argc, char **argv, gen_opts *o)
         {"ctx", required_argument, 0, 'C'},     {"timeout-ms", required_argument, 0, 't'},
         {"logits-out", required_argument, 0, 'L'}, {"help", no_argument, 0, 'h'},
         {"threads", required_argument, 0, 'j'},  {"pin-threads", no_argument, 0, 'J'},
-        {"isq", required_argument, 0, 'Q'},
+        {"isq", required_argument, 0, 'Q'},      {"comm", required_argument, 0, 'K'},
+        {"device", required_argument, 0, 'D'},
         {0, 0, 0, 0}};
     int c;
     char *end;
@@ -82,6 +87,8 @@ static int gen_parse(int argc, char **argv, gen_opts *o)
         case 'j': o->node.n_threads = (int)strtol(optarg, &end, 10); if (*end || o->node.n_threads < 1 || o->node.n_threads > 1024) BAD("--threads"); break;
         case 'J': o->node.pin_threads = 1; break;
         case 'Q': o->node.isq = shardlm_dtype_parse(optarg); if (o->node.isq != SHARDLM_DT_Q8_0 && o->node.isq != SHARDLM_DT_Q4_0) BAD("--isq (q8_0 or q4_0)"); break;
+        case 'K': o->node.comm = optarg; break;
+        case 'D': o->node.device = optarg; break;
         case 'h': gen_usage(stdout); return 1;
         default: gen_usage(stderr); return SHARDLM_EINPUT;
         }
@@ -111,6 +118,10 @@ typedef struct {
 static void gen_report_loss(gen_run *g, int rc)
 {
     int lost = -1, st = 0;
+    if (shardlm_engine_lost_rank(g->node->engine) > 0) { /* the engine traced it from the workers' faults */
+        fprintf(stderr, "shardlm: %s\n", shardlm_err_get());
+        return;
+    }
     if (g->launch) {
         for (int i = 0; i < 20 && lost < 0; i++) {
             lost = shardlm_launch_poll(g->launch, &st);
@@ -279,6 +290,16 @@ int shardlm_cmd_generate(int argc, char **argv)
     int rc = gen_parse(argc, argv, &o);
     if (rc == 1) return 0;
     if (rc) return 2;
+    int mpi_rank = -1;
+    if ((rc = shardlm_node_mpi_rank(&o.node, &mpi_rank))) {
+        fprintf(stderr, "shardlm: %s\n", shardlm_err_get());
+        return shardlm_exit_code(rc);
+    }
+    if (mpi_rank >= 0 && o.world > 1) {
+        fprintf(stderr, "shardlm: --world-size spawns local workers; under mpirun the world size is -np\n");
+        return 2;
+    }
+    if (mpi_rank > 0) return shardlm_node_worker_main(&o.node, 600000, "generate");
     gen_run g = {0};
     shardlm_node n = {0};
     g.node = &n;

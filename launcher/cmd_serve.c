@@ -54,7 +54,11 @@ static void serve_usage(FILE *f)
             "      --ctx N                     context length (default: the model's)\n"
             "      --threads N                 kernel threads per rank (default: its share of the cores)\n"
             "      --pin-threads               pin each kernel thread to a core\n"
-            "      --timeout-ms MS             collective timeout (default 30000)\n");
+            "      --timeout-ms MS             collective timeout (default 30000)\n"
+            "      --comm KIND                 collective backend: auto (default), ring, mpi, nccl\n"
+            "      --device DEV                cpu (default), cuda or cuda:K\n"
+            "Under mpirun every rank runs this same command: rank 0 serves HTTP, the others\n"
+            "become workers (`mpirun -np 4 shardlm serve -m MODEL`).\n");
 }
 
 static int serve_int(const char *s, long lo, long hi, long *out)
@@ -93,6 +97,8 @@ static int serve_opt(serve_opts *o, int c, const char *arg)
     case 'j': if (serve_int(arg, 1, 1024, &v)) return -1; o->node.n_threads = (int)v; return 0;
     case 'J': o->node.pin_threads = 1; return 0;
     case 't': if (serve_int(arg, 1, 1 << 30, &v)) return -1; o->node.timeout_ms = (int)v; return 0;
+    case 'c': o->node.comm = arg; return 0;
+    case 'D': o->node.device = arg; return 0;
     default: return -1;
     }
 }
@@ -109,7 +115,8 @@ static int serve_parse(int argc, char **argv, serve_opts *o)
         {"chat-template", required_argument, 0, 'T'}, {"max-body-kb", required_argument, 0, 'L'},
         {"request-timeout", required_argument, 0, 'R'}, {"ctx", required_argument, 0, 'C'},
         {"threads", required_argument, 0, 'j'}, {"pin-threads", no_argument, 0, 'J'},
-        {"timeout-ms", required_argument, 0, 't'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"timeout-ms", required_argument, 0, 't'}, {"help", no_argument, 0, 'h'},
+        {"comm", required_argument, 0, 'c'},     {"device", required_argument, 0, 'D'}, {0, 0, 0, 0}};
     int c, idx = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:h", opts, &idx)) != -1) {
@@ -296,6 +303,13 @@ int shardlm_cmd_serve(int argc, char **argv)
     int rc = serve_parse(argc, argv, &o);
     if (rc == 1) return 0;
     if (rc) return 2;
+    int mpi_rank = -1;
+    if ((rc = shardlm_node_mpi_rank(&o.node, &mpi_rank)) || (mpi_rank >= 0 && o.world > 1)) {
+        fprintf(stderr, "shardlm: %s\n", rc ? shardlm_err_get() : "--world-size spawns local workers; under mpirun "
+                                                                "the world size is -np");
+        return 2;
+    }
+    if (mpi_rank > 0) return shardlm_node_worker_main(&o.node, 600000, "serve");
     shardlm_chat_template *tpl = NULL;
     if ((rc = serve_template(&o, &tpl))) {
         fprintf(stderr, "shardlm: %s\n", shardlm_err_get());

@@ -61,11 +61,9 @@ int shardlm_cmd_worker(int argc, char **argv)
         shardlm_err_set("%s: field 'rank': rank 0 runs `shardlm generate` (or `serve`), not `worker`", o.ring_config);
         rc = SHARDLM_EINPUT;
     }
-    shardlm_node n = {0};
-    if (!rc) rc = shardlm_node_open(&o, &n);
-    if (!rc) rc = shardlm_node_report_memory(&n, "loaded");
-    if (!rc) rc = shardlm_engine_worker_loop(n.engine, idle_ms);
-    if (rc) fprintf(stderr, "shardlm worker: %s\n", shardlm_err_get());
-    shardlm_node_close(&n);
-    return shardlm_exit_code(rc);
+    if (rc) {
+        fprintf(stderr, "shardlm worker: %s\n", shardlm_err_get());
+        return shardlm_exit_code(rc);
+    }
+    return shardlm_node_worker_main(&o, idle_ms, "worker");
 }

@@ -1,21 +1,135 @@
 /* node.c - see node.h. */
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "node.h"
 #include "shardlm_cli.h"
 #include "shardlm_common.h"
 
+int shardlm_node_comm_kind(const shardlm_node_opts *o, const char **kind)
+{
+    const char *c = o->comm ? o->comm : "auto";
+    if (!strcmp(c, "auto")) {
+        if (o->device && !strncmp(o->device, "cuda", 4)) *kind = "nccl";
+        else if (shardlm_comm_mpi_launched() && !o->ring_config && !getenv("RING_CONFIG")) *kind = "mpi";
+        else *kind = "ring";
+        return SHARDLM_OK;
+    }
+    if (strcmp(c, "ring") && strcmp(c, "mpi") && strcmp(c, "nccl")) {
+        shardlm_err_set("--comm '%s': expected auto, ring, mpi or nccl", c);
+        return SHARDLM_EINPUT;
+    }
+    *kind = c;
+    return SHARDLM_OK;
+}
+
+/* Rank and world come from MPI for --comm mpi, and for nccl under mpirun
+ * when no RING_CONFIG names the ranks. */
+static int node_uses_mpi(const shardlm_node_opts *o, const char *kind)
+{
+    if (!strcmp(kind, "mpi")) return 1;
+    return !strcmp(kind, "nccl") && shardlm_comm_mpi_launched() && !o->ring_config && !getenv("RING_CONFIG");
+}
+
+int shardlm_node_mpi_rank(const shardlm_node_opts *o, int *rank)
+{
+    const char *kind;
+    *rank = -1;
+    int rc = shardlm_node_comm_kind(o, &kind);
+    if (rc || !node_uses_mpi(o, kind)) return rc;
+    if (!shardlm_comm_mpi_launched()) {
+        shardlm_err_set("--comm %s: not started by mpirun (no PMI_RANK in the environment); use --comm ring "
+                        "with --world-size or RING_CONFIG", kind);
+        return SHARDLM_EINPUT;
+    }
+    return shardlm_comm_mpi_init(rank, NULL, NULL, NULL);
+}
+
+/* Where workers reach rank 0's control channel under mpirun:
+ * SHARDLM_MASTER_IP, else loopback when every rank is on this machine, else
+ * the first non-loopback IPv4 address of this host's name. */
+static int node_master_ip(const shardlm_node *n, char *ip, size_t cap)
+{
+    const char *env = getenv("SHARDLM_MASTER_IP");
+    if (env && *env) {
+        snprintf(ip, cap, "%s", env);
+        return SHARDLM_OK;
+    }
+    if (n->local_ranks == n->world) {
+        snprintf(ip, cap, "127.0.0.1");
+        return SHARDLM_OK;
+    }
+    char host[256] = "";
+    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res = NULL;
+    if (gethostname(host, sizeof host - 1) == 0 && getaddrinfo(host, NULL, &hints, &res) == 0) {
+        for (struct addrinfo *a = res; a; a = a->ai_next) {
+            const struct sockaddr_in *sa = (const struct sockaddr_in *)a->ai_addr;
+            if ((ntohl(sa->sin_addr.s_addr) >> 24) == 127) continue;
+            inet_ntop(AF_INET, &sa->sin_addr, ip, (socklen_t)cap);
+            freeaddrinfo(res);
+            return SHARDLM_OK;
+        }
+        freeaddrinfo(res);
+    }
+    shardlm_err_set("rank 0 (host '%s') has no non-loopback IPv4 address for the control channel; "
+                    "set SHARDLM_MASTER_IP", host);
+    return SHARDLM_EINPUT;
+}
+
+/* Under mpirun: rank 0 opens the control channel on SHARDLM_MASTER_PORT (or
+ * a free port) and tells every rank where it is with one MPI broadcast. */
+static int node_config_mpi(const shardlm_node_opts *o, shardlm_node *n)
+{
+    int rc = shardlm_comm_mpi_init(&n->rank, &n->world, &n->local_rank, &n->local_ranks);
+    if (rc) return rc;
+    n->mpi = 1;
+    n->cfg.rank = n->rank;
+    n->cfg.world_size = n->world;
+    struct {
+        char ip[256];
+        int32_t port, status;
+    } where = {"", 0, 0};
+    if (n->rank == 0 && n->world > 1) {
+        const char *p = getenv("SHARDLM_MASTER_PORT");
+        rc = node_master_ip(n, where.ip, sizeof where.ip);
+        if (!rc) rc = shardlm_ctrl_listen(where.ip, p ? atoi(p) : 0, n->world, &n->ctrl);
+        where.port = rc ? -1 : shardlm_ctrl_port(n->ctrl);
+        where.status = rc;
+    }
+    /* every rank takes part, even when rank 0 failed, so none waits forever */
+    int brc = n->world > 1 ? shardlm_comm_mpi_bcast_bootstrap(&where, sizeof where, o->connect_timeout_ms) : 0;
+    if (rc || brc) return rc ? rc : brc;
+    if (where.status) {
+        shardlm_err_set("rank 0 could not open the control channel (its error is above)");
+        return SHARDLM_ERUNTIME;
+    }
+    snprintf(n->cfg.master_ip, sizeof n->cfg.master_ip, "%s", where.ip);
+    n->cfg.master_port = where.port;
+    return SHARDLM_OK;
+}
+
 static int node_config(const shardlm_node_opts *o, shardlm_node *n)
 {
+    int rc = shardlm_node_comm_kind(o, &n->comm_kind);
+    n->local_ranks = o->local_ranks;
+    if (rc) return rc;
+    if (node_uses_mpi(o, n->comm_kind)) {
+        int r;
+        if ((rc = shardlm_node_mpi_rank(o, &r))) return rc;
+        return node_config_mpi(o, n);
+    }
     if (!o->ring_config) {
         n->rank = 0;
         n->world = 1;
         return SHARDLM_OK;
     }
-    int rc = shardlm_ring_config_load(o->ring_config, &n->cfg);
+    rc = shardlm_ring_config_load(o->ring_config, &n->cfg);
     if (rc) return rc;
     n->rank = n->cfg.rank;
     n->world = n->cfg.world_size;
@@ -27,10 +141,11 @@ static int node_config(const shardlm_node_opts *o, shardlm_node *n)
 static int node_handshake(const shardlm_node_opts *o, shardlm_node *n, uint64_t fp, int *n_ctx, int *max_batch,
                           int *isq)
 {
-    shardlm_ctrl_hello h = {fp, n->world, n->rank, "ring", *n_ctx, *max_batch, *isq, n->kv_blocks, n->block_size};
-    int rc;
+    shardlm_ctrl_hello h = {fp,         n->world,      n->rank,       n->comm_kind, *n_ctx,
+                            *max_batch, *isq,          n->kv_blocks, n->block_size};
+    int rc = SHARDLM_OK;
     if (n->rank == 0) {
-        rc = shardlm_ctrl_listen(n->cfg.master_ip, n->cfg.master_port, n->world, &n->ctrl);
+        if (!n->ctrl) rc = shardlm_ctrl_listen(n->cfg.master_ip, n->cfg.master_port, n->world, &n->ctrl);
         if (!rc && o->watch) shardlm_ctrl_set_watch(n->ctrl, o->watch, o->watch_ctx);
         if (!rc) rc = shardlm_ctrl_accept_all(n->ctrl, &h, o->connect_timeout_ms);
         return rc;
@@ -46,10 +161,10 @@ static int node_handshake(const shardlm_node_opts *o, shardlm_node *n, uint64_t 
     return rc;
 }
 
-static int node_threads(const shardlm_node_opts *o)
+static int node_threads(const shardlm_node_opts *o, const shardlm_node *n)
 {
     if (o->n_threads > 0) return o->n_threads;
-    int local = o->local_ranks > 0 ? o->local_ranks : 1; /* this rank's share of the physical cores */
+    int local = n->local_ranks > 0 ? n->local_ranks : 1; /* this rank's share of the physical cores */
     int t = shardlm_cpu_physical_cores() / local;
     return t < 1 ? 1 : t;
 }
@@ -58,7 +173,7 @@ static int node_model(const shardlm_node_opts *o, shardlm_node *n, shardlm_gguf 
 {
     double t0 = shardlm_now_s();
     shardlm_load_opts lo = {isq, NULL};
-    if (isq >= 0 && node_threads(o) > 1 && shardlm_pool_new(node_threads(o), 0, &lo.pool)) lo.pool = NULL;
+    if (isq >= 0 && node_threads(o, n) > 1 && shardlm_pool_new(node_threads(o, n), 0, &lo.pool)) lo.pool = NULL;
     int rc = shardlm_model_load(g, n->world, n->rank, &lo, &n->model);
     shardlm_pool_free(lo.pool);
     if (rc) return rc;
@@ -87,6 +202,21 @@ static int node_kv_pool(const shardlm_node_opts *o, shardlm_node *n, const shard
     return SHARDLM_OK;
 }
 
+static int node_comm(const shardlm_node_opts *o, shardlm_node *n)
+{
+    if (n->world == 1) return shardlm_comm_local_create(&n->comm);
+    if (!strcmp(n->comm_kind, "mpi")) return shardlm_comm_mpi_create(&n->comm);
+    if (!strcmp(n->comm_kind, "nccl")) {
+        shardlm_err_set("--comm nccl: not wired yet");
+        return SHARDLM_EINPUT;
+    }
+    if (n->mpi) {
+        shardlm_err_set("--comm ring under mpirun needs RING_CONFIG files; use --comm mpi");
+        return SHARDLM_EINPUT;
+    }
+    return shardlm_ring_comm_create(&n->cfg, o->connect_timeout_ms, &n->comm);
+}
+
 int shardlm_node_open(const shardlm_node_opts *o, shardlm_node *n)
 {
     memset(n, 0, sizeof *n);
@@ -107,12 +237,11 @@ int shardlm_node_open(const shardlm_node_opts *o, shardlm_node *n)
         rc = shardlm_tokenizer_from_gguf(g, &n->tok);
     }
     if (!rc && n->world > 1) rc = node_handshake(o, n, shardlm_gguf_fingerprint(g), &n_ctx, &max_batch, &isq);
-    if (!rc && n->world > 1) rc = shardlm_ring_comm_create(&n->cfg, o->connect_timeout_ms, &n->comm);
-    if (!rc && n->world == 1) rc = shardlm_comm_local_create(&n->comm);
+    if (!rc) rc = node_comm(o, n);
     if (!rc) rc = node_model(o, n, g, &n_ctx, isq);
     shardlm_gguf_close(g); /* the shard has been copied out: release the mapping */
     if (!rc) rc = shardlm_comm_barrier(n->comm, o->load_timeout_ms);
-    int threads = node_threads(o);
+    int threads = node_threads(o, n);
     n->n_threads = threads;
     shardlm_engine_opts eo = {n_ctx, max_batch, n->kv_blocks, n->block_size, o->timeout_ms, threads, o->pin_threads};
     if (!rc) rc = shardlm_engine_new(n->model, n->comm, n->ctrl, &eo, &n->engine);
@@ -121,12 +250,32 @@ int shardlm_node_open(const shardlm_node_opts *o, shardlm_node *n)
 
 void shardlm_node_close(shardlm_node *n)
 {
+    int finalize = n->mpi && n->engine;
     shardlm_engine_free(n->engine);
     shardlm_model_free(n->model);
     if (n->comm) shardlm_comm_destroy(n->comm);
     shardlm_ctrl_close(n->ctrl);
     shardlm_tokenizer_free(n->tok);
     memset(n, 0, sizeof *n);
+    /* MPI_Finalize waits for the other ranks: only after a full bring-up, when
+     * every rank gets here after Shutdown. A failed rank just exits and
+     * mpirun stops the job. */
+    if (finalize) shardlm_comm_mpi_finalize();
+}
+
+int shardlm_node_worker_main(const shardlm_node_opts *o, int idle_ms, const char *who)
+{
+    shardlm_node n = {0};
+    int rc = shardlm_node_open(o, &n);
+    if (!rc && n.rank == 0) {
+        shardlm_err_set("rank 0 cannot run as a worker");
+        rc = SHARDLM_EINPUT;
+    }
+    if (!rc) rc = shardlm_node_report_memory(&n, "loaded");
+    if (!rc) rc = shardlm_engine_worker_loop(n.engine, idle_ms);
+    if (rc) fprintf(stderr, "shardlm %s (rank %d): %s\n", who, n.rank, shardlm_err_get());
+    shardlm_node_close(&n);
+    return shardlm_exit_code(rc);
 }
 
 int shardlm_node_report_memory(shardlm_node *n, const char *when)

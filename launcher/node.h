@@ -26,6 +26,8 @@ typedef struct {
     int block_size;          /* rank 0: positions per KV block (default 16) */
     int (*watch)(void *ctx); /* rank 0: polled while waiting for workers */
     void *watch_ctx;
+    const char *comm;        /* --comm: "auto" (NULL), "ring", "mpi" or "nccl" */
+    const char *device;      /* --device: NULL or "cpu", "cuda" or "cuda:K" */
 } shardlm_node_opts;
 
 typedef struct {
@@ -39,7 +41,21 @@ typedef struct {
     double load_s;
     int n_threads;
     int kv_blocks, block_size; /* the KV pool every rank holds */
+    const char *comm_kind;     /* "ring", "mpi", "nccl" (resolved from --comm) */
+    int mpi;                   /* rank and world came from mpirun */
+    int local_rank, local_ranks;
 } shardlm_node;
+
+/* Resolves --comm: auto picks nccl for a CUDA --device, mpi under mpirun,
+ * and otherwise the ring. Fails with SHARDLM_EINPUT on an unknown name. */
+int shardlm_node_comm_kind(const shardlm_node_opts *o, const char **kind);
+/* Under mpirun (with an MPI backend): initialises MPI and returns this
+ * process's rank in *rank; otherwise *rank = -1. Commands call this first so
+ * ranks other than 0 can turn into workers. */
+int shardlm_node_mpi_rank(const shardlm_node_opts *o, int *rank);
+/* A whole worker rank: open, report memory, run rank 0's steps until told to
+ * stop (or idle_ms passes without a message). Returns the exit status. */
+int shardlm_node_worker_main(const shardlm_node_opts *o, int idle_ms, const char *who);
 
 /* Spawns world-1 local `shardlm worker` processes for o's model on a
  * loopback ring, points o->ring_config at rank 0's config, sets

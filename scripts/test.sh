@@ -12,8 +12,8 @@ scripts/install-deps.sh
 scripts/build.sh release -DSHARDLM_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo
 ctest --test-dir build/release --output-on-failure
 
-scripts/build.sh asan -DSHARDLM_WERROR=ON -DSHARDLM_SANITIZE=address,undefined
+scripts/build.sh asan -DSHARDLM_WERROR=ON -DSHARDLM_SANITIZE=address,undefined -DSHARDLM_CUDA=OFF
 ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build/asan --output-on-failure
 
-scripts/build.sh tsan -DSHARDLM_WERROR=ON -DSHARDLM_SANITIZE=thread
+scripts/build.sh tsan -DSHARDLM_WERROR=ON -DSHARDLM_SANITIZE=thread -DSHARDLM_CUDA=OFF
 ctest --test-dir build/tsan --output-on-failure
