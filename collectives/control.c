@@ -28,6 +28,7 @@ struct shardlm_ctrl {
     size_t cap;
     int (*watch)(void *ctx);
     void *watch_ctx;
+    shardlm_ctrl_weights_req *wreq; /* rank 0: what each worker's Hello asked of its weights */
 };
 
 int shardlm_ctrl_port(const shardlm_ctrl *c)
@@ -154,7 +155,9 @@ int shardlm_ctrl_listen(const char *host, int port, int world_size, shardlm_ctrl
     }
     shardlm_ctrl *c = calloc(1, sizeof *c);
     if (c) c->fds = malloc((size_t)world_size * sizeof(int));
-    if (!c || !c->fds) {
+    if (c) c->wreq = calloc((size_t)world_size, sizeof *c->wreq);
+    if (!c || !c->fds || !c->wreq) {
+        if (c) free(c->fds);
         free(c);
         close(fd);
         return SHARDLM_ENOMEM;
@@ -180,7 +183,7 @@ static const char *hello_mismatch(const Shardlm__Hello *h, const shardlm_ctrl_he
         snprintf(why, cap, "rank %u, outside 1..%d", h->rank, mine->world_size - 1);
     else if (fds[h->rank] >= 0)
         snprintf(why, cap, "rank %u, which another worker already has (duplicate rank)", h->rank);
-    else if (h->model_fingerprint != mine->fingerprint)
+    else if (!h->need_weights && h->model_fingerprint != mine->fingerprint) /* need_weights: rank 0 sends them */
         snprintf(why, cap, "model fingerprint %016llx, rank 0 has %016llx (every rank must load the same model file)",
                  (unsigned long long)h->model_fingerprint, (unsigned long long)mine->fingerprint);
     else if (strcmp(h->backend ? h->backend : "", mine->backend) != 0)
@@ -241,6 +244,8 @@ static int accept_one(shardlm_ctrl *c, int fd, const shardlm_ctrl_hello *mine, u
     }
     const char *bad = hello_mismatch(env->hello, mine, c->fds, why, sizeof why);
     int rank = (int)env->hello->rank;
+    if (!bad) c->wreq[rank] = (shardlm_ctrl_weights_req){env->hello->need_weights, env->hello->model_fingerprint,
+                                                         env->hello->cached_ranges_hash};
     shardlm__envelope__free_unpacked(env, NULL);
     send_ack(fd, bad, mine, deadline, who); /* best effort: the worker reports it too */
     if (bad) {
@@ -310,7 +315,8 @@ static int ctrl_connect_once(const char *host, int port, int *out_fd)
     return rc;
 }
 
-static int ctrl_handshake(shardlm_ctrl *c, shardlm_ctrl_hello *mine, uint64_t deadline)
+static int ctrl_handshake(shardlm_ctrl *c, shardlm_ctrl_hello *mine, const shardlm_ctrl_weights_req *want,
+                          uint64_t deadline)
 {
     Shardlm__Hello h = SHARDLM__HELLO__INIT;
     h.protocol_version = SHARDLM_PROTOCOL_VERSION;
@@ -318,6 +324,11 @@ static int ctrl_handshake(shardlm_ctrl *c, shardlm_ctrl_hello *mine, uint64_t de
     h.world_size = (uint32_t)mine->world_size;
     h.rank = (uint32_t)mine->rank;
     h.backend = (char *)mine->backend;
+    if (want && want->need_weights) {
+        h.need_weights = 1;
+        h.model_fingerprint = want->cached_fingerprint;
+        h.cached_ranges_hash = want->cached_ranges_hash;
+    }
     Shardlm__Envelope env = SHARDLM__ENVELOPE__INIT;
     env.msg_case = SHARDLM__ENVELOPE__MSG_HELLO;
     env.hello = &h;
@@ -340,8 +351,8 @@ static int ctrl_handshake(shardlm_ctrl *c, shardlm_ctrl_hello *mine, uint64_t de
     return rc;
 }
 
-int shardlm_ctrl_connect(const char *host, int port, shardlm_ctrl_hello *mine, int timeout_ms,
-                         shardlm_ctrl **out)
+static int ctrl_connect(const char *host, int port, shardlm_ctrl_hello *mine, const shardlm_ctrl_weights_req *want,
+                        int timeout_ms, shardlm_ctrl **out)
 {
     uint64_t deadline = shardlm_now_ns() + (uint64_t)timeout_ms * 1000000ull;
     shardlm_ctrl *c = calloc(1, sizeof *c);
@@ -365,13 +376,25 @@ int shardlm_ctrl_connect(const char *host, int port, shardlm_ctrl_hello *mine, i
         usleep((useconds_t)delay_ms * 1000);
         if (delay_ms < 500) delay_ms *= 2;
     }
-    int rc = ctrl_handshake(c, mine, deadline);
+    int rc = ctrl_handshake(c, mine, want, deadline);
     if (rc) {
         shardlm_ctrl_close(c);
         return rc;
     }
     *out = c;
     return SHARDLM_OK;
+}
+
+int shardlm_ctrl_connect(const char *host, int port, shardlm_ctrl_hello *mine, int timeout_ms,
+                         shardlm_ctrl **out)
+{
+    return ctrl_connect(host, port, mine, NULL, timeout_ms, out);
+}
+
+int shardlm_ctrl_connect_weights(const char *host, int port, shardlm_ctrl_hello *mine,
+                                 const shardlm_ctrl_weights_req *want, int timeout_ms, shardlm_ctrl **out)
+{
+    return ctrl_connect(host, port, mine, want, timeout_ms, out);
 }
 
 int shardlm_ctrl_broadcast(shardlm_ctrl *c, const Shardlm__Envelope *env, int timeout_ms)
@@ -416,6 +439,27 @@ void shardlm_ctrl_close(shardlm_ctrl *c)
     for (int r = 0; r < c->world; r++)
         if (c->fds[r] >= 0) close(c->fds[r]);
     free(c->fds);
+    free(c->wreq);
     free(c->buf);
     free(c);
+}
+
+/* ---- --weights-from rank0: per-worker messages (launcher/weights.c) ---- */
+
+int shardlm_ctrl_send(shardlm_ctrl *c, int rank, const Shardlm__Envelope *env, int timeout_ms)
+{
+    if (!c || c->listen_fd < 0 || rank < 1 || rank >= c->world || c->fds[rank] < 0) {
+        shardlm_err_set("control channel: no connected worker rank %d to send to", rank);
+        return SHARDLM_ERUNTIME;
+    }
+    char who[32];
+    snprintf(who, sizeof who, "rank %d", rank);
+    return send_env(c->fds[rank], env, shardlm_now_ns() + (uint64_t)timeout_ms * 1000000ull, who);
+}
+
+shardlm_ctrl_weights_req shardlm_ctrl_weights_request(const shardlm_ctrl *c, int rank)
+{
+    shardlm_ctrl_weights_req none = {0, 0, 0};
+    if (!c || !c->wreq || rank < 1 || rank >= c->world) return none;
+    return c->wreq[rank];
 }

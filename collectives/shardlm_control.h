@@ -24,6 +24,14 @@ typedef struct {
     int block_size;      /* decided by rank 0, learnt by workers */
 } shardlm_ctrl_hello;
 
+/* --weights-from rank0: a worker's request for its weights, carried in its
+ * Hello (cached_*: its verified cached copy, 0 when it has none). */
+typedef struct {
+    int need_weights;
+    uint64_t cached_fingerprint;
+    uint64_t cached_ranges_hash;
+} shardlm_ctrl_weights_req;
+
 typedef struct shardlm_ctrl shardlm_ctrl;
 
 /* Rank 0: binds and listens (before the workers start connecting). */
@@ -53,5 +61,17 @@ int shardlm_ctrl_recv(shardlm_ctrl *c, int timeout_ms, Shardlm__Envelope **env);
  * wait_ms for one to show; -1 when none has. */
 int shardlm_ctrl_find_dead(shardlm_ctrl *c, int wait_ms);
 void shardlm_ctrl_close(shardlm_ctrl *c);
+
+/* --weights-from rank0 (launcher/weights.c). Rank 0: sends one message to
+ * worker `rank` only. */
+int shardlm_ctrl_send(shardlm_ctrl *c, int rank, const Shardlm__Envelope *env, int timeout_ms);
+/* Rank 0, after accept_all: whether worker `rank` asked for weights and
+ * which cached copy it has (a need_weights worker's fingerprint is not
+ * checked by the handshake; the transfer settles it). */
+shardlm_ctrl_weights_req shardlm_ctrl_weights_request(const shardlm_ctrl *c, int rank);
+/* Worker: shardlm_ctrl_connect for a worker without the model file; its
+ * Hello asks rank 0 for weights (mine->fingerprint is not used). */
+int shardlm_ctrl_connect_weights(const char *host, int port, shardlm_ctrl_hello *mine,
+                                 const shardlm_ctrl_weights_req *want, int timeout_ms, shardlm_ctrl **out);
 
 #endif
