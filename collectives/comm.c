@@ -20,6 +20,7 @@ static int comm_usable(shardlm_comm *c, const char *op)
                         "it must be destroyed and rebuilt", c->rank, op);
         return SHARDLM_EPEER;
     }
+    c->fault_peer = -1; /* a transport that knows better sets it when the call fails */
     return SHARDLM_OK;
 }
 

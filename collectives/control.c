@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -430,6 +431,133 @@ int shardlm_ctrl_find_dead(shardlm_ctrl *c, int wait_ms)
         usleep(10000);
     } while (deadline_left(deadline) > 0);
     return -1;
+}
+
+int shardlm_ctrl_send_fault(shardlm_ctrl *c, int rank, int peer, const char *error, int timeout_ms)
+{
+    if (!c || c->listen_fd >= 0 || c->fds[0] < 0) return SHARDLM_EINPUT; /* workers only */
+    char keep[512];
+    snprintf(keep, sizeof keep, "%s", shardlm_err_get()); /* the caller reports its own error after this */
+    Shardlm__Fault f = SHARDLM__FAULT__INIT;
+    f.rank = (uint32_t)rank;
+    f.peer = peer;
+    f.error = (char *)(error ? error : "");
+    Shardlm__Envelope env = SHARDLM__ENVELOPE__INIT;
+    env.msg_case = SHARDLM__ENVELOPE__MSG_FAULT;
+    env.fault = &f;
+    int rc = send_env(c->fds[0], &env, shardlm_now_ns() + (uint64_t)timeout_ms * 1000000ull, c->peer);
+    shardlm_err_set("%s", keep);
+    return rc;
+}
+
+/* What rank 0 learnt from one worker after a failed collective. */
+enum { FAULT_SILENT, FAULT_REPORTED, FAULT_CLOSED };
+typedef struct {
+    int state;
+    int peer; /* FAULT_REPORTED: the rank its collective waited on */
+} ctrl_fault_slot;
+
+/* Reads one frame from worker r. Rank 0 never expects anything else from a
+ * worker at this point, so anything but a Fault is ignored. */
+static void fault_read_one(shardlm_ctrl *c, int r, uint64_t deadline, ctrl_fault_slot *s)
+{
+    char who[32];
+    snprintf(who, sizeof who, "rank %d", r);
+    uint64_t soon = shardlm_now_ns() + 200000000ull; /* a frame that starts arrives whole at once */
+    Shardlm__Envelope *env = NULL;
+    int rc = recv_env(c, c->fds[r], soon < deadline ? soon : deadline, who, &env);
+    if (rc == SHARDLM_ETIMEDOUT) return;
+    if (rc) {
+        s->state = FAULT_CLOSED;
+        return;
+    }
+    if (env->msg_case == SHARDLM__ENVELOPE__MSG_FAULT) {
+        s->state = FAULT_REPORTED;
+        s->peer = env->fault->peer;
+    }
+    shardlm__envelope__free_unpacked(env, NULL);
+}
+
+/* Waits until every worker has reported or closed, or the deadline. */
+static void fault_wait(shardlm_ctrl *c, ctrl_fault_slot *s, struct pollfd *pf, int *idx, int wait_ms)
+{
+    uint64_t deadline = shardlm_now_ns() + (uint64_t)wait_ms * 1000000ull;
+    for (;;) {
+        int n = 0;
+        for (int r = 1; r < c->world; r++)
+            if (s[r].state == FAULT_SILENT) {
+                pf[n] = (struct pollfd){c->fds[r], POLLIN, 0};
+                idx[n++] = r;
+            }
+        int left = deadline_left(deadline);
+        if (n == 0 || left == 0) return;
+        int pr = poll(pf, (nfds_t)n, left);
+        if (pr < 0 && errno != EINTR) return;
+        for (int i = 0; pr > 0 && i < n; i++)
+            if (pf[i].revents) fault_read_one(c, idx[i], deadline, &s[idx[i]]);
+    }
+}
+
+static void fault_append(char *buf, size_t cap, size_t *n, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void fault_append(char *buf, size_t cap, size_t *n, const char *fmt, ...)
+{
+    if (*n + 1 >= cap) return;
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(buf + *n, cap - *n, fmt, ap);
+    va_end(ap);
+    if (k > 0) *n = *n + (size_t)k < cap ? *n + (size_t)k : cap - 1;
+}
+
+/* One line naming every lost worker, how it was lost, and which workers'
+ * Faults name it as the peer they were waiting on (corroboration). */
+static int fault_report(const ctrl_fault_slot *s, int world, int wait_ms, char *why, size_t cap)
+{
+    int first = -1;
+    size_t n = 0;
+    why[0] = 0;
+    for (int r = 1; r < world; r++) {
+        if (s[r].state == FAULT_REPORTED) continue;
+        if (first < 0) first = r;
+        fault_append(why, cap, &n, "%srank %d is lost: ", n ? "; " : "", r);
+        if (s[r].state == FAULT_SILENT)
+            fault_append(why, cap, &n, "neither a fault report nor a close came from it within %d ms", wait_ms);
+        else
+            fault_append(why, cap, &n, "its control connection closed without a fault report");
+        int k = 0;
+        for (int q = 1; q < world; q++)
+            if (s[q].state == FAULT_REPORTED && s[q].peer == r)
+                fault_append(why, cap, &n, "%srank %d", k++ ? ", " : " (its neighbour ", q);
+        if (k) fault_append(why, cap, &n, " failed waiting on it)");
+    }
+    if (first < 0) {
+        fault_append(why, cap, &n, "every worker reported a fault:");
+        for (int r = 1; r < world; r++) fault_append(why, cap, &n, " rank %d waited on rank %d;", r, s[r].peer);
+    }
+    return first;
+}
+
+int shardlm_ctrl_collect_faults(shardlm_ctrl *c, int wait_ms, char *why, size_t cap)
+{
+    if (!c || c->listen_fd < 0 || cap == 0) return -1; /* rank 0 only */
+    ctrl_fault_slot *s = calloc((size_t)c->world, sizeof *s);
+    struct pollfd *pf = calloc((size_t)c->world, sizeof *pf);
+    int *idx = calloc((size_t)c->world, sizeof *idx);
+    int lost = -1;
+    if (!s || !pf || !idx) {
+        snprintf(why, cap, "out of memory collecting fault reports");
+    } else {
+        for (int r = 1; r < c->world; r++) {
+            s[r].state = c->fds[r] < 0 ? FAULT_CLOSED : FAULT_SILENT;
+            s[r].peer = -1;
+        }
+        fault_wait(c, s, pf, idx, wait_ms);
+        lost = fault_report(s, c->world, wait_ms, why, cap);
+    }
+    free(s);
+    free(pf);
+    free(idx);
+    return lost;
 }
 
 void shardlm_ctrl_close(shardlm_ctrl *c)

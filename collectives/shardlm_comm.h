@@ -29,11 +29,15 @@ struct shardlm_comm {
     int rank;
     int world_size;
     int broken;
+    int fault_peer; /* after a failed call: the rank it was waiting on, or -1 (set by the transport) */
 };
 
 static inline int shardlm_comm_rank(const shardlm_comm *c) { return c->rank; }
 static inline int shardlm_comm_size(const shardlm_comm *c) { return c->world_size; }
 static inline const char *shardlm_comm_name(const shardlm_comm *c) { return c->ops->name; }
+/* After a call failed: the peer rank it was waiting on (a worker reports it
+ * to rank 0 in its Fault message), or -1 when the transport cannot tell. */
+static inline int shardlm_comm_fault_peer(const shardlm_comm *c) { return c ? c->fault_peer : -1; }
 
 /* Sum all-reduce in place over n floats (any n, including n < world size). */
 int shardlm_comm_allreduce_f32(shardlm_comm *c, float *buf, size_t n, int timeout_ms);

@@ -6,6 +6,7 @@
 #ifndef SHARDLM_CONTROL_H
 #define SHARDLM_CONTROL_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "shardlm.pb-c.h"
@@ -60,6 +61,19 @@ int shardlm_ctrl_recv(shardlm_ctrl *c, int timeout_ms, Shardlm__Envelope **env);
 /* Rank 0: the rank of a worker whose connection has closed, waiting up to
  * wait_ms for one to show; -1 when none has. */
 int shardlm_ctrl_find_dead(shardlm_ctrl *c, int wait_ms);
+
+/* Worker: tells rank 0 why it is about to stop (a Fault message: its rank,
+ * the peer its failed collective was waiting on or -1, the error text), so
+ * rank 0 can tell the ranks that failed from the one that was lost. Best
+ * effort, bounded by timeout_ms; keeps the caller's error text. */
+int shardlm_ctrl_send_fault(shardlm_ctrl *c, int rank, int peer, const char *error, int timeout_ms);
+/* Rank 0, after a collective failed: waits up to wait_ms until every worker
+ * has sent a Fault or closed its control connection. A worker that did
+ * neither (its link went silent) or closed without a Fault (it died) is
+ * lost. Returns the lowest lost rank, or -1 when every worker reported a
+ * Fault; writes one line into why naming the lost rank(s), how each was
+ * lost and the ranks whose Faults name it as the peer they waited on. */
+int shardlm_ctrl_collect_faults(shardlm_ctrl *c, int wait_ms, char *why, size_t cap);
 void shardlm_ctrl_close(shardlm_ctrl *c);
 
 /* --weights-from rank0 (launcher/weights.c). Rank 0: sends one message to

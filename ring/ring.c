@@ -66,6 +66,7 @@ static int ring_fail_peer(ring_comm *c, const ring_xfer *x, int right, int err)
 {
     int peer = right ? c->right_rank : c->left_rank;
     const char *addr = right ? c->links.right_addr : c->links.left_addr;
+    c->base.fault_peer = peer;
     if (err == 0)
         shardlm_err_set("rank %d: %s: rank %d (%s neighbour, %s) closed the connection", c->base.rank, x->op, peer,
                         right ? "right" : "left", addr);
@@ -79,6 +80,7 @@ static int ring_fail_peer(ring_comm *c, const ring_xfer *x, int right, int err)
 static int ring_fail_timeout(ring_comm *c, const ring_xfer *x, int waiting_left)
 {
     int peer = waiting_left ? c->left_rank : c->right_rank;
+    c->base.fault_peer = peer;
     shardlm_err_set("rank %d: %s: timed out after %d ms waiting for rank %d (%s neighbour, %s)%s", c->base.rank,
                     x->op, x->timeout_ms, peer, waiting_left ? "left" : "right",
                     waiting_left ? c->links.left_addr : c->links.right_addr,

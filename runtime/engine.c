@@ -18,7 +18,14 @@ struct shardlm_engine {
     int max_batch;
     shardlm_pool *pool;
     int32_t *ident; /* blocks 0..n-1 in order: the table of single-sequence steps */
+    int lost_rank;  /* rank 0: the worker a failed step was traced to (0: none) */
 };
+
+/* Rank 0 waits this long after a failed collective for the workers' Fault
+ * reports: their collectives time out within milliseconds of rank 0's, so
+ * a worker still silent after it has lost its link (issue 5: <= 2 s from
+ * the timeout to the error). */
+#define ENGINE_FAULT_WAIT_MS 1500
 
 int shardlm_engine_new(shardlm_model *m, shardlm_comm *comm, shardlm_ctrl *ctrl, const shardlm_engine_opts *o,
                        shardlm_engine **out)
@@ -58,6 +65,27 @@ int shardlm_engine_kv_blocks(const shardlm_engine *e) { return shardlm_state_n_b
 int shardlm_engine_max_batch(const shardlm_engine *e) { return e->max_batch; }
 const shardlm_model *shardlm_engine_model(const shardlm_engine *e) { return e->model; }
 double shardlm_engine_allreduce_seconds(const shardlm_engine *e) { return shardlm_state_allreduce_seconds(e->state); }
+int shardlm_engine_lost_rank(const shardlm_engine *e) { return e && e->lost_rank > 0 ? e->lost_rank : -1; }
+
+/* Rank 0, after a collective failed: its own error only names a neighbour,
+ * and every rank's collective fails once one is lost, so the workers'
+ * Fault reports (or their silence) decide which rank was lost. */
+static void engine_name_lost(shardlm_engine *e)
+{
+    char cause[512], why[512];
+    snprintf(cause, sizeof cause, "%s", shardlm_err_get());
+    int lost = shardlm_ctrl_collect_faults(e->ctrl, ENGINE_FAULT_WAIT_MS, why, sizeof why);
+    if (lost > 0) e->lost_rank = lost;
+    shardlm_err_set("%s; %s", why, cause);
+}
+
+/* Worker: a failed step is reported to rank 0 before the worker exits. */
+static void engine_report_fault(shardlm_engine *e)
+{
+    int ms = e->timeout_ms < 1000 ? e->timeout_ms : 1000;
+    shardlm_ctrl_send_fault(e->ctrl, shardlm_comm_rank(e->comm), shardlm_comm_fault_peer(e->comm),
+                            shardlm_err_get(), ms);
+}
 
 /* Packs a batch into one Step message for the workers. */
 static int engine_send_step(shardlm_engine *e, const shardlm_batch *b)
@@ -98,7 +126,9 @@ int shardlm_engine_step_batch(shardlm_engine *e, const shardlm_batch *b, float *
         int rc = engine_send_step(e, b);
         if (rc) return rc;
     }
-    return shardlm_model_forward_batch(e->model, e->state, e->comm, b, logits, e->timeout_ms);
+    int rc = shardlm_model_forward_batch(e->model, e->state, e->comm, b, logits, e->timeout_ms);
+    if (e->ctrl && (rc == SHARDLM_ETIMEDOUT || rc == SHARDLM_EPEER)) engine_name_lost(e);
+    return rc;
 }
 
 int shardlm_engine_step(shardlm_engine *e, const int32_t *tokens, const int32_t *pos, const uint8_t *want, int n,
@@ -181,6 +211,7 @@ int shardlm_engine_worker_loop(shardlm_engine *e, int idle_timeout_ms)
         switch (env->msg_case) {
         case SHARDLM__ENVELOPE__MSG_STEP:
             rc = worker_run_step(e, env->step);
+            if (rc) engine_report_fault(e);
             break;
         case SHARDLM__ENVELOPE__MSG_SHUTDOWN:
             shardlm__envelope__free_unpacked(env, NULL);

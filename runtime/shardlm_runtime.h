@@ -42,6 +42,10 @@ int shardlm_engine_step(shardlm_engine *e, const int32_t *tokens, const int32_t 
                         float *logits);
 /* Rank 0: one lockstep step of a multi-sequence batch (paged KV). */
 int shardlm_engine_step_batch(shardlm_engine *e, const shardlm_batch *b, float *logits);
+/* Rank 0, after a step failed in a collective: the worker it was traced to
+ * (the step waited up to 1.5 s for the workers' Fault reports, and the
+ * error text names that rank and why), or -1 when none was. */
+int shardlm_engine_lost_rank(const shardlm_engine *e);
 /* Rank 0, while idle: tells the workers it is alive. */
 int shardlm_engine_heartbeat(shardlm_engine *e);
 /* Rank 0: tells the workers to exit (best effort). */
