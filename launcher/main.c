@@ -19,6 +19,7 @@ static const struct {
     {"bench", shardlm_cmd_bench, "prompt and decode tokens/s of a model (like llama-bench)"},
     {"bench-mem", shardlm_cmd_bench_mem, "STREAM-style memory bandwidth (triad and read)"},
     {"bench-comm", shardlm_cmd_bench_comm, "benchmark the all-reduce over the ring"},
+    {"doctor", shardlm_cmd_doctor, "check this machine (CPU, GPUs, NCCL, MPI) and its ring config"},
 };
 
 static void usage(FILE *f)
