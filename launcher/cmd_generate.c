@@ -14,6 +14,7 @@
 #include "node.h"
 #include "shardlm_cli.h"
 #include "shardlm_common.h"
+#include "weights.h"
 #include "shardlm_launch.h"
 #include "sampling.h"
 
@@ -46,6 +47,8 @@ static void gen_usage(FILE *f)
             "      --logits-out FILE     append each step's logits (f32) to FILE\n"
             "      --comm KIND           collective backend: auto (default), ring, mpi, nccl\n"
             "      --device DEV          cpu (default), cuda or cuda:K\n"
+            "      --weights-from rank0  local workers get their shards from rank 0, not the file\n"
+            "      --weights-cache DIR   the local workers' weights cache (see `shardlm worker`)\n"
             "Under mpirun every rank runs this same command: rank 0 generates, the others\n"
             "become workers (`mpirun -np 4 shardlm generate -m MODEL`).\n");
 }
@@ -62,6 +65,7 @@ static int gen_parse(int argc, char **argv, gen_opts *o)
         {"threads", required_argument, 0, 'j'},  {"pin-threads", no_argument, 0, 'J'},
         {"isq", required_argument, 0, 'Q'},      {"comm", required_argument, 0, 'K'},
         {"device", required_argument, 0, 'D'},
+        {"weights-from", required_argument, 0, 'w'}, {"weights-cache", required_argument, 0, 'G'},
         {0, 0, 0, 0}};
     int c;
     char *end;
@@ -89,6 +93,8 @@ static int gen_parse(int argc, char **argv, gen_opts *o)
         case 'Q': o->node.isq = shardlm_dtype_parse(optarg); if (o->node.isq != SHARDLM_DT_Q8_0 && o->node.isq != SHARDLM_DT_Q4_0) BAD("--isq (q8_0 or q4_0)"); break;
         case 'K': o->node.comm = optarg; break;
         case 'D': o->node.device = optarg; break;
+        case 'w': o->node.weights_from = optarg; break;
+        case 'G': o->node.weights_cache = optarg; break;
         case 'h': gen_usage(stdout); return 1;
         default: gen_usage(stderr); return SHARDLM_EINPUT;
         }
@@ -97,8 +103,9 @@ static int gen_parse(int argc, char **argv, gen_opts *o)
         fprintf(stderr, "shardlm generate: unexpected argument '%s'\n", argv[optind]);
         return SHARDLM_EINPUT;
     }
-    if (!o->node.model_path) {
-        fprintf(stderr, "shardlm generate: -m MODEL is required\n");
+    const char *wbad = shardlm_weights_flags_check(o->node.model_path, o->node.weights_from, 0);
+    if (wbad) {
+        fprintf(stderr, "shardlm generate: %s\n", wbad);
         return SHARDLM_EINPUT;
     }
     return SHARDLM_OK;

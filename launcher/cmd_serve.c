@@ -21,6 +21,7 @@
 #include "shardlm_chat.h"
 #include "shardlm_cli.h"
 #include "shardlm_common.h"
+#include "weights.h"
 #include "shardlm_launch.h"
 
 typedef struct {
@@ -57,6 +58,8 @@ static void serve_usage(FILE *f)
             "      --timeout-ms MS             collective timeout (default 30000)\n"
             "      --comm KIND                 collective backend: auto (default), ring, mpi, nccl\n"
             "      --device DEV                cpu (default), cuda or cuda:K\n"
+            "      --weights-from rank0        local workers get their shards from rank 0, not the file\n"
+            "      --weights-cache DIR         the local workers' weights cache (see `shardlm worker`)\n"
             "Under mpirun every rank runs this same command: rank 0 serves HTTP, the others\n"
             "become workers (`mpirun -np 4 shardlm serve -m MODEL`).\n");
 }
@@ -99,6 +102,8 @@ static int serve_opt(serve_opts *o, int c, const char *arg)
     case 't': if (serve_int(arg, 1, 1 << 30, &v)) return -1; o->node.timeout_ms = (int)v; return 0;
     case 'c': o->node.comm = arg; return 0;
     case 'D': o->node.device = arg; return 0;
+    case 'w': o->node.weights_from = arg; return 0;
+    case 'G': o->node.weights_cache = arg; return 0;
     default: return -1;
     }
 }
@@ -116,7 +121,8 @@ static int serve_parse(int argc, char **argv, serve_opts *o)
         {"request-timeout", required_argument, 0, 'R'}, {"ctx", required_argument, 0, 'C'},
         {"threads", required_argument, 0, 'j'}, {"pin-threads", no_argument, 0, 'J'},
         {"timeout-ms", required_argument, 0, 't'}, {"help", no_argument, 0, 'h'},
-        {"comm", required_argument, 0, 'c'},     {"device", required_argument, 0, 'D'}, {0, 0, 0, 0}};
+        {"comm", required_argument, 0, 'c'},     {"device", required_argument, 0, 'D'},
+        {"weights-from", required_argument, 0, 'w'}, {"weights-cache", required_argument, 0, 'G'}, {0, 0, 0, 0}};
     int c, idx = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:h", opts, &idx)) != -1) {
@@ -138,8 +144,9 @@ static int serve_parse(int argc, char **argv, serve_opts *o)
         fprintf(stderr, "shardlm serve: unexpected argument '%s'\n", argv[optind]);
         return SHARDLM_EINPUT;
     }
-    if (!o->node.model_path) {
-        fprintf(stderr, "shardlm serve: -m MODEL is required\n");
+    const char *wbad = shardlm_weights_flags_check(o->node.model_path, o->node.weights_from, 0);
+    if (wbad) {
+        fprintf(stderr, "shardlm serve: %s\n", wbad);
         return SHARDLM_EINPUT;
     }
     o->node.max_batch = o->sched.max_num_batched_tokens;

@@ -8,11 +8,15 @@
 #include "node.h"
 #include "shardlm_cli.h"
 #include "shardlm_common.h"
+#include "weights.h"
 
 static void worker_usage(FILE *f)
 {
-    fprintf(f, "usage: RING_CONFIG=rankK.json shardlm worker -m MODEL [options]\n"
+    fprintf(f, "usage: RING_CONFIG=rankK.json shardlm worker (-m MODEL | --weights-from rank0) [options]\n"
                "  -m, --model PATH            GGUF model file (the same file as rank 0)\n"
+               "      --weights-from rank0    no model file: rank 0 sends this rank's shard, kept in the cache\n"
+               "      --weights-cache DIR     where received shards are cached (default: $SHARDLM_WEIGHTS_CACHE,\n"
+               "                              else $XDG_CACHE_HOME/shardlm/weights, else ~/.cache/shardlm/weights)\n"
                "      --ring-config PATH      ring config (default: $RING_CONFIG)\n"
                "      --timeout-ms MS         collective and control timeout (default 30000)\n"
                "      --connect-timeout-ms MS ring and control set-up deadline (default 60000)\n"
@@ -28,6 +32,7 @@ int shardlm_cmd_worker(int argc, char **argv)
         {"timeout-ms", required_argument, 0, 't'},     {"connect-timeout-ms", required_argument, 0, 'c'},
         {"idle-timeout-ms", required_argument, 0, 'i'}, {"help", no_argument, 0, 'h'},
         {"threads", required_argument, 0, 'j'},        {"pin-threads", no_argument, 0, 'J'},
+        {"weights-from", required_argument, 0, 'w'},    {"weights-cache", required_argument, 0, 'W'},
         {0, 0, 0, 0}};
     shardlm_node_opts o = {.ring_config = getenv("RING_CONFIG"), .timeout_ms = 30000, .connect_timeout_ms = 60000,
                            .load_timeout_ms = 600000, .max_batch = 1, .isq = -1};
@@ -45,12 +50,15 @@ int shardlm_cmd_worker(int argc, char **argv)
         case 'i': idle_ms = atoi(optarg); break;
         case 'j': o.n_threads = atoi(optarg); break;
         case 'J': o.pin_threads = 1; break;
+        case 'w': o.weights_from = optarg; break;
+        case 'W': o.weights_cache = optarg; break;
         case 'h': worker_usage(stdout); return 0;
         default: worker_usage(stderr); return 2;
         }
     }
-    if (!o.model_path || !o.ring_config || o.timeout_ms <= 0 || o.connect_timeout_ms <= 0 || idle_ms <= 0) {
-        fprintf(stderr, "shardlm worker: %s\n", !o.model_path ? "-m MODEL is required"
+    const char *wbad = shardlm_weights_flags_check(o.model_path, o.weights_from, 1);
+    if (wbad || !o.ring_config || o.timeout_ms <= 0 || o.connect_timeout_ms <= 0 || idle_ms <= 0) {
+        fprintf(stderr, "shardlm worker: %s\n", wbad ? wbad
                                                : !o.ring_config ? "RING_CONFIG (or --ring-config) is required"
                                                                  : "timeouts must be positive");
         return 2;

@@ -11,6 +11,7 @@
 #include "node.h"
 #include "shardlm_cli.h"
 #include "shardlm_common.h"
+#include "weights.h"
 
 int shardlm_node_comm_kind(const shardlm_node_opts *o, const char **kind)
 {
@@ -139,7 +140,7 @@ static int node_config(const shardlm_node_opts *o, shardlm_node *n)
 /* Control handshake first: it checks model fingerprint and world size before
  * any rank commits memory or ring connections. */
 static int node_handshake(const shardlm_node_opts *o, shardlm_node *n, uint64_t fp, int *n_ctx, int *max_batch,
-                          int *isq)
+                          int *isq, const shardlm_ctrl_weights_req *want)
 {
     shardlm_ctrl_hello h = {fp,         n->world,      n->rank,       n->comm_kind, *n_ctx,
                             *max_batch, *isq,          n->kv_blocks, n->block_size};
@@ -150,7 +151,9 @@ static int node_handshake(const shardlm_node_opts *o, shardlm_node *n, uint64_t 
         if (!rc) rc = shardlm_ctrl_accept_all(n->ctrl, &h, o->connect_timeout_ms);
         return rc;
     }
-    rc = shardlm_ctrl_connect(n->cfg.master_ip, n->cfg.master_port, &h, o->connect_timeout_ms, &n->ctrl);
+    if (want) rc = shardlm_ctrl_connect_weights(n->cfg.master_ip, n->cfg.master_port, &h, want, o->connect_timeout_ms,
+                                                &n->ctrl);
+    else rc = shardlm_ctrl_connect(n->cfg.master_ip, n->cfg.master_port, &h, o->connect_timeout_ms, &n->ctrl);
     *n_ctx = h.n_ctx;
     *max_batch = h.max_batch;
     *isq = h.isq;
@@ -158,6 +161,22 @@ static int node_handshake(const shardlm_node_opts *o, shardlm_node *n, uint64_t 
         n->kv_blocks = h.kv_blocks;
         n->block_size = h.block_size;
     }
+    return rc;
+}
+
+/* --weights-from rank0 on a worker: there is no file to check first, so the
+ * handshake comes first; then the shard's bytes arrive in the weights cache
+ * (or the cached copy is current) and that file is opened as the model. */
+static int node_fetch_weights(const shardlm_node_opts *o, shardlm_node *n, shardlm_gguf **g, int *n_ctx,
+                              int *max_batch, int *isq)
+{
+    shardlm_weights_opts wo = {o->weights_cache, n->world, n->rank, o->timeout_ms, o->load_timeout_ms};
+    shardlm_ctrl_weights_req want;
+    char path[8192];
+    int rc = shardlm_weights_probe(&wo, &want);
+    if (!rc) rc = node_handshake(o, n, want.cached_fingerprint, n_ctx, max_batch, isq, &want);
+    if (!rc) rc = shardlm_weights_receive(n->ctrl, &wo, &want, path, sizeof path);
+    if (!rc) rc = shardlm_gguf_open(path, g);
     return rc;
 }
 
@@ -214,7 +233,9 @@ static int node_comm(const shardlm_node_opts *o, shardlm_node *n)
         shardlm_err_set("--comm ring under mpirun needs RING_CONFIG files; use --comm mpi");
         return SHARDLM_EINPUT;
     }
-    return shardlm_ring_comm_create(&n->cfg, o->connect_timeout_ms, &n->comm);
+    /* with --weights-from rank0, a worker served early waits here while rank 0 serves the others */
+    int tmo = o->weights_from && o->load_timeout_ms > o->connect_timeout_ms ? o->load_timeout_ms : o->connect_timeout_ms;
+    return shardlm_ring_comm_create(&n->cfg, tmo, &n->comm);
 }
 
 int shardlm_node_open(const shardlm_node_opts *o, shardlm_node *n)
@@ -223,9 +244,11 @@ int shardlm_node_open(const shardlm_node_opts *o, shardlm_node *n)
     int rc = node_config(o, n);
     if (rc) return rc;
     shardlm_gguf *g = NULL;
-    if ((rc = shardlm_gguf_open(o->model_path, &g))) return rc;
-    shardlm_hparams hp;
     int n_ctx = o->n_ctx, max_batch = o->max_batch, isq = o->isq;
+    int fetch = o->weights_from && n->rank != 0 && n->world > 1;
+    rc = fetch ? node_fetch_weights(o, n, &g, &n_ctx, &max_batch, &isq) : shardlm_gguf_open(o->model_path, &g);
+    if (rc) return rc;
+    shardlm_hparams hp;
     rc = shardlm_hparams_read(g, &hp);
     shardlm_shard_plan early;
     if (!rc) rc = shardlm_plan_make(&hp, n->world, n->rank, 1, &early); /* fail before any connection */
@@ -236,7 +259,9 @@ int shardlm_node_open(const shardlm_node_opts *o, shardlm_node *n)
     if (!rc && n->rank == 0) {
         rc = shardlm_tokenizer_from_gguf(g, &n->tok);
     }
-    if (!rc && n->world > 1) rc = node_handshake(o, n, shardlm_gguf_fingerprint(g), &n_ctx, &max_batch, &isq);
+    if (!rc && n->world > 1 && !fetch)
+        rc = node_handshake(o, n, shardlm_gguf_fingerprint(g), &n_ctx, &max_batch, &isq, NULL);
+    if (!rc && n->world > 1 && n->rank == 0) rc = shardlm_weights_serve(n->ctrl, g, n->world, o->timeout_ms);
     if (!rc) rc = node_comm(o, n);
     if (!rc) rc = node_model(o, n, g, &n_ctx, isq);
     shardlm_gguf_close(g); /* the shard has been copied out: release the mapping */
@@ -317,9 +342,19 @@ int shardlm_node_spawn_local(shardlm_node_opts *o, int world, shardlm_launch **o
     o->local_ranks = world;
     int threads = o->n_threads > 0 ? o->n_threads : shardlm_cpu_physical_cores() / world;
     snprintf(thr, sizeof thr, "%d", threads > 0 ? threads : 1);
-    char *argv[] = {(char *)shardlm_cli_self(), "worker", "-m", (char *)o->model_path, "--timeout-ms", tmo,
-                    "--connect-timeout-ms", ctmo, "--threads", thr, o->pin_threads ? "--pin-threads" : NULL,
-                    NULL};
+    char *argv[16] = {(char *)shardlm_cli_self(), "worker", "--timeout-ms", tmo, "--connect-timeout-ms", ctmo,
+                      "--threads", thr};
+    int a = 8;
+    if (o->weights_from) { /* the workers get their bytes from rank 0 instead of reading the file */
+        argv[a++] = "--weights-from";
+        argv[a++] = (char *)o->weights_from;
+        if (o->weights_cache) argv[a++] = "--weights-cache";
+        if (o->weights_cache) argv[a++] = (char *)o->weights_cache;
+    } else {
+        argv[a++] = "-m";
+        argv[a++] = (char *)o->model_path;
+    }
+    if (o->pin_threads) argv[a++] = "--pin-threads";
     rc = shardlm_launch_start(world, 1, cfgs, argv, out, &o->ring_config);
     if (rc) return rc;
     o->watch = node_watch_children;

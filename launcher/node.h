@@ -28,6 +28,8 @@ typedef struct {
     void *watch_ctx;
     const char *comm;        /* --comm: "auto" (NULL), "ring", "mpi" or "nccl" */
     const char *device;      /* --device: NULL or "cpu", "cuda" or "cuda:K" */
+    const char *weights_from;  /* "rank0": workers get their shard's bytes from rank 0 (launcher/weights.h) */
+    const char *weights_cache; /* workers' weights cache directory (NULL: the default) */
 } shardlm_node_opts;
 
 typedef struct {

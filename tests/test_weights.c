@@ -4,6 +4,7 @@
  * cache and its reuse, and the failures (a corrupted cache file, rank 0
  * killed mid-transfer). */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -214,4 +215,139 @@ Test(weights, ranges_of_unaligned_and_tied_models, .timeout = 120)
             assert_same_shard(path, sparse, world, rank);
         }
     }
+}
+
+/* ---- transfer from rank 0 ---- */
+
+typedef struct {
+    char cfg[2][512], out[2][512], err[2][512];
+} run2;
+
+/* Rank 0 runs generate with the file, rank 1 a worker with --weights-from
+ * rank0 and the cache directory cache; both outputs are kept under tag. */
+static void start_pair(run2 *r, const char *tag, const char *cache, const char *model, const char *n, pid_t *g,
+                       pid_t *w)
+{
+    write_configs(2, r->cfg, tag);
+    for (int k = 0; k < 2; k++) {
+        snprintf(r->out[k], 512, "%s/%s-%d.out", tu_tmpdir(), tag, k);
+        snprintf(r->err[k], 512, "%s/%s-%d.err", tu_tmpdir(), tag, k);
+    }
+    char *wargv[] = {(char *)tu_bin(), "worker", "--weights-from", "rank0", "--timeout-ms", "5000", NULL};
+    char *gargv[] = {(char *)tu_bin(), "generate", "-m", (char *)model, "--temp", "0", "-n", (char *)n, NULL};
+    *w = spawn(wargv, r->cfg[1], r->out[1], r->err[1], cache);
+    *g = spawn(gargv, r->cfg[0], r->out[0], r->err[0], NULL);
+}
+
+/* Runs the pair to the end and checks the golden text; returns rank 1's stderr. */
+static char *golden_pair(const char *tag, const char *cache)
+{
+    run2 r;
+    pid_t g, w;
+    start_pair(&r, tag, cache, stories(), "256", &g, &w);
+    int grc = wait_for(g, 60), wrc = wait_for(w, 10);
+    char *text = tu_read_file(r.out[0], NULL), *want = tu_read_file(tu_shared("models/stories260K.greedy.txt"), NULL);
+    char *e0 = tu_read_file(r.err[0], NULL), *e1 = tu_read_file(r.err[1], NULL);
+    cr_assert_eq(grc, 0, "generate exit %d: %s\nworker: %s", grc, e0, e1);
+    cr_assert_eq(wrc, 0, "worker exit %d: %s", wrc, e1);
+    cr_assert_str_eq(text, want);
+    free(text); free(want); free(e0);
+    return e1;
+}
+
+static void cache_file(const char *cache, char *path, size_t cap)
+{
+    shardlm_gguf *g = NULL;
+    cr_assert_eq(shardlm_gguf_open(stories(), &g), 0);
+    snprintf(path, cap, "%s/%016llx-w2-r1.gguf", cache, (unsigned long long)shardlm_gguf_fingerprint(g));
+    shardlm_gguf_close(g);
+}
+
+Test(weights, worker_without_the_file_reproduces_the_golden_text_then_reuses_its_cache, .timeout = 180)
+{
+    char cache[512], path[1024], ok[1100];
+    snprintf(cache, sizeof cache, "%s/cache-a/nested", tu_tmpdir());
+    char *e1 = golden_pair("xfer1", cache);
+    cr_assert(strstr(e1, "received") && strstr(e1, "from rank 0"), "no transfer reported: %s", e1);
+    free(e1);
+    cache_file(cache, path, sizeof path);
+    snprintf(ok, sizeof ok, "%s.ok", path);
+    struct stat st;
+    cr_assert_eq(stat(path, &st), 0, "no cache file %s", path);
+    cr_assert_eq(stat(ok, &st), 0, "no sidecar %s", ok);
+    e1 = golden_pair("xfer2", cache);
+    cr_assert(strstr(e1, "no transfer") && !strstr(e1, "received"), "the second run transferred: %s", e1);
+    free(e1);
+}
+
+Test(weights, corrupted_cache_is_detected_and_fetched_again, .timeout = 180)
+{
+    char cache[512], path[1024];
+    snprintf(cache, sizeof cache, "%s/cache-b", tu_tmpdir());
+    free(golden_pair("bad1", cache));
+    cache_file(cache, path, sizeof path);
+    /* flip bytes inside a range the shard reads: the replicated embedding */
+    shardlm_gguf *g = NULL;
+    cr_assert_eq(shardlm_gguf_open(stories(), &g), 0);
+    const shardlm_gguf_tensor *t = shardlm_gguf_find_tensor(g, "token_embd.weight");
+    long off = (long)(shardlm_gguf_data_offset(g) + t->offset + 1000);
+    shardlm_gguf_close(g);
+    int fd = open(path, O_RDWR);
+    cr_assert_geq(fd, 0);
+    uint8_t b[16];
+    cr_assert_eq(pread(fd, b, sizeof b, off), (ssize_t)sizeof b);
+    for (size_t i = 0; i < sizeof b; i++) b[i] ^= 0x5a;
+    cr_assert_eq(pwrite(fd, b, sizeof b, off), (ssize_t)sizeof b);
+    close(fd);
+    char *e1 = golden_pair("bad2", cache);
+    cr_assert(strstr(e1, path) && strstr(e1, "checksum"), "corruption not reported naming %s: %s", path, e1);
+    cr_assert(strstr(e1, "received"), "not fetched again: %s", e1);
+    free(e1);
+    e1 = golden_pair("bad3", cache);
+    cr_assert(strstr(e1, "no transfer"), "the re-fetched copy is not reused: %s", e1);
+    free(e1);
+}
+
+Test(weights, rank_0_killed_mid_transfer_fails_the_worker_naming_rank_0, .timeout = 120)
+{
+    /* big enough that the transfer is under way for a while */
+    char model[512], cache[512];
+    snprintf(model, sizeof model, "%s/big.gguf", tu_tmpdir());
+    snprintf(cache, sizeof cache, "%s/cache-c", tu_tmpdir());
+    char *sargv[] = {(char *)tu_bin(), "synth", "-o", model, "--dim", "1024", "--layers", "12", "--heads", "8",
+                     "--kv-heads", "4", "--ffn", "2816", "--vocab", "8000", "--type", "f32", NULL};
+    tu_result s = tu_run(sargv, NULL, 120);
+    cr_assert_eq(s.exit_code, 0, "synth: %s", s.err);
+    tu_result_free(&s);
+    run2 r;
+    pid_t g, w;
+    start_pair(&r, "kill", cache, model, "4", &g, &w);
+    int started = 0;
+    for (int i = 0; i < 2000 && !started; i++) { /* until the worker has a partial file */
+        char part[1024];
+        DIR *d = opendir(cache);
+        struct dirent *e;
+        while (d && (e = readdir(d)))
+            if (strstr(e->d_name, ".part")) {
+                snprintf(part, sizeof part, "%s/%s", cache, e->d_name);
+                struct stat st;
+                started = stat(part, &st) == 0 && st.st_blocks > 0;
+            }
+        if (d) closedir(d);
+        usleep(5000);
+    }
+    cr_assert(started, "the transfer never started");
+    kill(g, SIGKILL);
+    waitpid(g, NULL, 0);
+    time_t t0 = time(NULL);
+    int wrc = wait_for(w, 30);
+    char *e1 = tu_read_file(r.err[1], NULL);
+    cr_assert(wrc == 1, "worker exit %d: %s", wrc, e1);
+    cr_assert_leq(time(NULL) - t0, 10, "the worker took %ld s to notice", (long)(time(NULL) - t0));
+    cr_assert(strstr(e1, "rank 0") && strstr(e1, ".part"), "stderr does not name rank 0 and the file: %s", e1);
+    DIR *d = opendir(cache);
+    struct dirent *e;
+    while (d && (e = readdir(d))) cr_assert(!strstr(e->d_name, ".gguf"), "left behind: %s", e->d_name);
+    if (d) closedir(d);
+    free(e1);
 }
