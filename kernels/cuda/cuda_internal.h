@@ -1,0 +1,49 @@
+/* cuda_internal.h - what the .cu files of the CUDA backend share: the
+ * context's layout and the error helpers that turn a CUDA or cuBLAS status
+ * into a shardlm status and an error text naming the operation. */
+#ifndef SHARDLM_CUDA_INTERNAL_H
+#define SHARDLM_CUDA_INTERNAL_H
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+extern "C" {
+#include "shardlm_common.h"
+}
+#include "shardlm_cuda.h"
+
+struct shardlm_cuda_ctx {
+    int device;
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    void *scratch; /* activations rounded to f16/bf16 for cublasGemmEx */
+    size_t scratch_bytes;
+};
+
+/* SHARDLM_OK, or SHARDLM_ERUNTIME with "CUDA <what>: <error string>". */
+int shardlm_cuda_check(cudaError_t e, const char *what);
+/* The launch status of the kernel just enqueued, named for the message. */
+int shardlm_cuda_launched(const char *kernel);
+int shardlm_cuda_blas_check(cublasStatus_t s, const char *what);
+/* Makes the device current for this thread (a rank may call from several). */
+int shardlm_cuda_enter(const shardlm_cuda_ctx *c);
+/* Grows c->scratch to at least bytes. */
+int shardlm_cuda_scratch(shardlm_cuda_ctx *c, size_t bytes);
+
+/* Grid size for n items of `per_block` each, at least 1. */
+static inline unsigned shardlm_cuda_blocks(size_t n, unsigned per_block)
+{
+    size_t b = (n + per_block - 1) / per_block;
+    return b ? (unsigned)b : 1u;
+}
+
+/* Slot of token tok's position in the paged cache (see shardlm_cuda_kv). */
+__device__ static inline size_t shardlm_cuda_kv_slot(const shardlm_cuda_kv &kv, int layer, int tok)
+{
+    int pos = kv.d_pos[tok];
+    const int32_t *table = kv.d_tables + (size_t)kv.d_seq[tok] * kv.table_stride;
+    return ((size_t)layer * kv.n_blocks + (size_t)table[pos / kv.block_size]) * kv.block_size +
+           (size_t)(pos % kv.block_size);
+}
+
+#endif
