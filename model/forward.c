@@ -30,6 +30,7 @@ struct shardlm_state {
     shardlm_pool *pool;       /* borrowed; NULL: single-threaded */
     float *att_scores;        /* [threads][n_ctx] */
     int n_score_rows;
+    shardlm_state_dev *dev;   /* CUDA hook: everything above but the sizes lives here */
 };
 
 void shardlm_state_set_pool(shardlm_state *s, shardlm_pool *pool)
@@ -62,6 +63,12 @@ int shardlm_state_new(const shardlm_model *m, int n_ctx, int n_blocks, int block
     s->n_blocks = n_blocks;
     s->block_size = block_size;
     s->kv_width = (size_t)p->n_kv_heads * hd;
+    if (m->dev) { /* CUDA hook: the cache and scratch go to the device */
+        int rc = shardlm_dev_state_new(m, n_blocks, block_size, max_batch, &s->dev);
+        if (rc) free(s);
+        else *out = s;
+        return rc;
+    }
     size_t kv = (size_t)hp->n_layers * (size_t)n_blocks * (size_t)block_size * s->kv_width;
     size_t qw = (size_t)p->n_q_heads * hd;
     s->k_cache = calloc(kv, sizeof(float));
@@ -93,6 +100,7 @@ int shardlm_state_new(const shardlm_model *m, int n_ctx, int n_blocks, int block
 void shardlm_state_free(shardlm_state *s)
 {
     if (!s) return;
+    shardlm_dev_state_free(s->dev); /* CUDA hook */
     free(s->k_cache); free(s->v_cache);
     free(s->x); free(s->xb); free(s->xb2);
     free(s->q); free(s->att); free(s->k); free(s->v);
@@ -284,6 +292,11 @@ int shardlm_model_forward_batch(const shardlm_model *m, shardlm_state *s, shardl
 {
     int rc = check_batch(m, s, b);
     if (rc) return rc;
+    if (s->dev) return shardlm_dev_forward(m, s->dev, comm, b, logits, timeout_ms, &s->allreduce_ns); /* CUDA hook */
+    if (m->dev) {
+        shardlm_err_set("this state was made before shardlm_model_to_device; make a new one");
+        return SHARDLM_EINPUT;
+    }
     size_t dim = (size_t)m->hp.dim, rb = shardlm_dtype_row_bytes(m->tok_embd.type, dim);
     for (int i = 0; i < b->n; i++)
         shardlm_dequant_row(m->tok_embd.type, (const uint8_t *)m->tok_embd.data + (size_t)b->tokens[i] * rb,

@@ -319,6 +319,7 @@ static void mat_free(shardlm_mat *x) { free(x->data); }
 void shardlm_model_free(shardlm_model *m)
 {
     if (!m) return;
+    shardlm_dev_model_free(m->dev); /* CUDA hook */
     if (m->layers) {
         for (int l = 0; l < m->hp.n_layers; l++) {
             shardlm_layer *ly = &m->layers[l];

@@ -30,7 +30,20 @@ struct shardlm_model {
     shardlm_layer *layers;
     size_t shard_bytes;
     int *vocab_counts; /* n_vocab of every rank, for the logits gather */
+    struct shardlm_model_dev *dev; /* CUDA hook: set by shardlm_model_to_device */
 };
+
+/* ---- CUDA hook: the device forward pass (model/forward_cuda.c) ----
+ * After shardlm_model_to_device the weights live on the device (the host
+ * copies of the matrices are freed) and forward.c hands states and steps
+ * to these. */
+typedef struct shardlm_model_dev shardlm_model_dev;
+typedef struct shardlm_state_dev shardlm_state_dev;
+void shardlm_dev_model_free(shardlm_model_dev *dv);
+int shardlm_dev_state_new(const shardlm_model *m, int n_blocks, int block_size, int max_batch, shardlm_state_dev **out);
+void shardlm_dev_state_free(shardlm_state_dev *d);
+int shardlm_dev_forward(const shardlm_model *m, shardlm_state_dev *d, shardlm_comm *comm, const shardlm_batch *b,
+                        float *logits, int timeout_ms, uint64_t *allreduce_ns);
 
 /* ranges.c: a growable list of byte ranges. The loader in record mode
  * appends what each read would touch instead of copying it. */

@@ -109,5 +109,19 @@ int shardlm_model_forward_batch(const shardlm_model *m, shardlm_state *s, shardl
 /* Runs the kernels of this state's steps on pool (borrowed; NULL: one thread). */
 void shardlm_state_set_pool(shardlm_state *s, shardlm_pool *pool);
 
+/* ---- CUDA (model/forward_cuda.c, docs/GPU.md) ----
+ * Uploads this rank's shard to CUDA device `device` (after
+ * shardlm_model_load; see shardlm_cuda_pick_device). From then on
+ * shardlm_state_new puts the KV cache and scratch on the device and
+ * shardlm_model_forward_batch runs there, with the same contract (logits in
+ * rank 0's host array); make states after this call. The host copies of
+ * the weight matrices are freed. Fails, leaving the model usable on the
+ * CPU, with a message naming the tensor and type when a weight type has no
+ * device kernel (f32, f16, bf16, q8_0 and q4_0 do), and with "built without
+ * CUDA" in a build without it. */
+int shardlm_model_to_device(shardlm_model *m, int device);
+/* The CUDA device of the model, or -1 when it runs on the CPU. */
+int shardlm_model_device(const shardlm_model *m);
+
 
 #endif
