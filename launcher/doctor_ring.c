@@ -20,9 +20,12 @@
 #define DOCTOR_ALLREDUCE_FLOATS 256
 #define DOCTOR_ALLREDUCE_ROUNDS 5
 
-/* Binds and listens on the port the way the ring (0.0.0.0, SO_REUSEADDR)
- * or the control channel (dual-stack ::) will, then releases it at once so
- * shardlm_ring_comm_create can bind it. */
+/* Binds the port the way the ring (0.0.0.0, SO_REUSEADDR) or the control
+ * channel (dual-stack ::) will, then releases it at once so
+ * shardlm_ring_comm_create can bind it. No listen(): a neighbour already
+ * connecting would be accepted and reset, which fails its ring set-up;
+ * unlistened, it is refused and retries. Linux refuses the bind itself
+ * while another socket listens on the port. */
 static void doctor_bind(shardlm_doctor *d, const char *field, int port, int dual_stack, const char *path)
 {
     int fd = dual_stack ? socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0) : -1;
@@ -43,7 +46,7 @@ static void doctor_bind(shardlm_doctor *d, const char *field, int port, int dual
         a->sin_addr.s_addr = htonl(INADDR_ANY);
         sl = sizeof *a;
     }
-    if (fd < 0 || bind(fd, (struct sockaddr *)&ss, sl) || listen(fd, 1)) err = errno;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&ss, sl)) err = errno;
     if (fd >= 0) close(fd);
     const char *addr = v6 ? "[::]" : "0.0.0.0";
     if (err)
@@ -63,13 +66,16 @@ static void doctor_resolve(shardlm_doctor *d, const char *field, const char *hos
     req->ar_name = host;
     req->ar_request = &hints;
     struct gaicb *list[1] = {req};
-    struct timespec ts = {timeout_ms / 1000, (long)(timeout_ms % 1000) * 1000000L};
+    uint64_t deadline = shardlm_now_ns() + (uint64_t)timeout_ms * 1000000ull;
     int rc = getaddrinfo_a(GAI_NOWAIT, list, 1, NULL);
-    if (rc == 0) {
-        rc = gai_suspend((const struct gaicb *const *)list, 1, &ts);
-        if (rc == 0 || rc == EAI_ALLDONE) rc = gai_error(req);
+    /* gai_suspend can return before the request is done (and miss its
+     * wake-up), so poll gai_error with short waits until the deadline */
+    while (rc == 0 && (rc = gai_error(req)) == EAI_INPROGRESS && shardlm_now_ns() < deadline) {
+        struct timespec ts = {0, 20000000L};
+        gai_suspend((const struct gaicb *const *)list, 1, &ts);
+        rc = 0;
     }
-    if (rc == EAI_AGAIN && gai_error(req) == EAI_INPROGRESS) {
+    if (rc == EAI_INPROGRESS) {
         gai_cancel(req);
         shardlm_doctor_check(d, field, 0, "%s: field '%s': resolving '%s' took more than %d ms", path, field, host,
                              timeout_ms);
