@@ -128,11 +128,11 @@ static int sidecar_write(const char *path, const sidecar *s)
 /* Returns NULL when it reads, else why not. */
 static const char *sidecar_read(const char *path, sidecar *s)
 {
+    memset(s, 0, sizeof *s);
     FILE *f = fopen(path, "r");
     if (!f) return "cannot open the .ok file";
     char magic[64] = "";
     const char *why = NULL;
-    memset(s, 0, sizeof *s);
     if (!fgets(magic, sizeof magic, f) || strncmp(magic, SIDECAR_MAGIC "\n", sizeof SIDECAR_MAGIC) != 0)
         why = "the .ok file has no '" SIDECAR_MAGIC "' line";
     else if (fscanf(f, " fingerprint %" SCNx64 " file_size %" SCNu64 " ranges_hash %" SCNx64 " checksum %" SCNx64

@@ -351,3 +351,36 @@ Test(weights, rank_0_killed_mid_transfer_fails_the_worker_naming_rank_0, .timeou
     if (d) closedir(d);
     free(e1);
 }
+
+/* generate --world-size spawns its workers with --weights-from rank0. */
+Test(weights, generate_spawns_workers_that_fetch_their_weights, .timeout = 120)
+{
+    char cache[512], path[1024];
+    snprintf(cache, sizeof cache, "%s/cache-d", tu_tmpdir());
+    char *argv[] = {(char *)tu_bin(), "generate", "-m", (char *)stories(), "--temp", "0", "-n", "256",
+                    "--world-size", "2", "--weights-from", "rank0", "--weights-cache", cache, NULL};
+    tu_result r = tu_run(argv, NULL, 60);
+    char *want = tu_read_file(tu_shared("models/stories260K.greedy.txt"), NULL);
+    cr_assert_eq(r.exit_code, 0, "stderr: %s", r.err);
+    cr_assert_str_eq(r.out, want);
+    cr_assert(strstr(r.err, "sent rank 1 its weights"), "stderr: %s", r.err);
+    cache_file(cache, path, sizeof path);
+    cr_assert_eq(access(path, R_OK), 0, "no cache file %s", path);
+    free(want);
+    tu_result_free(&r);
+}
+
+Test(weights, worker_flags_are_checked)
+{
+    char *a1[] = {(char *)tu_bin(), "worker", "--weights-from", "rank1", "--ring-config", "x.json", NULL};
+    char *a2[] = {(char *)tu_bin(), "worker", "--ring-config", "x.json", NULL};
+    char *a3[] = {(char *)tu_bin(), "worker", "-m", "m.gguf", "--weights-from", "rank0", "--ring-config", "x.json", NULL};
+    char *const *argvs[] = {a1, a2, a3};
+    const char *want[] = {"only source is 'rank0'", "--weights-from rank0) is required", "not both"};
+    for (int i = 0; i < 3; i++) {
+        tu_result r = tu_run(argvs[i], NULL, 10);
+        cr_assert_eq(r.exit_code, 2, "case %d: exit %d", i, r.exit_code);
+        cr_assert(strstr(r.err, want[i]), "case %d: %s", i, r.err);
+        tu_result_free(&r);
+    }
+}
