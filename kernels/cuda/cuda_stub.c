@@ -78,7 +78,12 @@ int shardlm_cuda_zero(shardlm_cuda_ctx *c, void *d_dst, size_t bytes)
     return no_cuda();
 }
 
-int shardlm_cuda_dtype_ok(shardlm_dtype t) { (void)t; return 0; }
+/* The same answer as the CUDA build, so a model's types are judged alike. */
+int shardlm_cuda_dtype_ok(shardlm_dtype t)
+{
+    return t == SHARDLM_DT_F32 || t == SHARDLM_DT_F16 || t == SHARDLM_DT_BF16 || t == SHARDLM_DT_Q8_0 ||
+           t == SHARDLM_DT_Q4_0;
+}
 
 int shardlm_cuda_embed(shardlm_cuda_ctx *c, shardlm_dtype t, const void *d_table, size_t dim, const int32_t *d_tokens,
                        int n, float *d_out)
