@@ -338,7 +338,7 @@ static int ctrl_handshake(shardlm_ctrl *c, shardlm_ctrl_hello *mine, const shard
     if (!rc) rc = recv_env(c, c->fds[0], deadline, c->peer, &ack);
     if (rc) return rc;
     if (ack->msg_case != SHARDLM__ENVELOPE__MSG_HELLO_ACK || !ack->hello_ack->ok) {
-        shardlm_err_set("rank 0 at %s refused the handshake of rank %d: %s", c->peer, mine->rank,
+        shardlm_err_set("%s refused the handshake of rank %d: %s", c->peer, mine->rank,
                         ack->msg_case == SHARDLM__ENVELOPE__MSG_HELLO_ACK ? ack->hello_ack->error : "unexpected reply");
         rc = SHARDLM_EINPUT;
     } else {

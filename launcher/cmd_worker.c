@@ -22,7 +22,9 @@ static void worker_usage(FILE *f)
                "      --connect-timeout-ms MS ring and control set-up deadline (default 60000)\n"
                "      --idle-timeout-ms MS    longest wait for rank 0's next message (default 600000)\n"
                "      --threads N             kernel threads (default: physical cores / SHARDLM_LOCAL_WORLD_SIZE)\n"
-               "      --pin-threads           pin each kernel thread to a core\n");
+               "      --pin-threads           pin each kernel thread to a core\n"
+               "      --comm KIND             auto (default), ring or nccl: the same as rank 0's\n"
+               "      --device DEV            cpu (default), cuda or cuda:K\n");
 }
 
 int shardlm_cmd_worker(int argc, char **argv)
@@ -33,6 +35,7 @@ int shardlm_cmd_worker(int argc, char **argv)
         {"idle-timeout-ms", required_argument, 0, 'i'}, {"help", no_argument, 0, 'h'},
         {"threads", required_argument, 0, 'j'},        {"pin-threads", no_argument, 0, 'J'},
         {"weights-from", required_argument, 0, 'w'},    {"weights-cache", required_argument, 0, 'W'},
+        {"comm", required_argument, 0, 'K'},           {"device", required_argument, 0, 'D'},
         {0, 0, 0, 0}};
     shardlm_node_opts o = {.ring_config = getenv("RING_CONFIG"), .timeout_ms = 30000, .connect_timeout_ms = 60000,
                            .load_timeout_ms = 600000, .max_batch = 1, .isq = -1};
@@ -50,6 +53,8 @@ int shardlm_cmd_worker(int argc, char **argv)
         case 'i': idle_ms = atoi(optarg); break;
         case 'j': o.n_threads = atoi(optarg); break;
         case 'J': o.pin_threads = 1; break;
+        case 'K': o.comm = optarg; break;
+        case 'D': o.device = optarg; break;
         case 'w': o.weights_from = optarg; break;
         case 'W': o.weights_cache = optarg; break;
         case 'h': worker_usage(stdout); return 0;

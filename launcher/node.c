@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include "node.h"
+#include "shardlm_cuda.h"
+#include "shardlm_nccl.h"
 #include "shardlm_cli.h"
 #include "shardlm_common.h"
 #include "weights.h"
@@ -221,14 +223,69 @@ static int node_kv_pool(const shardlm_node_opts *o, shardlm_node *n, const shard
     return SHARDLM_OK;
 }
 
+/* --device: -1 for the CPU, else the CUDA device of this rank (its place
+ * on this machine picks one of the visible GPUs). */
+static int node_device(const shardlm_node_opts *o, shardlm_node *n)
+{
+    n->device = -1;
+    if (!strcmp(n->comm_kind, "nccl") && (!o->device || strncmp(o->device, "cuda", 4))) {
+        shardlm_err_set("--comm nccl needs a CUDA device (--device cuda or cuda:K)");
+        return SHARDLM_EINPUT;
+    }
+    if (!o->device || !strcmp(o->device, "cpu")) return SHARDLM_OK;
+    if (strncmp(o->device, "cuda", 4)) {
+        shardlm_err_set("--device '%s': expected cpu, cuda or cuda:K", o->device);
+        return SHARDLM_EINPUT;
+    }
+    int local = n->mpi ? n->local_rank : n->rank % (n->local_ranks > 0 ? n->local_ranks : 1);
+    int d = shardlm_cuda_pick_device(local, o->device);
+    if (d < 0) return d;
+    n->device = d;
+    return SHARDLM_OK;
+}
+
+/* NCCL: rank 0 makes the unique id and hands it out by MPI_Bcast under
+ * mpirun, else over the control channel; then every rank joins. */
+static int node_nccl(const shardlm_node_opts *o, shardlm_node *n)
+{
+    if (n->device < 0) {
+        shardlm_err_set("--comm nccl needs a CUDA device (--device cuda or cuda:K)");
+        return SHARDLM_EINPUT;
+    }
+    uint8_t id[SHARDLM_NCCL_ID_BYTES] = {0};
+    int rc = n->rank == 0 ? shardlm_nccl_unique_id(id) : SHARDLM_OK;
+    if (n->mpi) {
+        int brc = shardlm_comm_mpi_bcast_bootstrap(id, sizeof id, o->connect_timeout_ms);
+        if (rc || brc) return rc ? rc : brc;
+    } else if (n->rank == 0) {
+        if (rc) return rc;
+        Shardlm__NcclId msg = SHARDLM__NCCL_ID__INIT;
+        msg.id.data = id;
+        msg.id.len = sizeof id;
+        Shardlm__Envelope env = SHARDLM__ENVELOPE__INIT;
+        env.msg_case = SHARDLM__ENVELOPE__MSG_NCCL_ID;
+        env.nccl_id = &msg;
+        if ((rc = shardlm_ctrl_broadcast(n->ctrl, &env, o->connect_timeout_ms))) return rc;
+    } else {
+        Shardlm__Envelope *env = NULL;
+        if ((rc = shardlm_ctrl_recv(n->ctrl, o->connect_timeout_ms, &env))) return rc;
+        int ok = env->msg_case == SHARDLM__ENVELOPE__MSG_NCCL_ID && env->nccl_id->id.len == sizeof id;
+        if (ok) memcpy(id, env->nccl_id->id.data, sizeof id);
+        shardlm__envelope__free_unpacked(env, NULL);
+        if (!ok) {
+            shardlm_err_set("rank %d: expected the NCCL id from rank 0, got another message "
+                            "(is rank 0 running with --comm nccl?)", n->rank);
+            return SHARDLM_EPEER;
+        }
+    }
+    return shardlm_nccl_comm_create(n->rank, n->world, id, n->device, o->connect_timeout_ms, &n->comm);
+}
+
 static int node_comm(const shardlm_node_opts *o, shardlm_node *n)
 {
     if (n->world == 1) return shardlm_comm_local_create(&n->comm);
     if (!strcmp(n->comm_kind, "mpi")) return shardlm_comm_mpi_create(&n->comm);
-    if (!strcmp(n->comm_kind, "nccl")) {
-        shardlm_err_set("--comm nccl: not wired yet");
-        return SHARDLM_EINPUT;
-    }
+    if (!strcmp(n->comm_kind, "nccl")) return node_nccl(o, n);
     if (n->mpi) {
         shardlm_err_set("--comm ring under mpirun needs RING_CONFIG files; use --comm mpi");
         return SHARDLM_EINPUT;
@@ -242,6 +299,7 @@ int shardlm_node_open(const shardlm_node_opts *o, shardlm_node *n)
 {
     memset(n, 0, sizeof *n);
     int rc = node_config(o, n);
+    if (!rc) rc = node_device(o, n);
     if (rc) return rc;
     shardlm_gguf *g = NULL;
     int n_ctx = o->n_ctx, max_batch = o->max_batch, isq = o->isq;
@@ -264,6 +322,7 @@ int shardlm_node_open(const shardlm_node_opts *o, shardlm_node *n)
     if (!rc && n->world > 1 && n->rank == 0) rc = shardlm_weights_serve(n->ctrl, g, n->world, o->timeout_ms);
     if (!rc) rc = node_comm(o, n);
     if (!rc) rc = node_model(o, n, g, &n_ctx, isq);
+    if (!rc && n->device >= 0) rc = shardlm_model_to_device(n->model, n->device);
     shardlm_gguf_close(g); /* the shard has been copied out: release the mapping */
     if (!rc) rc = shardlm_comm_barrier(n->comm, o->load_timeout_ms);
     int threads = node_threads(o, n);
@@ -342,7 +401,7 @@ int shardlm_node_spawn_local(shardlm_node_opts *o, int world, shardlm_launch **o
     o->local_ranks = world;
     int threads = o->n_threads > 0 ? o->n_threads : shardlm_cpu_physical_cores() / world;
     snprintf(thr, sizeof thr, "%d", threads > 0 ? threads : 1);
-    char *argv[16] = {(char *)shardlm_cli_self(), "worker", "--timeout-ms", tmo, "--connect-timeout-ms", ctmo,
+    char *argv[24] = {(char *)shardlm_cli_self(), "worker", "--timeout-ms", tmo, "--connect-timeout-ms", ctmo,
                       "--threads", thr};
     int a = 8;
     if (o->weights_from) { /* the workers get their bytes from rank 0 instead of reading the file */
@@ -355,6 +414,8 @@ int shardlm_node_spawn_local(shardlm_node_opts *o, int world, shardlm_launch **o
         argv[a++] = (char *)o->model_path;
     }
     if (o->pin_threads) argv[a++] = "--pin-threads";
+    if (o->comm) argv[a++] = "--comm", argv[a++] = (char *)o->comm;
+    if (o->device) argv[a++] = "--device", argv[a++] = (char *)o->device;
     rc = shardlm_launch_start(world, 1, cfgs, argv, out, &o->ring_config);
     if (rc) return rc;
     o->watch = node_watch_children;

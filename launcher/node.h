@@ -46,6 +46,7 @@ typedef struct {
     const char *comm_kind;     /* "ring", "mpi", "nccl" (resolved from --comm) */
     int mpi;                   /* rank and world came from mpirun */
     int local_rank, local_ranks;
+    int device;                /* CUDA device, -1 for the CPU */
 } shardlm_node;
 
 /* Resolves --comm: auto picks nccl for a CUDA --device, mpi under mpirun,
