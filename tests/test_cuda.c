@@ -20,13 +20,20 @@
 #include "shardlm_tokenizer.h"
 #include "test_util.h"
 
-/* Skips the current test unless at least k devices are usable. */
+/* Skips the current test unless at least k devices are usable. The reason
+ * also goes to stderr, so `ctest -V` shows it without Criterion's --verbose. */
+#define SKIP(...) \
+    do { \
+        fprintf(stderr, __VA_ARGS__), fputc('\n', stderr); \
+        cr_skip_test(__VA_ARGS__); \
+    } while (0)
+
 static void need_devices(int k)
 {
-    if (!shardlm_cuda_built()) cr_skip_test("SKIP: built without CUDA");
+    if (!shardlm_cuda_built()) SKIP("SKIP: built without CUDA");
     int n = 0;
-    if (shardlm_cuda_device_count(&n)) cr_skip_test("SKIP: no CUDA device (%s)", shardlm_err_get());
-    if (n < k) cr_skip_test("SKIP: needs %d CUDA devices, this machine has %d", k, n);
+    if (shardlm_cuda_device_count(&n)) SKIP("SKIP: no CUDA device (%s)", shardlm_err_get());
+    if (n < k) SKIP("SKIP: needs %d CUDA devices, this machine has %d", k, n);
 }
 
 static unsigned rng_state = 12345u;
@@ -462,7 +469,7 @@ Test(cuda_errors, to_device_without_device_fails_cleanly)
 {
     int n = 0;
     if (shardlm_cuda_built() && shardlm_cuda_device_count(&n) == 0)
-        cr_skip_test("SKIP: a CUDA device is present (%d); the device tests cover this path", n);
+        SKIP("SKIP: a CUDA device is present (%d); the device tests cover this path", n);
     shardlm_model *m = load_model(tu_shared("models/stories260K.gguf"), -1);
     cr_assert_neq(shardlm_model_to_device(m, 0), 0);
     if (!shardlm_cuda_built())
