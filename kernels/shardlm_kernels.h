@@ -104,6 +104,69 @@ void shardlm_rmsnorm(float *out, const float *x, const float *weight, size_t n, 
 void shardlm_softmax(float *x, size_t n);
 void shardlm_silu_mul(float *a, const float *b, size_t n);
 
+/* ---- RoPE with precomputed tables (kernels/cpu/rope.c) ----
+ * Same result as shardlm_ref_rope, bit for bit: the inverse frequencies and
+ * the angles are computed by the same expressions, once per model and once
+ * per token instead of once per element, and the rotation uses the same
+ * products and sums (no fused multiply-add). */
+
+/* freq[i] = 1 / base^(2i / rope_dim) for i < rope_dim / 2. */
+void shardlm_rope_freqs(float *freq, int rope_dim, float base);
+/* The rotation of one position, for shardlm_rope: tab[0..rope_dim) holds
+ * cos(pos * freq[i/2]), tab[rope_dim..2*rope_dim) holds -sin for even i and
+ * +sin for odd i. */
+void shardlm_rope_table(float *tab, const float *freq, int rope_dim, int pos);
+/* Rotates n_heads heads of head_dim elements like shardlm_ref_rope, with a
+ * table from shardlm_rope_table for that position. */
+void shardlm_rope(float *v, int n_heads, int head_dim, int rope_dim, const float *tab);
+
+/* ---- attention over the paged KV cache (kernels/cpu/attention.c) ----
+ * The cache holds, per position and KV head, one row of head_dim values of
+ * type SHARDLM_DT_F32, SHARDLM_DT_F16 or SHARDLM_DT_Q8_0. A Q8_0 row is
+ * ceil(head_dim / 32) f16 scales followed by head_dim int8 values: chunk c
+ * holds elements [32c, 32c + 32) (the last may be shorter), x = d_c * q,
+ * d_c = amax / 127 (the usual Q8_0 block when head_dim % 32 == 0, with the
+ * scales gathered in front). */
+
+/* Bytes of one row; 0 for other types or head_dim < 1. */
+size_t shardlm_kv_row_bytes(shardlm_dtype t, int head_dim);
+/* Converts head_dim floats to one row, and back. */
+void shardlm_kv_store(shardlm_dtype t, const float *x, int head_dim, void *row);
+void shardlm_kv_load(shardlm_dtype t, const void *row, int head_dim, float *x);
+
+/* One layer of the cache: block b's slot j holds n_kv_heads rows, K at
+ * k + ((b * block_size + j) * n_kv_heads + h) * row_bytes, V likewise. */
+typedef struct {
+    shardlm_dtype type;
+    int head_dim, n_kv_heads, block_size;
+    const uint8_t *k, *v;
+} shardlm_kv_view;
+
+/* n tokens. Token i attends to positions 0..pos[i] of sequence seq[i],
+ * whose block b is tables[seq[i]][b] (its own K/V must be stored already).
+ * Local query head h (global q_head0 + h) uses local KV head
+ * (q_head0 + h) / group - kv_head0, group = query heads per KV head.
+ * q and out are [n][n_q_heads * head_dim]; q is rotated already. */
+typedef struct {
+    int n;
+    const int32_t *pos, *seq;
+    const int32_t *const *tables;
+    int n_q_heads, q_head0, kv_head0, group;
+    const float *q;
+    float *out;
+} shardlm_attn_batch;
+
+/* Causal softmax(q k^T / sqrt(head_dim)) v for every token and local query
+ * head, in one pass over each token's KV rows (online softmax), the query
+ * heads sharing a KV head together, (token, KV head) items spread over pool
+ * (may be NULL). Each item is computed the same way whatever else is in the
+ * batch or however many threads run, so results are batch invariant. It
+ * differs from shardlm_ref_attention by float rounding only (summation
+ * order, exp approximation: tests/test_attention.c states the bound). */
+void shardlm_attention(shardlm_pool *pool, const shardlm_kv_view *kv, const shardlm_attn_batch *b);
+/* The reference: per head, scores, shardlm_ref_softmax, weighted sum. */
+void shardlm_ref_attention(const shardlm_kv_view *kv, const shardlm_attn_batch *b);
+
 /* ---- load-time repacking ----
  * Q4_0 as SHARDLM_DT_Q4_0_R8: rows in groups of 8; per group, for each run
  * of 8 blocks (the last run may be shorter, k blocks), the 8 rows' f16

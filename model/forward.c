@@ -6,7 +6,9 @@
  * A step is a batch of tokens from one or more sequences. The KV cache is
  * paged: blocks of block_size positions, addressed through each sequence's
  * block table, which rank 0 owns and sends with every step. Every token is
- * computed the same way whatever else is in the batch. */
+ * computed the same way whatever else is in the batch. The cache holds one
+ * row per position and KV head, as f32, f16 or Q8_0 (--kv-cache-type);
+ * attention itself is the kernel shardlm_attention (kernels/cpu/attention.c). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,7 +20,12 @@ struct shardlm_state {
     int n_ctx, max_batch;     /* n_ctx: positions one sequence may reach */
     int n_blocks, block_size; /* the paged KV pool of this rank */
     size_t kv_width;          /* local KV heads x head_dim */
-    float *k_cache, *v_cache; /* [layer][block][slot][kv_width] */
+    size_t n_kv;              /* local KV heads */
+    shardlm_dtype kv_type;    /* element type of the cache rows */
+    size_t kv_row;            /* bytes of one row: one position of one KV head */
+    uint8_t *k_cache, *v_cache; /* [layer][block][slot][local KV head] rows */
+    float *rope_freq;         /* [rope_dim / 2] inverse frequencies */
+    float *rope_tab;          /* [2 * rope_dim] one position's cos/sin */
     uint64_t allreduce_ns;    /* time spent in all-reduce, all steps */
     float *x, *xb, *xb2;      /* [batch][dim] */
     float *q, *att;           /* [batch][local q width] */
@@ -28,30 +35,37 @@ struct shardlm_state {
     float *lg_all;            /* [batch][vocab], rank 0's gather buffer */
     size_t *gather_bytes;     /* [world] */
     shardlm_pool *pool;       /* borrowed; NULL: single-threaded */
-    float *att_scores;        /* [threads][n_ctx] */
-    int n_score_rows;
     shardlm_state_dev *dev;   /* CUDA hook: everything above but the sizes lives here */
 };
 
-void shardlm_state_set_pool(shardlm_state *s, shardlm_pool *pool)
-{
-    int nth = pool ? shardlm_pool_size(pool) : 1;
-    if (nth > s->n_score_rows) {
-        float *sc = realloc(s->att_scores, (size_t)nth * (size_t)s->n_ctx * sizeof(float));
-        if (!sc) return; /* keep the old pool: still correct, just fewer threads */
-        s->att_scores = sc;
-        s->n_score_rows = nth;
-    }
-    s->pool = pool;
-}
+void shardlm_state_set_pool(shardlm_state *s, shardlm_pool *pool) { s->pool = pool; }
 
 int shardlm_state_new(const shardlm_model *m, int n_ctx, int n_blocks, int block_size, int max_batch,
                       shardlm_state **out)
+{
+    return shardlm_state_new_kv(m, n_ctx, n_blocks, block_size, max_batch, SHARDLM_DT_F32, out);
+}
+
+size_t shardlm_kv_bytes_per_token(const shardlm_hparams *hp, const shardlm_shard_plan *p, shardlm_dtype kv_type)
+{
+    return (size_t)hp->n_layers * (size_t)p->n_kv_heads * 2 * shardlm_kv_row_bytes(kv_type, hp->head_dim);
+}
+
+int shardlm_state_new_kv(const shardlm_model *m, int n_ctx, int n_blocks, int block_size, int max_batch,
+                         shardlm_dtype kv_type, shardlm_state **out)
 {
     const shardlm_hparams *hp = &m->hp;
     const shardlm_shard_plan *p = &m->plan;
     if (n_ctx < 1 || max_batch < 1 || block_size < 1 || n_blocks < 0) {
         shardlm_err_set("context %d, batch %d and block size %d must be positive", n_ctx, max_batch, block_size);
+        return SHARDLM_EINPUT;
+    }
+    if (kv_type != SHARDLM_DT_F32 && kv_type != SHARDLM_DT_F16 && kv_type != SHARDLM_DT_Q8_0) {
+        shardlm_err_set("--kv-cache-type %s: expected f32, f16 or q8_0", shardlm_dtype_name(kv_type));
+        return SHARDLM_EINPUT;
+    }
+    if (m->dev && kv_type != SHARDLM_DT_F32) {
+        shardlm_err_set("--kv-cache-type %s: the CUDA device keeps an f32 KV cache", shardlm_dtype_name(kv_type));
         return SHARDLM_EINPUT;
     }
     if (n_blocks == 0) n_blocks = (n_ctx + block_size - 1) / block_size;
@@ -63,16 +77,21 @@ int shardlm_state_new(const shardlm_model *m, int n_ctx, int n_blocks, int block
     s->n_blocks = n_blocks;
     s->block_size = block_size;
     s->kv_width = (size_t)p->n_kv_heads * hd;
+    s->n_kv = (size_t)p->n_kv_heads;
+    s->kv_type = kv_type;
+    s->kv_row = shardlm_kv_row_bytes(kv_type, hp->head_dim);
     if (m->dev) { /* CUDA hook: the cache and scratch go to the device */
         int rc = shardlm_dev_state_new(m, n_blocks, block_size, max_batch, &s->dev);
         if (rc) free(s);
         else *out = s;
         return rc;
     }
-    size_t kv = (size_t)hp->n_layers * (size_t)n_blocks * (size_t)block_size * s->kv_width;
+    size_t kv = (size_t)hp->n_layers * (size_t)n_blocks * (size_t)block_size * p->n_kv_heads * s->kv_row;
     size_t qw = (size_t)p->n_q_heads * hd;
-    s->k_cache = calloc(kv, sizeof(float));
-    s->v_cache = calloc(kv, sizeof(float));
+    s->k_cache = calloc(kv, 1);
+    s->v_cache = calloc(kv, 1);
+    s->rope_freq = malloc((size_t)hp->rope_dim / 2 * sizeof(float) + 1);
+    s->rope_tab = malloc(2 * (size_t)hp->rope_dim * sizeof(float) + 1);
     s->x = malloc(B * hp->dim * sizeof(float));
     s->xb = malloc(B * hp->dim * sizeof(float));
     s->xb2 = malloc(B * hp->dim * sizeof(float));
@@ -85,14 +104,13 @@ int shardlm_state_new(const shardlm_model *m, int n_ctx, int n_blocks, int block
     s->lg_local = malloc(B * p->n_vocab * sizeof(float) + 1);
     s->lg_all = malloc(B * hp->vocab * sizeof(float));
     s->gather_bytes = calloc((size_t)p->world, sizeof(size_t));
-    s->att_scores = malloc((size_t)n_ctx * sizeof(float));
-    s->n_score_rows = 1;
     if (!s->k_cache || !s->v_cache || !s->x || !s->xb || !s->xb2 || !s->q || !s->att || !s->k || !s->v ||
-        !s->hb || !s->hb2 || !s->lg_local || !s->lg_all || !s->gather_bytes || !s->att_scores) {
+        !s->hb || !s->hb2 || !s->lg_local || !s->lg_all || !s->gather_bytes || !s->rope_freq || !s->rope_tab) {
         shardlm_state_free(s);
         shardlm_err_set("out of memory allocating the KV cache: %d blocks of %d positions", n_blocks, block_size);
         return SHARDLM_ENOMEM;
     }
+    shardlm_rope_freqs(s->rope_freq, hp->rope_dim, hp->rope_base);
     *out = s;
     return SHARDLM_OK;
 }
@@ -105,7 +123,8 @@ void shardlm_state_free(shardlm_state *s)
     free(s->x); free(s->xb); free(s->xb2);
     free(s->q); free(s->att); free(s->k); free(s->v);
     free(s->hb); free(s->hb2);
-    free(s->lg_local); free(s->lg_all); free(s->gather_bytes); free(s->att_scores);
+    free(s->lg_local); free(s->lg_all); free(s->gather_bytes);
+    free(s->rope_freq); free(s->rope_tab);
     free(s);
 }
 
@@ -113,12 +132,21 @@ int shardlm_state_n_ctx(const shardlm_state *s) { return s->n_ctx; }
 int shardlm_state_n_blocks(const shardlm_state *s) { return s->n_blocks; }
 double shardlm_state_allreduce_seconds(const shardlm_state *s) { return (double)s->allreduce_ns * 1e-9; }
 
-/* Where position pos of a sequence with block table `table` lives. */
-static size_t kv_offset(const shardlm_state *s, int layer, const int32_t *table, int pos)
+/* Byte offset of layer l's KV cache. */
+static size_t kv_layer(const shardlm_state *s, int l)
 {
-    size_t block = (size_t)table[pos / s->block_size];
-    size_t slot = ((size_t)layer * s->n_blocks + block) * s->block_size + (size_t)(pos % s->block_size);
-    return slot * s->kv_width;
+    return (size_t)l * s->n_blocks * s->block_size * s->n_kv * s->kv_row;
+}
+
+/* Stores token i's K and V (rotated already) at position pos of its sequence. */
+static void kv_store(shardlm_state *s, int l, const int32_t *table, int pos, int i)
+{
+    size_t row = ((size_t)table[pos / s->block_size] * s->block_size + (size_t)(pos % s->block_size)) * s->n_kv;
+    size_t off = kv_layer(s, l) + row * s->kv_row, hd = s->kv_width / s->n_kv;
+    for (size_t h = 0; h < s->n_kv; h++) {
+        shardlm_kv_store(s->kv_type, s->k + i * s->kv_width + h * hd, (int)hd, s->k_cache + off + h * s->kv_row);
+        shardlm_kv_store(s->kv_type, s->v + i * s->kv_width + h * hd, (int)hd, s->v_cache + off + h * s->kv_row);
+    }
 }
 
 static void matmul(shardlm_state *s, const shardlm_mat *w, const float *x, size_t n, float *y)
@@ -126,51 +154,16 @@ static void matmul(shardlm_state *s, const shardlm_mat *w, const float *x, size_
     shardlm_matmul(s->pool, w->type, w->data, w->rows, w->cols, x, n, y);
 }
 
-/* Causal attention of one token and one local query head over positions
- * 0..pos of its sequence, read through the sequence's block table. */
-static void attend_head(const shardlm_model *m, const shardlm_state *s, int layer, const int32_t *table, int pos,
-                        int h, const float *qh, float *oh, float *scores)
+/* Causal attention of every token over its sequence's cached positions,
+ * this rank's query heads, into s->att. */
+static void attend(const shardlm_model *m, shardlm_state *s, int l, const shardlm_batch *b)
 {
-    const shardlm_hparams *hp = &m->hp;
     const shardlm_shard_plan *p = &m->plan;
-    int hd = hp->head_dim, group = hp->n_heads / hp->n_kv_heads;
-    size_t head_off = (size_t)((p->q_head0 + h) / group - p->kv_head0) * hd;
-    float scale = 1.0f / sqrtf((float)hd);
-    for (int t = 0; t <= pos; t++) {
-        const float *kt = s->k_cache + kv_offset(s, layer, table, t) + head_off;
-        float dot = 0.0f;
-        for (int i = 0; i < hd; i++) dot += qh[i] * kt[i];
-        scores[t] = dot * scale;
-    }
-    shardlm_softmax(scores, (size_t)pos + 1);
-    memset(oh, 0, (size_t)hd * sizeof(float));
-    for (int t = 0; t <= pos; t++) {
-        const float *vt = s->v_cache + kv_offset(s, layer, table, t) + head_off;
-        float a = scores[t];
-        for (int i = 0; i < hd; i++) oh[i] += a * vt[i];
-    }
-}
-
-typedef struct {
-    const shardlm_model *m;
-    shardlm_state *s;
-    int layer;
-    const shardlm_batch *b;
-} attend_job;
-
-/* Threads take (token, head) pairs round-robin; each has its own scores row. */
-static void attend_worker(void *ctx, int tid, int nth)
-{
-    attend_job *j = ctx;
-    const shardlm_batch *b = j->b;
-    int nh = j->m->plan.n_q_heads, hd = j->m->hp.head_dim;
-    size_t qw = (size_t)nh * hd;
-    float *scores = j->s->att_scores + (size_t)tid * j->s->n_ctx;
-    for (int w = tid; w < b->n * nh; w += nth) {
-        int i = w / nh, h = w % nh;
-        attend_head(j->m, j->s, j->layer, b->tables[b->seq[i]], b->pos[i], h, j->s->q + i * qw + (size_t)h * hd,
-                    j->s->att + i * qw + (size_t)h * hd, scores);
-    }
+    shardlm_kv_view kv = {s->kv_type, m->hp.head_dim, p->n_kv_heads, s->block_size, s->k_cache + kv_layer(s, l),
+                          s->v_cache + kv_layer(s, l)};
+    shardlm_attn_batch ab = {b->n, b->pos, b->seq, b->tables, p->n_q_heads, p->q_head0, p->kv_head0,
+                             m->hp.n_heads / m->hp.n_kv_heads, s->q, s->att};
+    shardlm_attention(s->pool, &kv, &ab);
 }
 
 static int check_seq(const shardlm_state *s, const shardlm_batch *b, int i)
@@ -238,14 +231,12 @@ static int layer_forward(const shardlm_model *m, shardlm_state *s, shardlm_comm 
     matmul(s, &ly->wk, s->xb, (size_t)n, s->k);
     matmul(s, &ly->wv, s->xb, (size_t)n, s->v);
     for (int i = 0; i < n; i++) {
-        shardlm_ref_rope(s->q + i * qw, p->n_q_heads, hp->head_dim, hp->rope_dim, pos[i], hp->rope_base);
-        shardlm_ref_rope(s->k + i * kvw, p->n_kv_heads, hp->head_dim, hp->rope_dim, pos[i], hp->rope_base);
-        size_t off = kv_offset(s, l, b->tables[b->seq[i]], pos[i]);
-        memcpy(s->k_cache + off, s->k + i * kvw, kvw * sizeof(float));
-        memcpy(s->v_cache + off, s->v + i * kvw, kvw * sizeof(float));
+        shardlm_rope_table(s->rope_tab, s->rope_freq, hp->rope_dim, pos[i]);
+        shardlm_rope(s->q + i * qw, p->n_q_heads, hp->head_dim, hp->rope_dim, s->rope_tab);
+        shardlm_rope(s->k + i * kvw, p->n_kv_heads, hp->head_dim, hp->rope_dim, s->rope_tab);
+        kv_store(s, l, b->tables[b->seq[i]], pos[i], i);
     }
-    attend_job job = {m, s, l, b};
-    shardlm_pool_run(s->pool, attend_worker, &job);
+    attend(m, s, l, b);
     matmul(s, &ly->wo, s->att, (size_t)n, s->xb2);
     int rc = allreduce(s, comm, (size_t)n * dim, timeout_ms);
     if (rc) return rc;

@@ -81,6 +81,15 @@ uint64_t shardlm_byte_ranges_hash(const shardlm_byte_range *r, size_t n);
 typedef struct shardlm_state shardlm_state;
 int shardlm_state_new(const shardlm_model *m, int n_ctx, int n_blocks, int block_size, int max_batch,
                       shardlm_state **out);
+/* The same with the cache's element type: SHARDLM_DT_F32 (what
+ * shardlm_state_new uses), SHARDLM_DT_F16 or SHARDLM_DT_Q8_0 (rows of
+ * head_dim, see shardlm_kv_row_bytes). A model on a CUDA device takes
+ * only F32. SHARDLM_EINPUT naming --kv-cache-type otherwise. */
+int shardlm_state_new_kv(const shardlm_model *m, int n_ctx, int n_blocks, int block_size, int max_batch,
+                         shardlm_dtype kv_type, shardlm_state **out);
+/* KV cache bytes of one position on one rank: layers x local KV heads x
+ * 2 rows (K and V), for sizing the pool. */
+size_t shardlm_kv_bytes_per_token(const shardlm_hparams *hp, const shardlm_shard_plan *p, shardlm_dtype kv_type);
 void shardlm_state_free(shardlm_state *s);
 int shardlm_state_n_ctx(const shardlm_state *s);
 int shardlm_state_n_blocks(const shardlm_state *s);

@@ -1,11 +1,10 @@
-/* ops_avx2.c - AVX2 RMSNorm, softmax and SiLU-multiply, with a polynomial
- * expf. exp256 has a maximum relative error of about 2e-7 (a few ulp) over
- * [-87, 88] (measured in tests/test_kernels.c); outside that range it
- * clamps, which changes results only below 1e-37 in absolute terms. */
+/* ops_avx2.c - AVX2 RMSNorm, softmax and SiLU-multiply, with the polynomial
+ * expf of avx2_exp.h. */
 #if defined(__x86_64__)
 #include <immintrin.h>
 #include <math.h>
 
+#include "avx2_exp.h"
 #include "cpu_internal.h"
 
 #define OPS_TARGET __attribute__((target("avx2,fma")))
@@ -19,27 +18,7 @@ OPS_INLINE float ops_hsum(__m256 v)
     return _mm_cvtss_f32(s);
 }
 
-/* e^x = 2^k * e^r with k = round(x / ln 2), |r| <= ln2 / 2; e^r by a
- * degree-7 polynomial (Taylor-like coefficients tuned for this interval,
- * from the Cephes expf design). ln 2 is split in two so r is exact. */
-OPS_INLINE __m256 exp256(__m256 x)
-{
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
-    __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    /* k is in [-126, 127], so 2^k is a normal float built from its exponent. */
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
+#define exp256 shardlm_exp256
 
 OPS_TARGET void shardlm_avx2_rmsnorm(float *out, const float *x, const float *weight, size_t n, float eps)
 {

@@ -80,3 +80,37 @@ void shardlm_ref_silu_mul(float *a, const float *b, size_t n)
 {
     for (size_t i = 0; i < n; i++) a[i] = a[i] / (1.0f + expf(-a[i])) * b[i];
 }
+
+/* Per token and query head: every score, a softmax, then the weighted sum
+ * of the V rows, each row read through the block table and widened to f32. */
+void shardlm_ref_attention(const shardlm_kv_view *kv, const shardlm_attn_batch *b)
+{
+    int hd = kv->head_dim, bs = kv->block_size;
+    size_t rb = shardlm_kv_row_bytes(kv->type, hd), qw = (size_t)b->n_q_heads * hd;
+    float *row = malloc((size_t)hd * sizeof(float));
+    if (!row) abort();
+    for (int i = 0; i < b->n; i++) {
+        const int32_t *table = b->tables[b->seq[i]];
+        int n_pos = b->pos[i] + 1;
+        float *sc = malloc((size_t)n_pos * sizeof(float));
+        if (!sc) abort();
+        for (int h = 0; h < b->n_q_heads; h++) {
+            int kh = (b->q_head0 + h) / b->group - b->kv_head0;
+            const float *q = b->q + i * qw + (size_t)h * hd;
+            float *o = b->out + i * qw + (size_t)h * hd;
+            for (int pass = 0; pass < 2; pass++) {
+                if (pass == 1) memset(o, 0, (size_t)hd * sizeof(float));
+                for (int t = 0; t < n_pos; t++) {
+                    size_t r = ((size_t)table[t / bs] * bs + (size_t)(t % bs)) * kv->n_kv_heads + (size_t)kh;
+                    shardlm_kv_load(kv->type, (pass ? kv->v : kv->k) + r * rb, hd, row);
+                    if (pass == 0) sc[t] = ref_dot_f32(q, row, (size_t)hd) / sqrtf((float)hd);
+                    else
+                        for (int e = 0; e < hd; e++) o[e] += sc[t] * row[e];
+                }
+                if (pass == 0) shardlm_ref_softmax(sc, (size_t)n_pos);
+            }
+        }
+        free(sc);
+    }
+    free(row);
+}
