@@ -23,6 +23,7 @@ typedef struct {
     int isq;             /* decided by rank 0, learnt by workers (-1: none) */
     int kv_blocks;       /* decided by rank 0, learnt by workers */
     int block_size;      /* decided by rank 0, learnt by workers */
+    int kv_type;         /* KV cache element type (shardlm_dtype), decided by rank 0, learnt by workers */
 } shardlm_ctrl_hello;
 
 /* --weights-from rank0: a worker's request for its weights, carried in its
@@ -44,7 +45,7 @@ int shardlm_ctrl_port(const shardlm_ctrl *c);
  * fails here too with SHARDLM_EINPUT. */
 int shardlm_ctrl_accept_all(shardlm_ctrl *c, const shardlm_ctrl_hello *mine, int timeout_ms);
 /* Worker: connects (retrying until the deadline), sends its handshake and
- * learns rank 0's shared settings (n_ctx, max_batch, isq, KV pool) into *mine. */
+ * learns rank 0's shared settings (n_ctx, max_batch, isq, KV pool and type) into *mine. */
 int shardlm_ctrl_connect(const char *host, int port, shardlm_ctrl_hello *mine, int timeout_ms,
                          shardlm_ctrl **out);
 

@@ -24,6 +24,7 @@ static void bench_usage(FILE *f)
                "  -r N   repetitions; the median is reported\n"
                "  -t N   kernel threads per rank (default: its share of the cores)\n"
                "  --isq q8_0|q4_0  quantise F32/F16/BF16 weights while loading\n"
+               "  --kv-cache-type f32|f16|q8_0  KV cache element type (default f32)\n"
                "  --json one object: pp_tok_s, tg_tok_s, their samples, weights_bytes, ...\n");
 }
 
@@ -33,7 +34,7 @@ static int bench_parse(int argc, char **argv, bench_opts *o)
         {"model", required_argument, 0, 'm'}, {"threads", required_argument, 0, 't'},
         {"world-size", required_argument, 0, 'W'}, {"json", no_argument, 0, 'J'},
         {"pin-threads", no_argument, 0, 'P'}, {"help", no_argument, 0, 'h'}, {"isq", required_argument, 0, 'Q'},
-        {0, 0, 0, 0}};
+        {"kv-cache-type", required_argument, 0, 'V'}, {0, 0, 0, 0}};
     int c;
     char *end;
     optind = 1;
@@ -43,6 +44,13 @@ static int bench_parse(int argc, char **argv, bench_opts *o)
             o->node.isq = shardlm_dtype_parse(optarg);
             if (o->node.isq != SHARDLM_DT_Q8_0 && o->node.isq != SHARDLM_DT_Q4_0) {
                 fprintf(stderr, "shardlm bench: invalid value '%s' for --isq (q8_0 or q4_0)\n", optarg);
+                return SHARDLM_EINPUT;
+            }
+            continue;
+        }
+        if (c == 'V') {
+            if ((o->node.kv_type = shardlm_node_kv_type_parse(optarg)) < 0) {
+                fprintf(stderr, "shardlm bench: invalid value '%s' for --kv-cache-type (f32, f16 or q8_0)\n", optarg);
                 return SHARDLM_EINPUT;
             }
             continue;

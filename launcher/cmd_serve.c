@@ -48,6 +48,7 @@ static void serve_usage(FILE *f)
             "      --max-queue N               waiting requests before 429 (default 256)\n"
             "      --block-size 8|16|32        tokens per KV block (default 16)\n"
             "      --kv-cache-mb MB            KV pool per rank (default 256)\n"
+            "      --kv-cache-type T           KV cache element type: f32 (default), f16, q8_0\n"
             "      --no-prefix-cache           turn prefix caching off\n"
             "      --chat-template FILE        Jinja chat template instead of the model's\n"
             "      --max-body-kb KB            largest request body (default 1024)\n"
@@ -104,6 +105,7 @@ static int serve_opt(serve_opts *o, int c, const char *arg)
     case 'D': o->node.device = arg; return 0;
     case 'w': o->node.weights_from = arg; return 0;
     case 'G': o->node.weights_cache = arg; return 0;
+    case 'V': o->node.kv_type = shardlm_node_kv_type_parse(arg); return o->node.kv_type < 0 ? -1 : 0;
     default: return -1;
     }
 }
@@ -122,7 +124,8 @@ static int serve_parse(int argc, char **argv, serve_opts *o)
         {"threads", required_argument, 0, 'j'}, {"pin-threads", no_argument, 0, 'J'},
         {"timeout-ms", required_argument, 0, 't'}, {"help", no_argument, 0, 'h'},
         {"comm", required_argument, 0, 'c'},     {"device", required_argument, 0, 'D'},
-        {"weights-from", required_argument, 0, 'w'}, {"weights-cache", required_argument, 0, 'G'}, {0, 0, 0, 0}};
+        {"weights-from", required_argument, 0, 'w'}, {"weights-cache", required_argument, 0, 'G'},
+        {"kv-cache-type", required_argument, 0, 'V'}, {0, 0, 0, 0}};
     int c, idx = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:h", opts, &idx)) != -1) {

@@ -145,7 +145,7 @@ static int node_handshake(const shardlm_node_opts *o, shardlm_node *n, uint64_t 
                           int *isq, const shardlm_ctrl_weights_req *want)
 {
     shardlm_ctrl_hello h = {fp,         n->world,      n->rank,       n->comm_kind, *n_ctx,
-                            *max_batch, *isq,          n->kv_blocks, n->block_size};
+                            *max_batch, *isq,          n->kv_blocks, n->block_size, n->kv_type};
     int rc = SHARDLM_OK;
     if (n->rank == 0) {
         if (!n->ctrl) rc = shardlm_ctrl_listen(n->cfg.master_ip, n->cfg.master_port, n->world, &n->ctrl);
@@ -162,6 +162,7 @@ static int node_handshake(const shardlm_node_opts *o, shardlm_node *n, uint64_t 
     if (n->rank != 0) {
         n->kv_blocks = h.kv_blocks;
         n->block_size = h.block_size;
+        n->kv_type = h.kv_type;
     }
     return rc;
 }
@@ -206,13 +207,13 @@ static int node_model(const shardlm_node_opts *o, shardlm_node *n, shardlm_gguf 
 }
 
 /* Rank 0 sizes the paged KV pool from --kv-cache-mb: one token's KV on one
- * rank is layers x local KV width x 2 (K and V) floats. */
+ * rank is layers x local KV heads x 2 (K and V) rows of --kv-cache-type. */
 static int node_kv_pool(const shardlm_node_opts *o, shardlm_node *n, const shardlm_hparams *hp,
                         const shardlm_shard_plan *p)
 {
     n->block_size = o->block_size > 0 ? o->block_size : 16;
     if (o->kv_cache_mb <= 0) return SHARDLM_OK; /* one sequence: sized from the context */
-    double per_token = (double)hp->n_layers * p->n_kv_heads * hp->head_dim * 2 * sizeof(float);
+    double per_token = (double)shardlm_kv_bytes_per_token(hp, p, (shardlm_dtype)n->kv_type);
     double blocks = o->kv_cache_mb * 1048576.0 / (per_token * n->block_size);
     if (blocks < 1 || blocks > 1e8) {
         shardlm_err_set("--kv-cache-mb %g holds %.0f blocks of %d tokens (%.0f bytes per token per rank)",
@@ -221,6 +222,12 @@ static int node_kv_pool(const shardlm_node_opts *o, shardlm_node *n, const shard
     }
     n->kv_blocks = (int)blocks;
     return SHARDLM_OK;
+}
+
+int shardlm_node_kv_type_parse(const char *name)
+{
+    int t = name ? shardlm_dtype_parse(name) : -1;
+    return t == SHARDLM_DT_F32 || t == SHARDLM_DT_F16 || t == SHARDLM_DT_Q8_0 ? t : -1;
 }
 
 /* --device: -1 for the CPU, else the CUDA device of this rank (its place
@@ -233,6 +240,11 @@ static int node_device(const shardlm_node_opts *o, shardlm_node *n)
         return SHARDLM_EINPUT;
     }
     if (!o->device || !strcmp(o->device, "cpu")) return SHARDLM_OK;
+    if (o->kv_type != SHARDLM_DT_F32) {
+        shardlm_err_set("--kv-cache-type %s: --device %s keeps the KV cache in f32; use --kv-cache-type f32",
+                        shardlm_dtype_name((uint32_t)o->kv_type), o->device);
+        return SHARDLM_EINPUT;
+    }
     if (strncmp(o->device, "cuda", 4)) {
         shardlm_err_set("--device '%s': expected cpu, cuda or cuda:K", o->device);
         return SHARDLM_EINPUT;
@@ -298,6 +310,7 @@ static int node_comm(const shardlm_node_opts *o, shardlm_node *n)
 int shardlm_node_open(const shardlm_node_opts *o, shardlm_node *n)
 {
     memset(n, 0, sizeof *n);
+    n->kv_type = o->kv_type; /* rank 0's choice; workers learn it in the handshake */
     int rc = node_config(o, n);
     if (!rc) rc = node_device(o, n);
     if (rc) return rc;
@@ -327,7 +340,8 @@ int shardlm_node_open(const shardlm_node_opts *o, shardlm_node *n)
     if (!rc) rc = shardlm_comm_barrier(n->comm, o->load_timeout_ms);
     int threads = node_threads(o, n);
     n->n_threads = threads;
-    shardlm_engine_opts eo = {n_ctx, max_batch, n->kv_blocks, n->block_size, o->timeout_ms, threads, o->pin_threads};
+    shardlm_engine_opts eo = {n_ctx, max_batch, n->kv_blocks, n->block_size, o->timeout_ms, threads, o->pin_threads,
+                              n->kv_type};
     if (!rc) rc = shardlm_engine_new(n->model, n->comm, n->ctrl, &eo, &n->engine);
     return rc;
 }

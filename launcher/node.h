@@ -24,6 +24,7 @@ typedef struct {
     int isq;                 /* rank 0: in-situ quantisation type, -1 none; workers learn it */
     double kv_cache_mb;      /* rank 0: paged KV pool per rank; 0: one sequence of n_ctx */
     int block_size;          /* rank 0: positions per KV block (default 16) */
+    int kv_type;             /* rank 0: --kv-cache-type (shardlm_dtype; 0 is f32); workers learn it */
     int (*watch)(void *ctx); /* rank 0: polled while waiting for workers */
     void *watch_ctx;
     const char *comm;        /* --comm: "auto" (NULL), "ring", "mpi" or "nccl" */
@@ -43,6 +44,7 @@ typedef struct {
     double load_s;
     int n_threads;
     int kv_blocks, block_size; /* the KV pool every rank holds */
+    int kv_type;               /* its element type, rank 0's --kv-cache-type */
     const char *comm_kind;     /* "ring", "mpi", "nccl" (resolved from --comm) */
     int mpi;                   /* rank and world came from mpirun */
     int local_rank, local_ranks;
@@ -65,6 +67,9 @@ int shardlm_node_worker_main(const shardlm_node_opts *o, int idle_ms, const char
  * o->local_ranks, and makes o->watch notice a worker that dies during
  * start-up. Free *out with shardlm_launch_free. */
 int shardlm_node_spawn_local(shardlm_node_opts *o, int world, shardlm_launch **out);
+
+/* --kv-cache-type: "f32", "f16" or "q8_0" -> its shardlm_dtype; -1 otherwise. */
+int shardlm_node_kv_type_parse(const char *name);
 
 /* Brings the rank up. Returns a status; the error text says what failed. */
 int shardlm_node_open(const shardlm_node_opts *o, shardlm_node *n);

@@ -21,6 +21,7 @@ typedef struct {
     int timeout_ms; /* each collective and control message */
     int n_threads;  /* kernel threads of this rank */
     int pin;        /* pin kernel threads to cores */
+    int kv_type;    /* KV cache element type: SHARDLM_DT_F32 (0), _F16 or _Q8_0 */
 } shardlm_engine_opts;
 
 /* The engine borrows model, comm and ctrl (ctrl is NULL at world size 1);
