@@ -168,13 +168,13 @@ void shardlm_attention(shardlm_pool *pool, const shardlm_kv_view *kv, const shar
 void shardlm_ref_attention(const shardlm_kv_view *kv, const shardlm_attn_batch *b);
 
 /* ---- load-time repacking ----
- * Q4_0 as SHARDLM_DT_Q4_0_R8: rows in groups of 8; per group, for each run
- * of 8 blocks (the last run may be shorter, k blocks), the 8 rows' f16
- * scales (row-major, 8 x k) and then the 8 rows' nibbles (8 x 16k bytes,
- * each row's blocks adjacent). A group is one sequential stream whose
- * scales load as one vector. The last rows % 8 rows stay plain Q4_0 after
- * the groups. Same total size as Q4_0; shardlm_matmul gives bitwise the
- * same result as for the plain matrix on every path. */
+ * Q4_0 as SHARDLM_DT_Q4_0_R8: rows in groups of 8; per group, for each
+ * block (144 bytes), the 8 rows' f16 scales, then 4 chunks of 32 bytes:
+ * chunk c holds nibble bytes 4c..4c+3 of row 0, then of row 1, ... row 7,
+ * so a vector lane is a row (kernels/cpu/matmul_avx2_r8.c). A group is one
+ * sequential stream. The last rows % 8 rows stay plain Q4_0 after the
+ * groups. Same total size as Q4_0; shardlm_matmul gives bitwise the same
+ * result as for the plain matrix on every path. */
 
 /* When t is Q4_0, cols % 32 == 0, rows >= 8 and the kernels in use have a
  * faster repacked path (SHARDLM_REPACK=0 in the environment turns this

@@ -29,6 +29,9 @@ struct shardlm_mm_args {
     const int8_t *xq;
     const float *xd, *xs;
     float *y; /* n x rows */
+    /* Q4_0 only: xo[i*nb + b] = 8 * (sum of the block's 32 int8 values),
+     * exact, so the AVX2 kernels remove the +8 offset in integers. */
+    const int32_t *xo;
     /* For SHARDLM_DT_Q4_0_R8: the plain Q4_0 kernel of the path in use,
      * for the rows % 8 tail rows and for paths without a repacked kernel. */
     shardlm_mm_fn q4_0_plain;
@@ -72,15 +75,18 @@ void shardlm_avx2_rmsnorm(float *out, const float *x, const float *weight, size_
 void shardlm_avx2_softmax(float *x, size_t n);
 void shardlm_avx2_silu_mul(float *a, const float *b, size_t n);
 void shardlm_avx2_q4_0_r8(const shardlm_mm_args *a, size_t r0, size_t r1); /* matmul_avx2_r8.c */
+void shardlm_avx2_q4_0(const shardlm_mm_args *a, size_t r0, size_t r1);    /* matmul_avx2_r8.c */
 #endif
 
 /* ---- Q4_0_R8 layout (shardlm_kernels.h) ---- */
 
-/* Start of the run of blocks b0.. (b0 % 8 == 0) of group g; every earlier
- * run is 8 blocks, so this is plain arithmetic. */
-static inline const uint8_t *shardlm_r8_run(const uint8_t *w, size_t row_bytes, size_t g, size_t b0)
+/* Block b of group g: 8 blocks' worth of bytes (144) per block index, so
+ * this is plain arithmetic. Inside: the 8 rows' f16 scales (16 bytes), then
+ * 4 chunks of 32 bytes, chunk c = bytes 4c..4c+3 of the 8 rows' nibbles,
+ * row 0 first (low nibble of byte j: element j; high: element j + 16). */
+static inline uint8_t *shardlm_r8_block(const uint8_t *w, size_t row_bytes, size_t g, size_t b)
 {
-    return w + g * 8 * row_bytes + b0 * 8 * SHARDLM_Q4_0_BYTES;
+    return (uint8_t *)w + g * 8 * row_bytes + b * 8 * SHARDLM_Q4_0_BYTES;
 }
 /* Copies row r of a Q4_0_R8 matrix out as a plain Q4_0 row. */
 void shardlm_r8_gather_row(const uint8_t *w, size_t rows, size_t cols, size_t r, uint8_t *out);

@@ -139,6 +139,16 @@ static void mm_pair_interleave(int8_t *q, size_t cols)
     }
 }
 
+/* xo of cpu_internal.h: 8 * each block's sum of int8 activations. */
+static void mm_block_sums(const int8_t *q, size_t nb, int32_t *xo)
+{
+    for (size_t b = 0; b < nb; b++) {
+        int32_t s = 0;
+        for (size_t k = 0; k < SHARDLM_QK; k++) s += q[b * SHARDLM_QK + k];
+        xo[b] = 8 * s;
+    }
+}
+
 static void mm_quant_task(void *ctx, int tid, int nth)
 {
     mm_job *j = ctx;
@@ -146,6 +156,7 @@ static void mm_quant_task(void *ctx, int tid, int nth)
     for (size_t i = (size_t)tid; i < j->a.n; i += (size_t)nth) {
         int8_t *q = (int8_t *)j->a.xq + i * j->a.cols;
         j->quant_x(j->xf + i * j->a.cols, j->a.cols, q, (float *)j->a.xd + i * nb, (float *)j->a.xs + i * nb);
+        if (j->a.xo) mm_block_sums(q, nb, (int32_t *)j->a.xo + i * nb);
         if (j->pairs) mm_pair_interleave(q, j->a.cols);
     }
 }
@@ -184,11 +195,13 @@ static int mm_quant_layout(shardlm_pool *pool, mm_job *j)
 {
     size_t n = j->a.n, cols = j->a.cols, nb = cols / SHARDLM_QK;
     size_t qbytes = (n * cols + 63) & ~(size_t)63;
-    uint8_t *s = shardlm_pool_scratch(pool, qbytes + 2 * n * nb * sizeof(float));
+    int q4 = j->a.q4_0_plain != NULL; /* set for Q4_0 and Q4_0_R8 only */
+    uint8_t *s = shardlm_pool_scratch(pool, qbytes + (q4 ? 3 : 2) * n * nb * sizeof(float));
     if (!s) return -1;
     j->a.xq = (const int8_t *)s;
     j->a.xd = (const float *)(s + qbytes);
     j->a.xs = j->a.xd + n * nb;
+    j->a.xo = q4 ? (const int32_t *)(j->a.xs + n * nb) : NULL;
     return 0;
 }
 
@@ -210,7 +223,7 @@ void shardlm_matmul(shardlm_pool *pool, shardlm_dtype t, const void *w, size_t r
     const shardlm_isa_ops *o = isa();
     int q4 = t == SHARDLM_DT_Q4_0 || t == SHARDLM_DT_Q4_0_R8; /* R8 rows hold Q4_0 blocks */
     mm_job j = {.a = {.w = w, .row_bytes = shardlm_dtype_row_bytes(q4 ? SHARDLM_DT_Q4_0 : t, cols), .rows = rows,
-                      .cols = cols, .n = n, .x = x, .y = y, .q4_0_plain = mm_fn_pick(o, SHARDLM_DT_Q4_0)},
+                      .cols = cols, .n = n, .x = x, .y = y, .q4_0_plain = q4 ? mm_fn_pick(o, SHARDLM_DT_Q4_0) : NULL},
                 .fn = mm_fn_pick(o, t), .quant_x = o->quant_x, .xf = x};
     if (!j.fn || (cols && !j.a.row_bytes)) abort(); /* a caller bug: an unsupported type or ragged row */
     /* Tiny products are not worth waking threads for. */

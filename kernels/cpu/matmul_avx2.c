@@ -5,7 +5,8 @@
  * Tiles: a tile is R weight rows x N inputs. n == 1 uses 4 x 1 (matvec:
  * four row streams for the prefetcher); n > 1 uses 2 x 4, so each unpacked
  * weight block is used for 4 inputs while in a register, and the 2 rows
- * (a few KB) stay in L1 while every group of 4 inputs passes over them. */
+ * (a few KB) stay in L1 while every group of 4 inputs passes over them.
+ * Q4_0 has its own 8-row tiles in matmul_avx2_r8.c. */
 #if defined(__x86_64__)
 #include <immintrin.h>
 
@@ -120,94 +121,13 @@ AVX2_INLINE void q8_0_tile(const shardlm_mm_args *a, size_t r, int R, size_t i0,
         for (int ii = 0; ii < N; ii++) a->y[(i0 + ii) * a->rows + r + rr] = hsum8(acc[rr * N + ii]);
 }
 
-/* ---- Q4_0 on pair-interleaved activations ----
- * With x stored as [b 0..15 | b+1 0..15] [b 16..31 | b+1 16..31] for each
- * block pair (q4_0_pairs in the ops table), one 256-bit load of two blocks'
- * nibbles gives both blocks' low nibbles with one AND and high nibbles
- * with one shift+AND, and the two products add in int16 (|sum| <= 2 * 2 *
- * 15 * 127 < 32767) before one madd/convert/FMA: about half the vector
- * instructions per block of the one-block-at-a-time loop. */
-
-/* Pair scales: lanes 0..3 scale block b, lanes 4..7 block b+1. */
-AVX2_INLINE void q4p_scales(const float sc[][QT_KC], int K, size_t kb, __m256 scp[][QT_KC / 2])
-{
-    const __m256i i01 = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1), i23 = _mm256_setr_epi32(2, 2, 2, 2, 3, 3, 3, 3);
-    const __m256i i45 = _mm256_setr_epi32(4, 4, 4, 4, 5, 5, 5, 5), i67 = _mm256_setr_epi32(6, 6, 6, 6, 7, 7, 7, 7);
-    for (int k = 0; k < K; k++) {
-        size_t b = 0;
-        for (; b + 8 <= kb; b += 8) {
-            __m256 v = _mm256_loadu_ps(sc[k] + b);
-            scp[k][b / 2] = _mm256_permutevar8x32_ps(v, i01);
-            scp[k][b / 2 + 1] = _mm256_permutevar8x32_ps(v, i23);
-            scp[k][b / 2 + 2] = _mm256_permutevar8x32_ps(v, i45);
-            scp[k][b / 2 + 3] = _mm256_permutevar8x32_ps(v, i67);
-        }
-        for (; b + 2 <= kb; b += 2) scp[k][b / 2] = _mm256_set_m128(_mm_set1_ps(sc[k][b + 1]), _mm_set1_ps(sc[k][b]));
-    }
-}
-
-AVX2_INLINE void q4p_tile(const shardlm_mm_args *a, size_t r, int R, size_t i0, int N)
-{
-    size_t nb = a->cols / SHARDLM_QK, bb = SHARDLM_Q4_0_BYTES;
-    const uint8_t *wr[4];
-    __m256 acc[8], cv[8];
-    float sc[8][QT_KC];
-    __m256 scp[8][QT_KC / 2];
-    const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
-#pragma GCC unroll 4
-    for (int rr = 0; rr < R; rr++) wr[rr] = a->w + (r + rr) * a->row_bytes;
-#pragma GCC unroll 8
-    for (int k = 0; k < R * N; k++) acc[k] = cv[k] = _mm256_setzero_ps();
-    for (size_t b0 = 0; b0 < nb; b0 += QT_KC) {
-        size_t kb = nb - b0 < QT_KC ? nb - b0 : QT_KC, b = 0;
-        q_scales(a, wr, bb, R, i0, N, b0, kb, sc, cv, 1);
-        q4p_scales(sc, R * N, kb, scp);
-        for (; b + 2 <= kb; b += 2) {
-            __m256i lo[4], hi[4];
-#pragma GCC unroll 4
-            for (int rr = 0; rr < R; rr++) {
-                const uint8_t *blk = wr[rr] + (b0 + b) * bb;
-                __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(blk + 2))),
-                                                    _mm_loadu_si128((const __m128i *)(blk + bb + 2)), 1);
-                lo[rr] = _mm256_and_si256(v, m4);
-                hi[rr] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-            }
-#pragma GCC unroll 4
-            for (int ii = 0; ii < N; ii++) {
-                const int8_t *xp = a->xq + (i0 + ii) * a->cols + (b0 + b) * SHARDLM_QK;
-#pragma GCC unroll 4
-                for (int rr = 0; rr < R; rr++) {
-                    __m256i s16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo[rr], _mm256_loadu_si256((const __m256i *)xp)),
-                                                   _mm256_maddubs_epi16(hi[rr], _mm256_loadu_si256((const __m256i *)(xp + 32))));
-                    __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(s16, ones));
-                    acc[rr * N + ii] = _mm256_fmadd_ps(p, scp[rr * N + ii][b / 2], acc[rr * N + ii]);
-                }
-            }
-        }
-        for (; b < kb; b++) /* an odd last block keeps the natural layout */
-#pragma GCC unroll 4
-            for (int rr = 0; rr < R; rr++) {
-                __m256i w = q4_unpack(wr[rr] + (b0 + b) * bb);
-#pragma GCC unroll 4
-                for (int ii = 0; ii < N; ii++) {
-                    const int8_t *xp = a->xq + (i0 + ii) * a->cols + (b0 + b) * SHARDLM_QK;
-                    __m256 p = _mm256_cvtepi32_ps(dot_u8s8(w, _mm256_loadu_si256((const __m256i *)xp)));
-                    acc[rr * N + ii] = _mm256_fmadd_ps(p, _mm256_set1_ps(sc[rr * N + ii][b]), acc[rr * N + ii]);
-                }
-            }
-    }
-#pragma GCC unroll 4
-    for (int rr = 0; rr < R; rr++)
-#pragma GCC unroll 4
-        for (int ii = 0; ii < N; ii++)
-            a->y[(i0 + ii) * a->rows + r + rr] = hsum8(acc[rr * N + ii]) - 8.0f * hsum8(cv[rr * N + ii]);
-}
+/* Q4_0 lives in matmul_avx2_r8.c: one rows-in-lanes kernel for the plain
+ * and the repacked layout, so both give the same bits. */
 
 SHARDLM_X86_TILED(avx2_f32, f32_tile, AVX2_TARGET)
 SHARDLM_X86_TILED(avx2_f16, f16_tile, AVX2_TARGET)
 SHARDLM_X86_TILED(avx2_bf16, bf16_tile, AVX2_TARGET)
 SHARDLM_X86_TILED(avx2_q8_0, q8_0_tile, AVX2_TARGET)
-SHARDLM_X86_TILED(avx2_q4_0, q4p_tile, AVX2_TARGET)
 
 /* ---- activation quantisation ---- */
 
@@ -247,9 +167,9 @@ const shardlm_isa_ops shardlm_isa_avx2 = {
     .f16 = avx2_f16,
     .bf16 = avx2_bf16,
     .q8_0 = avx2_q8_0,
-    .q4_0 = avx2_q4_0,
+    .q4_0 = shardlm_avx2_q4_0,
     .q4_0_r8 = shardlm_avx2_q4_0_r8,
-    .q4_0_pairs = 1,
+    .q4_0_pairs = 0,
     .quant_x = shardlm_avx2_quant_x,
     .rmsnorm = shardlm_avx2_rmsnorm,
     .softmax = shardlm_avx2_softmax,

@@ -1,195 +1,193 @@
-/* matmul_avx2_r8.c - the AVX2 kernel for Q4_0 repacked at load time
- * (SHARDLM_DT_Q4_0_R8, see repack.c).
+/* matmul_avx2_r8.c - the AVX2 Q4_0 kernels, for the load-time repacked
+ * layout (SHARDLM_DT_Q4_0_R8, see repack.c) and for plain Q4_0.
  *
- * It does exactly the arithmetic of q4p_tile in matmul_avx2.c, in the same
- * order per (row, input) - the same pair products, the same per-lane FMA
- * chains, the same correction sums in passes of QT_KC blocks - so results
- * are bitwise those of the plain Q4_0 path (tests/test_repack.c checks).
- * What changes is only where the operands come from: one 16-byte load and
- * a convert for 8 scales instead of 8 scalar loads and inserts, one 32-byte
- * load for a block pair instead of two loads and an insert, and one
- * sequential stream per group of 8 rows. */
+ * Rows in lanes: a tile is 8 weight rows x N inputs (N <= 4), and lane k of
+ * every vector belongs to row k. Per block, four 32-byte chunks hold 4
+ * nibble bytes of each row; masking gives 4 weights per row for elements
+ * e..e+3 (low nibbles) and e+16..e+19 (high). Each is multiplied by the
+ * same 4 activations broadcast to all lanes (maddubs), the 8 products of a
+ * block add up in int16 (|sum| <= 8 * 2 * 15 * 127 < 32767), and one madd
+ * gives the 8 rows' exact integer dot products. Per block and input that is
+ * 8 maddubs, 7 adds, 1 madd, and one convert and FMA for all 8 rows; the
+ * unpacked block is reused by every input of the tile.
+ *
+ * The arithmetic per (row, input) is therefore fixed: for each block b in
+ * order, i = dot(q, x) - 8 * sum(x) exactly in integers (the +8 offset of
+ * Q4_0), then acc = fma((float)i, d_w * d_x, acc), starting from +0. Every
+ * tile shape computes exactly that, so the matvec (N = 1), the GEMM tiles,
+ * the plain layout (whose 8 rows are transposed into the same registers
+ * block by block) and any thread split give bitwise the same outputs:
+ * batch invariance and R8 == plain (tests/test_repack.c). */
 #if defined(__x86_64__)
 #include <immintrin.h>
 
 #include "cpu_internal.h"
 #include "matmul_x86_tiles.h"
 
-/* Per-(row, input) state of a tile: at most 8 of them. */
+/* One block of 8 rows, unpacked: scales and the 4 low/high nibble chunks. */
 typedef struct {
-    __m256 acc[8], cv[8];
-    float ct[8]; /* this pass's scalar correction of a short last run */
-} r8_acc;
+    __m256 dw;
+    __m256i lo[4], hi[4];
+} r8_wblk;
 
-/* A full run of 8 blocks from block b for rows r8 + rr of the tile. */
-AVX2_INLINE void r8_run8(const shardlm_mm_args *a, const uint8_t *run, int q0, int R, size_t i0, int N, size_t b,
-                         r8_acc *s)
+AVX2_INLINE void r8_split(r8_wblk *w, int c, __m256i v)
 {
-    const __m256i i01 = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1), i23 = _mm256_setr_epi32(2, 2, 2, 2, 3, 3, 3, 3);
-    const __m256i i45 = _mm256_setr_epi32(4, 4, 4, 4, 5, 5, 5, 5), i67 = _mm256_setr_epi32(6, 6, 6, 6, 7, 7, 7, 7);
-    const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
-    size_t nb = a->cols / SHARDLM_QK;
-    const uint8_t *nib = run + 16 * 8;
-    __m256 scp[8][4];
-#pragma GCC unroll 8
-    for (int rr = 0; rr < R; rr++) {
-        __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(run + 16 * (q0 + rr))));
-#pragma GCC unroll 4
-        for (int ii = 0; ii < N; ii++) {
-            int k = rr * N + ii;
-            __m256 sc = _mm256_mul_ps(d, _mm256_loadu_ps(a->xd + (i0 + ii) * nb + b));
-            s->cv[k] = _mm256_fmadd_ps(d, _mm256_loadu_ps(a->xs + (i0 + ii) * nb + b), s->cv[k]);
-            scp[k][0] = _mm256_permutevar8x32_ps(sc, i01);
-            scp[k][1] = _mm256_permutevar8x32_ps(sc, i23);
-            scp[k][2] = _mm256_permutevar8x32_ps(sc, i45);
-            scp[k][3] = _mm256_permutevar8x32_ps(sc, i67);
-        }
-    }
-#pragma GCC unroll 4
-    for (int p = 0; p < 4; p++) {
-        __m256i lo[8], hi[8];
-#pragma GCC unroll 8
-        for (int rr = 0; rr < R; rr++) {
-            __m256i v = _mm256_loadu_si256((const __m256i *)(nib + 128 * (q0 + rr) + 32 * p));
-            lo[rr] = _mm256_and_si256(v, m4);
-            hi[rr] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-        }
-#pragma GCC unroll 4
-        for (int ii = 0; ii < N; ii++) {
-            const int8_t *xp = a->xq + (i0 + ii) * a->cols + (b + 2 * p) * SHARDLM_QK;
-            __m256i x0 = _mm256_loadu_si256((const __m256i *)xp), x1 = _mm256_loadu_si256((const __m256i *)(xp + 32));
-#pragma GCC unroll 8
-            for (int rr = 0; rr < R; rr++) {
-                int k = rr * N + ii;
-                __m256i s16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo[rr], x0), _mm256_maddubs_epi16(hi[rr], x1));
-                __m256 pf = _mm256_cvtepi32_ps(_mm256_madd_epi16(s16, ones));
-                s->acc[k] = _mm256_fmadd_ps(pf, scp[k][p], s->acc[k]);
-            }
-        }
-    }
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    w->lo[c] = _mm256_and_si256(v, m4);
+    w->hi[c] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
 }
 
-/* The short last run (kr < 8 blocks): scalar scales, as q_scales and
- * q4p_scales do for a pass's last kb % 8 blocks. */
-AVX2_INLINE void r8_run_short(const shardlm_mm_args *a, const uint8_t *run, size_t kr, int q0, int R, size_t i0,
-                              int N, size_t b, r8_acc *s)
+/* Block b of the packed group at grp. */
+AVX2_INLINE void r8_load_packed(const uint8_t *blk, r8_wblk *w)
 {
-    const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
-    size_t nb = a->cols / SHARDLM_QK;
-    const uint8_t *nib = run + 16 * kr;
-    for (int rr = 0; rr < R; rr++) {
-        const uint8_t *scr = run + 2 * kr * (size_t)(q0 + rr), *nr = nib + 16 * kr * (size_t)(q0 + rr);
-        for (int ii = 0; ii < N; ii++) {
-            int k = rr * N + ii;
-            const float *xd = a->xd + (i0 + ii) * nb + b, *xs = a->xs + (i0 + ii) * nb + b;
-            const int8_t *xp = a->xq + (i0 + ii) * a->cols + b * SHARDLM_QK;
-            float sc[8];
-            for (size_t j = 0; j < kr; j++) {
-                float dw = _cvtsh_ss(shardlm_rd16(scr + 2 * j));
-                sc[j] = dw * xd[j];
-                s->ct[k] += dw * xs[j];
-            }
-            size_t j = 0;
-            for (; j + 2 <= kr; j += 2) {
-                __m256i v = _mm256_loadu_si256((const __m256i *)(nr + 16 * j));
-                __m256i s16 = _mm256_add_epi16(
-                    _mm256_maddubs_epi16(_mm256_and_si256(v, m4), _mm256_loadu_si256((const __m256i *)(xp + 32 * j))),
-                    _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4),
-                                         _mm256_loadu_si256((const __m256i *)(xp + 32 * j + 32))));
-                __m256 pf = _mm256_cvtepi32_ps(_mm256_madd_epi16(s16, ones));
-                s->acc[k] = _mm256_fmadd_ps(pf, _mm256_set_m128(_mm_set1_ps(sc[j + 1]), _mm_set1_ps(sc[j])), s->acc[k]);
-            }
-            if (j < kr) { /* an odd last block: natural layout, as in q4p_tile */
-                __m128i q = _mm_loadu_si128((const __m128i *)(nr + 16 * j));
-                __m256i w = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), m4);
-                __m256 pf = _mm256_cvtepi32_ps(dot_u8s8(w, _mm256_loadu_si256((const __m256i *)(xp + 32 * j))));
-                s->acc[k] = _mm256_fmadd_ps(pf, _mm256_set1_ps(sc[j]), s->acc[k]);
-            }
-        }
-    }
+    w->dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)blk));
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; c++) r8_split(w, c, _mm256_loadu_si256((const __m256i *)(blk + 16 + 32 * c)));
 }
 
-/* Software prefetch distance of the 8-row matvec, in bytes of the
- * stream. One core here waits on DRAM latency more than on bandwidth, so
- * asking early keeps more lines in flight than the hardware prefetcher
- * does on its own. */
+/* Block b of 8 plain rows: gathers the scales and transposes the rows'
+ * 4-byte groups into the packed chunks (rows 0..3 in the low 128-bit lane,
+ * 4..7 in the high one, so two unpack levels finish the 8 x 4 transpose). */
+AVX2_INLINE void r8_load_plain(const uint8_t *const *rp, size_t b, r8_wblk *w)
+{
+    size_t o = b * SHARDLM_Q4_0_BYTES;
+    __m128i h = _mm_setr_epi16((short)shardlm_rd16(rp[0] + o), (short)shardlm_rd16(rp[1] + o),
+                               (short)shardlm_rd16(rp[2] + o), (short)shardlm_rd16(rp[3] + o),
+                               (short)shardlm_rd16(rp[4] + o), (short)shardlm_rd16(rp[5] + o),
+                               (short)shardlm_rd16(rp[6] + o), (short)shardlm_rd16(rp[7] + o));
+    w->dw = _mm256_cvtph_ps(h);
+    __m256i r[4];
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++)
+        r[k] = _mm256_set_m128i(_mm_loadu_si128((const __m128i *)(rp[k + 4] + o + 2)),
+                                _mm_loadu_si128((const __m128i *)(rp[k] + o + 2)));
+    __m256i t0 = _mm256_unpacklo_epi32(r[0], r[1]), t1 = _mm256_unpackhi_epi32(r[0], r[1]);
+    __m256i t2 = _mm256_unpacklo_epi32(r[2], r[3]), t3 = _mm256_unpackhi_epi32(r[2], r[3]);
+    r8_split(w, 0, _mm256_unpacklo_epi64(t0, t2));
+    r8_split(w, 1, _mm256_unpackhi_epi64(t0, t2));
+    r8_split(w, 2, _mm256_unpacklo_epi64(t1, t3));
+    r8_split(w, 3, _mm256_unpackhi_epi64(t1, t3));
+}
+
+/* 4 activation bytes, broadcast to every lane (one vpbroadcastd load). */
+AVX2_INLINE __m256i r8_bcast4(const int8_t *x)
+{
+    int32_t v;
+    memcpy(&v, x, sizeof v);
+    return _mm256_set1_epi32(v);
+}
+
+/* acc (8 rows) += this block's contribution for one input: x its 32
+ * activations, xo 8 * their sum, xd their scale. */
+AVX2_INLINE __m256 r8_dot(const r8_wblk *w, const int8_t *x, int32_t xo, float xd, __m256 acc)
+{
+    __m256i s = _mm256_maddubs_epi16(w->lo[0], r8_bcast4(x));
+    s = _mm256_add_epi16(s, _mm256_maddubs_epi16(w->hi[0], r8_bcast4(x + 16)));
+#pragma GCC unroll 3
+    for (int c = 1; c < 4; c++) {
+        s = _mm256_add_epi16(s, _mm256_maddubs_epi16(w->lo[c], r8_bcast4(x + 4 * c)));
+        s = _mm256_add_epi16(s, _mm256_maddubs_epi16(w->hi[c], r8_bcast4(x + 16 + 4 * c)));
+    }
+    __m256i i = _mm256_sub_epi32(_mm256_madd_epi16(s, _mm256_set1_epi16(1)), _mm256_set1_epi32(xo));
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_mul_ps(w->dw, _mm256_set1_ps(xd)), acc);
+}
+
+/* Software prefetch distance of the packed stream, in bytes. One core here
+ * waits on DRAM latency more than on bandwidth, so asking early keeps more
+ * lines in flight than the hardware prefetcher does on its own. */
 #ifndef R8_PF_BYTES
-#define R8_PF_BYTES (4 * 8 * 8 * SHARDLM_Q4_0_BYTES) /* 4 runs: best of 1, 2, 4, 8 here */
+#define R8_PF_BYTES (32 * 8 * SHARDLM_Q4_0_BYTES) /* 32 blocks, 4.6 KB: as the 4 runs of the previous layout */
 #endif
 
-/* Prefetches the 1152 bytes of a run that lie dist bytes ahead of the one
- * at offset off, if still inside the groups (end bytes). */
-AVX2_INLINE void r8_prefetch(const uint8_t *w, size_t off, size_t dist, size_t end)
+/* 8 rows x N inputs from input i0, over every block; packed (a constant):
+ * grp is the group, else rp are the 8 plain rows. Leaves the 8 row sums in
+ * acc[ii]. */
+AVX2_INLINE void r8_tile(const shardlm_mm_args *a, int packed, const uint8_t *grp, const uint8_t *const *rp,
+                         size_t i0, int N, __m256 *acc)
 {
-    size_t p = off + dist;
-    for (size_t l = 0; l < 8 * SHARDLM_Q4_0_BYTES * 8 && p + l < end; l += 64)
-        _mm_prefetch((const char *)w + p + l, _MM_HINT_T0);
-}
-
-/* Rows r..r+R-1 (inside one group) x inputs i0..i0+N-1. */
-AVX2_INLINE void r8_tile(const shardlm_mm_args *a, size_t r, int R, size_t i0, int N)
-{
-    size_t nb = a->cols / SHARDLM_QK, g = r / 8;
-    int q0 = (int)(r % 8);
-    r8_acc s;
-#pragma GCC unroll 8
-    for (int k = 0; k < R * N; k++) s.acc[k] = s.cv[k] = _mm256_setzero_ps();
-    for (size_t b0 = 0; b0 < nb; b0 += QT_KC) {
-        size_t kb = nb - b0 < QT_KC ? nb - b0 : QT_KC;
-#pragma GCC unroll 8
-        for (int k = 0; k < R * N; k++) s.ct[k] = 0.0f;
-        for (size_t b = b0; b < b0 + kb; b += 8) {
-            const uint8_t *run = shardlm_r8_run(a->w, a->row_bytes, g, b);
-            size_t off = (size_t)(run - a->w), end = (a->rows & ~(size_t)7) * a->row_bytes;
-            /* The matvec streams ahead; a GEMM's first tile of a group asks
-             * for the next group, which the group's other tiles give time. */
-            if (R == 8) r8_prefetch(a->w, off, R8_PF_BYTES, end);
-            else if (q0 == 0 && i0 == 0) r8_prefetch(a->w, off, 8 * a->row_bytes, end);
-            if (b + 8 <= b0 + kb) r8_run8(a, run, q0, R, i0, N, b, &s);
-            else r8_run_short(a, run, b0 + kb - b, q0, R, i0, N, b, &s);
+    size_t nb = a->cols / SHARDLM_QK;
+    const int8_t *xq = a->xq + i0 * a->cols;
+    const float *xd = a->xd + i0 * nb;
+    const int32_t *xo = a->xo + i0 * nb;
+#pragma GCC unroll 4
+    for (int ii = 0; ii < N; ii++) acc[ii] = _mm256_setzero_ps();
+    for (size_t b = 0; b < nb; b++) {
+        r8_wblk w;
+        if (packed) {
+            const uint8_t *blk = grp + b * 8 * SHARDLM_Q4_0_BYTES;
+            /* The first input pass streams the group; later ones hit L1/L2. */
+            if (i0 == 0)
+                for (int l = 0; l < 8 * SHARDLM_Q4_0_BYTES; l += 64)
+                    _mm_prefetch((const char *)blk + R8_PF_BYTES + l, _MM_HINT_T0);
+            r8_load_packed(blk, &w);
+        } else {
+            r8_load_plain(rp, b, &w);
         }
-#pragma GCC unroll 8
-        for (int k = 0; k < R * N; k++) s.cv[k] = _mm256_add_ps(s.cv[k], _mm256_setr_ps(s.ct[k], 0, 0, 0, 0, 0, 0, 0));
-    }
-#pragma GCC unroll 8
-    for (int rr = 0; rr < R; rr++)
 #pragma GCC unroll 4
         for (int ii = 0; ii < N; ii++)
-            a->y[(i0 + ii) * a->rows + r + rr] = hsum8(s.acc[rr * N + ii]) - 8.0f * hsum8(s.cv[rr * N + ii]);
+            acc[ii] = r8_dot(&w, xq + ii * a->cols + b * SHARDLM_QK, xo[ii * nb + b], xd[ii * nb + b], acc[ii]);
+    }
 }
 
-/* One full group of 8 rows: the matvec as one 8-row tile, so each run is
- * read once, in order (two 4-row tiles were slower from DRAM: each skips
- * half of every run); n > 1 as 2 rows x 4 inputs, like the plain tiles. */
-AVX2_INLINE void r8_group(const shardlm_mm_args *a, size_t r)
+/* Stores lanes [l0, l1) of acc[ii] as rows r + l of input i0 + ii. */
+AVX2_INLINE void r8_store(const shardlm_mm_args *a, size_t r, int l0, int l1, size_t i0, int N, const __m256 *acc)
 {
-    if (a->n == 1) {
-        r8_tile(a, r, 8, 0, 1);
-        return;
-    }
-    for (size_t rr = 0; rr < 8; rr += 2) {
-        size_t i = 0;
-        for (; i + 4 <= a->n; i += 4) r8_tile(a, r + rr, 2, i, 4);
-        switch (a->n - i) {
-        case 3: r8_tile(a, r + rr, 2, i, 3); break;
-        case 2: r8_tile(a, r + rr, 2, i, 2); break;
-        case 1: r8_tile(a, r + rr, 2, i, 1); break;
+#pragma GCC unroll 4
+    for (int ii = 0; ii < N; ii++) {
+        float *y = a->y + (i0 + ii) * a->rows + r;
+        if (l0 == 0 && l1 == 8) {
+            _mm256_storeu_ps(y, acc[ii]);
+            continue;
         }
+        float t[8];
+        _mm256_storeu_ps(t, acc[ii]);
+        memcpy(y + l0, t + l0, (size_t)(l1 - l0) * sizeof(float));
     }
+}
+
+/* Every input for the 8 rows at r (lanes [l0, l1) kept): tiles of 4 inputs
+ * then the rest, each tile reading the group's weights once. */
+AVX2_INLINE void r8_rows(const shardlm_mm_args *a, int packed, const uint8_t *grp, const uint8_t *const *rp, size_t r,
+                         int l0, int l1)
+{
+    __m256 acc[4];
+    size_t i = 0;
+    for (; i + 4 <= a->n; i += 4) {
+        r8_tile(a, packed, grp, rp, i, 4, acc);
+        r8_store(a, r, l0, l1, i, 4, acc);
+    }
+    switch (a->n - i) {
+    case 3: r8_tile(a, packed, grp, rp, i, 3, acc); r8_store(a, r, l0, l1, i, 3, acc); break;
+    case 2: r8_tile(a, packed, grp, rp, i, 2, acc); r8_store(a, r, l0, l1, i, 2, acc); break;
+    case 1: r8_tile(a, packed, grp, rp, i, 1, acc); r8_store(a, r, l0, l1, i, 1, acc); break;
+    }
+}
+
+static AVX2_TARGET void r8_rows_packed(const shardlm_mm_args *a, size_t r, int l0, int l1)
+{
+    r8_rows(a, 1, shardlm_r8_block(a->w, a->row_bytes, r / 8, 0), NULL, r, l0, l1);
+}
+
+static AVX2_TARGET void r8_rows_plain(const shardlm_mm_args *a, size_t r, int cnt)
+{
+    const uint8_t *rp[8];
+    for (int k = 0; k < 8; k++) /* short tiles repeat the last row; its extra lanes are not stored */
+        rp[k] = a->w + (r + (size_t)(k < cnt ? k : cnt - 1)) * a->row_bytes;
+    r8_rows(a, 0, NULL, rp, r, 0, cnt);
 }
 
 AVX2_TARGET void shardlm_avx2_q4_0_r8(const shardlm_mm_args *a, size_t r0, size_t r1)
 {
-    size_t rows8 = a->rows & ~(size_t)7, r = r0;
-    for (; r < r1 && r < rows8;) {
-        if (r % 8 == 0 && r + 8 <= r1) {
-            r8_group(a, r);
-            r += 8;
-            continue;
-        }
-        for (size_t i = 0; i < a->n; i++) r8_tile(a, r, 1, i, 1); /* a chunk edge inside a group */
-        r++;
+    size_t rows8 = a->rows & ~(size_t)7, r = r0 & ~(size_t)7;
+    for (; r < r1 && r < rows8; r += 8) { /* a chunk edge inside a group keeps only its lanes */
+        int l0 = r < r0 ? (int)(r0 - r) : 0, l1 = r + 8 <= r1 ? 8 : (int)(r1 - r);
+        r8_rows_packed(a, r, l0, l1);
     }
-    if (r < r1) shardlm_r8_tail(a, r, r1);
+    if (r1 > rows8) shardlm_r8_tail(a, r0 > rows8 ? r0 : rows8, r1);
+}
+
+AVX2_TARGET void shardlm_avx2_q4_0(const shardlm_mm_args *a, size_t r0, size_t r1)
+{
+    for (size_t r = r0; r < r1; r += 8) r8_rows_plain(a, r, r1 - r < 8 ? (int)(r1 - r) : 8);
 }
 #endif

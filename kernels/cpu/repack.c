@@ -1,34 +1,32 @@
 /* repack.c - Q4_0 to the load-time Q4_0_R8 layout (shardlm_kernels.h) and
  * back, and the fallback Q4_0_R8 kernel for paths without their own.
  *
- * Why repack: in plain Q4_0 each row's f16 scale sits every 18 bytes, so a
- * SIMD kernel gathers 8 scales with 8 scalar loads and inserts, about as
- * many instructions as the dot product itself, and a 4-row tile reads 4
- * separate streams. In Q4_0_R8 a run's 8 scales of a row are one 16-byte
- * load, a row's two adjacent blocks are one 32-byte load, and a group of 8
- * rows is one sequential stream. The values are unchanged, so kernels can
- * do exactly the arithmetic of the plain path, in the same order. */
+ * Why repack: the AVX2 kernel (matmul_avx2_r8.c) keeps 8 rows in the 8
+ * lanes of a vector, so one maddubs multiplies 4 weights of each of 8 rows
+ * by the same 4 activations (broadcast), and a block's 8 row sums come out
+ * as one vector with no horizontal reduction. That needs, per block, the 8
+ * rows' scales side by side and the 8 rows' nibbles interleaved 4 bytes at
+ * a time, which is what R8 stores; a group of 8 rows is then one
+ * sequential stream. The values are unchanged (shardlm_r8_gather_row
+ * restores a plain row exactly). */
 #include <stdlib.h>
 #include <string.h>
 
 #include "cpu_internal.h"
 #include "shardlm_common.h"
 
-/* Blocks in the run starting at block b0: 8, or fewer for the last. */
-#define R8_RUN_LEN(nb, b0) ((nb) - (b0) < 8 ? (nb) - (b0) : 8)
-
-/* Packs 8 plain rows (one group) into an R8 group. */
+/* Packs 8 plain rows (one group) into an R8 group: per block, the 8 f16
+ * scales, then 4 chunks of 32 bytes where chunk c holds bytes 4c..4c+3 of
+ * each row's 16 nibble bytes, row after row. */
 static void r8_group_pack(uint8_t *dst, const uint8_t *src, size_t row_bytes, size_t nb)
 {
-    for (size_t b0 = 0; b0 < nb; b0 += 8) {
-        size_t k = R8_RUN_LEN(nb, b0);
-        uint8_t *run = dst + b0 * 8 * SHARDLM_Q4_0_BYTES, *nib = run + 16 * k;
-        for (size_t rr = 0; rr < 8; rr++)
-            for (size_t j = 0; j < k; j++) {
-                const uint8_t *blk = src + rr * row_bytes + (b0 + j) * SHARDLM_Q4_0_BYTES;
-                memcpy(run + 2 * (rr * k + j), blk, 2);
-                memcpy(nib + 16 * (rr * k + j), blk + 2, 16);
-            }
+    for (size_t b = 0; b < nb; b++) {
+        uint8_t *blk = shardlm_r8_block(dst, row_bytes, 0, b);
+        for (size_t rr = 0; rr < 8; rr++) {
+            const uint8_t *p = src + rr * row_bytes + b * SHARDLM_Q4_0_BYTES;
+            memcpy(blk + 2 * rr, p, 2);
+            for (size_t c = 0; c < 4; c++) memcpy(blk + 16 + 32 * c + 4 * rr, p + 2 + 4 * c, 4);
+        }
     }
 }
 
@@ -40,14 +38,11 @@ void shardlm_r8_gather_row(const uint8_t *w, size_t rows, size_t cols, size_t r,
         return;
     }
     size_t g = r / 8, rr = r % 8;
-    for (size_t b0 = 0; b0 < nb; b0 += 8) {
-        size_t k = R8_RUN_LEN(nb, b0);
-        const uint8_t *run = shardlm_r8_run(w, rb, g, b0), *nib = run + 16 * k;
-        for (size_t j = 0; j < k; j++) {
-            uint8_t *blk = out + (b0 + j) * SHARDLM_Q4_0_BYTES;
-            memcpy(blk, run + 2 * (rr * k + j), 2);
-            memcpy(blk + 2, nib + 16 * (rr * k + j), 16);
-        }
+    for (size_t b = 0; b < nb; b++) {
+        const uint8_t *blk = shardlm_r8_block(w, rb, g, b);
+        uint8_t *p = out + b * SHARDLM_Q4_0_BYTES;
+        memcpy(p, blk + 2 * rr, 2);
+        for (size_t c = 0; c < 4; c++) memcpy(p + 2 + 4 * c, blk + 16 + 32 * c + 4 * rr, 4);
     }
 }
 
