@@ -18,32 +18,10 @@
 
 static pid_t spawn(char *const argv[], const char *ring_config, const char *out_path, const char *err_path)
 {
-    pid_t pid = fork();
-    if (pid == 0) {
-        int o = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644), e = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        dup2(o, 1);
-        dup2(e, 2);
-        int nul = open("/dev/null", O_RDONLY);
-        dup2(nul, 0);
-        if (ring_config) setenv("RING_CONFIG", ring_config, 1);
-        else unsetenv("RING_CONFIG");
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    return pid;
-}
-
-/* Exit code, 128 + signal, or -1 (and the process killed) after timeout. */
-static int wait_for(pid_t pid, int timeout_s)
-{
-    for (int i = 0; i < timeout_s * 100; i++) {
-        int st;
-        if (waitpid(pid, &st, WNOHANG) == pid) return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        usleep(10000);
-    }
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-    return -1;
+    char env[4200];
+    snprintf(env, sizeof env, "RING_CONFIG=%s", ring_config ? ring_config : "");
+    const char *e[] = {ring_config ? env : "RING_CONFIG", NULL};
+    return tu_spawn(argv, e, out_path, err_path);
 }
 
 static int children_of(pid_t parent, pid_t *out, int cap)
@@ -115,7 +93,7 @@ Test(cluster, killed_worker_is_named_and_nothing_is_left, .timeout = 120)
     cr_assert_eq(nk, 3, "expected 3 workers, found %d", nk);
     kill(kids[1], SIGKILL);
     time_t t0 = time(NULL);
-    int rc = wait_for(pid, 20);
+    int rc = tu_wait(pid, 20);
     cr_assert_eq(rc, 1, "generate exit %d", rc);
     cr_assert_leq(time(NULL) - t0, 5, "took %ld s to notice", (long)(time(NULL) - t0));
     char *e = tu_read_file(err, NULL);
@@ -150,7 +128,7 @@ Test(cluster, ranks_started_by_hand_reproduce_the_golden_text, .timeout = 120)
     char *gargv[] = {(char *)tu_bin(), "generate", "-m", model, "--temp", "0", "-n", "256", NULL};
     pid_t w = spawn(wargv, cfg[1], out[1], err[1]);
     pid_t g = spawn(gargv, cfg[0], out[0], err[0]);
-    int grc = wait_for(g, 60), wrc = wait_for(w, 10);
+    int grc = tu_wait(g, 60), wrc = tu_wait(w, 10);
     char *text = tu_read_file(out[0], NULL), *want = tu_read_file(tu_shared("models/stories260K.greedy.txt"), NULL);
     char *e = tu_read_file(err[0], NULL);
     cr_assert_eq(grc, 0, "generate exit %d: %s", grc, e);
@@ -173,7 +151,7 @@ Test(cluster, different_model_files_fail_the_handshake_on_both_sides, .timeout =
     char *gargv[] = {(char *)tu_bin(), "generate", "-m", m0, "--temp", "0", "-n", "8", NULL};
     pid_t w = spawn(wargv, cfg[1], out[1], err[1]);
     pid_t g = spawn(gargv, cfg[0], out[0], err[0]);
-    int grc = wait_for(g, 30), wrc = wait_for(w, 30);
+    int grc = tu_wait(g, 30), wrc = tu_wait(w, 30);
     char *e0 = tu_read_file(err[0], NULL), *e1 = tu_read_file(err[1], NULL);
     cr_assert_eq(grc, 2, "generate exit %d: %s", grc, e0);
     cr_assert_eq(wrc, 2, "worker exit %d: %s", wrc, e1);

@@ -26,28 +26,9 @@ static void write_cfg(const char *path, const shardlm_ring_config *c)
 /* Runs `doctor --ring-config cfg` in the background, output to files. */
 static pid_t spawn_doctor(const char *cfg, const char *out, const char *timeout_ms)
 {
-    pid_t pid = fork();
-    if (pid == 0) {
-        int o = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        dup2(o, 1);
-        dup2(o, 2);
-        unsetenv("RING_CONFIG");
-        execl(tu_bin(), tu_bin(), "doctor", "--ring-config", cfg, "--timeout-ms", timeout_ms, (char *)NULL);
-        _exit(127);
-    }
-    return pid;
-}
-
-static int wait_exit(pid_t pid, int timeout_s)
-{
-    for (int i = 0; i < timeout_s * 100; i++) {
-        int st;
-        if (waitpid(pid, &st, WNOHANG) == pid) return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        usleep(10000);
-    }
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-    return -1;
+    char *argv[] = {(char *)tu_bin(), "doctor", "--ring-config", (char *)cfg, "--timeout-ms", (char *)timeout_ms, NULL};
+    const char *env[] = {"RING_CONFIG", NULL};
+    return tu_spawn(argv, env, out, out);
 }
 
 static tu_result run_doctor(const char *cfg, const char *timeout_ms)
@@ -95,7 +76,7 @@ Test(doctor, two_ranks_on_loopback_connect_and_time_an_allreduce, .timeout = 60)
     }
     pid_t p1 = spawn_doctor(cfg[1], out[1], "10000");
     pid_t p0 = spawn_doctor(cfg[0], out[0], "10000");
-    int rc0 = wait_exit(p0, 30), rc1 = wait_exit(p1, 30);
+    int rc0 = tu_wait(p0, 30), rc1 = tu_wait(p1, 30);
     for (int r = 0; r < 2; r++) {
         char *o = tu_read_file(out[r], NULL);
         cr_assert_eq(r ? rc1 : rc0, 0, "rank %d exit %d:\n%s", r, r ? rc1 : rc0, o);

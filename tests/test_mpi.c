@@ -92,31 +92,6 @@ Test(mpi, comm_flag_errors)
     tu_result_free(&r);
 }
 
-static pid_t spawn_quiet(char *const argv[], const char *err_path)
-{
-    pid_t pid = fork();
-    if (pid == 0) {
-        setpgid(0, 0);
-        if (!freopen("/dev/null", "r", stdin) || !freopen("/dev/null", "w", stdout) ||
-            !freopen(err_path, "w", stderr))
-            _exit(126);
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    return pid;
-}
-
-static int wait_exit(pid_t pid, int timeout_s)
-{
-    for (int i = 0; i < timeout_s * 20; i++) {
-        int st;
-        if (waitpid(pid, &st, WNOHANG) == pid) return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        usleep(50000);
-    }
-    kill(-pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-    return -1;
-}
 
 static tu_result curl(const char *url, const char *body)
 {
@@ -138,7 +113,7 @@ Test(mpi, serve_np_2)
     snprintf(port_s, sizeof port_s, "%d", port);
     char *argv[] = {(char *)mpirun, "-np", "2", (char *)tu_bin(), "serve", "-m", (char *)model, "--port", port_s,
                     NULL};
-    pid_t pid = spawn_quiet(argv, err_path);
+    pid_t pid = tu_spawn(argv, NULL, NULL, err_path);
     snprintf(health, sizeof health, "http://127.0.0.1:%d/health", port);
     snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/completions", port);
     int up = 0;
@@ -151,7 +126,7 @@ Test(mpi, serve_np_2)
     }
     tu_result r = curl(url, "{\"prompt\":\"\",\"max_tokens\":20,\"temperature\":0}");
     kill(pid, SIGTERM);
-    int code = wait_exit(pid, 20);
+    int code = tu_wait(pid, 20);
     char *err = tu_read_file(err_path, NULL);
     cr_assert(up, "server never became healthy; stderr:\n%s", err);
     cr_assert(strstr(r.out, "\"text\":\"Once upon a time, there was a little girl named Lily. She loved to play\"") !=
@@ -177,7 +152,7 @@ Test(mpi, killed_rank_ends_the_job)
     tu_result_free(&s);
     char *argv[] = {(char *)mpirun, "-np", "2", (char *)tu_bin(), "generate", "-m", model, "--temp", "0",
                     "-n", "20000", "--timeout-ms", "3000", NULL};
-    pid_t pid = spawn_quiet(argv, err_path);
+    pid_t pid = tu_spawn(argv, NULL, NULL, err_path);
     char *err = NULL;
     for (int i = 0; i < 200; i++) { /* wait until both ranks have loaded */
         free(err);
@@ -191,7 +166,7 @@ Test(mpi, killed_rank_ends_the_job)
     int k = system(cmd);
     cr_assert_eq(k, 0, "could not kill a rank (%s: %d)", cmd, k);
     time_t t0 = time(NULL);
-    int code = wait_exit(pid, 30);
+    int code = tu_wait(pid, 30);
     free(err);
     err = tu_read_file(err_path, NULL);
     cr_assert_neq(code, -1, "mpirun still running 30 s after a rank was killed:\n%s", err);

@@ -162,3 +162,45 @@ int tu_write_file(const char *path, const void *data, size_t len)
     size_t n = fwrite(data, 1, len, f);
     return (fclose(f) == 0 && n == len) ? 0 : -1;
 }
+
+static void tu_redirect(int fd, const char *path, int flags)
+{
+    int f = open(path ? path : "/dev/null", flags, 0644);
+    if (f >= 0) dup2(f, fd);
+}
+
+pid_t tu_spawn(char *const argv[], const char *const env[], const char *out_path, const char *err_path)
+{
+    pid_t pid = fork();
+    if (pid != 0) return pid;
+    setpgid(0, 0);
+    tu_redirect(0, NULL, O_RDONLY);
+    tu_redirect(1, out_path, O_WRONLY | O_CREAT | O_TRUNC);
+    if (err_path && out_path && !strcmp(err_path, out_path)) dup2(1, 2);
+    else tu_redirect(2, err_path, O_WRONLY | O_CREAT | O_TRUNC);
+    for (int i = 0; env && env[i]; i++) {
+        const char *eq = strchr(env[i], '=');
+        if (!eq) {
+            unsetenv(env[i]);
+            continue;
+        }
+        char name[256];
+        snprintf(name, sizeof name, "%.*s", (int)(eq - env[i]), env[i]);
+        setenv(name, eq + 1, 1);
+    }
+    execv(argv[0], argv);
+    _exit(127);
+}
+
+int tu_wait(pid_t pid, int timeout_s)
+{
+    for (int i = 0; i < timeout_s * 100; i++) {
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid) return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        usleep(10000);
+    }
+    kill(-pid, SIGKILL);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    return -1;
+}

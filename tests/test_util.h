@@ -5,6 +5,7 @@
 #define SHARDLM_TEST_UTIL_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 /* Full path of a file under the shared models directory, or NULL after
  * skipping (outside CI) or failing (CI=true) the current test. */
@@ -27,6 +28,15 @@ typedef struct {
  * killing it after timeout_s seconds. */
 tu_result tu_run(char *const argv[], const char *stdin_text, int timeout_s);
 void tu_result_free(tu_result *r);
+
+/* Starts argv (argv[0] a path) in the background in its own process
+ * group: stdin from /dev/null, stdout to out_path, stderr to err_path (the
+ * same path sends both to one file; NULL means /dev/null). env lists
+ * "NAME=VALUE" to set or "NAME" to unset in the child (NULL-terminated, may
+ * be NULL). */
+pid_t tu_spawn(char *const argv[], const char *const env[], const char *out_path, const char *err_path);
+/* Exit code, 128 + signal, or -1 after timeout_s (the group is killed). */
+int tu_wait(pid_t pid, int timeout_s);
 
 /* Reads a whole file; returns NULL when it cannot. */
 char *tu_read_file(const char *path, size_t *len);

@@ -25,33 +25,11 @@
 static pid_t spawn(char *const argv[], const char *ring_config, const char *out_path, const char *err_path,
                    const char *cache_env)
 {
-    pid_t pid = fork();
-    if (pid == 0) {
-        int o = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644), e = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        dup2(o, 1);
-        dup2(e, 2);
-        int nul = open("/dev/null", O_RDONLY);
-        dup2(nul, 0);
-        if (ring_config) setenv("RING_CONFIG", ring_config, 1);
-        else unsetenv("RING_CONFIG");
-        if (cache_env) setenv("SHARDLM_WEIGHTS_CACHE", cache_env, 1);
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    return pid;
-}
-
-/* Exit code, 128 + signal, or -1 (and the process killed) after timeout. */
-static int wait_for(pid_t pid, int timeout_s)
-{
-    for (int i = 0; i < timeout_s * 100; i++) {
-        int st;
-        if (waitpid(pid, &st, WNOHANG) == pid) return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        usleep(10000);
-    }
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-    return -1;
+    char env[4200], cache[4200];
+    snprintf(env, sizeof env, "RING_CONFIG=%s", ring_config ? ring_config : "");
+    snprintf(cache, sizeof cache, "SHARDLM_WEIGHTS_CACHE=%s", cache_env ? cache_env : "");
+    const char *e[] = {ring_config ? env : "RING_CONFIG", cache_env ? cache : NULL, NULL};
+    return tu_spawn(argv, e, out_path, err_path);
 }
 
 static void write_configs(int world, char paths[][512], const char *tag)
@@ -180,8 +158,8 @@ static void check_ranges(int world)
     char *gargv[] = {(char *)tu_bin(), "generate", "-m", sparse[0], "--temp", "0", "-n", "32", "--logits-out",
                      logits, NULL};
     pids[0] = spawn(gargv, cfg[0], out[0], err[0], NULL);
-    int grc = wait_for(pids[0], 60);
-    for (int r = 1; r < world; r++) cr_assert_eq(wait_for(pids[r], 10), 0, "worker %d", r);
+    int grc = tu_wait(pids[0], 60);
+    for (int r = 1; r < world; r++) cr_assert_eq(tu_wait(pids[r], 10), 0, "worker %d", r);
     char *e = tu_read_file(err[0], NULL), *text = tu_read_file(out[0], NULL);
     cr_assert_eq(grc, 0, "generate exit %d: %s", grc, e);
     cr_assert_str_eq(text, ref.out, "text differs");
@@ -245,7 +223,7 @@ static char *golden_pair(const char *tag, const char *cache)
     run2 r;
     pid_t g, w;
     start_pair(&r, tag, cache, stories(), "256", &g, &w);
-    int grc = wait_for(g, 60), wrc = wait_for(w, 10);
+    int grc = tu_wait(g, 60), wrc = tu_wait(w, 10);
     char *text = tu_read_file(r.out[0], NULL), *want = tu_read_file(tu_shared("models/stories260K.greedy.txt"), NULL);
     char *e0 = tu_read_file(r.err[0], NULL), *e1 = tu_read_file(r.err[1], NULL);
     cr_assert_eq(grc, 0, "generate exit %d: %s\nworker: %s", grc, e0, e1);
@@ -340,7 +318,7 @@ Test(weights, rank_0_killed_mid_transfer_fails_the_worker_naming_rank_0, .timeou
     kill(g, SIGKILL);
     waitpid(g, NULL, 0);
     time_t t0 = time(NULL);
-    int wrc = wait_for(w, 30);
+    int wrc = tu_wait(w, 30);
     char *e1 = tu_read_file(r.err[1], NULL);
     cr_assert(wrc == 1, "worker exit %d: %s", wrc, e1);
     cr_assert_leq(time(NULL) - t0, 10, "the worker took %ld s to notice", (long)(time(NULL) - t0));
