@@ -148,10 +148,9 @@ AVX2_INLINE void r8_store(const shardlm_mm_args *a, size_t r, int l0, int l1, si
 /* Every input for the 8 rows at r (lanes [l0, l1) kept): tiles of 4 inputs
  * then the rest, each tile reading the group's weights once. */
 AVX2_INLINE void r8_rows(const shardlm_mm_args *a, int packed, const uint8_t *grp, const uint8_t *const *rp, size_t r,
-                         int l0, int l1)
+                         int l0, int l1, size_t i)
 {
     __m256 acc[4];
-    size_t i = 0;
     for (; i + 4 <= a->n; i += 4) {
         r8_tile(a, packed, grp, rp, i, 4, acc);
         r8_store(a, r, l0, l1, i, 4, acc);
@@ -165,7 +164,13 @@ AVX2_INLINE void r8_rows(const shardlm_mm_args *a, int packed, const uint8_t *gr
 
 static AVX2_TARGET void r8_rows_packed(const shardlm_mm_args *a, size_t r, int l0, int l1)
 {
-    r8_rows(a, 1, shardlm_r8_block(a->w, a->row_bytes, r / 8, 0), NULL, r, l0, l1);
+    r8_rows(a, 1, shardlm_r8_block(a->w, a->row_bytes, r / 8, 0), NULL, r, l0, l1, 0);
+}
+
+/* The whole group at r, inputs i.. (fewer than 4 left: the tails). */
+static AVX2_TARGET void r8_rows_packed_from(const shardlm_mm_args *a, size_t r, size_t i)
+{
+    r8_rows(a, 1, shardlm_r8_block(a->w, a->row_bytes, r / 8, 0), NULL, r, 0, 8, i);
 }
 
 static AVX2_TARGET void r8_rows_plain(const shardlm_mm_args *a, size_t r, int cnt)
@@ -173,12 +178,39 @@ static AVX2_TARGET void r8_rows_plain(const shardlm_mm_args *a, size_t r, int cn
     const uint8_t *rp[8];
     for (int k = 0; k < 8; k++) /* short tiles repeat the last row; its extra lanes are not stored */
         rp[k] = a->w + (r + (size_t)(k < cnt ? k : cnt - 1)) * a->row_bytes;
-    r8_rows(a, 0, NULL, rp, r, 0, cnt);
+    r8_rows(a, 0, NULL, rp, r, 0, cnt, 0);
+}
+
+#ifndef R8_GROUPS
+#define R8_GROUPS 4
+#endif
+
+/* Groups [r, r_end) (whole, 8 rows each) for every input: R8_GROUPS groups
+ * at a time, each tile of inputs passing over all of them, so the inputs'
+ * activations stay in L1 while the few groups' weights stay in L2. */
+static AVX2_TARGET void r8_groups_packed(const shardlm_mm_args *a, size_t r, size_t r_end)
+{
+    __m256 acc[4];
+    for (; r < r_end; r += 8 * R8_GROUPS) {
+        size_t re = r + 8 * R8_GROUPS < r_end ? r + 8 * R8_GROUPS : r_end, i = 0;
+        for (; i + 4 <= a->n; i += 4)
+            for (size_t g = r; g < re; g += 8) {
+                r8_tile(a, 1, shardlm_r8_block(a->w, a->row_bytes, g / 8, 0), NULL, i, 4, acc);
+                r8_store(a, g, 0, 8, i, 4, acc);
+            }
+        for (size_t g = r; g < re && i < a->n; g += 8) r8_rows_packed_from(a, g, i);
+    }
 }
 
 AVX2_TARGET void shardlm_avx2_q4_0_r8(const shardlm_mm_args *a, size_t r0, size_t r1)
 {
     size_t rows8 = a->rows & ~(size_t)7, r = r0 & ~(size_t)7;
+    size_t full0 = (r0 + 7) & ~(size_t)7, full1 = (r1 < rows8 ? r1 : rows8) & ~(size_t)7;
+    if (a->n > 4 && full0 < full1) { /* whole groups, blocked; edges below */
+        if (r < full0) r8_rows_packed(a, r, (int)(r0 - r), r1 < full0 ? (int)(r1 - r) : 8);
+        r8_groups_packed(a, full0, full1);
+        r = full1;
+    }
     for (; r < r1 && r < rows8; r += 8) { /* a chunk edge inside a group keeps only its lanes */
         int l0 = r < r0 ? (int)(r0 - r) : 0, l1 = r + 8 <= r1 ? 8 : (int)(r1 - r);
         r8_rows_packed(a, r, l0, l1);
