@@ -20,6 +20,21 @@ struct shardlm_cuda_ctx {
     size_t scratch_bytes;
 };
 
+/* The cuBLAS entry points shardlm uses, from blas.cu's dlopen. */
+typedef struct {
+    decltype(&cublasCreate_v2) create;
+    decltype(&cublasSetStream_v2) set_stream;
+    decltype(&cublasDestroy_v2) destroy;
+    decltype(&cublasSgemm_v2) sgemm;
+    /* spelled out: C++ sees an overload of cublasGemmEx */
+    cublasStatus_t (*gemm_ex)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int, const void *,
+                              const void *, cudaDataType, int, const void *, cudaDataType, int, const void *, void *,
+                              cudaDataType, int, cublasComputeType_t, cublasGemmAlgo_t);
+    decltype(&cublasGetStatusString) status_string;
+} shardlm_cuda_blas_fns;
+/* Opens cuBLAS once; NULL (with the error text set) when it cannot. */
+const shardlm_cuda_blas_fns *shardlm_cuda_blas(void);
+
 /* SHARDLM_OK, or SHARDLM_ERUNTIME with "CUDA <what>: <error string>". */
 int shardlm_cuda_check(cudaError_t e, const char *what);
 /* The launch status of the kernel just enqueued, named for the message. */

@@ -25,7 +25,8 @@ int shardlm_cuda_launched(const char *kernel)
 int shardlm_cuda_blas_check(cublasStatus_t s, const char *what)
 {
     if (s == CUBLAS_STATUS_SUCCESS) return SHARDLM_OK;
-    shardlm_err_set("cuBLAS %s: %s", what, cublasGetStatusString(s));
+    const shardlm_cuda_blas_fns *b = shardlm_cuda_blas();
+    shardlm_err_set("cuBLAS %s: %s", what, b ? b->status_string(s) : "(cuBLAS not loaded)");
     return SHARDLM_ERUNTIME;
 }
 
@@ -117,8 +118,10 @@ int shardlm_cuda_ctx_new(int device, shardlm_cuda_ctx **out)
     c->device = device;
     int rc = shardlm_cuda_check(cudaSetDevice(device), "cudaSetDevice");
     if (!rc) rc = shardlm_cuda_check(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking), "cudaStreamCreate");
-    if (!rc) rc = shardlm_cuda_blas_check(cublasCreate(&c->blas), "cublasCreate");
-    if (!rc) rc = shardlm_cuda_blas_check(cublasSetStream(c->blas, c->stream), "cublasSetStream");
+    const shardlm_cuda_blas_fns *b = rc ? NULL : shardlm_cuda_blas();
+    if (!rc && !b) rc = SHARDLM_ERUNTIME;
+    if (!rc) rc = shardlm_cuda_blas_check(b->create(&c->blas), "cublasCreate");
+    if (!rc) rc = shardlm_cuda_blas_check(b->set_stream(c->blas, c->stream), "cublasSetStream");
     if (rc) {
         shardlm_cuda_ctx_free(c);
         return rc;
@@ -132,7 +135,7 @@ void shardlm_cuda_ctx_free(shardlm_cuda_ctx *c)
     if (!c) return;
     cudaSetDevice(c->device);
     if (c->stream) cudaStreamSynchronize(c->stream);
-    if (c->blas) cublasDestroy(c->blas);
+    if (c->blas) shardlm_cuda_blas()->destroy(c->blas); /* a handle exists only if cuBLAS loaded */
     cudaFree(c->scratch);
     if (c->stream) cudaStreamDestroy(c->stream);
     free(c);

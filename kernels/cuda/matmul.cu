@@ -89,7 +89,7 @@ static int blas_mm(shardlm_cuda_ctx *c, shardlm_dtype t, const void *w, size_t r
     int m = (int)rows, k = (int)cols, nn = (int)n;
     const float one = 1.0f, zero = 0.0f;
     if (t == SHARDLM_DT_F32)
-        return shardlm_cuda_blas_check(cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, m, nn, k, &one, (const float *)w,
+        return shardlm_cuda_blas_check(shardlm_cuda_blas()->sgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, m, nn, k, &one, (const float *)w,
                                                    k, x, k, &zero, y, m),
                                        "sgemm");
     int rc = shardlm_cuda_scratch(c, n * cols * 2);
@@ -100,7 +100,7 @@ static int blas_mm(shardlm_cuda_ctx *c, shardlm_dtype t, const void *w, size_t r
     if (t == SHARDLM_DT_F16) to_f16_k<<<grid, 256, 0, c->stream>>>(x, (__half *)c->scratch, n * cols);
     else to_bf16_k<<<grid, 256, 0, c->stream>>>(x, (__nv_bfloat16 *)c->scratch, n * cols);
     if ((rc = shardlm_cuda_launched("matmul activation rounding"))) return rc;
-    return shardlm_cuda_blas_check(cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, m, nn, k, &one, w, dt, k,
+    return shardlm_cuda_blas_check(shardlm_cuda_blas()->gemm_ex(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, m, nn, k, &one, w, dt, k,
                                                 c->scratch, dt, k, &zero, y, CUDA_R_32F, m, CUBLAS_COMPUTE_32F,
                                                 CUBLAS_GEMM_DEFAULT),
                                    t == SHARDLM_DT_F16 ? "gemm f16" : "gemm bf16");
