@@ -102,21 +102,25 @@ int shardlm_launch_plan(int world, shardlm_ring_config *cfgs)
 
 /* The environment for rank r, built before fork: after fork only
  * async-signal-safe calls are allowed if the parent has threads. */
-static char **launch_env(const char *cfg_path, int rank, char *buf_cfg, size_t cap_cfg, char *buf_rank,
-                         size_t cap_rank)
+static char **launch_env(const char *cfg_path, int rank, int world, char *buf_cfg, size_t cap_cfg,
+                         char *buf_rank, size_t cap_rank, char *buf_local, size_t cap_local)
 {
     size_t n = 0;
     while (environ[n]) n++;
-    char **env = calloc(n + 3, sizeof *env);
+    char **env = calloc(n + 4, sizeof *env);
     if (!env) return NULL;
     size_t k = 0;
     for (size_t i = 0; i < n; i++)
-        if (strncmp(environ[i], "RING_CONFIG=", 12) && strncmp(environ[i], "SHARDLM_RANK=", 13))
+        if (strncmp(environ[i], "RING_CONFIG=", 12) && strncmp(environ[i], "SHARDLM_RANK=", 13) &&
+            strncmp(environ[i], "SHARDLM_LOCAL_WORLD_SIZE=", 25))
             env[k++] = environ[i];
     snprintf(buf_cfg, cap_cfg, "RING_CONFIG=%s", cfg_path);
     snprintf(buf_rank, cap_rank, "SHARDLM_RANK=%d", rank);
+    /* every launched rank is on this machine: rank r is local rank r (its GPU with --device cuda) */
+    snprintf(buf_local, cap_local, "SHARDLM_LOCAL_WORLD_SIZE=%d", world);
     env[k++] = buf_cfg;
     env[k++] = buf_rank;
+    env[k++] = buf_local;
     env[k] = NULL;
     return env;
 }
@@ -144,8 +148,8 @@ static void launch_child(char *const argv[], char **env, pid_t parent)
 
 static int launch_spawn(shardlm_launch *l, int r, char *const argv[])
 {
-    char ecfg[160], erank[32];
-    char **env = launch_env(l->paths[r], r, ecfg, sizeof ecfg, erank, sizeof erank);
+    char ecfg[160], erank[32], elocal[48];
+    char **env = launch_env(l->paths[r], r, l->world, ecfg, sizeof ecfg, erank, sizeof erank, elocal, sizeof elocal);
     if (!env) {
         shardlm_err_set("launch: out of memory");
         return SHARDLM_ENOMEM;
