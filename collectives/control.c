@@ -224,6 +224,7 @@ static int send_ack(int fd, const char *error, const shardlm_ctrl_hello *mine, u
     ack.kv_blocks = (uint32_t)mine->kv_blocks;
     ack.block_size = (uint32_t)mine->block_size;
     ack.kv_type = mine->kv_type;
+    ack.comm_q8 = mine->comm_q8 != 0;
     ack.error = (char *)(error ? error : "");
     Shardlm__Envelope env = SHARDLM__ENVELOPE__INIT;
     env.msg_case = SHARDLM__ENVELOPE__MSG_HELLO_ACK;
@@ -349,6 +350,7 @@ static int ctrl_handshake(shardlm_ctrl *c, shardlm_ctrl_hello *mine, const shard
         mine->kv_blocks = (int)ack->hello_ack->kv_blocks;
         mine->block_size = (int)ack->hello_ack->block_size;
         mine->kv_type = ack->hello_ack->kv_type;
+        mine->comm_q8 = ack->hello_ack->comm_q8;
     }
     shardlm__envelope__free_unpacked(ack, NULL);
     return rc;

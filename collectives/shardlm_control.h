@@ -24,6 +24,7 @@ typedef struct {
     int kv_blocks;       /* decided by rank 0, learnt by workers */
     int block_size;      /* decided by rank 0, learnt by workers */
     int kv_type;         /* KV cache element type (shardlm_dtype), decided by rank 0, learnt by workers */
+    int comm_q8;         /* --comm-dtype q8, decided by rank 0, learnt by workers */
 } shardlm_ctrl_hello;
 
 /* --weights-from rank0: a worker's request for its weights, carried in its

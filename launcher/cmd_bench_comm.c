@@ -2,6 +2,7 @@
  * 4 KiB to 64 MiB. Rank 0 spawns the other ranks as copies of itself with
  * RING_CONFIG set; a process that finds RING_CONFIG acts as that rank. Every
  * iteration's result is checked, so a wrong sum fails the benchmark. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 #include "shardlm_cli.h"
 #include "shardlm_common.h"
 #include "shardlm_launch.h"
+#include "shardlm_model.h"
 
 #define BENCH_WARMUP 3
 
@@ -18,6 +20,7 @@ typedef struct {
     int world, json, iters, timeout_ms;
     size_t min_bytes, max_bytes;
     const char *comm; /* "ring" or "mpi" */
+    int q8;           /* --comm-dtype q8: Q8_0 blocks on the wire */
 } bench_opts;
 
 typedef struct {
@@ -34,6 +37,7 @@ static void bench_usage(FILE *f)
                "  default 4096, to --max-bytes, default 67108864) across W local ranks.\n"
                "  --comm ring     the TCP ring (default; rank 0 spawns the others)\n"
                "  --comm mpi      MPI_Iallreduce, under mpirun (the default under mpirun)\n"
+               "  --comm-dtype q8 Q8_0 blocks on the wire (all-gathered, summed in rank order)\n"
                "  --iters N       timed iterations per size (default: 200 up to 256 KiB,\n"
                "                  50 up to 4 MiB, 20 above), after %d warm-up iterations\n"
                "  --timeout-ms T  deadline of each collective and of the ring set-up (10000)\n"
@@ -67,6 +71,7 @@ static int bench_parse(int argc, char **argv, bench_opts *o)
         if (!v) bad = 1;
         else if (!strcmp(a, "--world-size")) o->world = atoi(v), bad = o->world < 1 || o->world > 1024 || (o->world & (o->world - 1));
         else if (!strcmp(a, "--comm")) o->comm = v, bad = strcmp(v, "ring") && strcmp(v, "mpi");
+        else if (!strcmp(a, "--comm-dtype")) o->q8 = !strcmp(v, "q8"), bad = strcmp(v, "f32") && strcmp(v, "q8");
         else if (!strcmp(a, "--iters")) o->iters = atoi(v), bad = o->iters < 1 || o->iters > 1000000;
         else if (!strcmp(a, "--timeout-ms")) o->timeout_ms = atoi(v), bad = o->timeout_ms < 1;
         else if (!strcmp(a, "--min-bytes")) bad = bench_parse_size(v, &o->min_bytes);
@@ -106,12 +111,16 @@ static void bench_fill(float *b, size_t n, int rank, int it)
     for (size_t i = 0; i < n; i++) b[i] = (float)(int32_t)(((uint32_t)i + (uint32_t)it) & 1023u) + (float)rank;
 }
 
-static int bench_check(const float *b, size_t n, int world, int it)
+/* Exact for f32. With q8 each rank's values (|v| <= 1023 + rank) are
+ * rounded once to 8 bits: within amax / 254 per rank, so W * amax / 127
+ * leaves a factor of two. */
+static int bench_check(const float *b, size_t n, int world, int it, int q8)
 {
     float base = (float)(world * (world - 1) / 2);
+    float tol = q8 ? (float)world * (1023.0f + (float)world) / 127.0f : 0.0f;
     for (size_t i = 0; i < n; i++) {
         float want = (float)world * (float)(int32_t)(((uint32_t)i + (uint32_t)it) & 1023u) + base;
-        if (b[i] != want) {
+        if (!(fabsf(b[i] - want) <= tol)) {
             shardlm_err_set("wrong all-reduce result at element %zu of %zu: got %g, expected %g", i, n, b[i], want);
             return SHARDLM_ERUNTIME;
         }
@@ -126,7 +135,7 @@ static int bench_cmp_double(const void *a, const void *b)
 }
 
 /* One size: warm-up, then timed iterations, each from a barrier. */
-static int bench_size(shardlm_comm *c, const bench_opts *o, float *buf, size_t bytes, double *times,
+static int bench_size(shardlm_comm *c, const bench_opts *o, float *buf, uint8_t *q8, size_t bytes, double *times,
                       bench_row *row)
 {
     size_t n = bytes / 4;
@@ -136,9 +145,10 @@ static int bench_size(shardlm_comm *c, const bench_opts *o, float *buf, size_t b
         int rc = shardlm_comm_barrier(c, o->timeout_ms);
         if (rc) return rc;
         uint64_t t0 = shardlm_now_ns();
-        rc = shardlm_comm_allreduce_f32(c, buf, n, o->timeout_ms);
+        rc = q8 ? shardlm_model_allreduce_q8(c, buf, n, q8, o->timeout_ms)
+                : shardlm_comm_allreduce_f32(c, buf, n, o->timeout_ms);
         uint64_t t1 = shardlm_now_ns();
-        if (rc || (rc = bench_check(buf, n, w, it))) return rc;
+        if (rc || (rc = bench_check(buf, n, w, it, q8 != NULL))) return rc;
         if (it >= BENCH_WARMUP) times[it - BENCH_WARMUP] = (double)(t1 - t0) * 1e-3;
     }
     qsort(times, (size_t)iters, sizeof *times, bench_cmp_double);
@@ -157,8 +167,8 @@ static void bench_print(const bench_opts *o, const bench_row *rows, int nrows, c
         printf("]\n");
         return;
     }
-    printf("# shardlm bench-comm: %s all-reduce (f32 sum), world size %d, median of timed iterations\n",
-           transport, o->world);
+    printf("# shardlm bench-comm: %s all-reduce (f32 sum%s), world size %d, median of timed iterations\n",
+           transport, o->q8 ? ", Q8_0 blocks on the wire" : "", o->world);
     printf("%12s %12s %12s\n", "bytes", "median_us", "algbw_GB/s");
     for (int i = 0; i < nrows; i++)
         printf("%12zu %12.1f %12.3f\n", rows[i].bytes, rows[i].median_us, rows[i].algbw_gbps);
@@ -172,12 +182,13 @@ static int bench_run(shardlm_comm *c, const bench_opts *o)
     float *buf = malloc(o->max_bytes);
     double *times = malloc(sizeof(double) * (size_t)max_iters);
     bench_row *rows = calloc((size_t)nsizes, sizeof *rows);
-    int rc = (buf && times && rows) ? SHARDLM_OK : SHARDLM_ENOMEM;
+    uint8_t *q8 = o->q8 ? malloc(shardlm_model_allreduce_q8_scratch(shardlm_comm_size(c), o->max_bytes / 4)) : NULL;
+    int rc = (buf && times && rows && (q8 || !o->q8)) ? SHARDLM_OK : SHARDLM_ENOMEM;
     if (rc) shardlm_err_set("rank %d: out of memory for a %zu-byte buffer", rank, o->max_bytes);
     int tty = rank == 0 && isatty(STDERR_FILENO), i = 0;
     for (size_t b = o->min_bytes; rc == SHARDLM_OK && b <= o->max_bytes; b *= 2, i++) {
         if (tty) fprintf(stderr, "\rbench-comm: %zu bytes (%d/%d)   ", b, i + 1, nsizes);
-        rc = bench_size(c, o, buf, b, times, &rows[i]);
+        rc = bench_size(c, o, buf, q8, b, times, &rows[i]);
     }
     if (tty) fprintf(stderr, "\r%40s\r", "");
     if (rc == SHARDLM_OK) rc = shardlm_comm_barrier(c, o->timeout_ms);
@@ -186,6 +197,7 @@ static int bench_run(shardlm_comm *c, const bench_opts *o)
     free(buf);
     free(times);
     free(rows);
+    free(q8);
     return rc;
 }
 

@@ -45,6 +45,7 @@ static void gen_usage(FILE *f)
             "      --pin-threads         pin each kernel thread to a core\n"
             "      --isq q8_0|q4_0       quantise F32/F16/BF16 weights while loading each shard\n"
             "      --kv-cache-type T     KV cache element type: f32 (default), f16, q8_0\n"
+            "      --comm-dtype f32|q8   all-reduce wire format (default f32; q8: Q8_0 blocks)\n"
             "      --logits-out FILE     append each step's logits (f32) to FILE\n"
             "      --comm KIND           collective backend: auto (default), ring, mpi, nccl\n"
             "      --device DEV          cpu (default), cuda or cuda:K\n"
@@ -66,6 +67,7 @@ static int gen_parse(int argc, char **argv, gen_opts *o)
         {"threads", required_argument, 0, 'j'},  {"pin-threads", no_argument, 0, 'J'},
         {"isq", required_argument, 0, 'Q'},      {"comm", required_argument, 0, 'K'},
         {"device", required_argument, 0, 'D'},   {"kv-cache-type", required_argument, 0, 'V'},
+        {"comm-dtype", required_argument, 0, 'X'},
         {"weights-from", required_argument, 0, 'w'}, {"weights-cache", required_argument, 0, 'G'},
         {0, 0, 0, 0}};
     int c;
@@ -94,6 +96,7 @@ static int gen_parse(int argc, char **argv, gen_opts *o)
         case 'Q': o->node.isq = shardlm_dtype_parse(optarg); if (o->node.isq != SHARDLM_DT_Q8_0 && o->node.isq != SHARDLM_DT_Q4_0) BAD("--isq (q8_0 or q4_0)"); break;
         case 'K': o->node.comm = optarg; break;
         case 'D': o->node.device = optarg; break;
+        case 'X': if (strcmp(optarg, "f32") && strcmp(optarg, "q8")) BAD("--comm-dtype (f32 or q8)"); o->node.comm_q8 = !strcmp(optarg, "q8"); break;
         case 'V': o->node.kv_type = shardlm_node_kv_type_parse(optarg); if (o->node.kv_type < 0) BAD("--kv-cache-type (f32, f16 or q8_0)"); break;
         case 'w': o->node.weights_from = optarg; break;
         case 'G': o->node.weights_cache = optarg; break;

@@ -49,6 +49,7 @@ static void serve_usage(FILE *f)
             "      --block-size 8|16|32        tokens per KV block (default 16)\n"
             "      --kv-cache-mb MB            KV pool per rank (default 256)\n"
             "      --kv-cache-type T           KV cache element type: f32 (default), f16, q8_0\n"
+            "      --comm-dtype f32|q8         all-reduce wire format (default f32; q8: Q8_0 blocks)\n"
             "      --no-prefix-cache           turn prefix caching off\n"
             "      --chat-template FILE        Jinja chat template instead of the model's\n"
             "      --max-body-kb KB            largest request body (default 1024)\n"
@@ -105,6 +106,7 @@ static int serve_opt(serve_opts *o, int c, const char *arg)
     case 'D': o->node.device = arg; return 0;
     case 'w': o->node.weights_from = arg; return 0;
     case 'G': o->node.weights_cache = arg; return 0;
+    case 'X': if (strcmp(arg, "f32") && strcmp(arg, "q8")) return -1; o->node.comm_q8 = !strcmp(arg, "q8"); return 0;
     case 'V': o->node.kv_type = shardlm_node_kv_type_parse(arg); return o->node.kv_type < 0 ? -1 : 0;
     default: return -1;
     }
@@ -125,7 +127,7 @@ static int serve_parse(int argc, char **argv, serve_opts *o)
         {"timeout-ms", required_argument, 0, 't'}, {"help", no_argument, 0, 'h'},
         {"comm", required_argument, 0, 'c'},     {"device", required_argument, 0, 'D'},
         {"weights-from", required_argument, 0, 'w'}, {"weights-cache", required_argument, 0, 'G'},
-        {"kv-cache-type", required_argument, 0, 'V'}, {0, 0, 0, 0}};
+        {"kv-cache-type", required_argument, 0, 'V'}, {"comm-dtype", required_argument, 0, 'X'}, {0, 0, 0, 0}};
     int c, idx = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:h", opts, &idx)) != -1) {

@@ -145,7 +145,7 @@ static int node_handshake(const shardlm_node_opts *o, shardlm_node *n, uint64_t 
                           int *isq, const shardlm_ctrl_weights_req *want)
 {
     shardlm_ctrl_hello h = {fp,         n->world,      n->rank,       n->comm_kind, *n_ctx,
-                            *max_batch, *isq,          n->kv_blocks, n->block_size, n->kv_type};
+                            *max_batch, *isq,          n->kv_blocks, n->block_size, n->kv_type, n->comm_q8};
     int rc = SHARDLM_OK;
     if (n->rank == 0) {
         if (!n->ctrl) rc = shardlm_ctrl_listen(n->cfg.master_ip, n->cfg.master_port, n->world, &n->ctrl);
@@ -163,6 +163,7 @@ static int node_handshake(const shardlm_node_opts *o, shardlm_node *n, uint64_t 
         n->kv_blocks = h.kv_blocks;
         n->block_size = h.block_size;
         n->kv_type = h.kv_type;
+        n->comm_q8 = h.comm_q8;
     }
     return rc;
 }
@@ -311,6 +312,7 @@ int shardlm_node_open(const shardlm_node_opts *o, shardlm_node *n)
 {
     memset(n, 0, sizeof *n);
     n->kv_type = o->kv_type; /* rank 0's choice; workers learn it in the handshake */
+    n->comm_q8 = o->comm_q8;
     int rc = node_config(o, n);
     if (!rc) rc = node_device(o, n);
     if (rc) return rc;
@@ -341,7 +343,7 @@ int shardlm_node_open(const shardlm_node_opts *o, shardlm_node *n)
     int threads = node_threads(o, n);
     n->n_threads = threads;
     shardlm_engine_opts eo = {n_ctx, max_batch, n->kv_blocks, n->block_size, o->timeout_ms, threads, o->pin_threads,
-                              n->kv_type};
+                              n->kv_type, n->comm_q8};
     if (!rc) rc = shardlm_engine_new(n->model, n->comm, n->ctrl, &eo, &n->engine);
     return rc;
 }

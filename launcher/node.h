@@ -25,6 +25,7 @@ typedef struct {
     double kv_cache_mb;      /* rank 0: paged KV pool per rank; 0: one sequence of n_ctx */
     int block_size;          /* rank 0: positions per KV block (default 16) */
     int kv_type;             /* rank 0: --kv-cache-type (shardlm_dtype; 0 is f32); workers learn it */
+    int comm_q8;             /* rank 0: --comm-dtype q8; workers learn it */
     int (*watch)(void *ctx); /* rank 0: polled while waiting for workers */
     void *watch_ctx;
     const char *comm;        /* --comm: "auto" (NULL), "ring", "mpi" or "nccl" */
@@ -45,6 +46,7 @@ typedef struct {
     int n_threads;
     int kv_blocks, block_size; /* the KV pool every rank holds */
     int kv_type;               /* its element type, rank 0's --kv-cache-type */
+    int comm_q8;               /* rank 0's --comm-dtype q8 */
     const char *comm_kind;     /* "ring", "mpi", "nccl" (resolved from --comm) */
     int mpi;                   /* rank and world came from mpirun */
     int local_rank, local_ranks;

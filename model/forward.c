@@ -27,6 +27,8 @@ struct shardlm_state {
     float *rope_freq;         /* [rope_dim / 2] inverse frequencies */
     float *rope_tab;          /* [2 * rope_dim] one position's cos/sin */
     uint64_t allreduce_ns;    /* time spent in all-reduce, all steps */
+    size_t dim;               /* the model's embedding width */
+    uint8_t *q8_scratch;      /* --comm-dtype q8: wire blocks; NULL: f32 all-reduce */
     float *x, *xb, *xb2;      /* [batch][dim] */
     float *q, *att;           /* [batch][local q width] */
     float *k, *v;             /* [batch][kv_width] */
@@ -39,6 +41,20 @@ struct shardlm_state {
 };
 
 void shardlm_state_set_pool(shardlm_state *s, shardlm_pool *pool) { s->pool = pool; }
+
+int shardlm_state_set_comm_q8(shardlm_state *s, int world, int on)
+{
+    free(s->q8_scratch);
+    s->q8_scratch = NULL;
+    if (!on) return SHARDLM_OK;
+    if (s->dev) {
+        shardlm_err_set("--comm-dtype q8: the CUDA device path all-reduces f32");
+        return SHARDLM_EINPUT;
+    }
+    size_t n = (size_t)s->max_batch * s->dim;
+    s->q8_scratch = malloc(shardlm_model_allreduce_q8_scratch(world, n));
+    return s->q8_scratch ? SHARDLM_OK : SHARDLM_ENOMEM;
+}
 
 int shardlm_state_new(const shardlm_model *m, int n_ctx, int n_blocks, int block_size, int max_batch,
                       shardlm_state **out)
@@ -74,6 +90,7 @@ int shardlm_state_new_kv(const shardlm_model *m, int n_ctx, int n_blocks, int bl
     size_t B = (size_t)max_batch, hd = (size_t)hp->head_dim;
     s->n_ctx = n_ctx;
     s->max_batch = max_batch;
+    s->dim = (size_t)hp->dim;
     s->n_blocks = n_blocks;
     s->block_size = block_size;
     s->kv_width = (size_t)p->n_kv_heads * hd;
@@ -125,6 +142,7 @@ void shardlm_state_free(shardlm_state *s)
     free(s->hb); free(s->hb2);
     free(s->lg_local); free(s->lg_all); free(s->gather_bytes);
     free(s->rope_freq); free(s->rope_tab);
+    free(s->q8_scratch);
     free(s);
 }
 
@@ -210,7 +228,8 @@ static int check_batch(const shardlm_model *m, const shardlm_state *s, const sha
 static int allreduce(shardlm_state *s, shardlm_comm *comm, size_t n, int timeout_ms)
 {
     uint64_t t0 = shardlm_now_ns();
-    int rc = shardlm_comm_allreduce_f32(comm, s->xb2, n, timeout_ms);
+    int rc = s->q8_scratch ? shardlm_model_allreduce_q8(comm, s->xb2, n, s->q8_scratch, timeout_ms)
+                           : shardlm_comm_allreduce_f32(comm, s->xb2, n, timeout_ms);
     s->allreduce_ns += shardlm_now_ns() - t0;
     return rc;
 }

@@ -39,6 +39,7 @@ int shardlm_engine_new(shardlm_model *m, shardlm_comm *comm, shardlm_ctrl *ctrl,
     e->max_batch = o->max_batch;
     int bs = o->block_size > 0 ? o->block_size : 16;
     int rc = shardlm_state_new_kv(m, o->n_ctx, o->kv_blocks, bs, o->max_batch, (shardlm_dtype)o->kv_type, &e->state);
+    if (!rc && o->comm_q8) rc = shardlm_state_set_comm_q8(e->state, shardlm_comm_size(comm), 1);
     if (!rc && o->n_threads > 1) rc = shardlm_pool_new(o->n_threads, o->pin, &e->pool);
     if (!rc && !(e->ident = malloc((size_t)shardlm_state_n_blocks(e->state) * sizeof(int32_t)))) rc = SHARDLM_ENOMEM;
     for (int i = 0; !rc && i < shardlm_state_n_blocks(e->state); i++) e->ident[i] = i;

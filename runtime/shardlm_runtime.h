@@ -22,6 +22,7 @@ typedef struct {
     int n_threads;  /* kernel threads of this rank */
     int pin;        /* pin kernel threads to cores */
     int kv_type;    /* KV cache element type: SHARDLM_DT_F32 (0), _F16 or _Q8_0 */
+    int comm_q8;    /* all-reduce with Q8_0 blocks on the wire (--comm-dtype q8) */
 } shardlm_engine_opts;
 
 /* The engine borrows model, comm and ctrl (ctrl is NULL at world size 1);
