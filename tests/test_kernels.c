@@ -169,6 +169,59 @@ Test(matmul, simd_matches_scalar_integer_path)
     }
 }
 
+/* The AVX2 Q4_0 kernels (plain and repacked) promise one arithmetic per
+ * (row, input), which is what makes them batch invariant: per block, the
+ * exact integer dot(q, x) - 8 * sum(x) of the 8-bit activations, then acc =
+ * fma(that, d_w * d_x, acc) in block order from +0. Rebuilt here in scalar
+ * code, it must match bit for bit; an off-by-one anywhere shows. */
+static float q4_0_avx2_expected(const uint8_t *row, const float *x, size_t cols)
+{
+    float acc = 0.0f;
+    for (size_t b = 0; b < cols / 32; b++) {
+        const uint8_t *blk = row + b * 18;
+        const float *xb = x + b * 32;
+        float amax = 0.0f;
+        for (int k = 0; k < 32; k++) amax = fmaxf(amax, fabsf(xb[k]));
+        float d = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
+        int32_t dot = 0, sum = 0;
+        for (int k = 0; k < 32; k++) {
+            int32_t q = (int32_t)nearbyintf(xb[k] * id), w = k < 16 ? blk[2 + k] & 15 : blk[2 + k - 16] >> 4;
+            dot += w * q;
+            sum += q;
+        }
+        uint16_t h = (uint16_t)(blk[0] | blk[1] << 8);
+        acc = fmaf((float)(dot - 8 * sum), shardlm_f16_to_f32(h) * d, acc);
+    }
+    return acc;
+}
+
+Test(matmul, q4_0_avx2_exact_arithmetic)
+{
+    if (shardlm_kernels_force_isa("avx2") != 0) cr_skip_test("no AVX2 on this CPU");
+    size_t rows = 21, cols = 67 * 32, n = 5; /* 2 groups + a plain tail; 4 + 1 inputs */
+    mm_case c = mm_case_new(SHARDLM_DT_Q4_0, rows, cols, n);
+    void *r8;
+    shardlm_dtype t;
+    cr_assert_eq(shardlm_repack(SHARDLM_DT_Q4_0, c.w, rows, cols, &r8, &t), 0);
+    cr_assert_eq(t, SHARDLM_DT_Q4_0_R8);
+    float *y0 = malloc(n * rows * sizeof(float)), *y1 = malloc(n * rows * sizeof(float));
+    cr_assert(y0 && y1);
+    shardlm_matmul(NULL, SHARDLM_DT_Q4_0, c.w, rows, cols, c.x, n, y0);
+    shardlm_matmul(NULL, SHARDLM_DT_Q4_0_R8, r8, rows, cols, c.x, n, y1);
+    for (size_t i = 0; i < n; i++)
+        for (size_t r = 0; r < rows; r++) {
+            float want = q4_0_avx2_expected((const uint8_t *)c.w + r * (cols / 32 * 18), c.x + i * cols, cols);
+            cr_assert(!memcmp(&want, &y0[i * rows + r], sizeof want), "plain y[%zu][%zu] %.9g, want %.9g", i, r,
+                      y0[i * rows + r], want);
+            cr_assert(!memcmp(&want, &y1[i * rows + r], sizeof want), "R8 y[%zu][%zu] %.9g, want %.9g", i, r,
+                      y1[i * rows + r], want);
+        }
+    free(y0);
+    free(y1);
+    free(r8);
+    mm_case_free(&c);
+}
+
 /* Batch invariance, which the serving path relies on ("a batch must not
  * change results"): each row of a batched product must be bit-for-bit the
  * product of that row alone, whatever n, tile shape, tail or thread split

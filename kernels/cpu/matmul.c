@@ -9,6 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "cpu_internal.h"
 #include "quant_k.h"
 
@@ -139,12 +143,23 @@ static void mm_pair_interleave(int8_t *q, size_t cols)
     }
 }
 
-/* xo of cpu_internal.h: 8 * each block's sum of int8 activations. */
+/* xo of cpu_internal.h: 8 * each block's sum of int8 activations. On
+ * x86-64 (SSE2 is baseline) psadbw sums the bytes flipped to unsigned
+ * (x + 128), a few instructions per block instead of 32 scalar adds. */
 static void mm_block_sums(const int8_t *q, size_t nb, int32_t *xo)
 {
     for (size_t b = 0; b < nb; b++) {
+        const int8_t *p = q + b * SHARDLM_QK;
+#if defined(__SSE2__)
+        const __m128i flip = _mm_set1_epi8((char)0x80), zero = _mm_setzero_si128();
+        __m128i lo = _mm_sad_epu8(_mm_xor_si128(_mm_loadu_si128((const __m128i *)p), flip), zero);
+        __m128i hi = _mm_sad_epu8(_mm_xor_si128(_mm_loadu_si128((const __m128i *)(p + 16)), flip), zero);
+        __m128i t = _mm_add_epi64(lo, hi);
+        int32_t s = _mm_cvtsi128_si32(t) + _mm_cvtsi128_si32(_mm_unpackhi_epi64(t, t)) - 128 * SHARDLM_QK;
+#else
         int32_t s = 0;
-        for (size_t k = 0; k < SHARDLM_QK; k++) s += q[b * SHARDLM_QK + k];
+        for (size_t k = 0; k < SHARDLM_QK; k++) s += p[k];
+#endif
         xo[b] = 8 * s;
     }
 }
