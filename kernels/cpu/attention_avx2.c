@@ -28,15 +28,17 @@ static ATT_TARGET void avx2_row_f16(const uint8_t *r, int hd, float *x)
     for (; i < hd; i++) x[i] = shardlm_f16_to_f32(shardlm_rd16(r + 2 * i));
 }
 
-/* 8-element groups never straddle a 32-element chunk, so one scale each. */
+/* One F16C conversion per 32-value chunk; 8-value groups never straddle a chunk. */
 static ATT_TARGET void avx2_row_q8(const uint8_t *r, int hd, float *x)
 {
     const int8_t *q = (const int8_t *)(r + 2 * ((hd + SHARDLM_QK - 1) / SHARDLM_QK));
     int i = 0;
-    for (; i + 8 <= hd; i += 8) {
-        __m256 d = _mm256_set1_ps(shardlm_f16_to_f32(shardlm_rd16(r + 2 * (i / SHARDLM_QK))));
-        __m256i v = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(q + i)));
-        _mm256_storeu_ps(x + i, _mm256_mul_ps(d, _mm256_cvtepi32_ps(v)));
+    for (int c = 0; i + 8 <= hd; c++) {
+        __m256 d = _mm256_set1_ps(_cvtsh_ss(shardlm_rd16(r + 2 * c)));
+        for (int e = 0; e < SHARDLM_QK && i + 8 <= hd; e += 8, i += 8) {
+            __m256i v = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(q + i)));
+            _mm256_storeu_ps(x + i, _mm256_mul_ps(d, _mm256_cvtepi32_ps(v)));
+        }
     }
     for (; i < hd; i++) x[i] = shardlm_f16_to_f32(shardlm_rd16(r + 2 * (i / SHARDLM_QK))) * q[i];
 }
