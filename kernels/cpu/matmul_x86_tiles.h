@@ -17,6 +17,13 @@
  * row-input pair at most 8 of them). */
 #define QT_KC 64
 
+/* Rows per block of the n > 1 loop: each 4-input tile passes over the
+ * block's rows before the next tile, so the 4 inputs' activations stay in
+ * L1 and the block's weights in L2 (before, every 2 rows streamed all n
+ * inputs from L2). Only the order of whole tiles changes, never what one
+ * (row, input) computes, so results are bitwise the same. */
+#define X86_ROW_BLOCK 16
+
 /* n == 1: 4 rows at a time. n > 1: 2 rows x 4 inputs, with tails. */
 #define SHARDLM_X86_TILED(NAME, TILE, TARGET)                                                          \
     TARGET static void NAME(const shardlm_mm_args *a, size_t r0, size_t r1)                           \
@@ -26,6 +33,17 @@
             for (; r + 4 <= r1; r += 4) TILE(a, r, 4, 0, 1);                                          \
             for (; r < r1; r++) TILE(a, r, 1, 0, 1);                                                  \
             return;                                                                                   \
+        }                                                                                             \
+        for (; r + X86_ROW_BLOCK <= r1; r += X86_ROW_BLOCK) /* whole row blocks, inputs outer */      \
+            for (size_t i = 0; i + 4 <= a->n; i += 4)                                                 \
+                for (size_t rb = r; rb < r + X86_ROW_BLOCK; rb += 2) TILE(a, rb, 2, i, 4);            \
+        for (size_t rt = r0; rt < r; rt += 2) { /* their last 1-3 inputs */                          \
+            size_t i = a->n & ~(size_t)3;                                                             \
+            switch (a->n - i) {                                                                       \
+            case 3: TILE(a, rt, 2, i, 3); break;                                                      \
+            case 2: TILE(a, rt, 2, i, 2); break;                                                      \
+            case 1: TILE(a, rt, 2, i, 1); break;                                                      \
+            }                                                                                         \
         }                                                                                             \
         for (; r + 2 <= r1; r += 2) {                                                                 \
             size_t i = 0;                                                                             \
