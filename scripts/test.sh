@@ -3,7 +3,7 @@
 # three ways and runs the tests:
 #   release      every test, -Werror
 #   asan         every test under AddressSanitizer + UBSan
-#   tsan         ring collectives, thread pool and threaded generation under
+#   tsan         ring collectives, thread pool, threaded generation and serve under
 #                ThreadSanitizer (tests/tsan/: Criterion cannot run under TSan)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,5 +17,7 @@ ctest --test-dir build/release -R 'cuda' -V 2>&1 | grep -E 'SKIP|\[(PASS|FAIL)\]
 scripts/build.sh asan -DSHARDLM_WERROR=ON -DSHARDLM_SANITIZE=address,undefined -DSHARDLM_CUDA=OFF
 ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build/asan --output-on-failure
 
-scripts/build.sh tsan -DSHARDLM_WERROR=ON -DSHARDLM_SANITIZE=thread -DSHARDLM_CUDA=OFF
+# No MPI under TSan: libmpich pulls in UCX, whose madvise hook (libucm) crashes
+# TSan-instrumented threads at exit. MPI runs in the release and ASan builds.
+scripts/build.sh tsan -DSHARDLM_WERROR=ON -DSHARDLM_SANITIZE=thread -DSHARDLM_CUDA=OFF -DSHARDLM_MPI=OFF
 ctest --test-dir build/tsan --output-on-failure
