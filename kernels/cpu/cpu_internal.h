@@ -47,10 +47,6 @@ typedef struct {
     shardlm_mm_fn f32, f16, bf16, q8_0, q4_0;
     /* SHARDLM_DT_Q4_0_R8; NULL: no faster path, so shardlm_repack declines. */
     shardlm_mm_fn q4_0_r8;
-    /* 1: the Q4_0 kernel wants activations pair-interleaved: each pair of
-     * blocks (2k, 2k+1) stored as [2k: 0..15][2k+1: 0..15][2k: 16..31]
-     * [2k+1: 16..31]; an odd last block stays as it is. */
-    int q4_0_pairs;
     shardlm_quant_x_fn quant_x;
     void (*rmsnorm)(float *out, const float *x, const float *weight, size_t n, float eps);
     void (*softmax)(float *x, size_t n);

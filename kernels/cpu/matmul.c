@@ -113,7 +113,6 @@ typedef struct {
     shardlm_mm_fn fn;
     shardlm_quant_x_fn quant_x;
     const float *xf;
-    int pairs;
     size_t chunk;
     _Atomic size_t next;
 } mm_job;
@@ -128,18 +127,6 @@ static void mm_rows_task(void *ctx, int tid, int nth)
         if (r0 >= j->a.rows) return;
         size_t r1 = r0 + j->chunk < j->a.rows ? r0 + j->chunk : j->a.rows;
         j->fn(&j->a, r0, r1);
-    }
-}
-
-/* Swaps the middle 16-byte quarters of each pair of 32-byte blocks: the
- * pair-interleaved layout of cpu_internal.h. */
-static void mm_pair_interleave(int8_t *q, size_t cols)
-{
-    for (size_t b = 0; b + 2 <= cols / SHARDLM_QK; b += 2) {
-        int8_t t[16], *p = q + b * SHARDLM_QK;
-        memcpy(t, p + 16, 16);
-        memcpy(p + 16, p + 32, 16);
-        memcpy(p + 32, t, 16);
     }
 }
 
@@ -172,7 +159,6 @@ static void mm_quant_task(void *ctx, int tid, int nth)
         int8_t *q = (int8_t *)j->a.xq + i * j->a.cols;
         j->quant_x(j->xf + i * j->a.cols, j->a.cols, q, (float *)j->a.xd + i * nb, (float *)j->a.xs + i * nb);
         if (j->a.xo) mm_block_sums(q, nb, (int32_t *)j->a.xo + i * nb);
-        if (j->pairs) mm_pair_interleave(q, j->a.cols);
     }
 }
 
@@ -245,7 +231,6 @@ void shardlm_matmul(shardlm_pool *pool, shardlm_dtype t, const void *w, size_t r
     int nth = rows * cols * n < 32768 ? 1 : shardlm_pool_size(pool);
     shardlm_pool *use = nth > 1 ? pool : NULL;
     if (t == SHARDLM_DT_Q8_0 || q4 || t == SHARDLM_DT_Q4_K || t == SHARDLM_DT_Q6_K) {
-        j.pairs = q4 && o->q4_0_pairs;
         if (mm_quant_layout(pool, &j) != 0) abort(); /* scratch is a few KB per input row */
         if (n >= 4 && use) shardlm_pool_run(use, mm_quant_task, &j);
         else mm_quant_task(&j, 0, 1);

@@ -169,7 +169,6 @@ const shardlm_isa_ops shardlm_isa_avx2 = {
     .q8_0 = avx2_q8_0,
     .q4_0 = shardlm_avx2_q4_0,
     .q4_0_r8 = shardlm_avx2_q4_0_r8,
-    .q4_0_pairs = 0,
     .quant_x = shardlm_avx2_quant_x,
     .rmsnorm = shardlm_avx2_rmsnorm,
     .softmax = shardlm_avx2_softmax,
