@@ -13,18 +13,8 @@
 #include "shardlm_kernels.h"
 #include "test_util.h"
 
-static const char *const all_isas[] = {"scalar", "avx2", "avx512", "avx512vnni", "neon"};
-#define N_ISAS (sizeof all_isas / sizeof all_isas[0])
 
-static uint64_t rng_state = 0x2545f4914f6cdd1dULL;
-static float frand(void) /* uniform in [-1, 1) */
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (float)((rng_state >> 40) & 0xffffff) / 8388608.0f - 1.0f;
-}
-static int irand(int n) { return (int)(((frand() + 1.0f) * 0.5f) * (float)n) % n; }
+static int irand(int n) { return (int)(((tu_frand() + 1.0f) * 0.5f) * (float)n) % n; }
 
 /* A random cache: n_blocks blocks, filled with random rows of type t (so
  * unused blocks hold data too), and per sequence a table of distinct blocks
@@ -43,9 +33,9 @@ static void cache_make(cache *c, shardlm_dtype t, int hd, int n_kv, int bs, int 
     c->v = malloc(n_rows * rb);
     float *row = malloc((size_t)hd * sizeof(float));
     for (size_t r = 0; r < n_rows; r++) {
-        for (int e = 0; e < hd; e++) row[e] = frand() * 2.0f;
+        for (int e = 0; e < hd; e++) row[e] = tu_frand() * 2.0f;
         shardlm_kv_store(t, row, hd, c->k + r * rb);
-        for (int e = 0; e < hd; e++) row[e] = frand();
+        for (int e = 0; e < hd; e++) row[e] = tu_frand();
         shardlm_kv_store(t, row, hd, c->v + r * rb);
     }
     free(row);
@@ -105,7 +95,7 @@ static void check_case(const att_case *ac, shardlm_pool *pool, const char *isa)
     int n = (int)(sizeof pos / sizeof pos[0]);
     size_t qw = (size_t)ac->n_q * ac->hd;
     float *q = malloc(n * qw * sizeof(float)), *out = malloc(n * qw * sizeof(float)), *ref = malloc(n * qw * sizeof(float));
-    for (size_t e = 0; e < n * qw; e++) q[e] = frand() * 2.0f;
+    for (size_t e = 0; e < n * qw; e++) q[e] = tu_frand() * 2.0f;
     shardlm_attn_batch b = {n, pos, seq, (const int32_t *const *)c.tables, ac->n_q, 0, 0, ac->group, q, ref};
     shardlm_ref_attention(&c.kv, &b);
     b.out = out;
@@ -133,15 +123,15 @@ Test(attention, matches_reference_on_every_isa, .timeout = 120)
     static const shardlm_dtype types[] = {SHARDLM_DT_F32, SHARDLM_DT_F16, SHARDLM_DT_Q8_0};
     shardlm_pool *pool = NULL;
     cr_assert_eq(shardlm_pool_new(3, 0, &pool), 0);
-    for (size_t s = 0; s < N_ISAS; s++) {
-        if (shardlm_kernels_force_isa(all_isas[s]) != 0) continue;
+    for (size_t s = 0; s < TU_N_ISAS; s++) {
+        if (shardlm_kernels_force_isa(tu_isas[s]) != 0) continue;
         for (size_t t = 0; t < 3; t++)
             for (size_t h = 0; h < sizeof hds / sizeof hds[0]; h++)
                 for (size_t g = 0; g < 3; g++)
                     for (size_t k = 0; k < 3; k++) {
                         att_case ac = {types[t], hds[h], 8, groups[g], bss[k]};
-                        check_case(&ac, NULL, all_isas[s]);
-                        check_case(&ac, pool, all_isas[s]);
+                        check_case(&ac, NULL, tu_isas[s]);
+                        check_case(&ac, pool, tu_isas[s]);
                     }
     }
     shardlm_pool_free(pool);
@@ -156,7 +146,7 @@ Test(attention, rank_offsets_and_replicated_kv_heads)
     cache_make(&c, SHARDLM_DT_F32, hd, 1, bs, 8, 1, 8);
     int32_t pos[] = {29}, seq[] = {0};
     float q[2 * 16], out[2 * 16], ref[2 * 16];
-    for (int e = 0; e < 2 * hd; e++) q[e] = frand();
+    for (int e = 0; e < 2 * hd; e++) q[e] = tu_frand();
     /* rank 3 of 4, 8 query heads and 2 KV heads: q heads 6, 7 use KV head 1 */
     shardlm_attn_batch b = {1, pos, seq, (const int32_t *const *)c.tables, 2, 6, 1, 4, q, ref};
     shardlm_ref_attention(&c.kv, &b);
@@ -172,8 +162,8 @@ Test(attention, batch_invariant_bitwise)
 {
     shardlm_pool *pool = NULL;
     cr_assert_eq(shardlm_pool_new(2, 0, &pool), 0);
-    for (size_t s = 0; s < N_ISAS; s++) {
-        if (shardlm_kernels_force_isa(all_isas[s]) != 0) continue;
+    for (size_t s = 0; s < TU_N_ISAS; s++) {
+        if (shardlm_kernels_force_isa(tu_isas[s]) != 0) continue;
         for (int t = 0; t < 3; t++) {
             shardlm_dtype ty = t == 0 ? SHARDLM_DT_F32 : t == 1 ? SHARDLM_DT_F16 : SHARDLM_DT_Q8_0;
             int hd = 64, n_q = 8, bs = 16, n = 5;
@@ -182,7 +172,7 @@ Test(attention, batch_invariant_bitwise)
             int32_t pos[] = {150, 3, 77, 191, 16}, seq[] = {0, 1, 2, 1, 0};
             size_t qw = (size_t)n_q * hd;
             float *q = malloc(n * qw * sizeof(float)), *all = malloc(n * qw * sizeof(float)), one[8 * 64];
-            for (size_t e = 0; e < n * qw; e++) q[e] = frand();
+            for (size_t e = 0; e < n * qw; e++) q[e] = tu_frand();
             shardlm_attn_batch b = {n, pos, seq, (const int32_t *const *)c.tables, n_q, 0, 0, 4, q, all};
             shardlm_attention(pool, &c.kv, &b);
             for (int i = 0; i < n; i++) {
@@ -190,7 +180,7 @@ Test(attention, batch_invariant_bitwise)
                                          q + i * qw, one};
                 shardlm_attention(NULL, &c.kv, &b1);
                 cr_assert_eq(memcmp(one, all + i * qw, qw * sizeof(float)), 0, "%s %s token %d differs in a batch",
-                             all_isas[s], shardlm_dtype_name(ty), i);
+                             tu_isas[s], shardlm_dtype_name(ty), i);
             }
             free(q);
             free(all);
@@ -214,7 +204,7 @@ Test(attention, kv_row_formats_round_trip)
         int hd = hds[h];
         float x[128], y[128];
         uint8_t row[512];
-        for (int e = 0; e < hd; e++) x[e] = frand() * 3.0f;
+        for (int e = 0; e < hd; e++) x[e] = tu_frand() * 3.0f;
         x[hd - 1] = 0.0f;
         shardlm_kv_store(SHARDLM_DT_F16, x, hd, row);
         shardlm_kv_load(SHARDLM_DT_F16, row, hd, y);
@@ -243,20 +233,20 @@ Test(rope, tables_match_reference_bitwise)
     static const int dims[][2] = {{8, 8}, {64, 64}, {128, 128}, {128, 64}, {48, 16}, {6, 6}};
     static const int poss[] = {0, 1, 7, 255, 1000, 4095, 32767};
     static const float bases[] = {10000.0f, 500000.0f};
-    for (size_t s = 0; s < N_ISAS; s++) {
-        if (shardlm_kernels_force_isa(all_isas[s]) != 0) continue;
+    for (size_t s = 0; s < TU_N_ISAS; s++) {
+        if (shardlm_kernels_force_isa(tu_isas[s]) != 0) continue;
         for (size_t d = 0; d < sizeof dims / sizeof dims[0]; d++)
             for (size_t b = 0; b < 2; b++) {
                 int hd = dims[d][0], rd = dims[d][1], nh = 5;
                 float freq[64], tab[256], x[5 * 128], y[5 * 128];
                 shardlm_rope_freqs(freq, rd, bases[b]);
                 for (size_t p = 0; p < sizeof poss / sizeof poss[0]; p++) {
-                    for (int e = 0; e < nh * hd; e++) x[e] = y[e] = frand() * 4.0f;
+                    for (int e = 0; e < nh * hd; e++) x[e] = y[e] = tu_frand() * 4.0f;
                     shardlm_ref_rope(x, nh, hd, rd, poss[p], bases[b]);
                     shardlm_rope_table(tab, freq, rd, poss[p]);
                     shardlm_rope(y, nh, hd, rd, tab);
                     for (int e = 0; e < nh * hd; e++)
-                        cr_assert_eq(x[e], y[e], "%s hd %d rope %d pos %d [%d]: %.9g vs ref %.9g", all_isas[s], hd, rd,
+                        cr_assert_eq(x[e], y[e], "%s hd %d rope %d pos %d [%d]: %.9g vs ref %.9g", tu_isas[s], hd, rd,
                                      poss[p], e, y[e], x[e]);
                 }
             }

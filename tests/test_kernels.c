@@ -10,22 +10,13 @@
 #include <unistd.h>
 
 #include "shardlm_kernels.h"
+#include "test_util.h"
 
-static const char *const all_isas[] = {"scalar", "avx2", "avx512", "avx512vnni", "neon"};
-#define N_ISAS (sizeof all_isas / sizeof all_isas[0])
 
-static uint64_t rng_state = 0x9e3779b97f4a7c15ULL;
-static float frand(void) /* uniform in [-1, 1) */
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (float)((rng_state >> 40) & 0xffffff) / 8388608.0f - 1.0f;
-}
 
 static void fill(float *v, size_t n, float scale)
 {
-    for (size_t i = 0; i < n; i++) v[i] = frand() * scale;
+    for (size_t i = 0; i < n; i++) v[i] = tu_frand() * scale;
 }
 
 /* Per-output tolerance.
@@ -124,10 +115,10 @@ static void check_type_all_isas(shardlm_dtype t)
         for (size_t ci = 0; ci < 3; ci++)
             for (size_t ni = 0; ni < 4; ni++) {
                 mm_case c = mm_case_new(t, rows_l[ri], cols_l[ci], n_l[ni]);
-                for (size_t s = 0; s < N_ISAS; s++) {
-                    if (shardlm_kernels_force_isa(all_isas[s]) != 0) continue;
-                    check_case(&c, NULL, all_isas[s]);
-                    check_case(&c, pool, all_isas[s]);
+                for (size_t s = 0; s < TU_N_ISAS; s++) {
+                    if (shardlm_kernels_force_isa(tu_isas[s]) != 0) continue;
+                    check_case(&c, NULL, tu_isas[s]);
+                    check_case(&c, pool, tu_isas[s]);
                     tested++;
                 }
                 mm_case_free(&c);
@@ -154,13 +145,13 @@ Test(matmul, simd_matches_scalar_integer_path)
         float *ys = malloc(n * rows * sizeof(float)), *yv = malloc(n * rows * sizeof(float));
         cr_assert_eq(shardlm_kernels_force_isa("scalar"), 0);
         shardlm_matmul(NULL, c.t, c.w, rows, cols, c.x, n, ys);
-        for (size_t s = 1; s < N_ISAS; s++) {
-            if (shardlm_kernels_force_isa(all_isas[s]) != 0) continue;
+        for (size_t s = 1; s < TU_N_ISAS; s++) {
+            if (shardlm_kernels_force_isa(tu_isas[s]) != 0) continue;
             shardlm_matmul(NULL, c.t, c.w, rows, cols, c.x, n, yv);
             for (size_t k = 0; k < n * rows; k++) {
                 double sabs = c.tol[k]; /* >= 1e-4 * sum|w*x| */
                 cr_assert(fabs((double)yv[k] - ys[k]) <= sabs * 0.1, "%s vs scalar %s at %zu: %.9g vs %.9g",
-                          all_isas[s], shardlm_dtype_name(c.t), k, yv[k], ys[k]);
+                          tu_isas[s], shardlm_dtype_name(c.t), k, yv[k], ys[k]);
             }
         }
         free(ys);
@@ -266,11 +257,11 @@ Test(matmul, batch_invariant_bitwise)
     shardlm_pool *pool;
     cr_assert_eq(shardlm_pool_new(2, 0, &pool), 0);
     int tested = 0;
-    for (size_t s = 0; s < N_ISAS; s++) {
-        if (shardlm_kernels_force_isa(all_isas[s]) != 0) continue;
+    for (size_t s = 0; s < TU_N_ISAS; s++) {
+        if (shardlm_kernels_force_isa(tu_isas[s]) != 0) continue;
         for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
-            check_batch_invariant(types[ti], NULL, all_isas[s]);
-            check_batch_invariant(types[ti], pool, all_isas[s]);
+            check_batch_invariant(types[ti], NULL, tu_isas[s]);
+            check_batch_invariant(types[ti], pool, tu_isas[s]);
             tested++;
         }
     }
@@ -331,12 +322,12 @@ static void check_ops_one(size_t n, const char *isa)
     free(x), free(w), free(a), free(b), free(r1), free(r2);
 }
 
-Test(ops, all_isas)
+Test(ops, tu_isas)
 {
     static const size_t sizes[] = {1, 7, 8, 33, 4096};
-    for (size_t s = 0; s < N_ISAS; s++) {
-        if (shardlm_kernels_force_isa(all_isas[s]) != 0) continue;
-        for (size_t k = 0; k < 5; k++) check_ops_one(sizes[k], all_isas[s]);
+    for (size_t s = 0; s < TU_N_ISAS; s++) {
+        if (shardlm_kernels_force_isa(tu_isas[s]) != 0) continue;
+        for (size_t k = 0; k < 5; k++) check_ops_one(sizes[k], tu_isas[s]);
     }
 }
 
@@ -352,8 +343,8 @@ Test(ops, exp_accuracy_sweep)
         a[i] = -87.0f + 174.0f * (float)i / (float)(n - 1);
         one[i] = 1.0f;
     }
-    for (size_t s = 0; s < N_ISAS; s++) {
-        if (shardlm_kernels_force_isa(all_isas[s]) != 0) continue;
+    for (size_t s = 0; s < TU_N_ISAS; s++) {
+        if (shardlm_kernels_force_isa(tu_isas[s]) != 0) continue;
         memcpy(r, a, n * sizeof(float));
         shardlm_silu_mul(r, one, n);
         double worst = 0.0;
@@ -361,8 +352,8 @@ Test(ops, exp_accuracy_sweep)
             double exact = (double)a[i] / (1.0 + exp(-(double)a[i]));
             if (exact != 0.0) worst = fmax(worst, fabs((r[i] - exact) / exact));
         }
-        cr_log_info("%s: silu max relative error %.3g", all_isas[s], worst);
-        cr_assert(worst < 1e-6, "%s: %.3g", all_isas[s], worst);
+        cr_log_info("%s: silu max relative error %.3g", tu_isas[s], worst);
+        cr_assert(worst < 1e-6, "%s: %.3g", tu_isas[s], worst);
     }
     free(a), free(r), free(one);
 }

@@ -16,14 +16,6 @@
 #define Q4K_BYTES 144
 #define Q6K_BYTES 210
 
-static uint64_t rng_state = 0x243f6a8885a308d3ULL;
-static float frand(void) /* uniform in [-1, 1) */
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (float)((rng_state >> 40) & 0xffffff) / 8388608.0f - 1.0f;
-}
 
 /* ---- hand-built blocks ---- */
 
@@ -117,7 +109,7 @@ static void check_bound(shardlm_dtype t, double rms_max)
     uint8_t q[N / 256 * Q6K_BYTES];
     for (int kind = 0; kind < 6; kind++) {
         for (int i = 0; i < N; i++) {
-            float u = frand();
+            float u = tu_frand();
             x[i] = kind == 0 ? u : kind == 1 ? u * (i % 97 == 0 ? 50.0f : 1.0f) : kind == 2 ? fabsf(u) + 3.0f
                    : kind == 3 ? -fabsf(u) * 1e-3f : kind == 4 ? 0.0f : u * (float)(i / 256 + 1) * 1e-2f;
         }
@@ -165,7 +157,6 @@ Test(quant_k, sizes_and_names)
 
 /* ---- shardlm_matmul against shardlm_ref_matmul ---- */
 
-static const char *const all_isas[] = {"scalar", "avx2", "avx512", "avx512vnni", "neon"};
 
 /* The Q4_K min term of value c of a row (0 for Q6_K): the kernels sum it
  * apart from the nibble term, so both sizes count for f32 rounding. */
@@ -206,14 +197,14 @@ static void check_matmul(shardlm_dtype t, size_t rows, size_t cols, size_t n, sh
     float *ref = malloc(n * rows * sizeof(float)), *y = malloc(n * rows * sizeof(float));
     cr_assert(w && wf && x && ref && y);
     for (size_t r = 0; r < rows; r++) {
-        for (size_t c = 0; c < cols; c++) x[c] = frand();
+        for (size_t c = 0; c < cols; c++) x[c] = tu_frand();
         shardlm_quant_row(t, x, w + r * rb, cols);
         shardlm_dequant_row(t, w + r * rb, wf + r * cols, cols);
     }
-    for (size_t k = 0; k < n * cols; k++) x[k] = frand() * (k % 97 == 0 ? 20.0f : 1.0f); /* some outliers */
+    for (size_t k = 0; k < n * cols; k++) x[k] = tu_frand() * (k % 97 == 0 ? 20.0f : 1.0f); /* some outliers */
     shardlm_ref_matmul(t, w, rows, cols, x, n, ref);
-    for (size_t s = 0; s < sizeof all_isas / sizeof all_isas[0]; s++) {
-        if (shardlm_kernels_force_isa(all_isas[s]) != 0) continue;
+    for (size_t s = 0; s < TU_N_ISAS; s++) {
+        if (shardlm_kernels_force_isa(tu_isas[s]) != 0) continue;
         for (size_t k = 0; k < n * rows; k++) y[k] = NAN;
         shardlm_matmul(pool, t, w, rows, cols, x, n, y);
         for (size_t i = 0; i < n; i++)
@@ -221,7 +212,7 @@ static void check_matmul(shardlm_dtype t, size_t rows, size_t cols, size_t n, sh
                 double err = fabs((double)y[i * rows + r] - ref[i * rows + r]);
                 double tol = mm_tol(t, w + r * rb, wf + r * cols, x + i * cols, cols);
                 cr_assert_leq(err, tol, "%s %s rows=%zu cols=%zu n=%zu pool=%d y[%zu][%zu]=%.9g ref=%.9g tol=%.3g",
-                              all_isas[s], shardlm_dtype_name(t), rows, cols, n, shardlm_pool_size(pool), i, r,
+                              tu_isas[s], shardlm_dtype_name(t), rows, cols, n, shardlm_pool_size(pool), i, r,
                               y[i * rows + r], ref[i * rows + r], tol);
             }
     }

@@ -11,18 +11,9 @@
 #include <string.h>
 
 #include "shardlm_kernels.h"
+#include "test_util.h"
 
-static const char *const all_isas[] = {"scalar", "avx2", "avx512", "avx512vnni", "neon"};
-#define N_ISAS (sizeof all_isas / sizeof all_isas[0])
 
-static uint64_t rng_state = 0x2545f4914f6cdd1dULL;
-static float frand(void) /* uniform in [-1, 1) */
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (float)(rng_state >> 40) / (float)(1u << 23) - 1.0f;
-}
 
 /* Random Q4_0 rows; row scales vary over 3 decades as real layers' do. */
 static void *q4_rows(size_t rows, size_t cols)
@@ -32,8 +23,8 @@ static void *q4_rows(size_t rows, size_t cols)
     float *tmp = malloc(cols * sizeof(float));
     cr_assert(w && tmp);
     for (size_t r = 0; r < rows; r++) {
-        float scale = powf(10.0f, 1.5f * frand());
-        for (size_t c = 0; c < cols; c++) tmp[c] = scale * frand();
+        float scale = powf(10.0f, 1.5f * tu_frand());
+        for (size_t c = 0; c < cols; c++) tmp[c] = scale * tu_frand();
         shardlm_quant_row(SHARDLM_DT_Q4_0, tmp, w + r * rb, cols);
     }
     free(tmp);
@@ -85,11 +76,11 @@ static void check_matrix(shardlm_pool *pool, size_t rows, size_t cols)
         size_t n = n_l[ni];
         float *x = malloc(n * cols * sizeof(float));
         cr_assert(x);
-        for (size_t k = 0; k < n * cols; k++) x[k] = (k % 97 == 0 ? 20.0f : 1.0f) * frand();
-        for (size_t s = 0; s < N_ISAS; s++) {
-            if (shardlm_kernels_force_isa(all_isas[s]) != 0) continue;
-            check_same(NULL, plain, r8, rows, cols, x, n, all_isas[s]);
-            check_same(pool, plain, r8, rows, cols, x, n, all_isas[s]);
+        for (size_t k = 0; k < n * cols; k++) x[k] = (k % 97 == 0 ? 20.0f : 1.0f) * tu_frand();
+        for (size_t s = 0; s < TU_N_ISAS; s++) {
+            if (shardlm_kernels_force_isa(tu_isas[s]) != 0) continue;
+            check_same(NULL, plain, r8, rows, cols, x, n, tu_isas[s]);
+            check_same(pool, plain, r8, rows, cols, x, n, tu_isas[s]);
         }
         free(x);
     }

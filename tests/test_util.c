@@ -204,3 +204,15 @@ int tu_wait(pid_t pid, int timeout_s)
     waitpid(pid, NULL, 0);
     return -1;
 }
+
+const char *const tu_isas[TU_N_ISAS] = {"scalar", "avx2", "avx512", "avx512vnni", "neon"};
+
+static uint64_t tu_rng = 0x2545f4914f6cdd1dULL;
+
+float tu_frand(void)
+{
+    tu_rng ^= tu_rng << 13;
+    tu_rng ^= tu_rng >> 7;
+    tu_rng ^= tu_rng << 17;
+    return (float)((tu_rng >> 40) & 0xffffff) / 8388608.0f - 1.0f;
+}

@@ -5,6 +5,7 @@
 #define SHARDLM_TEST_UTIL_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 /* Full path of a file under the shared models directory, or NULL after
@@ -37,6 +38,14 @@ void tu_result_free(tu_result *r);
 pid_t tu_spawn(char *const argv[], const char *const env[], const char *out_path, const char *err_path);
 /* Exit code, 128 + signal, or -1 after timeout_s (the group is killed). */
 int tu_wait(pid_t pid, int timeout_s);
+
+/* The kernel ISAs tests loop over; shardlm_kernels_force_isa refuses the
+ * ones this CPU lacks, and the test skips those. */
+extern const char *const tu_isas[];
+#define TU_N_ISAS 5
+/* A xorshift64 stream of floats uniform in [-1, 1). Criterion runs each
+ * test in a fresh process, so every test starts from the same seed. */
+float tu_frand(void);
 
 /* Reads a whole file; returns NULL when it cannot. */
 char *tu_read_file(const char *path, size_t *len);
