@@ -142,7 +142,7 @@ static void attn_rows(const attn_job *j, const uint8_t *base, const int32_t *tab
                       float *buf, const float **out)
 {
     const shardlm_kv_view *kv = j->kv;
-    const uint8_t *rows[SHARDLM_ATTN_TILE];
+    const uint8_t *rows[SHARDLM_ATTN_TILE] = {0}; /* zeroed: GCC cannot see nt <= the tile under ASan */
     for (int u = 0; u < nt; u++) {
         int t = t0 + u;
         size_t r = ((size_t)table[t / kv->block_size] * kv->block_size + (size_t)(t % kv->block_size)) * kv->n_kv_heads;
