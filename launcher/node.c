@@ -91,6 +91,10 @@ static int node_config_mpi(const shardlm_node_opts *o, shardlm_node *n)
 {
     int rc = shardlm_comm_mpi_init(&n->rank, &n->world, &n->local_rank, &n->local_ranks);
     if (rc) return rc;
+    if (n->world & (n->world - 1)) { /* as RING_CONFIG's world_size: the plan splits by powers of two */
+        shardlm_err_set("mpirun -np %d: shardlm needs a power-of-two number of ranks", n->world);
+        return SHARDLM_EINPUT;
+    }
     n->mpi = 1;
     n->cfg.rank = n->rank;
     n->cfg.world_size = n->world;

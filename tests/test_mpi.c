@@ -174,3 +174,17 @@ Test(mpi, killed_rank_ends_the_job)
     cr_assert(time(NULL) - t0 <= 10, "took %ld s to stop", (long)(time(NULL) - t0));
     free(err);
 }
+
+/* The world size must be a power of two, as in RING_CONFIG. */
+Test(mpi, np_3_is_refused)
+{
+    const char *mpirun = need_mpi();
+    char model[4096];
+    snprintf(model, sizeof model, "%s", tu_shared("models/stories260K.gguf"));
+    char *argv[] = {(char *)mpirun, "-np", "3", (char *)tu_bin(), "generate", "-m", model, "-n", "4", NULL};
+    tu_result r = tu_run(argv, NULL, 60);
+    cr_assert_neq(r.exit_code, 0, "mpirun -np 3 exited 0:\n%s", r.err);
+    cr_assert(strstr(r.err, "mpirun -np 3: shardlm needs a power-of-two number of ranks") != NULL, "stderr:\n%s",
+              r.err);
+    tu_result_free(&r);
+}
