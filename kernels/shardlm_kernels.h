@@ -20,6 +20,8 @@ typedef enum {
     /* Q4_0 repacked at load time (shardlm_repack): in memory only, never in
      * a file, so its id is far above ggml's. */
     SHARDLM_DT_Q4_0_R8 = 1000,
+    /* Q8_0 repacked at load time likewise (4 rows interleaved). */
+    SHARDLM_DT_Q8_0_R4 = 1001,
 } shardlm_dtype;
 
 #define SHARDLM_QK 32    /* elements per Q4_0 / Q8_0 block */
@@ -49,7 +51,7 @@ uint16_t shardlm_f32_to_bf16(float f);
  * Q4_K/Q6_K quantisation is a simple reference method (not ggml's search
  * for the best scales); its error bound is stated in kernels/cpu/quant_k.c. */
 void shardlm_dequant_row(shardlm_dtype t, const void *src, float *dst, size_t n);
-/* (Neither takes SHARDLM_DT_Q4_0_R8, whose rows are interleaved: see
+/* (Neither takes SHARDLM_DT_Q4_0_R8 or _Q8_0_R4, whose rows are interleaved: see
  * shardlm_repack and shardlm_dequant_mat_row.) */
 void shardlm_quant_row(shardlm_dtype t, const float *src, void *dst, size_t n);
 
@@ -93,7 +95,7 @@ int shardlm_cpu_physical_cores(void);
 /* ---- optimised CPU kernels (SIMD path chosen once from cpuid) ---- */
 
 /* Same result as shardlm_ref_matmul, for F32, F16, BF16, Q8_0, Q4_0, Q4_K
- * and Q6_K (and Q4_0_R8: bitwise the result of its plain Q4_0 matrix).
+ * and Q6_K (and Q4_0_R8 / Q8_0_R4: bitwise the result of the plain matrix).
  * For the quantised types the activations are quantised to 8-bit blocks
  * (one f32 scale per 32 values) and the inner loops are integer dot
  * products, so the result differs from the reference by that quantisation
@@ -174,9 +176,12 @@ void shardlm_ref_attention(const shardlm_kv_view *kv, const shardlm_attn_batch *
  * so a vector lane is a row (kernels/cpu/matmul_avx2_r8.c). A group is one
  * sequential stream. The last rows % 8 rows stay plain Q4_0 after the
  * groups. Same total size as Q4_0; shardlm_matmul gives bitwise the same
- * result as for the plain matrix on every path. */
+ * result as for the plain matrix on every path.
+ * Q8_0 as SHARDLM_DT_Q8_0_R4: rows in groups of 4; per group, for each
+ * block (136 bytes), the 4 rows' f16 scales, then the 4 rows' 32 int8
+ * weights, row 0 first. The last rows % 4 rows stay plain Q8_0. */
 
-/* When t is Q4_0, cols % 32 == 0, rows >= 8 and the kernels in use have a
+/* When t is Q4_0 (rows >= 8) or Q8_0 (rows >= 4), cols % 32 == 0 and the kernels in use have a
  * faster repacked path (SHARDLM_REPACK=0 in the environment turns this
  * off): *dst = a new malloc'd repacked copy, *dst_type = its type. Otherwise
  * *dst = NULL and *dst_type = t. Returns 0, or SHARDLM_ENOMEM. */

@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cpu/cpu_internal.h" /* shardlm_r8_gather_row: Q4_0_R8 back to plain Q4_0 */
+#include "cpu/cpu_internal.h" /* shardlm_r8/r4_gather_row: repacked rows back to plain */
 #include "model_internal.h"
 #include "shardlm_common.h"
 #include "shardlm_cuda.h"
@@ -63,7 +63,8 @@ static const char *mat_name(char *buf, size_t cap, int layer, const char *what)
 
 static int check_type(const shardlm_mat *h, int layer, const char *what)
 {
-    if (shardlm_cuda_dtype_ok(h->type) || h->type == SHARDLM_DT_Q4_0_R8) return SHARDLM_OK;
+    if (shardlm_cuda_dtype_ok(h->type) || h->type == SHARDLM_DT_Q4_0_R8 || h->type == SHARDLM_DT_Q8_0_R4)
+        return SHARDLM_OK;
     char n[96];
     shardlm_err_set("tensor '%s' has type %s, which the CUDA backend cannot compute with (it takes f32, f16, bf16, "
                     "q8_0 and q4_0); run this model with --device cpu", mat_name(n, sizeof n, layer, what),
@@ -71,22 +72,24 @@ static int check_type(const shardlm_mat *h, int layer, const char *what)
     return SHARDLM_EINPUT;
 }
 
-/* Q4_0_R8 is a CPU-only interleaving: its rows go back to plain Q4_0. */
+/* Q4_0_R8 and Q8_0_R4 are CPU-only interleavings: their rows go back to
+ * plain Q4_0 / Q8_0. */
 static int upload_mat(shardlm_model_dev *dv, const shardlm_mat *h, int layer, const char *what, dmat *out)
 {
     char n[96];
     int rc = check_type(h, layer, what);
     if (rc) return rc;
-    int r8 = h->type == SHARDLM_DT_Q4_0_R8;
-    out->type = r8 ? SHARDLM_DT_Q4_0 : h->type;
+    int r8 = h->type == SHARDLM_DT_Q4_0_R8, r4 = h->type == SHARDLM_DT_Q8_0_R4;
+    out->type = r8 ? SHARDLM_DT_Q4_0 : r4 ? SHARDLM_DT_Q8_0 : h->type;
     out->rows = h->rows;
     out->cols = h->cols;
     size_t rb = shardlm_dtype_row_bytes(out->type, h->cols), bytes = rb * h->rows;
     if ((rc = shardlm_cuda_alloc(dv->ctx, &out->d, bytes, mat_name(n, sizeof n, layer, what)))) return rc;
-    if (!r8) return shardlm_cuda_upload(dv->ctx, out->d, h->data, bytes);
+    if (!r8 && !r4) return shardlm_cuda_upload(dv->ctx, out->d, h->data, bytes);
     uint8_t *plain = malloc(bytes ? bytes : 1);
     if (!plain) return SHARDLM_ENOMEM;
-    for (size_t r = 0; r < h->rows; r++) shardlm_r8_gather_row(h->data, h->rows, h->cols, r, plain + r * rb);
+    for (size_t r = 0; r < h->rows; r++)
+        (r8 ? shardlm_r8_gather_row : shardlm_r4_gather_row)(h->data, h->rows, h->cols, r, plain + r * rb);
     rc = shardlm_cuda_upload(dv->ctx, out->d, plain, bytes);
     if (!rc) rc = shardlm_cuda_sync(dv->ctx, "uploading a repacked tensor"); /* plain is freed next */
     free(plain);

@@ -219,20 +219,22 @@ Test(matmul, q4_0_avx2_exact_arithmetic)
  * computed it. cols = 67 blocks exercises the odd-block tail of Q4_0's
  * pair kernels (K-quants: 9 super-blocks); 300 rows span several thread
  * chunks and row tails (Q4_0_R8: 37 groups of 8 and a plain tail of 4,
- * through the 8 x 4 tiles, their 3/2/1-input tails and the matvec). */
+ * through the 8 x 4 tiles, their 3/2/1-input tails and the matvec; Q8_0_R4:
+ * 75 groups of 4; 7 rows: 1 group and a plain tail of 3). */
 static void check_batch_invariant(shardlm_dtype t, shardlm_pool *pool, const char *isa)
 {
     static const size_t rows_l[] = {1, 7, 300}, n_l[] = {2, 3, 5, 8, 17};
-    size_t cols = t != SHARDLM_DT_Q4_0_R8 && shardlm_dtype_block_elems(t) == 256 ? 9 * 256 : 67 * SHARDLM_QK;
+    int r8 = t == SHARDLM_DT_Q4_0_R8 || t == SHARDLM_DT_Q8_0_R4;
+    shardlm_dtype pt = t == SHARDLM_DT_Q4_0_R8 ? SHARDLM_DT_Q4_0 : t == SHARDLM_DT_Q8_0_R4 ? SHARDLM_DT_Q8_0 : t;
+    size_t cols = !r8 && shardlm_dtype_block_elems(t) == 256 ? 9 * 256 : 67 * SHARDLM_QK;
     for (size_t ri = 0; ri < 3; ri++)
         for (size_t ni = 0; ni < 5; ni++) {
             size_t rows = rows_l[ri], n = n_l[ni];
-            /* Q4_0_R8: the Q4_0 matrix repacked, where this path repacks. */
-            int r8 = t == SHARDLM_DT_Q4_0_R8;
-            mm_case c = mm_case_new(r8 ? SHARDLM_DT_Q4_0 : t, rows, cols, n);
+            /* Q4_0_R8 / Q8_0_R4: the plain matrix repacked, where this path repacks. */
+            mm_case c = mm_case_new(pt, rows, cols, n);
             void *w = c.w, *packed = NULL;
             shardlm_dtype wt = c.t;
-            if (r8) cr_assert_eq(shardlm_repack(SHARDLM_DT_Q4_0, c.w, rows, cols, &packed, &wt), 0);
+            if (r8) cr_assert_eq(shardlm_repack(pt, c.w, rows, cols, &packed, &wt), 0);
             if (packed) w = packed;
             float *yb = malloc(n * rows * sizeof(float)), *y1 = malloc(rows * sizeof(float));
             cr_assert(yb && y1);
@@ -253,7 +255,8 @@ static void check_batch_invariant(shardlm_dtype t, shardlm_pool *pool, const cha
 Test(matmul, batch_invariant_bitwise)
 {
     static const shardlm_dtype types[] = {SHARDLM_DT_F32, SHARDLM_DT_F16, SHARDLM_DT_BF16, SHARDLM_DT_Q8_0,
-                                          SHARDLM_DT_Q4_0, SHARDLM_DT_Q4_K, SHARDLM_DT_Q6_K, SHARDLM_DT_Q4_0_R8};
+                                          SHARDLM_DT_Q4_0, SHARDLM_DT_Q4_K, SHARDLM_DT_Q6_K, SHARDLM_DT_Q4_0_R8,
+                                          SHARDLM_DT_Q8_0_R4};
     shardlm_pool *pool;
     cr_assert_eq(shardlm_pool_new(2, 0, &pool), 0);
     int tested = 0;

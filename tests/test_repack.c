@@ -1,9 +1,9 @@
-/* test_repack.c - Q4_0 repacked at load time (SHARDLM_DT_Q4_0_R8,
- * kernels/cpu/repack.c): on every SIMD path this CPU supports, with and
- * without a thread pool, shardlm_matmul on the repacked matrix must give
- * bitwise the result of the plain Q4_0 matrix (so batch invariance and
- * every golden output carry over), and each repacked row must dequantise
- * to the plain row. */
+/* test_repack.c - Q4_0 and Q8_0 repacked at load time (SHARDLM_DT_Q4_0_R8,
+ * SHARDLM_DT_Q8_0_R4, kernels/cpu/repack.c): on every SIMD path this CPU
+ * supports, with and without a thread pool, shardlm_matmul on the repacked
+ * matrix must give bitwise the result of the plain matrix (so batch
+ * invariance and every golden output carry over), and each repacked row
+ * must dequantise to the plain row. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdint.h>
@@ -15,21 +15,27 @@
 
 
 
-/* Random Q4_0 rows; row scales vary over 3 decades as real layers' do. */
-static void *q4_rows(size_t rows, size_t cols)
+/* Random rows of type t; row scales vary over 3 decades as real layers' do. */
+static void *q_rows(shardlm_dtype t, size_t rows, size_t cols)
 {
-    size_t rb = shardlm_dtype_row_bytes(SHARDLM_DT_Q4_0, cols);
+    size_t rb = shardlm_dtype_row_bytes(t, cols);
     uint8_t *w = malloc(rb * rows);
     float *tmp = malloc(cols * sizeof(float));
     cr_assert(w && tmp);
     for (size_t r = 0; r < rows; r++) {
         float scale = powf(10.0f, 1.5f * tu_frand());
         for (size_t c = 0; c < cols; c++) tmp[c] = scale * tu_frand();
-        shardlm_quant_row(SHARDLM_DT_Q4_0, tmp, w + r * rb, cols);
+        shardlm_quant_row(t, tmp, w + r * rb, cols);
     }
     free(tmp);
     return w;
 }
+
+static void *q4_rows(size_t rows, size_t cols) { return q_rows(SHARDLM_DT_Q4_0, rows, cols); }
+
+/* The repacked type of a plain one, and the fewest rows it repacks. */
+static shardlm_dtype packed_type(shardlm_dtype t) { return t == SHARDLM_DT_Q4_0 ? SHARDLM_DT_Q4_0_R8 : SHARDLM_DT_Q8_0_R4; }
+static size_t group_rows(shardlm_dtype t) { return t == SHARDLM_DT_Q4_0 ? 8 : 4; }
 
 /* A path with a repacked kernel, made current; NULL when the CPU has none. */
 static const char *force_repacking_isa(void)
@@ -40,38 +46,38 @@ static const char *force_repacking_isa(void)
     return NULL;
 }
 
-static void check_same(shardlm_pool *pool, const void *plain, const void *r8, size_t rows, size_t cols,
-                       const float *x, size_t n, const char *isa)
+static void check_same(shardlm_pool *pool, shardlm_dtype pt, const void *plain, const void *r8, size_t rows,
+                       size_t cols, const float *x, size_t n, const char *isa)
 {
     float *y0 = malloc(n * rows * sizeof(float)), *y1 = malloc(n * rows * sizeof(float));
     cr_assert(y0 && y1);
     for (size_t k = 0; k < n * rows; k++) y0[k] = y1[k] = NAN;
-    shardlm_matmul(pool, SHARDLM_DT_Q4_0, plain, rows, cols, x, n, y0);
-    shardlm_matmul(pool, SHARDLM_DT_Q4_0_R8, r8, rows, cols, x, n, y1);
+    shardlm_matmul(pool, pt, plain, rows, cols, x, n, y0);
+    shardlm_matmul(pool, packed_type(pt), r8, rows, cols, x, n, y1);
     for (size_t k = 0; k < n * rows; k++)
         cr_assert(!memcmp(&y0[k], &y1[k], sizeof(float)),
-                  "%s rows=%zu cols=%zu n=%zu pool=%d: y[%zu][%zu] plain %.9g repacked %.9g", isa, rows, cols, n,
+                  "%s %s rows=%zu cols=%zu n=%zu pool=%d: y[%zu][%zu] plain %.9g repacked %.9g", isa, shardlm_dtype_name(pt), rows, cols, n,
                   shardlm_pool_size(pool), k / rows, k % rows, y0[k], y1[k]);
     free(y0);
     free(y1);
 }
 
 /* Every path, no pool and a 2-thread pool, for one matrix. */
-static void check_matrix(shardlm_pool *pool, size_t rows, size_t cols)
+static void check_matrix(shardlm_pool *pool, shardlm_dtype pt, size_t rows, size_t cols)
 {
     static const size_t n_l[] = {1, 2, 5, 16};
-    void *plain = q4_rows(rows, cols), *r8;
+    void *plain = q_rows(pt, rows, cols), *r8;
     shardlm_dtype t;
     cr_assert_not_null(force_repacking_isa());
-    cr_assert_eq(shardlm_repack(SHARDLM_DT_Q4_0, plain, rows, cols, &r8, &t), 0);
-    if (rows < 8) { /* nothing to interleave: declined */
+    cr_assert_eq(shardlm_repack(pt, plain, rows, cols, &r8, &t), 0);
+    if (rows < group_rows(pt)) { /* nothing to interleave: declined */
         cr_assert_null(r8);
-        cr_assert_eq(t, SHARDLM_DT_Q4_0);
+        cr_assert_eq(t, pt);
         free(plain);
         return;
     }
     cr_assert_not_null(r8);
-    cr_assert_eq(t, SHARDLM_DT_Q4_0_R8);
+    cr_assert_eq(t, packed_type(pt));
     for (size_t ni = 0; ni < 4; ni++) {
         size_t n = n_l[ni];
         float *x = malloc(n * cols * sizeof(float));
@@ -79,8 +85,8 @@ static void check_matrix(shardlm_pool *pool, size_t rows, size_t cols)
         for (size_t k = 0; k < n * cols; k++) x[k] = (k % 97 == 0 ? 20.0f : 1.0f) * tu_frand();
         for (size_t s = 0; s < TU_N_ISAS; s++) {
             if (shardlm_kernels_force_isa(tu_isas[s]) != 0) continue;
-            check_same(NULL, plain, r8, rows, cols, x, n, tu_isas[s]);
-            check_same(pool, plain, r8, rows, cols, x, n, tu_isas[s]);
+            check_same(NULL, pt, plain, r8, rows, cols, x, n, tu_isas[s]);
+            check_same(pool, pt, plain, r8, rows, cols, x, n, tu_isas[s]);
         }
         free(x);
     }
@@ -94,33 +100,42 @@ Test(repack, matmul_bitwise_equal_on_every_path)
     /* cols: 1 block; 2; 11 (a short last run with a pair and an odd block);
      * 66 and 72 (a second pass of QT_KC = 64 blocks, short and full run);
      * 129 (odd, as in the kernel tests). */
-    static const size_t rows_l[] = {1, 7, 8, 9, 17, 1000}, cols_l[] = {32, 64, 352, 2112, 2304, 4128};
+    static const size_t rows_l[] = {1, 3, 4, 6, 7, 8, 9, 17, 1000}, cols_l[] = {32, 64, 352, 2112, 2304, 4128};
     shardlm_pool *pool;
     cr_assert_eq(shardlm_pool_new(2, 0, &pool), 0);
     for (size_t ri = 0; ri < sizeof rows_l / sizeof rows_l[0]; ri++)
-        for (size_t ci = 0; ci < sizeof cols_l / sizeof cols_l[0]; ci++) check_matrix(pool, rows_l[ri], cols_l[ci]);
+        for (size_t ci = 0; ci < sizeof cols_l / sizeof cols_l[0]; ci++) {
+            check_matrix(pool, SHARDLM_DT_Q4_0, rows_l[ri], cols_l[ci]);
+            check_matrix(pool, SHARDLM_DT_Q8_0, rows_l[ri], cols_l[ci]);
+        }
     shardlm_pool_free(pool);
+}
+
+static void check_dequant_rows(shardlm_dtype pt)
+{
+    size_t rows = 21, cols = 352, rb = shardlm_dtype_row_bytes(pt, cols);
+    uint8_t *plain = q_rows(pt, rows, cols);
+    void *r8;
+    shardlm_dtype t;
+    cr_assert_eq(shardlm_repack(pt, plain, rows, cols, &r8, &t), 0);
+    cr_assert_eq(t, packed_type(pt));
+    float a[352], b[352];
+    for (size_t r = 0; r < rows; r++) {
+        shardlm_dequant_row(pt, plain + r * rb, a, cols);
+        shardlm_dequant_mat_row(t, r8, rows, cols, r, b);
+        cr_assert(!memcmp(a, b, sizeof a), "%s row %zu", shardlm_dtype_name(pt), r);
+        shardlm_dequant_mat_row(pt, plain, rows, cols, r, b);
+        cr_assert(!memcmp(a, b, sizeof a), "%s plain row %zu", shardlm_dtype_name(pt), r);
+    }
+    free(plain);
+    free(r8);
 }
 
 Test(repack, dequant_rows_equal_plain)
 {
     if (!force_repacking_isa()) cr_skip_test("no path with a repacked kernel on this CPU");
-    size_t rows = 21, cols = 352, rb = shardlm_dtype_row_bytes(SHARDLM_DT_Q4_0, cols);
-    uint8_t *plain = q4_rows(rows, cols);
-    void *r8;
-    shardlm_dtype t;
-    cr_assert_eq(shardlm_repack(SHARDLM_DT_Q4_0, plain, rows, cols, &r8, &t), 0);
-    cr_assert_eq(t, SHARDLM_DT_Q4_0_R8);
-    float a[352], b[352];
-    for (size_t r = 0; r < rows; r++) {
-        shardlm_dequant_row(SHARDLM_DT_Q4_0, plain + r * rb, a, cols);
-        shardlm_dequant_mat_row(t, r8, rows, cols, r, b);
-        cr_assert(!memcmp(a, b, sizeof a), "row %zu", r);
-        shardlm_dequant_mat_row(SHARDLM_DT_Q4_0, plain, rows, cols, r, b);
-        cr_assert(!memcmp(a, b, sizeof a), "plain row %zu", r);
-    }
-    free(plain);
-    free(r8);
+    check_dequant_rows(SHARDLM_DT_Q4_0);
+    check_dequant_rows(SHARDLM_DT_Q8_0);
 }
 
 Test(repack, declines_when_not_faster)
@@ -132,7 +147,9 @@ Test(repack, declines_when_not_faster)
     cr_assert_eq(shardlm_repack(SHARDLM_DT_Q4_0, plain, rows, cols, &r8, &t), 0);
     cr_assert(r8 == NULL && t == SHARDLM_DT_Q4_0, "the scalar path has no repacked kernel");
     cr_assert_eq(shardlm_repack(SHARDLM_DT_Q8_0, plain, 1, 32, &r8, &t), 0);
-    cr_assert(r8 == NULL && t == SHARDLM_DT_Q8_0, "only Q4_0 is repacked");
+    cr_assert(r8 == NULL && t == SHARDLM_DT_Q8_0, "the scalar path has no Q8_0_R4 kernel");
+    cr_assert_eq(shardlm_repack(SHARDLM_DT_Q4_K, plain, 1, 256, &r8, &t), 0);
+    cr_assert(r8 == NULL && t == SHARDLM_DT_Q4_K, "only Q4_0 and Q8_0 are repacked");
     if (force_repacking_isa()) {
         setenv("SHARDLM_REPACK", "0", 1);
         cr_assert_eq(shardlm_repack(SHARDLM_DT_Q4_0, plain, rows, cols, &r8, &t), 0);

@@ -35,6 +35,9 @@ struct shardlm_mm_args {
     /* For SHARDLM_DT_Q4_0_R8: the plain Q4_0 kernel of the path in use,
      * for the rows % 8 tail rows and for paths without a repacked kernel. */
     shardlm_mm_fn q4_0_plain;
+    /* For SHARDLM_DT_Q8_0_R4 on paths without an R4 kernel: their plain
+     * Q8_0 kernel. */
+    shardlm_mm_fn q8_0_plain;
 };
 
 /* Quantises one row of cols floats (cols % 32 == 0) to the layout above:
@@ -47,6 +50,8 @@ typedef struct {
     shardlm_mm_fn f32, f16, bf16, q8_0, q4_0;
     /* SHARDLM_DT_Q4_0_R8; NULL: no faster path, so shardlm_repack declines. */
     shardlm_mm_fn q4_0_r8;
+    /* SHARDLM_DT_Q8_0_R4 likewise. */
+    shardlm_mm_fn q8_0_r4;
     shardlm_quant_x_fn quant_x;
     void (*rmsnorm)(float *out, const float *x, const float *weight, size_t n, float eps);
     void (*softmax)(float *x, size_t n);
@@ -93,6 +98,26 @@ void shardlm_r8_generic(const shardlm_mm_args *a, size_t r0, size_t r1);
 void shardlm_r8_tail(const shardlm_mm_args *a, size_t r0, size_t r1);
 /* 1 when the path in use has its own Q4_0_R8 kernel. */
 int shardlm_isa_has_q4_0_r8(void);
+
+/* ---- Q8_0_R4 layout (shardlm_kernels.h) ---- */
+
+#define SHARDLM_R4_BLOCK (4 * SHARDLM_Q8_0_BYTES) /* 136: 4 scales, then 4 x 32 weights */
+
+/* Block b of group g (4 rows). */
+static inline uint8_t *shardlm_r4_block(const uint8_t *w, size_t row_bytes, size_t g, size_t b)
+{
+    return (uint8_t *)w + g * 4 * row_bytes + b * SHARDLM_R4_BLOCK;
+}
+/* Copies row r of a Q8_0_R4 matrix out as a plain Q8_0 row. */
+void shardlm_r4_gather_row(const uint8_t *w, size_t rows, size_t cols, size_t r, uint8_t *out);
+/* The Q8_0_R4 kernel of paths without their own: gathers each row to plain
+ * Q8_0 and runs a->q8_0_plain on it. Same result, no faster. */
+void shardlm_r4_generic(const shardlm_mm_args *a, size_t r0, size_t r1);
+/* 1 when the path in use has its own Q8_0_R4 kernel. */
+int shardlm_isa_has_q8_0_r4(void);
+#if defined(__x86_64__)
+void shardlm_avx2_q8_0_r4(const shardlm_mm_args *a, size_t r0, size_t r1); /* matmul_avx2.c */
+#endif
 
 /* A per-pool scratch area that only grows; NULL pool means a per-thread
  * one. Returns NULL when out of memory. */

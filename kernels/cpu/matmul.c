@@ -85,6 +85,8 @@ const char *shardlm_kernels_isa(void) { return isa()->name; }
 
 int shardlm_isa_has_q4_0_r8(void) { return isa()->q4_0_r8 != NULL; }
 
+int shardlm_isa_has_q8_0_r4(void) { return isa()->q8_0_r4 != NULL; }
+
 int shardlm_kernels_force_isa(const char *name)
 {
     int known;
@@ -174,6 +176,7 @@ static shardlm_mm_fn mm_fn_for(const shardlm_isa_ops *o, shardlm_dtype t)
     case SHARDLM_DT_Q6_K: return shardlm_matmul_k_pick(o, t); /* matmul_k.c */
     /* Never another path's R8 kernel: its sums would be ordered differently. */
     case SHARDLM_DT_Q4_0_R8: return o->q4_0_r8 ? o->q4_0_r8 : shardlm_r8_generic;
+    case SHARDLM_DT_Q8_0_R4: return o->q8_0_r4 ? o->q8_0_r4 : shardlm_r4_generic;
     }
     return NULL;
 }
@@ -223,14 +226,17 @@ void shardlm_matmul(shardlm_pool *pool, shardlm_dtype t, const void *w, size_t r
     if (rows == 0 || n == 0) return;
     const shardlm_isa_ops *o = isa();
     int q4 = t == SHARDLM_DT_Q4_0 || t == SHARDLM_DT_Q4_0_R8; /* R8 rows hold Q4_0 blocks */
-    mm_job j = {.a = {.w = w, .row_bytes = shardlm_dtype_row_bytes(q4 ? SHARDLM_DT_Q4_0 : t, cols), .rows = rows,
-                      .cols = cols, .n = n, .x = x, .y = y, .q4_0_plain = q4 ? mm_fn_pick(o, SHARDLM_DT_Q4_0) : NULL},
+    int r4 = t == SHARDLM_DT_Q8_0_R4;                           /* R4 rows hold Q8_0 blocks */
+    shardlm_dtype rt = q4 ? SHARDLM_DT_Q4_0 : r4 ? SHARDLM_DT_Q8_0 : t;
+    mm_job j = {.a = {.w = w, .row_bytes = shardlm_dtype_row_bytes(rt, cols), .rows = rows, .cols = cols, .n = n,
+                      .x = x, .y = y, .q4_0_plain = q4 ? mm_fn_pick(o, SHARDLM_DT_Q4_0) : NULL,
+                      .q8_0_plain = r4 ? mm_fn_pick(o, SHARDLM_DT_Q8_0) : NULL},
                 .fn = mm_fn_pick(o, t), .quant_x = o->quant_x, .xf = x};
     if (!j.fn || (cols && !j.a.row_bytes)) abort(); /* a caller bug: an unsupported type or ragged row */
     /* Tiny products are not worth waking threads for. */
     int nth = rows * cols * n < 32768 ? 1 : shardlm_pool_size(pool);
     shardlm_pool *use = nth > 1 ? pool : NULL;
-    if (t == SHARDLM_DT_Q8_0 || q4 || t == SHARDLM_DT_Q4_K || t == SHARDLM_DT_Q6_K) {
+    if (t == SHARDLM_DT_Q8_0 || q4 || r4 || t == SHARDLM_DT_Q4_K || t == SHARDLM_DT_Q6_K) {
         if (mm_quant_layout(pool, &j) != 0) abort(); /* scratch is a few KB per input row */
         if (n >= 4 && use) shardlm_pool_run(use, mm_quant_task, &j);
         else mm_quant_task(&j, 0, 1);

@@ -241,6 +241,7 @@ void shardlm_quant_row(shardlm_dtype t, const float *src, void *dst, size_t n)
         break;
     case SHARDLM_DT_Q4_K:
     case SHARDLM_DT_Q6_K: shardlm_quant_k_quant(t, src, o, n); break;
+    case SHARDLM_DT_Q8_0_R4:
     case SHARDLM_DT_Q4_0_R8: abort(); /* a caller bug: whole matrices only, via shardlm_repack */
     }
 }
@@ -274,6 +275,7 @@ void shardlm_dequant_row(shardlm_dtype t, const void *src, float *dst, size_t n)
         break;
     case SHARDLM_DT_Q4_K:
     case SHARDLM_DT_Q6_K: shardlm_quant_k_dequant(t, p, dst, n); break;
+    case SHARDLM_DT_Q8_0_R4:
     case SHARDLM_DT_Q4_0_R8: abort(); /* a caller bug: rows are interleaved, see shardlm_dequant_mat_row */
     }
 }
