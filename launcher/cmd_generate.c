@@ -302,16 +302,8 @@ int shardlm_cmd_generate(int argc, char **argv)
     int rc = gen_parse(argc, argv, &o);
     if (rc == 1) return 0;
     if (rc) return 2;
-    int mpi_rank = -1;
-    if ((rc = shardlm_node_mpi_rank(&o.node, &mpi_rank))) {
-        fprintf(stderr, "shardlm: %s\n", shardlm_err_get());
-        return shardlm_exit_code(rc);
-    }
-    if (mpi_rank >= 0 && o.world > 1) {
-        fprintf(stderr, "shardlm: --world-size spawns local workers; under mpirun the world size is -np\n");
-        return 2;
-    }
-    if (mpi_rank > 0) return shardlm_node_worker_main(&o.node, 600000, "generate");
+    int code = shardlm_node_mpi_dispatch(&o.node, o.world, "generate");
+    if (code >= 0) return code;
     gen_run g = {0};
     shardlm_node n = {0};
     g.node = &n;

@@ -315,13 +315,8 @@ int shardlm_cmd_serve(int argc, char **argv)
     int rc = serve_parse(argc, argv, &o);
     if (rc == 1) return 0;
     if (rc) return 2;
-    int mpi_rank = -1;
-    if ((rc = shardlm_node_mpi_rank(&o.node, &mpi_rank)) || (mpi_rank >= 0 && o.world > 1)) {
-        fprintf(stderr, "shardlm: %s\n", rc ? shardlm_err_get() : "--world-size spawns local workers; under mpirun "
-                                                                "the world size is -np");
-        return 2;
-    }
-    if (mpi_rank > 0) return shardlm_node_worker_main(&o.node, 600000, "serve");
+    int code = shardlm_node_mpi_dispatch(&o.node, o.world, "serve");
+    if (code >= 0) return code;
     shardlm_chat_template *tpl = NULL;
     if ((rc = serve_template(&o, &tpl))) {
         fprintf(stderr, "shardlm: %s\n", shardlm_err_get());

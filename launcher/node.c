@@ -367,6 +367,20 @@ void shardlm_node_close(shardlm_node *n)
     if (finalize) shardlm_comm_mpi_finalize();
 }
 
+int shardlm_node_mpi_dispatch(const shardlm_node_opts *o, int local_world, const char *who)
+{
+    int rank = -1, rc = shardlm_node_mpi_rank(o, &rank);
+    if (!rc && rank >= 0 && local_world > 1) {
+        shardlm_err_set("--world-size spawns local workers; under mpirun the world size is -np");
+        rc = SHARDLM_EINPUT;
+    }
+    if (rc) {
+        fprintf(stderr, "shardlm %s: %s\n", who, shardlm_err_get());
+        return shardlm_exit_code(rc);
+    }
+    return rank > 0 ? shardlm_node_worker_main(o, 600000, who) : -1;
+}
+
 int shardlm_node_worker_main(const shardlm_node_opts *o, int idle_ms, const char *who)
 {
     shardlm_node n = {0};

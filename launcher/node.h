@@ -60,6 +60,11 @@ int shardlm_node_comm_kind(const shardlm_node_opts *o, const char **kind);
  * process's rank in *rank; otherwise *rank = -1. Commands call this first so
  * ranks other than 0 can turn into workers. */
 int shardlm_node_mpi_rank(const shardlm_node_opts *o, int *rank);
+/* For `generate` and `serve` under mpirun: ranks other than 0 run as
+ * workers here. Returns the exit status to return (a worker's, or 2 / 1 for
+ * a bad start, with the message printed), or -1 when this process goes on
+ * as rank 0 (or was not started by mpirun). local_world is --world-size. */
+int shardlm_node_mpi_dispatch(const shardlm_node_opts *o, int local_world, const char *who);
 /* A whole worker rank: open, report memory, run rank 0's steps until told to
  * stop (or idle_ms passes without a message). Returns the exit status. */
 int shardlm_node_worker_main(const shardlm_node_opts *o, int idle_ms, const char *who);
