@@ -149,8 +149,5 @@ Test(generate, heads_that_do_not_divide_are_refused)
 Test(generate, bad_flag_value_exits_2)
 {
     char *argv[] = {(char *)tu_bin(), "generate", "-m", "x.gguf", "--temp", "abc", NULL};
-    tu_result r = tu_run(argv, NULL, 30);
-    cr_assert_eq(r.exit_code, 2);
-    cr_assert(strstr(r.err, "invalid value 'abc' for --temp") != NULL, "stderr: %s", r.err);
-    tu_result_free(&r);
+    tu_expect_exit(argv, 2, "invalid value 'abc' for --temp");
 }

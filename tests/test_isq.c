@@ -83,8 +83,5 @@ Test(isq, q8_0_logits_within_bound_of_f16)
 Test(isq, unsupported_type_exits_2)
 {
     char *argv[] = {(char *)tu_bin(), "generate", "-m", "x.gguf", "--isq", "q5_1", NULL};
-    tu_result r = tu_run(argv, NULL, 30);
-    cr_assert_eq(r.exit_code, 2);
-    cr_assert(strstr(r.err, "invalid value 'q5_1' for --isq") != NULL, "stderr: %s", r.err);
-    tu_result_free(&r);
+    tu_expect_exit(argv, 2, "invalid value 'q5_1' for --isq");
 }

@@ -216,3 +216,12 @@ float tu_frand(void)
     tu_rng ^= tu_rng << 17;
     return (float)((tu_rng >> 40) & 0xffffff) / 8388608.0f - 1.0f;
 }
+
+void tu_expect_exit(char *const argv[], int code, const char *phrase)
+{
+    tu_result r = tu_run(argv, NULL, 60);
+    cr_assert_eq(r.exit_code, code, "%s %s: exit %d, expected %d; stderr:\n%s", argv[0], argv[1], r.exit_code, code,
+                 r.err);
+    cr_assert(strstr(r.err, phrase) != NULL, "no '%s' in stderr:\n%s", phrase, r.err);
+    tu_result_free(&r);
+}

@@ -30,6 +30,10 @@ typedef struct {
 tu_result tu_run(char *const argv[], const char *stdin_text, int timeout_s);
 void tu_result_free(tu_result *r);
 
+/* Runs argv (60 s limit) and asserts its exit code and that stderr holds
+ * phrase. */
+void tu_expect_exit(char *const argv[], int code, const char *phrase);
+
 /* Starts argv (argv[0] a path) in the background in its own process
  * group: stdin from /dev/null, stdout to out_path, stderr to err_path (the
  * same path sends both to one file; NULL means /dev/null). env lists
