@@ -152,3 +152,10 @@ int shardlm_comm_local_create(shardlm_comm **out)
     *out = c;
     return SHARDLM_OK;
 }
+
+/* In every build, MPI or not, so that a build without MPI can still say
+ * that mpirun started it. */
+int shardlm_comm_mpi_launched(void)
+{
+    return getenv("PMI_RANK") || getenv("PMI_SIZE") || getenv("PMIX_RANK") || getenv("OMPI_COMM_WORLD_SIZE");
+}

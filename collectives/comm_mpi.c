@@ -28,11 +28,6 @@ static int g_inited, g_dirty; /* dirty: a collective failed; MPI_Finalize could 
 
 int shardlm_comm_mpi_built(void) { return 1; }
 
-int shardlm_comm_mpi_launched(void)
-{
-    return getenv("PMI_RANK") || getenv("PMI_SIZE") || getenv("PMIX_RANK") || getenv("OMPI_COMM_WORLD_SIZE");
-}
-
 const char *shardlm_comm_mpi_version(void)
 {
     static char v[MPI_MAX_LIBRARY_VERSION_STRING];

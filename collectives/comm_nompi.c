@@ -7,11 +7,6 @@
 
 int shardlm_comm_mpi_built(void) { return 0; }
 
-int shardlm_comm_mpi_launched(void)
-{
-    return getenv("PMI_RANK") || getenv("PMI_SIZE") || getenv("OMPI_COMM_WORLD_SIZE");
-}
-
 static int no_mpi(void)
 {
     shardlm_err_set("--comm mpi: this shardlm was built without MPI (install libmpich-dev and rebuild)");
