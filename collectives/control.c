@@ -513,15 +513,28 @@ static void fault_append(char *buf, size_t cap, size_t *n, const char *fmt, ...)
     if (k > 0) *n = *n + (size_t)k < cap ? *n + (size_t)k : cap - 1;
 }
 
+static int fault_blamed(const ctrl_fault_slot *s, int world, int r)
+{
+    for (int q = 1; q < world; q++)
+        if (s[q].state == FAULT_REPORTED && s[q].peer == r) return 1;
+    return 0;
+}
+
 /* One line naming every lost worker, how it was lost, and which workers'
- * Faults name it as the peer they were waiting on (corroboration). */
+ * Faults name it as the peer they were waiting on (corroboration). When
+ * some silent worker is named by a neighbour's Fault, the silent ones that
+ * nobody names are not called lost: a healthy worker whose part of a
+ * gather went out can be idle, waiting for rank 0's next step. */
 static int fault_report(const ctrl_fault_slot *s, int world, int wait_ms, char *why, size_t cap)
 {
-    int first = -1;
+    int first = -1, any_blamed = 0;
     size_t n = 0;
     why[0] = 0;
+    for (int r = 1; r < world; r++)
+        if (s[r].state != FAULT_REPORTED && fault_blamed(s, world, r)) any_blamed = 1;
     for (int r = 1; r < world; r++) {
         if (s[r].state == FAULT_REPORTED) continue;
+        if (any_blamed && !fault_blamed(s, world, r)) continue;
         if (first < 0) first = r;
         fault_append(why, cap, &n, "%srank %d is lost: ", n ? "; " : "", r);
         if (s[r].state == FAULT_SILENT)

@@ -198,13 +198,16 @@ MS=$(( (T1 - T0) / 1000000 ))
 [ "$rc" != 124 ] || fail "rank 0 still running ${HARD_LIMIT_S} s after the link went down"
 [ "$rc" = 1 ] || fail "rank 0 exited $rc, expected 1"
 grep -q "rank 2 is lost" "$WORK/f0.err" || fail "rank 0 did not name rank 2: $(tail -2 "$WORK/f0.err")"
+grep -q "rank 1 is lost\|rank 3 is lost" "$WORK/f0.err" && fail "rank 0 blamed a healthy rank: $(tail -2 "$WORK/f0.err")"
 [ "$MS" -le $(( TIMEOUT_MS + REPORT_SLACK_S * 1000 )) ] ||
   fail "rank 0 took $MS ms after link-down, over the ${TIMEOUT_MS} ms timeout + ${REPORT_SLACK_S} s"
 ok "link of rank 2 down: rank 0 exited 1 after $MS ms: $(grep 'rank 2 is lost' "$WORK/f0.err" | head -1)"
 for i in 1 2 3; do
   rc=0; wait_exit "${wp[$((i - 1))]}" "$HARD_LIMIT_S" || rc=$?
   [ "$rc" != 124 ] || fail "worker rank $i still running ${HARD_LIMIT_S} s after the link went down"
-  [ "$rc" != 0 ] || fail "worker rank $i exited 0 after losing the ring"
+  # rank 1 may have sent its part before the link died and then taken rank
+  # 0's Shutdown (exit 0); ranks 2 and 3 lost their ring connection
+  [ "$i" = 1 ] || [ "$rc" != 0 ] || fail "worker rank $i exited 0 after losing the ring"
 done
 ok "every rank exited ($(( ($(date +%s%N) - T0) / 1000000 )) ms after link-down)"
 echo "netns: PASS"
