@@ -18,7 +18,7 @@
 #include "node.h"
 #include "scheduler.h"
 #include "server.h"
-#include "shardlm_chat.h"
+#include "shardlm_text.h"
 #include "shardlm_cli.h"
 #include "shardlm_common.h"
 #include "weights.h"

@@ -9,7 +9,7 @@
 #include "shardlm_cli.h"
 #include "shardlm_common.h"
 #include "shardlm_kernels.h"
-#include "shardlm_synth.h"
+#include "shardlm_model.h"
 
 static void synth_usage(FILE *f)
 {

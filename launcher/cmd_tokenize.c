@@ -8,7 +8,7 @@
 #include "shardlm_cli.h"
 #include "shardlm_common.h"
 #include "shardlm_gguf.h"
-#include "shardlm_tokenizer.h"
+#include "shardlm_text.h"
 
 static void tokenize_usage(FILE *f)
 {

@@ -8,7 +8,7 @@
 #include "shardlm_launch.h"
 #include "shardlm_ring.h"
 #include "shardlm_runtime.h"
-#include "shardlm_tokenizer.h"
+#include "shardlm_text.h"
 
 typedef struct {
     const char *model_path;

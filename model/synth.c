@@ -12,7 +12,7 @@
 #include "shardlm_common.h"
 #include "shardlm_gguf.h"
 #include "shardlm_kernels.h"
-#include "shardlm_synth.h"
+#include "shardlm_model.h"
 
 #define SYNTH_MAX_THREADS 4
 #define N_SPECIAL 259 /* <unk>, <s>, </s> and the 256 byte tokens */

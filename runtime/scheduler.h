@@ -15,7 +15,7 @@
 
 #include "sampling.h"
 #include "shardlm_runtime.h"
-#include "shardlm_tokenizer.h"
+#include "shardlm_text.h"
 
 typedef struct shardlm_sched shardlm_sched;
 

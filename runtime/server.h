@@ -15,8 +15,7 @@
 #include <stddef.h>
 
 #include "scheduler.h"
-#include "shardlm_chat.h"
-#include "shardlm_tokenizer.h"
+#include "shardlm_text.h"
 
 typedef struct shardlm_server shardlm_server;
 

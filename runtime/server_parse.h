@@ -10,8 +10,7 @@
 #include <stdint.h>
 
 #include "sampling.h"
-#include "shardlm_chat.h"
-#include "shardlm_tokenizer.h"
+#include "shardlm_text.h"
 
 #define SHARDLM_SERVER_MAX_N 16          /* choices per request */
 #define SHARDLM_SERVER_MAX_MESSAGES 4096 /* chat messages per request */

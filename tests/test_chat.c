@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "shardlm_chat.h"
+#include "shardlm_text.h"
 #include "shardlm_common.h"
 #include "shardlm_gguf.h"
 #include "test_util.h"

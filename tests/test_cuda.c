@@ -16,8 +16,7 @@
 #include "shardlm_model.h"
 #include "shardlm_nccl.h"
 #include "shardlm_runtime.h"
-#include "shardlm_synth.h"
-#include "shardlm_tokenizer.h"
+#include "shardlm_text.h"
 #include "test_util.h"
 
 /* Skips the current test unless at least k devices are usable. The reason

@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "gguf_test_helpers.h"
-#include "shardlm_synth.h"
+#include "shardlm_model.h"
 
 /* ---- writer -> reader round trip ---- */
 

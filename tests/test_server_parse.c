@@ -8,10 +8,9 @@
 #include <string.h>
 
 #include "server_parse.h"
-#include "shardlm_chat.h"
+#include "shardlm_text.h"
 #include "shardlm_common.h"
 #include "shardlm_gguf.h"
-#include "shardlm_tokenizer.h"
 #include "test_util.h"
 
 #define VOCAB 512

@@ -8,7 +8,7 @@
 
 #include "shardlm_common.h"
 #include "shardlm_gguf.h"
-#include "shardlm_tokenizer.h"
+#include "shardlm_text.h"
 #include "test_util.h"
 
 #define SEP "\n__ggml_vocab_test__\n"

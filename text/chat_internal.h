@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "shardlm_chat.h"
+#include "shardlm_text.h"
 
 #define CHAT_MAX_DEPTH 128 /* nesting of statements and expressions */
 

@@ -1,7 +1,7 @@
 /* tokenizer.c - the SentencePiece-BPE tokenizer of GGUF "llama" models:
  * loading the vocabulary out of the GGUF, encoding by score-ordered pair
  * merges with <0xNN> byte fallback, and the streaming UTF-8-safe decoder. */
-#include "shardlm_tokenizer.h"
+#include "shardlm_text.h"
 
 #include <stdio.h>
 #include <stdlib.h>
