@@ -13,6 +13,5 @@ bin=build/release/shardlm
 model=${MODEL:-assets/stories260K.gguf}
 prompt=${PROMPT:-Once upon a time}
 echo "demo: generating with $model across ${WORLD_SIZE:-2} ranks" >&2
-
 "$bin" generate -m "$model" --world-size "${WORLD_SIZE:-2}" -p "$prompt" \
   -n "${N:-200}" --temp "${TEMP:-0.8}" --seed 42 --echo
