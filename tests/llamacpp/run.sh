@@ -78,7 +78,7 @@ STORIES=$SHARED/models/stories260K.gguf
 [ -f "$STORIES" ] || skip "$STORIES is missing"
 command -v npm >/dev/null && command -v g++ >/dev/null && command -v git >/dev/null ||
   skip "npm, g++ and git are needed to install llama.cpp"
-TOOLS=$(timeout 900 "$SRC/scripts/peer-llamacpp.sh" tools 2>"$WORK/peer.log") ||
+TOOLS=$(timeout 600 "$SRC/scripts/peer-llamacpp.sh" tools 2>"$WORK/peer.log") ||
   skip "llama.cpp could not be installed: $(tail -3 "$WORK/peer.log")"
 QUANT=$TOOLS/llama-quantize
 REF=$TOOLS/llama_ref
