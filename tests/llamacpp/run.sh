@@ -133,8 +133,11 @@ type_names() { local t; for t in "${TYPES[@]}"; do echo "${t%%|*}"; done; }
 
 # ---- a trained model: stories260K (F32) ----
 if wanted $(combos stories260k f32); then
-  reference "$STORIES" 1 "$WORK/stories.ref"
-  for w in "${WORLDS[@]}"; do check "stories260k/f32/w$w" 1e-4 "$STORIES" 1 "$w" "$WORK/stories.ref"; done
+  if reference "$STORIES" 1 "$WORK/stories.ref"; then
+    for w in "${WORLDS[@]}"; do check "stories260k/f32/w$w" 1e-4 "$STORIES" 1 "$w" "$WORK/stories.ref"; done
+  else
+    FAILED+=("stories260k")
+  fi
 fi
 
 # ---- every architecture x type x world size ----
@@ -170,10 +173,12 @@ done
 a=${ARCHS[0]}
 IFS='|' read -r arch synth prompt <<<"$a"
 if wanted control && [ -f "$WORK/$arch.f32.gguf" ]; then
-  reference "$WORK/$arch.f32.gguf" "$prompt" "$WORK/control.ref" --rope-freq-base 10200
-  "$BIN" generate -m "$WORK/$arch.f32.gguf" --prompt-ids "$prompt" -n "$N_NEW" --temp 0 --ignore-eos --threads 1 \
-    --ids-out "$WORK/control.ids" --logits-out "$WORK/control.logits" >/dev/null 2>"$WORK/control.log"
-  if "$CMP" --name "control: $arch/f32, llama.cpp RoPE base 10200" --vocab "$REF_VOCAB" \
+  if ! reference "$WORK/$arch.f32.gguf" "$prompt" "$WORK/control.ref" --rope-freq-base 10200 ||
+     ! "$BIN" generate -m "$WORK/$arch.f32.gguf" --prompt-ids "$prompt" -n "$N_NEW" --temp 0 --ignore-eos \
+       --threads 1 --ids-out "$WORK/control.ids" --logits-out "$WORK/control.logits" >/dev/null 2>"$WORK/control.log"; then
+    echo "control: FAIL: llama_ref or shardlm did not run" >&2
+    FAILED+=("control")
+  elif "$CMP" --name "control: $arch/f32, llama.cpp RoPE base 10200" --vocab "$REF_VOCAB" \
       --n-prompt "$(n_ids "$prompt")" --tol 1e-4 --ref-logits "$WORK/control.ref.logits" \
       --ref-ids "$WORK/control.ref.ids" --test-logits "$WORK/control.logits" --test-ids "$WORK/control.ids" 2>/dev/null; then
     echo "control: FAIL: a 2% RoPE base error in llama.cpp went unnoticed: the harness cannot fail" >&2
