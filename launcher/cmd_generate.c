@@ -24,7 +24,9 @@ typedef struct {
     int n_new, world, echo;
     float temp, top_p;
     uint64_t seed;
-    const char *logits_out;
+    const char *logits_out, *ids_out;
+    int32_t *prompt_ids; /* --prompt-ids: the prompt as token ids, instead of -p */
+    int n_prompt_ids, ignore_eos;
 } gen_opts;
 
 static void gen_usage(FILE *f)
@@ -33,6 +35,7 @@ static void gen_usage(FILE *f)
             "usage: shardlm generate -m MODEL [options]\n"
             "  -m, --model PATH          GGUF model file\n"
             "  -p, --prompt TEXT         prompt (default: start from BOS alone)\n"
+            "      --prompt-ids IDS      the prompt as token ids (e.g. 1,403,407), no BOS added\n"
             "  -n, --n-new N             tokens to generate (default 256)\n"
             "      --temp T              temperature, 0 = greedy (default 1.0)\n"
             "      --top-p P             nucleus sampling threshold (default 0.9)\n"
@@ -47,12 +50,42 @@ static void gen_usage(FILE *f)
             "      --kv-cache-type T     KV cache element type: f32 (default), f16, q8_0\n"
             "      --comm-dtype f32|q8   all-reduce wire format (default f32; q8: Q8_0 blocks)\n"
             "      --logits-out FILE     append each step's logits (f32) to FILE\n"
+            "      --ids-out FILE        write the generated token ids to FILE, one per line\n"
+            "      --ignore-eos          do not stop at EOS or BOS: always generate N tokens\n"
             "      --comm KIND           collective backend: auto (default), ring, mpi, nccl\n"
             "      --device DEV          cpu (default), cuda or cuda:K\n"
             "      --weights-from rank0  local workers get their shards from rank 0, not the file\n"
             "      --weights-cache DIR   the local workers' weights cache (see `shardlm worker`)\n"
             "Under mpirun every rank runs this same command: rank 0 generates, the others\n"
             "become workers (`mpirun -np 4 shardlm generate -m MODEL`).\n");
+}
+
+/* --prompt-ids: decimal ids separated by commas or spaces. Their range is
+ * checked against the vocabulary once the model is open (gen_prompt). */
+static int gen_parse_ids(const char *s, gen_opts *o)
+{
+    size_t cap = strlen(s) / 2 + 1;
+    free(o->prompt_ids);
+    o->n_prompt_ids = 0;
+    if (!(o->prompt_ids = malloc(cap * sizeof *o->prompt_ids))) return SHARDLM_ENOMEM;
+    for (const char *p = s;;) {
+        while (*p == ',' || *p == ' ') p++;
+        if (!*p) break;
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 0 || v > INT32_MAX || (*end && *end != ',' && *end != ' ')) {
+            fprintf(stderr, "shardlm generate: invalid value '%s' for --prompt-ids (token ids separated by "
+                    "commas, e.g. 1,403,407)\n", s);
+            return SHARDLM_EINPUT;
+        }
+        o->prompt_ids[o->n_prompt_ids++] = (int32_t)v;
+        p = end;
+    }
+    if (o->n_prompt_ids == 0) {
+        fprintf(stderr, "shardlm generate: --prompt-ids is empty\n");
+        return SHARDLM_EINPUT;
+    }
+    return SHARDLM_OK;
 }
 
 static int gen_parse(int argc, char **argv, gen_opts *o)
@@ -67,7 +100,8 @@ static int gen_parse(int argc, char **argv, gen_opts *o)
         {"threads", required_argument, 0, 'j'},  {"pin-threads", no_argument, 0, 'J'},
         {"isq", required_argument, 0, 'Q'},      {"comm", required_argument, 0, 'K'},
         {"device", required_argument, 0, 'D'},   {"kv-cache-type", required_argument, 0, 'V'},
-        {"comm-dtype", required_argument, 0, 'X'},
+        {"comm-dtype", required_argument, 0, 'X'},  {"prompt-ids", required_argument, 0, 'I'},
+        {"ids-out", required_argument, 0, 'O'},     {"ignore-eos", no_argument, 0, 'e'},
         {"weights-from", required_argument, 0, 'w'}, {"weights-cache", required_argument, 0, 'G'},
         {0, 0, 0, 0}};
     int c;
@@ -91,6 +125,9 @@ static int gen_parse(int argc, char **argv, gen_opts *o)
         case 'C': o->node.n_ctx = (int)strtol(optarg, &end, 10); if (*end || o->node.n_ctx < 1) BAD("--ctx"); break;
         case 't': o->node.timeout_ms = (int)strtol(optarg, &end, 10); if (*end || o->node.timeout_ms < 1) BAD("--timeout-ms"); break;
         case 'L': o->logits_out = optarg; break;
+        case 'O': o->ids_out = optarg; break;
+        case 'e': o->ignore_eos = 1; break;
+        case 'I': { int rc = gen_parse_ids(optarg, o); if (rc) return rc; break; }
         case 'j': o->node.n_threads = (int)strtol(optarg, &end, 10); if (*end || o->node.n_threads < 1 || o->node.n_threads > 1024) BAD("--threads"); break;
         case 'J': o->node.pin_threads = 1; break;
         case 'Q': o->node.isq = shardlm_dtype_parse(optarg); if (o->node.isq != SHARDLM_DT_Q8_0 && o->node.isq != SHARDLM_DT_Q4_0) BAD("--isq (q8_0 or q4_0)"); break;
@@ -108,6 +145,10 @@ static int gen_parse(int argc, char **argv, gen_opts *o)
         fprintf(stderr, "shardlm generate: unexpected argument '%s'\n", argv[optind]);
         return SHARDLM_EINPUT;
     }
+    if (o->prompt && o->prompt_ids) {
+        fprintf(stderr, "shardlm generate: give the prompt as text (-p) or as ids (--prompt-ids), not both\n");
+        return SHARDLM_EINPUT;
+    }
     const char *wbad = shardlm_weights_flags_check(o->node.model_path, o->node.weights_from, 0);
     if (wbad) {
         fprintf(stderr, "shardlm generate: %s\n", wbad);
@@ -119,7 +160,7 @@ static int gen_parse(int argc, char **argv, gen_opts *o)
 typedef struct {
     shardlm_node *node;
     shardlm_launch *launch;
-    FILE *logits_file;
+    FILE *logits_file, *ids_file;
     float *logits;
     int vocab;
     double prefill_s, decode_s;
@@ -205,7 +246,8 @@ static int gen_decode(gen_run *g, const gen_opts *o, shardlm_detok *d, int pos)
             rc = SHARDLM_ENOMEM;
             break;
         }
-        if (next == shardlm_tokenizer_eos(tok) || next == shardlm_tokenizer_bos(tok)) break;
+        if (!o->ignore_eos && (next == shardlm_tokenizer_eos(tok) || next == shardlm_tokenizer_bos(tok))) break;
+        if (g->ids_file) fprintf(g->ids_file, "%d\n", (int)next);
         gen_emit(tok, d, next);
         if (i + 1 == o->n_new) break;
         if (pos >= n_ctx) {
@@ -222,13 +264,32 @@ static int gen_decode(gen_run *g, const gen_opts *o, shardlm_detok *d, int pos)
     return rc;
 }
 
+/* The prompt's tokens: -p encoded with BOS, or --prompt-ids as given. */
+static int gen_prompt(const gen_run *g, const gen_opts *o, int32_t **toks, size_t *n)
+{
+    const shardlm_tokenizer *tok = g->node->tok;
+    size_t len = o->prompt ? strlen(o->prompt) : 0;
+    size_t cap = o->prompt_ids ? (size_t)o->n_prompt_ids : len + 2; /* at most one token per byte, plus BOS */
+    if (!(*toks = malloc(cap * sizeof(int32_t)))) return SHARDLM_ENOMEM;
+    if (!o->prompt_ids) return shardlm_tokenizer_encode(tok, o->prompt ? o->prompt : "", len, 1, *toks, cap, n);
+    for (int i = 0; i < o->n_prompt_ids; i++) {
+        if (o->prompt_ids[i] >= g->vocab) {
+            shardlm_err_set("--prompt-ids: token id %d is outside the vocabulary of %s (0..%d)",
+                            (int)o->prompt_ids[i], o->node.model_path, g->vocab - 1);
+            return SHARDLM_EINPUT;
+        }
+        (*toks)[i] = o->prompt_ids[i];
+    }
+    *n = (size_t)o->n_prompt_ids;
+    return SHARDLM_OK;
+}
+
 static int gen_generate(gen_run *g, const gen_opts *o)
 {
     const shardlm_tokenizer *tok = g->node->tok;
-    size_t len = o->prompt ? strlen(o->prompt) : 0, n = 0;
-    int32_t *toks = malloc((len + 2) * sizeof(int32_t)); /* at most one token per byte, plus BOS */
-    if (!toks) return SHARDLM_ENOMEM;
-    int rc = shardlm_tokenizer_encode(tok, o->prompt ? o->prompt : "", len, 1, toks, len + 2, &n);
+    int32_t *toks = NULL;
+    size_t n = 0;
+    int rc = gen_prompt(g, o, &toks, &n);
     int n_ctx = shardlm_engine_n_ctx(g->node->engine);
     if (!rc && (int)n >= n_ctx) {
         shardlm_err_set("the prompt is %zu tokens, which does not fit the context of %d", n, n_ctx);
@@ -300,6 +361,7 @@ int shardlm_cmd_generate(int argc, char **argv)
                   .n_new = 256, .world = 1, .temp = 1.0f, .top_p = 0.9f};
     o.seed = (uint64_t)time(NULL);
     int rc = gen_parse(argc, argv, &o);
+    if (rc) free(o.prompt_ids);
     if (rc == 1) return 0;
     if (rc) return 2;
     int code = shardlm_node_mpi_dispatch(&o.node, o.world, "generate");
@@ -309,6 +371,12 @@ int shardlm_cmd_generate(int argc, char **argv)
     g.node = &n;
     if (o.logits_out && !(g.logits_file = fopen(o.logits_out, "wb"))) {
         fprintf(stderr, "shardlm: cannot write %s\n", o.logits_out);
+        return 2;
+    }
+    if (o.ids_out && !(g.ids_file = fopen(o.ids_out, "w"))) {
+        fprintf(stderr, "shardlm: cannot write %s\n", o.ids_out);
+        if (g.logits_file) fclose(g.logits_file);
+        free(o.prompt_ids);
         return 2;
     }
     if (o.logits_out) o.node.max_batch = 1;
@@ -331,6 +399,11 @@ int shardlm_cmd_generate(int argc, char **argv)
         shardlm_launch_free(g.launch);
     }
     if (g.logits_file) fclose(g.logits_file);
+    if (g.ids_file && fclose(g.ids_file) && !rc) {
+        fprintf(stderr, "shardlm: cannot write %s\n", o.ids_out);
+        rc = SHARDLM_ERUNTIME;
+    }
     free(g.logits);
+    free(o.prompt_ids);
     return shardlm_exit_code(rc);
 }

@@ -32,6 +32,10 @@ static void synth_usage(FILE *f)
             "                      and q4_k writes output.weight as q6_k (as Q4_K_M)\n"
             "      --context C     context length metadata     (default 2048)\n"
             "      --seed S        PRNG seed                   (default 42)\n"
+            "      --bigram G      a bigram chain for greedy comparisons: output row j\n"
+            "                      is embedding row sigma(j) (sigma one random cycle\n"
+            "                      through the vocabulary) and the embeddings are\n"
+            "                      scaled by G (default 0: off)\n"
             "  -h, --help          show this help\n",
           f);
 }
@@ -62,7 +66,7 @@ static int parse_u64(const char *opt, const char *s, uint64_t *out)
     return 0;
 }
 
-enum { OPT_DIM = 256, OPT_LAYERS, OPT_HEADS, OPT_KV, OPT_FFN, OPT_VOCAB, OPT_TYPE, OPT_CONTEXT, OPT_SEED };
+enum { OPT_DIM = 256, OPT_LAYERS, OPT_HEADS, OPT_KV, OPT_FFN, OPT_VOCAB, OPT_TYPE, OPT_CONTEXT, OPT_SEED, OPT_BIGRAM };
 
 static int synth_opt(int c, const char *arg, shardlm_synth_opts *o, const char **out)
 {
@@ -76,6 +80,13 @@ static int synth_opt(int c, const char *arg, shardlm_synth_opts *o, const char *
     case OPT_VOCAB: return parse_int("--vocab", arg, &o->vocab);
     case OPT_CONTEXT: return parse_int("--context", arg, &o->context);
     case OPT_SEED: return parse_u64("--seed", arg, &o->seed);
+    case OPT_BIGRAM: {
+        char *end;
+        errno = 0;
+        o->bigram = strtof(arg, &end);
+        if (errno || end == arg || *end) return bad_flag(": not a number", "--bigram", arg);
+        return 0;
+    }
     case OPT_TYPE: {
         int t = shardlm_dtype_parse(arg);
         if (t < 0) return bad_flag(": unknown type (use f32, f16, q8_0, q4_0, q4_k or q6_k)", "--type", arg);
@@ -94,6 +105,7 @@ int shardlm_cmd_synth(int argc, char **argv)
         {"kv-heads", required_argument, 0, OPT_KV}, {"ffn", required_argument, 0, OPT_FFN},
         {"vocab", required_argument, 0, OPT_VOCAB}, {"type", required_argument, 0, OPT_TYPE},
         {"context", required_argument, 0, OPT_CONTEXT}, {"seed", required_argument, 0, OPT_SEED},
+        {"bigram", required_argument, 0, OPT_BIGRAM},
         {"help", no_argument, 0, 'h'},             {0, 0, 0, 0}};
     shardlm_synth_opts o;
     shardlm_synth_defaults(&o);

@@ -154,6 +154,13 @@ typedef struct {
      * of 256 are written as Q8_0. */
     uint32_t type;
     uint64_t seed;
+    /* > 0: a "bigram chain" model for greedy comparisons with other engines
+     * (tests/llamacpp/run.sh). output.weight row j is a copy of token_embd
+     * row sigma(j), sigma one random cycle through the vocabulary, and the
+     * embedding rows are scaled by this gain, so token t's logits peak at
+     * sigma^-1(t) by a margin that rounding cannot flip, while the layers
+     * still carry most of the rest of the logits. 0: plain random weights. */
+    float bigram;
 } shardlm_synth_opts;
 
 /* The defaults `shardlm synth` uses: dim 256, layers 4, heads 8, kv_heads 4,

@@ -1,7 +1,9 @@
 /* synth.c - synthetic llama GGUF files: llama.cpp's metadata keys and
  * tensor names, weights uniform in +-1/sqrt(cols) from a per-row seeded
  * splitmix64 stream (so the bytes do not depend on the thread count), and a
- * SentencePiece-style vocabulary any llama tokenizer can load. */
+ * SentencePiece-style vocabulary any llama tokenizer can load. --bigram
+ * makes output.weight a permutation of the embedding rows, so greedy
+ * decoding has wide margins (shardlm_synth_opts.bigram says why). */
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -39,6 +41,10 @@ int shardlm_synth_check(const shardlm_synth_opts *o)
         range("--ffn", o->ffn, 1, 1 << 20) || range("--vocab", o->vocab, N_SPECIAL, 1 << 21) ||
         range("--context", o->context, 1, 1 << 24))
         return SHARDLM_EINPUT;
+    if (!(o->bigram >= 0 && o->bigram <= 1e4f)) {
+        shardlm_err_set("--bigram %g is out of range (0 to 10000)", (double)o->bigram);
+        return SHARDLM_EINPUT;
+    }
     int t = (int)o->type;
     if (t != SHARDLM_DT_F32 && t != SHARDLM_DT_F16 && t != SHARDLM_DT_Q8_0 && t != SHARDLM_DT_Q4_0 &&
         t != SHARDLM_DT_Q4_K && t != SHARDLM_DT_Q6_K) {
@@ -150,6 +156,8 @@ typedef struct {
     uint32_t *types;
     uint64_t (*ne)[2];
     int n;
+    int embd_index, out_index; /* of token_embd and output.weight */
+    uint32_t *sigma;           /* --bigram: output row j copies embedding row sigma[j] */
 } synth_ctx;
 
 static uint64_t mix64(uint64_t z)
@@ -186,9 +194,13 @@ static void *synth_rows(void *arg)
         return NULL;
     }
     float scale = 1.0f / sqrtf((float)cols);
-    uint64_t tseed = mix64(c->o->seed ^ mix64(j->index + 1));
+    /* --bigram: output rows are the (unscaled) embedding rows of sigma */
+    int copy = c->sigma && (int)j->index == c->out_index;
+    if (c->sigma && (int)j->index == c->embd_index) scale *= c->o->bigram;
+    uint64_t tseed = mix64(c->o->seed ^ mix64((uint64_t)(copy ? c->embd_index : (int)j->index) + 1));
     for (uint64_t r = j->row0; r < j->row1; r++) {
-        uint64_t s = mix64(tseed ^ (r + 1) * 0xd1b54a32d192ed03ULL);
+        uint64_t src = copy ? c->sigma[r] : r;
+        uint64_t s = mix64(tseed ^ (src + 1) * 0xd1b54a32d192ed03ULL);
         for (uint64_t k = 0; k < cols; k++) {
             float u = (float)(next64(&s) >> 40) * 0x1p-24f; /* [0, 1) */
             buf[k] = (2.0f * u - 1.0f) * scale;
@@ -248,6 +260,8 @@ static void add_tensor(shardlm_gguf_writer *w, synth_ctx *c, const char *name, u
 {
     uint64_t ne[2] = {cols, rows};
     uint32_t type = rows ? synth_matrix_type(c->o->type, name, cols) : SHARDLM_DT_F32;
+    if (!strcmp(name, "token_embd.weight")) c->embd_index = c->n;
+    if (!strcmp(name, "output.weight")) c->out_index = c->n;
     shardlm_gguf_writer_tensor(w, name, type, rows ? 2 : 1, ne);
     c->types[c->n] = type;
     c->ne[c->n][0] = cols;
@@ -315,6 +329,23 @@ static void add_metadata(shardlm_gguf_writer *w, const shardlm_synth_opts *o, co
     shardlm_gguf_writer_bool(w, "tokenizer.ggml.add_eos_token", 0);
 }
 
+/* --bigram's sigma: one cycle through all n ids (Sattolo's shuffle), so
+ * greedy decoding walks the whole vocabulary before it repeats. */
+static uint32_t *synth_cycle(uint64_t seed, int n)
+{
+    uint32_t *p = malloc((size_t)n * sizeof *p);
+    if (!p) return NULL;
+    for (int i = 0; i < n; i++) p[i] = (uint32_t)i;
+    uint64_t s = mix64(seed ^ 0x62696772616dULL);
+    for (int i = n - 1; i > 0; i--) {
+        int k = (int)(next64(&s) % (uint64_t)i); /* k < i: never a fixed point */
+        uint32_t t = p[i];
+        p[i] = p[k];
+        p[k] = t;
+    }
+    return p;
+}
+
 int shardlm_synth_write(const shardlm_synth_opts *o, const char *path)
 {
     int rc = shardlm_synth_check(o);
@@ -323,9 +354,10 @@ int shardlm_synth_write(const shardlm_synth_opts *o, const char *path)
     if ((rc = vocab_make(o->vocab, &v))) return rc;
     int n = 3 + 9 * o->layers;
     synth_ctx c = {.o = o, .path = path, .types = calloc((size_t)n, sizeof *c.types),
-                   .ne = calloc((size_t)n, sizeof *c.ne)};
+                   .ne = calloc((size_t)n, sizeof *c.ne), .embd_index = -1, .out_index = -1,
+                   .sigma = o->bigram > 0 ? synth_cycle(o->seed, o->vocab) : NULL};
     shardlm_gguf_writer *w = shardlm_gguf_writer_new(32);
-    if (!c.types || !c.ne || !w) {
+    if (!c.types || !c.ne || !w || (o->bigram > 0 && !c.sigma)) {
         shardlm_err_set("%s: out of memory", path);
         rc = SHARDLM_ENOMEM;
     } else {
@@ -336,6 +368,7 @@ int shardlm_synth_write(const shardlm_synth_opts *o, const char *path)
     shardlm_gguf_writer_free(w);
     free(c.types);
     free(c.ne);
+    free(c.sigma);
     vocab_free(&v);
     return rc;
 }

@@ -1,6 +1,7 @@
 /* test_generate.c - end-to-end generation through the real binary: the
  * stories260K golden text at world sizes 1, 2 and 4, logits across world
- * sizes, and the errors a user can cause (bad model, bad world size). */
+ * sizes, prompts as ids (--prompt-ids, --ids-out, --ignore-eos), and the
+ * errors a user can cause (bad model, bad world size, bad ids). */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
@@ -71,6 +72,69 @@ Test(generate, prompt_without_echo_prints_only_new_text)
     cr_assert_eq(r.exit_code, 0, "stderr:\n%s", r.err);
     cr_assert_str_eq(r.out, ", there was a little girl\n");
     tu_result_free(&r);
+}
+
+/* Counts the ids of an --ids-out file and checks them against want[]
+ * (NULL: no check). */
+static int ids_file_check(const char *path, const long *want, int n_want)
+{
+    char *text = tu_read_file(path, NULL);
+    cr_assert_not_null(text, "no ids file %s", path);
+    int n = 0;
+    char *p = text, *end;
+    for (long v = strtol(p, &end, 10); end != p; v = strtol(p, &end, 10), n++) {
+        if (want && n < n_want) cr_assert_eq(v, want[n], "id %d is %ld, expected %ld", n, v, want[n]);
+        p = end;
+    }
+    free(text);
+    return n;
+}
+
+/* --prompt-ids gives the tokens -p "Once upon a time" encodes to (BOS
+ * included), so the text is the same; --ids-out holds run.c's next ids. */
+Test(generate, prompt_ids_and_ids_out_match_run_c)
+{
+    char model[4096], ids[512];
+    snprintf(model, sizeof model, "%s", tu_shared("models/stories260K.gguf"));
+    snprintf(ids, sizeof ids, "%s/prompt.ids", tu_tmpdir());
+    char *argv[] = {(char *)tu_bin(), "generate", "-m", model, "--temp", "0", "-n", "8", "--prompt-ids",
+                    "1,403,407,261,378", "--ids-out", ids, "--world-size", "2", NULL};
+    tu_result r = tu_run(argv, NULL, 60);
+    cr_assert_eq(r.exit_code, 0, "stderr:\n%s", r.err);
+    cr_assert_str_eq(r.out, ", there was a little girl\n");
+    static const long want[8] = {432, 383, 286, 261, 376, 298, 315, 421}; /* stories260K.runc-prompt.ids.txt */
+    cr_assert_eq(ids_file_check(ids, want, 8), 8);
+    tu_result_free(&r);
+}
+
+/* From BOS alone stories260K emits BOS again as its 346th token, where
+ * generate stops; --ignore-eos goes on to N tokens. */
+Test(generate, ignore_eos_generates_through_bos)
+{
+    char model[4096], ids[2][512];
+    snprintf(model, sizeof model, "%s", tu_shared("models/stories260K.gguf"));
+    for (int k = 0; k < 2; k++) {
+        snprintf(ids[k], sizeof ids[k], "%s/ignore-%d.ids", tu_tmpdir(), k);
+        char *argv[] = {(char *)tu_bin(), "generate", "-m", model, "--temp", "0", "-n", "400", "--ids-out", ids[k],
+                        k ? "--ignore-eos" : NULL, NULL};
+        tu_result r = tu_run(argv, NULL, 120);
+        cr_assert_eq(r.exit_code, 0, "stderr:\n%s", r.err);
+        tu_result_free(&r);
+    }
+    cr_assert_eq(ids_file_check(ids[0], NULL, 0), 345, "without --ignore-eos generation stops at the BOS");
+    cr_assert_eq(ids_file_check(ids[1], NULL, 0), 400, "--ignore-eos must give all 400 tokens");
+}
+
+Test(generate, bad_prompt_ids_exit_2)
+{
+    char model[4096];
+    snprintf(model, sizeof model, "%s", tu_shared("models/stories260K.gguf"));
+    char *syntax[] = {(char *)tu_bin(), "generate", "-m", model, "--prompt-ids", "1,x", NULL};
+    tu_expect_exit(syntax, 2, "invalid value '1,x' for --prompt-ids");
+    char *range[] = {(char *)tu_bin(), "generate", "-m", model, "--prompt-ids", "1,512", "-n", "2", NULL};
+    tu_expect_exit(range, 2, "--prompt-ids: token id 512 is outside the vocabulary");
+    char *both[] = {(char *)tu_bin(), "generate", "-m", model, "--prompt-ids", "1", "-p", "hi", NULL};
+    tu_expect_exit(both, 2, "not both");
 }
 
 static float *read_logits(const char *path, size_t *n)

@@ -163,7 +163,7 @@ Test(matmul, simd_matches_scalar_integer_path)
 /* The AVX2 Q4_0 kernels (plain and repacked) promise one arithmetic per
  * (row, input), which is what makes them batch invariant: per block, the
  * exact integer dot(q, x) - 8 * sum(x) of the 8-bit activations, then acc =
- * fma(that, d_w * d_x, acc) in block order from +0. Rebuilt here in scalar
+ * fma(that, d_w * d_x, acc) in block order from +0, d_x rounded to f16. Rebuilt here in scalar
  * code, it must match bit for bit; an off-by-one anywhere shows. */
 static float q4_0_avx2_expected(const uint8_t *row, const float *x, size_t cols)
 {
@@ -173,7 +173,8 @@ static float q4_0_avx2_expected(const uint8_t *row, const float *x, size_t cols)
         const float *xb = x + b * 32;
         float amax = 0.0f;
         for (int k = 0; k < 32; k++) amax = fmaxf(amax, fabsf(xb[k]));
-        float d = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
+        /* the activation scale is rounded to f16 as ggml's (cpu_internal.h) */
+        float d = shardlm_f16_to_f32(shardlm_f32_to_f16(amax / 127.0f)), id = amax > 0.0f ? 127.0f / amax : 0.0f;
         int32_t dot = 0, sum = 0;
         for (int k = 0; k < 32; k++) {
             int32_t q = (int32_t)nearbyintf(xb[k] * id), w = k < 16 ? blk[2 + k] & 15 : blk[2 + k - 16] >> 4;

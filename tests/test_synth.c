@@ -1,6 +1,6 @@
 /* test_synth.c - `shardlm synth`: byte-identical output for a seed, every
- * type loads with llama.cpp's tensor names and shapes, the vocabulary, and
- * bad options exiting 2 with a message naming the option. */
+ * type loads with llama.cpp's tensor names and shapes, the vocabulary, the
+ * --bigram chain, and bad options exiting 2 with a message naming the option. */
 #include <criterion/criterion.h>
 #include <inttypes.h>
 #include <math.h>
@@ -138,6 +138,63 @@ static void expect_synth_error(const char *opt, const char *a1, const char *v1, 
     cr_assert(strstr(r.err, opt), "stderr should name %s: %s", opt, r.err);
     cr_assert_neq(access(path, F_OK), 0, "no file written");
     tu_result_free(&r);
+}
+
+/* --bigram 8: output row j is token_embd row sigma(j) divided by 8 (a power
+ * of two: exact), sigma is one cycle through all 300 ids, and without the
+ * flag the output rows are nothing of the kind. */
+static float *synth_rows_of(const shardlm_gguf *g, const char *name, int rows, int cols)
+{
+    const shardlm_gguf_tensor *t = shardlm_gguf_find_tensor(g, name);
+    cr_assert_not_null(t, "%s", name);
+    float *v = malloc((size_t)rows * (size_t)cols * sizeof *v);
+    for (int r = 0; r < rows; r++) shardlm_dequant_row(SHARDLM_DT_F32, t->data + (size_t)r * cols * 4, v + r * cols, cols);
+    return v;
+}
+
+static int bigram_sigma(const char *path, int *sigma)
+{
+    shardlm_gguf *g;
+    cr_assert_eq(shardlm_gguf_open(path, &g), SHARDLM_OK, "%s", shardlm_err_get());
+    float *e = synth_rows_of(g, "token_embd.weight", 300, 64), *o = synth_rows_of(g, "output.weight", 300, 64);
+    int found = 0;
+    for (int j = 0; j < 300; j++) {
+        sigma[j] = -1;
+        for (int k = 0; k < 300 && sigma[j] < 0; k++) {
+            int same = 1;
+            for (int c = 0; c < 64 && same; c++) same = o[j * 64 + c] * 8.0f == e[k * 64 + c];
+            if (same) sigma[j] = k;
+        }
+        found += sigma[j] >= 0;
+    }
+    free(e);
+    free(o);
+    shardlm_gguf_close(g);
+    return found;
+}
+
+Test(gguf_synth, bigram_chain)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/bigram.gguf", tu_tmpdir());
+    char *argv[] = {(char *)tu_bin(), "synth", "-o", path, "--dim", "64", "--layers", "1", "--heads", "4",
+                    "--kv-heads", "2", "--ffn", "96", "--vocab", "300", "--bigram", "8", NULL};
+    tu_result r = tu_run(argv, NULL, 60);
+    cr_assert_eq(r.exit_code, 0, "%s", r.err);
+    tu_result_free(&r);
+    int sigma[300], seen[300] = {0};
+    cr_assert_eq(bigram_sigma(path, sigma), 300, "every output row is an embedding row / 8");
+    int j = 0, steps = 0;
+    do {
+        cr_assert(!seen[j], "sigma revisits %d after %d steps: not one cycle", j, steps);
+        seen[j] = 1;
+        j = sigma[j];
+        steps++;
+    } while (j != 0);
+    cr_assert_eq(steps, 300, "sigma's cycle through 0 has %d ids, not all 300", steps);
+    cr_assert_eq(bigram_sigma(small_synth("plain.gguf", "f32", "42"), sigma), 0, "without --bigram: no copies");
+    expect_synth_error("--bigram -1 is out of range", "--bigram", "-1", "--seed", "1");
+    expect_synth_error("--bigram x: not a number", "--bigram", "x", "--seed", "1");
 }
 
 Test(gguf_synth, bad_options)

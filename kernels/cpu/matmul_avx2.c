@@ -237,7 +237,7 @@ AVX2_TARGET void shardlm_avx2_quant_x(const float *x, size_t cols, int8_t *q, fl
         __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
         s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
         s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
-        d[b] = amax / 127.0f;
+        d[b] = shardlm_act_scale(amax);
         s[b] = d[b] * (float)_mm_cvtsi128_si32(s4);
     }
 }

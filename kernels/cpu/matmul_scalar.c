@@ -27,7 +27,7 @@ void shardlm_scalar_quant_x(const float *x, size_t cols, int8_t *q, float *d, fl
             q[b * SHARDLM_QK + k] = (int8_t)v;
             sum += v;
         }
-        d[b] = amax / 127.0f;
+        d[b] = shardlm_act_scale(amax);
         s[b] = d[b] * (float)sum;
     }
 }

@@ -22,16 +22,21 @@ OPS_INLINE float ops_hsum(__m256 v)
 
 OPS_TARGET void shardlm_avx2_rmsnorm(float *out, const float *x, const float *weight, size_t n, float eps)
 {
-    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    /* f32 squares summed in double, as shardlm_ref_rmsnorm (and ggml) do; the
+     * order differs, but a double sum rounds to the same f32 mean */
+    __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
     size_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        __m256 a = _mm256_loadu_ps(x + i), b = _mm256_loadu_ps(x + i + 8);
-        s0 = _mm256_fmadd_ps(a, a, s0);
-        s1 = _mm256_fmadd_ps(b, b, s1);
+    for (; i + 8 <= n; i += 8) {
+        __m256 a = _mm256_loadu_ps(x + i);
+        __m256 sq = _mm256_mul_ps(a, a);
+        s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(sq)));
+        s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(sq, 1)));
     }
-    float ss = ops_hsum(_mm256_add_ps(s0, s1));
-    for (; i < n; i++) ss += x[i] * x[i];
-    float scale = 1.0f / sqrtf(ss / (float)n + eps);
+    __m256d s = _mm256_add_pd(s0, s1);
+    __m128d h = _mm_add_pd(_mm256_castpd256_pd128(s), _mm256_extractf128_pd(s, 1));
+    double sum = _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
+    for (; i < n; i++) sum += (double)(x[i] * x[i]);
+    float scale = 1.0f / sqrtf((float)(sum / (double)n) + eps);
     __m256 sv = _mm256_set1_ps(scale);
     for (i = 0; i + 8 <= n; i += 8)
         _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_loadu_ps(weight + i), _mm256_mul_ps(sv, _mm256_loadu_ps(x + i))));

@@ -39,11 +39,16 @@ void shardlm_ref_matmul(shardlm_dtype t, const void *w, size_t rows, size_t cols
     if (row != stack_row) free(row);
 }
 
+/* The mean square is summed in double over f32 squares and rounded to f32
+ * once, as ggml does: a float sum made the scale differ from llama.cpp's by
+ * an ulp now and then, enough to flip the rounding of 8-bit activations that
+ * sit on a tie (the normalised rows of a quantised token embedding do). */
 void shardlm_ref_rmsnorm(float *out, const float *x, const float *weight, size_t n, float eps)
 {
-    float ss = 0.0f;
-    for (size_t i = 0; i < n; i++) ss += x[i] * x[i];
-    ss = 1.0f / sqrtf(ss / (float)n + eps);
+    double sum = 0.0;
+    for (size_t i = 0; i < n; i++) sum += (double)(x[i] * x[i]);
+    float mean = (float)(sum / (double)n);
+    float ss = 1.0f / sqrtf(mean + eps);
     for (size_t i = 0; i < n; i++) out[i] = weight[i] * (ss * x[i]);
 }
 
