@@ -143,7 +143,16 @@ static int32_t finish_state(gr_machine *m, uint32_t utf8)
 {
     gr_u32s *s = &m->scratch;
     if (m->overflow || m->oom || !s->n) return GR_DEAD;
-    qsort(s->v, s->n, sizeof *s->v, u32_cmp);
+    if (s->n <= 16) { /* the usual handful: insertion sort beats qsort's overhead */
+        for (size_t i = 1; i < s->n; i++) {
+            uint32_t x = s->v[i];
+            size_t k = i;
+            for (; k > 0 && s->v[k - 1] > x; k--) s->v[k] = s->v[k - 1];
+            s->v[k] = x;
+        }
+    } else {
+        qsort(s->v, s->n, sizeof *s->v, u32_cmp);
+    }
     size_t k = 1;
     for (size_t i = 1; i < s->n; i++)
         if (s->v[i] != s->v[k - 1]) s->v[k++] = s->v[i];
@@ -530,6 +539,23 @@ int shardlm_grammar_state_new(shardlm_grammar *g, int lead, shardlm_grammar_stat
     s->sid = -1;
     s->lead = lead;
     *out = s;
+    return SHARDLM_OK;
+}
+
+int shardlm_grammar_state_copy(const shardlm_grammar_state *s, shardlm_grammar_state **out)
+{
+    *out = NULL;
+    shardlm_grammar_state *c = malloc(sizeof *c);
+    if (!c) return SHARDLM_ENOMEM;
+    *c = *s;
+    if (!(c->copy = malloc((s->n_copy ? s->n_copy : 1) * sizeof *c->copy))) {
+        free(c);
+        return SHARDLM_ENOMEM;
+    }
+    memcpy(c->copy, s->copy, s->n_copy * sizeof *c->copy);
+    c->cap_copy = s->n_copy ? s->n_copy : 1;
+    shardlm_grammar_ref(c->g);
+    *out = c;
     return SHARDLM_OK;
 }
 

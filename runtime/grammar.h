@@ -88,6 +88,8 @@ int32_t shardlm_grammar_vocab_n(const shardlm_grammar_vocab *v);
  * token will be decoded as the first after BOS (its lead bytes count). */
 int shardlm_grammar_state_new(shardlm_grammar *g, int lead, shardlm_grammar_state **out);
 void shardlm_grammar_state_free(shardlm_grammar_state *s);
+/* An independent copy of s (same grammar, same place). */
+int shardlm_grammar_state_copy(const shardlm_grammar_state *s, shardlm_grammar_state **out);
 
 /* Feeds text: SHARDLM_OK, or SHARDLM_EINPUT (state unchanged) when the
  * grammar cannot continue with these bytes. */

@@ -81,6 +81,7 @@ typedef struct {
 #define GRS_ONLY 2u     /* holds nothing else */
 #define GRS_LOOP 4u     /* st_loop is computed */
 #define GRS_LOOP_HI 8u  /* every non-ASCII character leads back to the same state */
+#define GRS_CAND 16u    /* some byte was seen to lead back to the same state */
 
 /* A mask cached for one state (grammar_mask.c). */
 typedef struct {
@@ -154,6 +155,10 @@ int32_t gr_state_sid(shardlm_grammar_state *s);
 /* Sets s to sid (and its explicit copy). */
 int gr_state_set(shardlm_grammar_state *s, int32_t sid);
 uint32_t gr_flags(const shardlm_grammar *g, int32_t sid);
+static inline void gr_mark_candidate(shardlm_grammar *g, int32_t sid)
+{
+    g->m.st_flags.v[sid] |= GRS_CAND;
+}
 /* Computes GRS_LOOP info for sid when missing; returns the flags. */
 uint32_t gr_loop_info(shardlm_grammar *g, int32_t sid);
 static inline const uint64_t *gr_loop_ascii(const shardlm_grammar *g, int32_t sid)

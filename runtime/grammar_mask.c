@@ -367,9 +367,11 @@ int shardlm_grammar_vocab_from_tokenizer(const shardlm_tokenizer *tok, shardlm_g
 
 /* ---- the walk ---- */
 
+/* Whether every token below a node reached in state s is allowed. Only
+ * states seen to loop (GRS_CAND) pay for their loop information. */
 static int bulk_ok(shardlm_grammar *g, int32_t s, const vsum *sum)
 {
-    if (!(sum->flags & SUM_OK)) return 0;
+    if (!(sum->flags & SUM_OK) || !(gr_flags(g, s) & GRS_CAND)) return 0;
     uint32_t f = gr_loop_info(g, s);
     if (!(f & GRS_LOOP)) return 0;
     if ((sum->flags & SUM_HI) && !(f & GRS_LOOP_HI)) return 0;
@@ -393,6 +395,7 @@ static int walk(shardlm_grammar *g, int32_t s0, const shardlm_grammar_vocab *v, 
                 i = v->nend[i];
                 continue;
             }
+            if (s == st[d - 1]) gr_mark_candidate(g, s);
             uint32_t end = v->nend[i];
             if (v->nsum[i] != NONE && v->ntok[end] - v->ntok[i] >= BULK_MIN && bulk_ok(g, s, &v->sums[v->nsum[i]])) {
                 bits_set_range(bits, v->ntok[i], v->ntok[end]);
