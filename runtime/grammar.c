@@ -475,7 +475,8 @@ static int32_t state_import(shardlm_grammar *g, const uint32_t *c, size_t n_copy
 int32_t gr_state_sid(shardlm_grammar_state *s)
 {
     shardlm_grammar *g = s->g;
-    if (s->epoch == g->m.epoch && s->sid >= 0 && gr_machine_bytes(&g->m) <= GR_CACHE_BYTES) return s->sid;
+    if (s->epoch == g->m.epoch && s->sid >= 0 && !g->m.oom && gr_machine_bytes(&g->m) <= GR_CACHE_BYTES)
+        return s->sid;
     if (gr_machine_bytes(&g->m) > GR_CACHE_BYTES || g->m.oom) machine_clear(&g->m);
     int32_t sid = state_import(g, s->copy, s->n_copy);
     if (sid < 0) {

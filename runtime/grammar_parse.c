@@ -625,6 +625,8 @@ static int parse_alternates(gp *p, uint32_t rule, int nested)
 static int parse_rule(gp *p)
 {
     size_t at = p->pos;
+    if (peek(p) == '|')
+        return fail(p, at, "a rule ends at a newline: end the line before with '|', or use ( ) around the alternatives");
     if (!is_word(peek(p))) return fail(p, at, "expected a rule name, found '%c'", peek(p) >= 0x20 && peek(p) < 0x7F ? peek(p) : '?');
     while (is_word(peek(p))) p->pos++;
     size_t n = p->pos - at;
