@@ -1,0 +1,297 @@
+/* test_structured.c - constrained decoding end to end in the scheduler:
+ * 20 requests at temperature 1 sharing one grammar compiled from a schema
+ * with nested objects, arrays, enums and required fields, on stories260K
+ * (trained) and llama-2-tiny-random (random weights, the Llama 2
+ * vocabulary); every output must parse and validate against the schema
+ * (a small validator below) and end with finish reason stop. Also: logprobs
+ * are those of the constrained distribution, and max_tokens cuts a document
+ * short with "length". */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../launcher/node.h"
+#include "../runtime/scheduler.h"
+#include "shardlm_common.h"
+#include "test_util.h"
+
+#define NREQ 20
+
+static const char *const SCHEMA =
+    "{\"type\":\"object\",\"properties\":{"
+    "\"name\":{\"type\":\"string\",\"minLength\":1,\"maxLength\":10},"
+    "\"age\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":120},"
+    "\"mood\":{\"enum\":[\"happy\",\"sad\",\"angry\"]},"
+    "\"pets\":{\"type\":\"array\",\"maxItems\":2,\"items\":{\"type\":\"object\",\"properties\":{"
+    "\"kind\":{\"enum\":[\"dog\",\"cat\"]},\"legs\":{\"type\":\"integer\",\"minimum\":0,\"maximum\":8}},"
+    "\"required\":[\"kind\",\"legs\"],\"additionalProperties\":false}},"
+    "\"home\":{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\",\"maxLength\":8},"
+    "\"big\":{\"type\":\"boolean\"}},\"required\":[\"city\"],\"additionalProperties\":false}},"
+    "\"required\":[\"name\",\"age\",\"mood\",\"pets\",\"home\"],\"additionalProperties\":false}";
+
+/* ---- a validator for the keywords the test uses ---- */
+
+static size_t codepoints(const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++) n += ((unsigned char)*s & 0xC0) != 0x80;
+    return n;
+}
+
+static int valid(const cJSON *v, const cJSON *s, char *why, size_t cap)
+{
+    const cJSON *t = cJSON_GetObjectItem(s, "type"), *k;
+    if (cJSON_IsString(t)) {
+        const char *ty = t->valuestring;
+        int ok = !strcmp(ty, "object") ? cJSON_IsObject(v) : !strcmp(ty, "array") ? cJSON_IsArray(v)
+                 : !strcmp(ty, "string") ? cJSON_IsString(v) : !strcmp(ty, "boolean") ? cJSON_IsBool(v)
+                 : !strcmp(ty, "integer") ? cJSON_IsNumber(v) && v->valuedouble == floor(v->valuedouble)
+                 : !strcmp(ty, "number") ? cJSON_IsNumber(v) : cJSON_IsNull(v);
+        if (!ok) return snprintf(why, cap, "not of type %s", ty), 0;
+    }
+    if ((k = cJSON_GetObjectItem(s, "enum"))) {
+        int hit = 0;
+        const cJSON *e;
+        cJSON_ArrayForEach(e, k) hit |= cJSON_Compare(v, e, 1);
+        if (!hit) return snprintf(why, cap, "not in the enum"), 0;
+    }
+    if ((k = cJSON_GetObjectItem(s, "minimum")) && v->valuedouble < k->valuedouble) return snprintf(why, cap, "below minimum"), 0;
+    if ((k = cJSON_GetObjectItem(s, "maximum")) && v->valuedouble > k->valuedouble) return snprintf(why, cap, "above maximum"), 0;
+    if (cJSON_IsString(v)) {
+        size_t n = codepoints(v->valuestring);
+        if ((k = cJSON_GetObjectItem(s, "minLength")) && n < (size_t)k->valueint) return snprintf(why, cap, "too short"), 0;
+        if ((k = cJSON_GetObjectItem(s, "maxLength")) && n > (size_t)k->valueint) return snprintf(why, cap, "too long"), 0;
+    }
+    if (cJSON_IsArray(v)) {
+        if ((k = cJSON_GetObjectItem(s, "maxItems")) && cJSON_GetArraySize(v) > k->valueint) return snprintf(why, cap, "too many items"), 0;
+        const cJSON *it = cJSON_GetObjectItem(s, "items"), *e;
+        cJSON_ArrayForEach(e, v) if (it && !valid(e, it, why, cap)) return 0;
+    }
+    if (cJSON_IsObject(v)) {
+        const cJSON *props = cJSON_GetObjectItem(s, "properties"), *e;
+        cJSON_ArrayForEach(e, cJSON_GetObjectItem(s, "required"))
+            if (!cJSON_GetObjectItem(v, e->valuestring)) return snprintf(why, cap, "lacks %s", e->valuestring), 0;
+        cJSON_ArrayForEach(e, v) {
+            const cJSON *ps = cJSON_GetObjectItem(props, e->string);
+            if (!ps) return snprintf(why, cap, "has the extra property %s", e->string), 0;
+            if (!valid(e, ps, why, cap)) return 0;
+        }
+    }
+    return 1;
+}
+
+/* ---- the scheduler rig ---- */
+
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    char text[NREQ][8192];
+    size_t len[NREQ];
+    int done[NREQ], ntok[NREQ];
+    shardlm_end why[NREQ];
+    shardlm_logprobs lp[NREQ][4];
+} sink;
+
+typedef struct {
+    sink *k;
+    int i;
+} slot;
+
+static void on_token(void *ctx, const char *text, size_t len, int32_t tok, const shardlm_logprobs *lp)
+{
+    slot *s = ctx;
+    pthread_mutex_lock(&s->k->mu);
+    if (s->k->len[s->i] + len < sizeof s->k->text[0]) {
+        memcpy(s->k->text[s->i] + s->k->len[s->i], text, len);
+        s->k->len[s->i] += len;
+    }
+    if (tok >= 0 && lp && s->k->ntok[s->i] < 4) s->k->lp[s->i][s->k->ntok[s->i]] = *lp;
+    if (tok >= 0) s->k->ntok[s->i]++;
+    pthread_mutex_unlock(&s->k->mu);
+}
+
+static void on_end(void *ctx, shardlm_end why, int np, int nc)
+{
+    slot *s = ctx;
+    (void)np;
+    (void)nc;
+    pthread_mutex_lock(&s->k->mu);
+    s->k->done[s->i] = 1;
+    s->k->why[s->i] = why;
+    pthread_cond_broadcast(&s->k->cv);
+    pthread_mutex_unlock(&s->k->mu);
+}
+
+typedef struct {
+    shardlm_node node;
+    shardlm_sched *sched;
+    pthread_t thread;
+} rig;
+
+static void *run_thread(void *arg)
+{
+    shardlm_sched_run(((rig *)arg)->sched);
+    return NULL;
+}
+
+static void rig_up(rig *r, const char *rel, int n_ctx)
+{
+    char model[512];
+    snprintf(model, sizeof model, "%s", tu_shared(rel));
+    shardlm_node_opts o = {.model_path = model, .timeout_ms = 10000, .connect_timeout_ms = 10000,
+                           .load_timeout_ms = 10000, .max_batch = 256, .n_threads = 1, .isq = -1,
+                           .kv_cache_mb = 64, .block_size = 16, .n_ctx = n_ctx};
+    cr_assert_eq(shardlm_node_open(&o, &r->node), 0, "%s", shardlm_err_get());
+    shardlm_sched_opts so = {32, 256, 1000, 16, 64, 1};
+    cr_assert_eq(shardlm_sched_new(r->node.engine, r->node.tok, &so, &r->sched), 0, "%s", shardlm_err_get());
+    pthread_create(&r->thread, NULL, run_thread, r);
+}
+
+static void rig_down(rig *r)
+{
+    shardlm_sched_stop(r->sched);
+    pthread_join(r->thread, NULL);
+    shardlm_sched_free(r->sched);
+    shardlm_node_close(&r->node);
+}
+
+static void wait_all(sink *k, int n)
+{
+    pthread_mutex_lock(&k->mu);
+    for (int i = 0; i < n; i++)
+        for (int t = 0; !k->done[i] && t < 1200; t++) { /* bounded: 120 s */
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 100000000;
+            if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
+            pthread_cond_timedwait(&k->cv, &k->mu, &ts);
+        }
+    pthread_mutex_unlock(&k->mu);
+    for (int i = 0; i < n; i++) cr_assert(k->done[i], "request %d did not finish", i);
+}
+
+static shardlm_grammar *schema_grammar(const char *text)
+{
+    cJSON *s = cJSON_Parse(text);
+    char why[256];
+    shardlm_grammar *g;
+    cr_assert_eq(shardlm_json_schema_grammar(s, &g, why, sizeof why), 0, "%s", why);
+    cJSON_Delete(s);
+    return g;
+}
+
+static uint64_t submit(rig *r, sink *k, slot *sl, int i, const char *prompt, shardlm_sampling_params p, int max_tokens,
+                       shardlm_grammar *g)
+{
+    int32_t toks[256];
+    size_t n = 0;
+    cr_assert_eq(shardlm_tokenizer_encode(r->node.tok, prompt, strlen(prompt), 1, toks, 256, &n), 0);
+    shardlm_request_desc d = {toks, (int)n, p, max_tokens, NULL, 0, 0, g};
+    sl->k = k;
+    sl->i = i;
+    uint64_t id = 0;
+    cr_assert_eq(shardlm_sched_submit(r->sched, &d, (shardlm_request_cb){on_token, on_end, sl}, &id), 0, "%s",
+                 shardlm_err_get());
+    return id;
+}
+
+static void twenty_valid_documents(const char *rel)
+{
+    static sink k;
+    static slot sl[NREQ];
+    memset(&k, 0, sizeof k);
+    pthread_mutex_init(&k.mu, NULL);
+    pthread_cond_init(&k.cv, NULL);
+    rig r;
+    rig_up(&r, rel, 2048);
+    shardlm_grammar *g = schema_grammar(SCHEMA);
+    for (int i = 0; i < NREQ; i++) {
+        shardlm_sampling_params p = shardlm_sampling_params_default(); /* temperature 1 */
+        p.seed = 1000 + (uint64_t)i;
+        p.has_seed = 1;
+        submit(&r, &k, &sl[i], i, i % 2 ? "Once upon a time" : "", p, 1800, g);
+    }
+    shardlm_grammar_unref(g); /* the requests hold their own references */
+    wait_all(&k, NREQ);
+    cJSON *schema = cJSON_Parse(SCHEMA);
+    int distinct = 0;
+    for (int i = 0; i < NREQ; i++) {
+        k.text[i][k.len[i]] = 0;
+        cr_expect_eq(k.why[i], SHARDLM_END_STOP, "request %d ended with %d: %s", i, k.why[i], k.text[i]);
+        cJSON *doc = cJSON_Parse(k.text[i]);
+        cr_assert_not_null(doc, "request %d is not JSON: %s", i, k.text[i]);
+        char why[128] = "";
+        cr_expect(valid(doc, schema, why, sizeof why), "request %d does not validate (%s): %s", i, why, k.text[i]);
+        cJSON_Delete(doc);
+        distinct += i == 0 || strcmp(k.text[i], k.text[i - 1]) != 0;
+    }
+    cr_expect_gt(distinct, NREQ / 2, "temperature 1 should give different documents");
+    cJSON_Delete(schema);
+    rig_down(&r);
+}
+
+Test(structured, stories260K_twenty_documents_validate)
+{
+    twenty_valid_documents("models/stories260K.gguf");
+}
+
+Test(structured, random_model_twenty_documents_validate)
+{
+    twenty_valid_documents("models/llama-2-tiny-random.gguf");
+}
+
+Test(structured, logprobs_are_constrained_and_length_cuts)
+{
+    static sink k;
+    static slot sl[3];
+    memset(&k, 0, sizeof k);
+    pthread_mutex_init(&k.mu, NULL);
+    pthread_cond_init(&k.cv, NULL);
+    rig r;
+    rig_up(&r, "models/stories260K.gguf", 512);
+    char why[256];
+    shardlm_grammar *g;
+    /* only the byte token <0x7B> spells "{" (checked first), so its
+     * constrained probability is 1 */
+    const char *gbnf = "root ::= \"{\" [a-z ]*";
+    cr_assert_eq(shardlm_grammar_compile(gbnf, strlen(gbnf), &g, why, sizeof why), 0, "%s", why);
+    shardlm_grammar_vocab *v;
+    shardlm_grammar_state *st;
+    cr_assert_eq(shardlm_grammar_vocab_from_tokenizer(r.node.tok, &v), 0);
+    cr_assert_eq(shardlm_grammar_state_new(g, 0, &st), 0);
+    uint64_t bits[8];
+    cr_assert_eq(shardlm_grammar_mask(st, v, bits), 1, "one token may start");
+    shardlm_grammar_state_free(st);
+    shardlm_grammar_vocab_free(v);
+    shardlm_sampling_params p = shardlm_sampling_params_default();
+    p.logprobs = 1;
+    p.top_logprobs = 5;
+    p.seed = 7;
+    p.has_seed = 1;
+    submit(&r, &k, &sl[0], 0, "One day", p, 6, g);
+    shardlm_grammar *j = schema_grammar(SCHEMA);
+    p.logprobs = 0;
+    p.top_logprobs = 0;
+    submit(&r, &k, &sl[1], 1, "One day", p, 3, j);
+    wait_all(&k, 2);
+    k.text[0][k.len[0]] = 0;
+    cr_assert_eq(k.text[0][0], '{', "%s", k.text[0]);
+    cr_expect_float_eq(k.lp[0][0].logprob, 0.0f, 1e-6, "logprob %g", (double)k.lp[0][0].logprob);
+    cr_expect_eq(k.lp[0][0].n_top, 1, "%d alternatives listed, but only one is possible", k.lp[0][0].n_top);
+    for (int t = 1; t < 4; t++) { /* then a distribution over [a-z ] tokens only */
+        double mass = 0;
+        for (int a = 0; a < k.lp[0][t].n_top; a++) mass += exp(k.lp[0][t].top[a].logprob);
+        cr_expect_eq(k.lp[0][t].n_top, 5);
+        cr_expect_leq(mass, 1.0 + 1e-5);
+        cr_expect(k.lp[0][t].logprob < 0.0f && isfinite(k.lp[0][t].logprob));
+    }
+    cr_expect_eq(k.why[1], SHARDLM_END_LENGTH, "3 tokens cannot finish the document");
+    k.text[1][k.len[1]] = 0;
+    cr_expect_null(cJSON_Parse(k.text[1]), "a cut document does not parse: %s", k.text[1]);
+    shardlm_grammar_unref(g);
+    shardlm_grammar_unref(j);
+    rig_down(&r);
+}
