@@ -1,8 +1,10 @@
 /* test_structured.c - constrained decoding end to end in the scheduler:
  * 20 requests at temperature 1 sharing one grammar compiled from a schema
  * with nested objects, arrays, enums and required fields, on stories260K
- * (trained) and llama-2-tiny-random (random weights, the Llama 2
- * vocabulary); every output must parse and validate against the schema
+ * (trained), llama-2-tiny-random (random weights, the Llama 2
+ * vocabulary), and random synth weights carrying the Phi-3 and the Llama 3
+ * vocabularies (Llama 3's runs once the byte-level BPE tokenizer loads
+ * gpt2 GGUFs); every output must parse and validate against the schema
  * (a small validator below) and end with finish reason stop. Also: logprobs
  * are those of the constrained distribution, and max_tokens cuts a document
  * short with "length". */
@@ -16,6 +18,7 @@
 #include "../launcher/node.h"
 #include "../runtime/scheduler.h"
 #include "shardlm_common.h"
+#include "shardlm_gguf.h"
 #include "test_util.h"
 
 #define NREQ 20
@@ -139,8 +142,8 @@ static void *run_thread(void *arg)
 
 static void rig_up(rig *r, const char *rel, int n_ctx)
 {
-    char model[512];
-    snprintf(model, sizeof model, "%s", tu_shared(rel));
+    char model[600];
+    snprintf(model, sizeof model, "%s", rel[0] == '/' ? rel : tu_shared(rel));
     shardlm_node_opts o = {.model_path = model, .timeout_ms = 10000, .connect_timeout_ms = 10000,
                            .load_timeout_ms = 10000, .max_batch = 256, .n_threads = 1, .isq = -1,
                            .kv_cache_mb = 64, .block_size = 16, .n_ctx = n_ctx};
@@ -241,6 +244,135 @@ Test(structured, stories260K_twenty_documents_validate)
 Test(structured, random_model_twenty_documents_validate)
 {
     twenty_valid_documents("models/llama-2-tiny-random.gguf");
+}
+
+/* ---- a random model with the Llama 3 vocabulary ---- */
+
+static int copy_tensor(void *ctx, uint64_t i, void *dst, uint64_t nbytes)
+{
+    memcpy(dst, shardlm_gguf_tensor_at(ctx, i)->data, nbytes);
+    return 0;
+}
+
+/* Copies key i of g into w (strings and arrays of any element type). */
+static void copy_kv(shardlm_gguf_writer *w, const shardlm_gguf *g, uint64_t i)
+{
+    shardlm_gguf_str k = shardlm_gguf_kv_key(g, i);
+    char key[256];
+    snprintf(key, sizeof key, "%.*s", (int)k.len, k.ptr);
+    shardlm_gguf_vtype t = shardlm_gguf_kv_type(g, i);
+    if (t == SHARDLM_GGUF_STRING) {
+        shardlm_gguf_str v;
+        cr_assert_eq(shardlm_gguf_get_str(g, key, &v), 0);
+        char *z = strndup(v.ptr, v.len);
+        shardlm_gguf_writer_str(w, key, z);
+        free(z);
+    } else if (t == SHARDLM_GGUF_ARRAY) {
+        shardlm_gguf_vtype elem;
+        uint64_t n;
+        const void *data;
+        cr_assert_eq(shardlm_gguf_get_arr(g, key, &elem, &n, &data), 0);
+        if (elem != SHARDLM_GGUF_STRING) {
+            shardlm_gguf_writer_arr(w, key, elem, data, n);
+            return;
+        }
+        char **v = calloc(n ? n : 1, sizeof *v);
+        for (uint64_t j = 0; j < n; j++) {
+            shardlm_gguf_str e;
+            cr_assert_eq(shardlm_gguf_arr_str(g, key, j, &e), 0);
+            v[j] = strndup(e.ptr, e.len);
+        }
+        shardlm_gguf_writer_arr_str(w, key, (const char *const *)v, n);
+        for (uint64_t j = 0; j < n; j++) free(v[j]);
+        free(v);
+    } else {
+        uint64_t u = 0;
+        int64_t s64 = 0;
+        double f = 0;
+        int b = 0;
+        unsigned char raw[8];
+        if (t == SHARDLM_GGUF_FLOAT32 || t == SHARDLM_GGUF_FLOAT64) {
+            shardlm_gguf_get_f64(g, key, &f);
+            float f32 = (float)f;
+            memcpy(raw, t == SHARDLM_GGUF_FLOAT32 ? (void *)&f32 : (void *)&f, t == SHARDLM_GGUF_FLOAT32 ? 4 : 8);
+        } else if (t == SHARDLM_GGUF_BOOL) {
+            shardlm_gguf_get_bool(g, key, &b);
+            raw[0] = (unsigned char)b;
+        } else if (t == SHARDLM_GGUF_INT8 || t == SHARDLM_GGUF_INT16 || t == SHARDLM_GGUF_INT32 || t == SHARDLM_GGUF_INT64) {
+            shardlm_gguf_get_i64(g, key, &s64);
+            memcpy(raw, &s64, 8); /* little-endian: the low bytes first */
+        } else {
+            shardlm_gguf_get_u64(g, key, &u);
+            memcpy(raw, &u, 8);
+        }
+        shardlm_gguf_writer_scalar(w, key, t, raw);
+    }
+}
+
+/* A synth model's weights with the tokenizer.* keys of a vocabulary GGUF. */
+static void make_model_with_vocab(const char *out, const char *vocab_path, int n_vocab)
+{
+    char base[512], nv[16];
+    snprintf(base, sizeof base, "%s/base.gguf", tu_tmpdir());
+    snprintf(nv, sizeof nv, "%d", n_vocab);
+    char *argv[] = {(char *)tu_bin(), "synth", "-o", base, "--dim", "64", "--layers", "1", "--heads", "4",
+                    "--kv-heads", "2", "--ffn", "96", "--vocab", nv, "--type", "q8_0", NULL};
+    tu_result r = tu_run(argv, NULL, 120);
+    cr_assert_eq(r.exit_code, 0, "synth: %s", r.err);
+    tu_result_free(&r);
+    shardlm_gguf *b, *v;
+    cr_assert_eq(shardlm_gguf_open(base, &b), 0, "%s", shardlm_err_get());
+    cr_assert_eq(shardlm_gguf_open(vocab_path, &v), 0, "%s", shardlm_err_get());
+    shardlm_gguf_writer *w = shardlm_gguf_writer_new((uint32_t)shardlm_gguf_alignment(b));
+    for (uint64_t i = 0; i < shardlm_gguf_n_kv(b); i++)
+        if (strncmp(shardlm_gguf_kv_key(b, i).ptr, "tokenizer.", 10)) copy_kv(w, b, i);
+    for (uint64_t i = 0; i < shardlm_gguf_n_kv(v); i++)
+        if (!strncmp(shardlm_gguf_kv_key(v, i).ptr, "tokenizer.", 10)) copy_kv(w, v, i);
+    for (uint64_t i = 0; i < shardlm_gguf_n_tensors(b); i++) {
+        const shardlm_gguf_tensor *t = shardlm_gguf_tensor_at(b, i);
+        shardlm_gguf_writer_tensor(w, t->name, t->type, t->n_dims, t->ne);
+    }
+    cr_assert_eq(shardlm_gguf_writer_write(w, out, copy_tensor, b), 0, "%s", shardlm_err_get());
+    shardlm_gguf_writer_free(w);
+    shardlm_gguf_close(b);
+    shardlm_gguf_close(v);
+}
+
+/* 20 documents from a random model carrying the vocabulary of rel; a gpt2
+ * vocabulary needs the byte-level BPE tokenizer (branch bpe) and is
+ * skipped until one loads. */
+static void vocab_model_documents(const char *rel, const char *name)
+{
+    char vpath[512];
+    snprintf(vpath, sizeof vpath, "%s", tu_shared(rel));
+    shardlm_gguf *g;
+    shardlm_tokenizer *tok;
+    cr_assert_eq(shardlm_gguf_open(vpath, &g), 0);
+    int rc = shardlm_tokenizer_from_gguf(g, &tok);
+    if (!rc) shardlm_tokenizer_free(tok);
+    shardlm_gguf_vtype elem;
+    uint64_t nt = 0;
+    const void *data;
+    shardlm_gguf_get_arr(g, "tokenizer.ggml.tokens", &elem, &nt, &data);
+    shardlm_gguf_close(g);
+    if (rc && strstr(shardlm_err_get(), "gpt2"))
+        cr_skip_test("SKIP: %s needs the byte-level BPE tokenizer (branch bpe): %s", rel, shardlm_err_get());
+    cr_assert_eq(rc, 0, "%s", shardlm_err_get());
+    static char model[600];
+    snprintf(model, sizeof model, "%s/%s.gguf", tu_tmpdir(), name);
+    make_model_with_vocab(model, vpath, (int)nt);
+    twenty_valid_documents(model);
+}
+
+Test(structured, llama3_vocabulary_twenty_documents_validate)
+{
+    vocab_model_documents("models/vocab/ggml-vocab-llama-bpe.gguf", "llama3-vocab");
+}
+
+/* The same path with a SentencePiece vocabulary that loads today. */
+Test(structured, phi3_vocabulary_twenty_documents_validate)
+{
+    vocab_model_documents("models/vocab/ggml-vocab-phi-3.gguf", "phi3-vocab");
 }
 
 Test(structured, logprobs_are_constrained_and_length_cuts)
