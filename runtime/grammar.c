@@ -298,18 +298,49 @@ static int tr_grow(gr_machine *m)
     return 0;
 }
 
+/* A hot state's transitions move from the hash table to a dense array
+ * (the trie walk asks the same few states over and over). */
+static void dense_note(gr_machine *m, int32_t sid)
+{
+    if ((size_t)sid >= m->dense_cap) {
+        size_t cap = m->dense_cap ? m->dense_cap * 2 : 1024;
+        while (cap <= (size_t)sid) cap *= 2;
+        int32_t **d = realloc(m->dense, cap * sizeof *d);
+        uint16_t *h = d ? realloc(m->hits, cap * sizeof *h) : NULL;
+        if (d) m->dense = d;
+        if (!h) return; /* no room: it simply stays in the hash table */
+        m->hits = h;
+        memset(m->dense + m->dense_cap, 0, (cap - m->dense_cap) * sizeof *d);
+        memset(m->hits + m->dense_cap, 0, (cap - m->dense_cap) * sizeof *h);
+        m->dense_cap = cap;
+    }
+    if (m->dense[sid] || ++m->hits[sid] < GR_DENSE_AFTER) return;
+    int32_t *t = malloc(256 * sizeof *t);
+    if (!t) return;
+    for (int i = 0; i < 256; i++) t[i] = GR_UNKNOWN;
+    m->dense[sid] = t;
+    m->n_dense++;
+}
+
 int32_t gr_step(shardlm_grammar *g, int32_t sid, uint8_t b)
 {
     gr_machine *m = &g->m;
     if (m->oom) return GR_DEAD;
+    int32_t *d = (size_t)sid < m->dense_cap ? m->dense[sid] : NULL;
+    if (d && d[b] != GR_UNKNOWN) return d[b];
     uint64_t key = (uint64_t)(uint32_t)sid << 8 | b;
     if (m->tr_cap) {
         size_t mask = m->tr_cap - 1, j = mix64(key) & mask;
         for (; m->tr_key[j] != UINT64_MAX; j = (j + 1) & mask)
-            if (m->tr_key[j] == key) return m->tr_val[j];
+            if (m->tr_key[j] == key) {
+                if (d) d[b] = m->tr_val[j];
+                else dense_note(m, sid);
+                return m->tr_val[j];
+            }
     }
     int32_t next = step_uncached(g, sid, b);
     if (m->oom) return GR_DEAD; /* not cached: a later try may have memory */
+    if (d) d[b] = next;
     if ((m->tr_n + 1) * 2 > m->tr_cap && tr_grow(m)) {
         m->oom = 1;
         return next;
@@ -385,7 +416,7 @@ uint32_t gr_loop_info(shardlm_grammar *g, int32_t sid)
 size_t gr_machine_bytes(const gr_machine *m)
 {
     return (m->node_pos.cap * 3 + m->st_off.cap * 4 + m->st_pool.cap + m->node_tab_cap + m->st_tab_cap) * 4 +
-           m->st_loop_cap * 8 + m->tr_cap * 12;
+           m->st_loop_cap * 8 + m->tr_cap * 12 + m->dense_cap * 10 + m->n_dense * 1024;
 }
 
 static void machine_clear(gr_machine *m)
@@ -396,6 +427,12 @@ static void machine_clear(gr_machine *m)
     if (m->st_tab) memset(m->st_tab, 0, m->st_tab_cap * sizeof *m->st_tab);
     if (m->tr_key) memset(m->tr_key, 0xff, m->tr_cap * sizeof *m->tr_key);
     m->tr_n = 0;
+    for (size_t i = 0; i < m->dense_cap; i++) {
+        free(m->dense[i]);
+        m->dense[i] = NULL;
+        m->hits[i] = 0;
+    }
+    m->n_dense = 0;
     m->oom = 0;
     m->epoch++;
 }
@@ -415,6 +452,9 @@ void gr_machine_free(gr_machine *m)
     free(m->st_tab);
     free(m->tr_key);
     free(m->tr_val);
+    for (size_t i = 0; i < m->dense_cap; i++) free(m->dense[i]);
+    free(m->dense);
+    free(m->hits);
     free(m->scratch.v);
     memset(m, 0, sizeof *m);
 }

@@ -64,6 +64,11 @@ int shardlm_json_schema_gbnf(const cJSON *schema, const char *name, char **buf, 
  * schema NULL means any JSON object (response_format json_object). */
 int shardlm_json_schema_grammar(const cJSON *schema, shardlm_grammar **out, char *why, size_t cap);
 
+/* A grammar from a file (the CLI's --grammar FILE, or --json-schema FILE
+ * when json_schema). SHARDLM_EINPUT with the error text "FILE: what" (a
+ * GBNF error's line and column, a schema keyword refused, bad JSON). */
+int shardlm_grammar_from_file(const char *path, int json_schema, shardlm_grammar **out);
+
 /* ---- vocabularies ---- */
 
 /* n tokens, token i spelling bytes[i] (lens[i] bytes) when it is decoded.

@@ -37,6 +37,8 @@ enum { GE_END = 0, GE_CHAR = 1, GE_RULE = 2 };
 #define GR_MAX_EXPAND 200000         /* expansion steps for one transition */
 #define GR_CACHE_BYTES (48u << 20)   /* machine caches before a flush */
 #define GR_DEAD (-1)
+#define GR_UNKNOWN (-2)
+#define GR_DENSE_AFTER 24 /* lookups from a state before it gets a dense table */
 
 typedef struct {
     uint32_t lo, hi;
@@ -68,6 +70,9 @@ typedef struct {
     uint64_t *tr_key;   /* state << 8 | byte, UINT64_MAX empty */
     int32_t *tr_val;
     size_t tr_cap, tr_n;
+    int32_t **dense;    /* per state: 256 next states (GR_UNKNOWN: not yet), once it is hot */
+    uint16_t *hits;     /* per state: lookups, until it gets a dense table */
+    size_t dense_cap, n_dense;
     uint32_t epoch;     /* bumped by a flush */
     /* scratch for building a state */
     gr_u32s scratch;

@@ -75,11 +75,30 @@ static void bits_set_range(uint64_t *b, uint32_t lo, uint32_t hi)
     b[wh] |= mh;
 }
 
+/* Bits set (SWAR: a generic x86-64 build has no popcnt instruction). */
 static int bits_count(const uint64_t *b, size_t words)
 {
     int n = 0;
-    for (size_t i = 0; i < words; i++) n += __builtin_popcountll(b[i]);
+    for (size_t i = 0; i < words; i++) {
+        uint64_t x = b[i];
+        x -= (x >> 1) & 0x5555555555555555ull;
+        x = (x & 0x3333333333333333ull) + ((x >> 2) & 0x3333333333333333ull);
+        x = (x + (x >> 4)) & 0x0f0f0f0f0f0f0f0full;
+        n += (int)((x * 0x0101010101010101ull) >> 56);
+    }
     return n;
+}
+
+/* n floats of -inf: a few stores, then memcpy doubling (libc's wide copy). */
+static void fill_neg_inf(float *x, size_t n)
+{
+    size_t k = n < 16 ? n : 16;
+    for (size_t i = 0; i < k; i++) x[i] = -INFINITY;
+    while (k < n) {
+        size_t c = k < n - k ? k : n - k;
+        memcpy(x + k, x, c * sizeof *x);
+        k += c;
+    }
 }
 
 /* ---- building the vocabulary ---- */
@@ -521,7 +540,7 @@ int shardlm_grammar_apply(shardlm_grammar_state *s, const shardlm_grammar_vocab 
         for (uint32_t w = 0; mv.bits && w < words; w++)
             for (uint64_t x = mv.bits[w]; x; x &= x - 1) keep[k++] = logits[v->order[w * 64 + (uint32_t)__builtin_ctzll(x)]];
         for (int i = 0; mv.eog && i < v->n_eog; i++) keep[k++] = logits[v->eog[i]];
-        for (int32_t i = 0; i < v->n; i++) logits[i] = -INFINITY;
+        fill_neg_inf(logits, (size_t)v->n);
         k = 0;
         for (uint32_t w = 0; mv.bits && w < words; w++)
             for (uint64_t x = mv.bits[w]; x; x &= x - 1) logits[v->order[w * 64 + (uint32_t)__builtin_ctzll(x)]] = keep[k++];

@@ -621,3 +621,46 @@ int shardlm_json_schema_grammar(const cJSON *schema, shardlm_grammar **out, char
     free(buf);
     return rc;
 }
+
+int shardlm_grammar_from_file(const char *path, int json_schema, shardlm_grammar **out)
+{
+    *out = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        shardlm_err_set("%s: cannot open the file", path);
+        return SHARDLM_EINPUT;
+    }
+    char *text = NULL;
+    size_t len = 0, cap = 0, k;
+    char chunk[65536];
+    while ((k = fread(chunk, 1, sizeof chunk, f)) > 0 && len + k <= (64u << 20)) {
+        if (len + k + 1 > cap) {
+            cap = (len + k + 1) * 2;
+            char *t = realloc(text, cap);
+            if (!t) {
+                free(text);
+                fclose(f);
+                return SHARDLM_ENOMEM;
+            }
+            text = t;
+        }
+        memcpy(text + len, chunk, k);
+        len += k;
+    }
+    fclose(f);
+    if (!text && !(text = calloc(1, 1))) return SHARDLM_ENOMEM;
+    text[len] = 0;
+    char why[512];
+    int rc;
+    if (json_schema) {
+        cJSON *s = cJSON_ParseWithLength(text, len);
+        rc = s ? shardlm_json_schema_grammar(s, out, why, sizeof why) : SHARDLM_EINPUT;
+        if (!s) snprintf(why, sizeof why, "not valid JSON");
+        cJSON_Delete(s);
+    } else {
+        rc = shardlm_grammar_compile(text, len, out, why, sizeof why);
+    }
+    free(text);
+    if (rc) shardlm_err_set("%s: %s", path, why);
+    return rc;
+}
