@@ -7,7 +7,8 @@
  * SentencePiece tokenizer of llama-2-tiny-random.gguf, with the first
  * token after BOS losing its space), a synthetic one full of UTF-8
  * fragments, quotes, escapes, blanks, duplicates and empty tokens, and
- * Llama 3's (runs once the byte-level BPE tokenizer loads gpt2 GGUFs). */
+ * Llama 3's 128k: its bytes decoded here from the GGUF, and through the
+ * tokenizer once the byte-level BPE tokenizer loads gpt2 GGUFs. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
@@ -198,6 +199,58 @@ Test(grammar_mask, llama2_vocabulary)
 Test(grammar_mask, llama3_vocabulary)
 {
     run_tokenizer_vocab("models/vocab/ggml-vocab-llama-bpe.gguf");
+}
+
+/* Llama 3's 128,256 tokens as bytes, decoded here from the GGUF's
+ * byte-level spellings (GPT-2's byte-to-character map) without the
+ * tokenizer, so the mask is checked on a real 128k vocabulary today. */
+static void llama3_bytes(tvocab *t)
+{
+    int map[512];
+    for (int i = 0; i < 512; i++) map[i] = -1;
+    for (int b = 0, extra = 0; b < 256; b++) {
+        int keep = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+        map[keep ? b : 256 + extra++] = b;
+    }
+    shardlm_gguf *g;
+    cr_assert_eq(shardlm_gguf_open(tu_shared("models/vocab/ggml-vocab-llama-bpe.gguf"), &g), 0);
+    shardlm_gguf_vtype elem;
+    uint64_t n;
+    const void *data;
+    cr_assert_eq(shardlm_gguf_get_arr(g, "tokenizer.ggml.tokens", &elem, &n, &data), 0);
+    memset(t, 0, sizeof *t);
+    t->n = (int32_t)n;
+    t->text = calloc(n, sizeof *t->text);
+    t->len = calloc(n, sizeof *t->len);
+    for (uint64_t i = 0; i < n; i++) {
+        shardlm_gguf_str sp;
+        double type = 1;
+        cr_assert_eq(shardlm_gguf_arr_str(g, "tokenizer.ggml.tokens", i, &sp), 0);
+        shardlm_gguf_arr_f64(g, "tokenizer.ggml.token_type", i, &type);
+        t->text[i] = malloc(sp.len + 1);
+        if (type == 3) continue; /* control tokens have no text */
+        for (uint64_t j = 0; j < sp.len;) {
+            unsigned c = (unsigned char)sp.ptr[j];
+            uint32_t cp = c < 0x80 ? c : (c & 0x1F) << 6 | (sp.ptr[j + 1] & 0x3F);
+            j += c < 0x80 ? 1 : 2;
+            cr_assert(cp < 512 && map[cp] >= 0, "token %llu: not a byte-level spelling", (unsigned long long)i);
+            t->text[i][t->len[i]++] = (char)map[cp];
+        }
+    }
+    shardlm_gguf_close(g);
+    int32_t eog[2] = {128001, 128009}; /* <|end_of_text|>, <|eot_id|> */
+    cr_assert_eq(shardlm_grammar_vocab_new(t->n, (const char *const *)t->text, t->len, NULL, NULL, eog, 2, &t->v), 0);
+    t->eog = eog[1];
+}
+
+Test(grammar_mask, llama3_vocabulary_bytes)
+{
+    tvocab t;
+    llama3_bytes(&t);
+    shardlm_grammar *g = schema(SCHEMA);
+    for (size_t d = 0; d < sizeof DOCS / sizeof DOCS[0]; d++) walk_doc(g, &t, DOCS[d], 0, 300);
+    shardlm_grammar_unref(g);
+    tvocab_free(&t);
 }
 
 /* The first token after BOS is decoded without its leading space. */
