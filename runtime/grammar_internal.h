@@ -144,12 +144,12 @@ static inline int gr_u32_push(gr_u32s *a, uint32_t x)
 }
 
 /* grammar_parse.c */
-int gr_class_has(const shardlm_grammar *g, uint32_t cls, uint32_t cp);
-/* Whether the class holds any code point in [lo, hi]. */
-int gr_class_meets(const shardlm_grammar *g, uint32_t cls, uint32_t lo, uint32_t hi);
 void gr_free_compiled(shardlm_grammar *g);
 
 /* grammar.c */
+int gr_class_has(const shardlm_grammar *g, uint32_t cls, uint32_t cp);
+/* Whether the class holds any code point in [lo, hi]. */
+int gr_class_meets(const shardlm_grammar *g, uint32_t cls, uint32_t lo, uint32_t hi);
 int gr_machine_init(shardlm_grammar *g);
 void gr_machine_free(gr_machine *m);
 /* The state after one byte, or GR_DEAD. May grow the caches (never flushes). */

@@ -103,11 +103,9 @@ static void fill_neg_inf(float *x, size_t n)
 
 /* ---- building the vocabulary ---- */
 
-static const shardlm_grammar_vocab *sort_vocab; /* qsort has no context argument */
-
-static int rank_cmp(const void *a, const void *b)
+static int rank_cmp(const void *a, const void *b, void *ctx)
 {
-    const shardlm_grammar_vocab *v = sort_vocab;
+    const shardlm_grammar_vocab *v = ctx;
     int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
     uint32_t lx = v->off[x + 1] - v->off[x], ly = v->off[y + 1] - v->off[y];
     int c = memcmp(v->blob + v->off[x], v->blob + v->off[y], lx < ly ? lx : ly);
@@ -306,8 +304,7 @@ int shardlm_grammar_vocab_new(int32_t n, const char *const *bytes, const uint32_
     if (!rc && lead_bytes) rc = copy_texts(n, lead_bytes, lead_lens, &v->lead_blob, &v->lead_off);
     if (!rc) rc = vocab_lists(v, eog, n_eog);
     if (!rc) {
-        sort_vocab = v;
-        qsort(v->order, v->n_sorted, sizeof *v->order, rank_cmp);
+        qsort_r(v->order, v->n_sorted, sizeof *v->order, rank_cmp, v);
         for (uint32_t r = 0; r < v->n_sorted; r++) v->rank[v->order[r]] = r;
         rc = trie_build(v, &utf8);
     }

@@ -287,26 +287,6 @@ static int class_matchable(const gr_range *r, size_t n)
     return 0;
 }
 
-int gr_class_has(const shardlm_grammar *g, uint32_t cls, uint32_t cp)
-{
-    const gr_class *c = &g->cls[cls];
-    if (cp < 128) return (int)(c->ascii[cp >> 6] >> (cp & 63) & 1);
-    return gr_class_meets(g, cls, cp, cp);
-}
-
-int gr_class_meets(const shardlm_grammar *g, uint32_t cls, uint32_t lo, uint32_t hi)
-{
-    const gr_class *c = &g->cls[cls];
-    const gr_range *r = g->ranges + c->first;
-    size_t a = 0, b = c->n; /* the first range with r.hi >= lo */
-    while (a < b) {
-        size_t m = (a + b) / 2;
-        if (r[m].hi < lo) a = m + 1;
-        else b = m;
-    }
-    return a < c->n && r[a].lo <= hi;
-}
-
 /* ---- lexical pieces ---- */
 
 static int hex_digits(gp *p, int n, uint32_t *out)
