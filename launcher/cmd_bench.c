@@ -5,18 +5,29 @@
  * --batch B it also runs B sequences decoding together, one token of each
  * per step over the paged KV cache, as `serve` batches its users (tgB). */
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "grammar.h"
 #include "node.h"
+#include "sampling.h"
 #include "shardlm_cli.h"
 #include "shardlm_common.h"
 
 typedef struct {
     shardlm_node_opts node;
     int pp, tg, reps, world, json, batch;
+    const char *grammar_file; /* --grammar / --json-schema: also time the token mask */
+    int json_schema;
 } bench_opts;
+
+/* What the constrained-decoding pass measured. */
+typedef struct {
+    double mask_us, p50_us, max_us, step_us, vocab_ms;
+    int tokens, docs;
+} bench_mask;
 
 static void bench_usage(FILE *f)
 {
@@ -28,6 +39,8 @@ static void bench_usage(FILE *f)
                "  --isq q8_0|q4_0  quantise F32/F16/BF16 weights while loading\n"
                "  --kv-cache-type f32|f16|q8_0  KV cache element type (default f32)\n"
                "  --batch B  also decode B sequences together for -n steps (aggregate tok/s; B <= 256)\n"
+               "  --grammar FILE | --json-schema FILE  also decode -n tokens constrained by the grammar and\n"
+               "         report the token mask's cost per token against the decode step's\n"
                "  --json one object: pp_tok_s, tg_tok_s, their samples, weights_bytes, ...\n");
 }
 
@@ -37,7 +50,8 @@ static int bench_parse(int argc, char **argv, bench_opts *o)
         {"model", required_argument, 0, 'm'}, {"threads", required_argument, 0, 't'},
         {"world-size", required_argument, 0, 'W'}, {"json", no_argument, 0, 'J'},
         {"pin-threads", no_argument, 0, 'P'}, {"help", no_argument, 0, 'h'}, {"isq", required_argument, 0, 'Q'},
-        {"kv-cache-type", required_argument, 0, 'V'}, {"batch", required_argument, 0, 'B'}, {0, 0, 0, 0}};
+        {"kv-cache-type", required_argument, 0, 'V'}, {"batch", required_argument, 0, 'B'},
+        {"grammar", required_argument, 0, 'g'}, {"json-schema", required_argument, 0, 'S'}, {0, 0, 0, 0}};
     int c;
     char *end;
     optind = 1;
@@ -49,6 +63,15 @@ static int bench_parse(int argc, char **argv, bench_opts *o)
                 fprintf(stderr, "shardlm bench: invalid value '%s' for --isq (q8_0 or q4_0)\n", optarg);
                 return SHARDLM_EINPUT;
             }
+            continue;
+        }
+        if (c == 'g' || c == 'S') {
+            if (o->grammar_file) {
+                fprintf(stderr, "shardlm bench: --grammar and --json-schema are given more than once\n");
+                return SHARDLM_EINPUT;
+            }
+            o->grammar_file = optarg;
+            o->json_schema = c == 'S';
             continue;
         }
         if (c == 'V') {
@@ -78,6 +101,16 @@ static int bench_parse(int argc, char **argv, bench_opts *o)
     }
     if (o->batch > 256) {
         fprintf(stderr, "shardlm bench: --batch %d is more than 256\n", o->batch);
+        return SHARDLM_EINPUT;
+    }
+    shardlm_grammar *gr = NULL; /* a bad grammar fails before any rank starts */
+    if (o->grammar_file && shardlm_grammar_from_file(o->grammar_file, o->json_schema, &gr)) {
+        fprintf(stderr, "shardlm bench: %s\n", shardlm_err_get());
+        return SHARDLM_EINPUT;
+    }
+    shardlm_grammar_unref(gr);
+    if (o->grammar_file && o->tg < 1) {
+        fprintf(stderr, "shardlm bench: --%s needs -n decode steps\n", o->json_schema ? "json-schema" : "grammar");
         return SHARDLM_EINPUT;
     }
     if (!o->node.model_path || o->world < 1 || (o->world & (o->world - 1))) {
@@ -164,6 +197,76 @@ static double bench_tg_batch(shardlm_engine *e, const int32_t *toks, int n, int 
     return rc ? rc : (double)n * B / dt;
 }
 
+static int cmp_float(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* One sequence decoding -n tokens under the grammar (temperature 1, a
+ * fixed seed), restarted whenever a document ends. Each step's mask is
+ * timed right after the step itself, so load on the machine falls on both
+ * alike. */
+static int bench_grammar_run(const bench_opts *o, shardlm_node *n, float *logits, int vocab, bench_mask *bm)
+{
+    shardlm_grammar *gr = NULL;
+    shardlm_grammar_vocab *gv = NULL;
+    shardlm_grammar_state *st = NULL;
+    shardlm_seq_sampler *smp = NULL;
+    shardlm_sampling_params sp = shardlm_sampling_params_default();
+    sp.seed = 42;
+    sp.has_seed = 1;
+    float *mask_us = malloc((size_t)o->tg * sizeof *mask_us);
+    double t0 = shardlm_now_s();
+    int rc = mask_us ? shardlm_grammar_vocab_from_tokenizer(n->tok, &gv) : SHARDLM_ENOMEM;
+    bm->vocab_ms = (shardlm_now_s() - t0) * 1e3;
+    int32_t eos = shardlm_tokenizer_eos(n->tok), tok = shardlm_tokenizer_bos(n->tok);
+    if (!rc && shardlm_grammar_vocab_n(gv) > vocab) {
+        shardlm_err_set("the tokenizer has more tokens than the model (%d > %d)", shardlm_grammar_vocab_n(gv), vocab);
+        rc = SHARDLM_EINPUT;
+    }
+    if (!rc) rc = shardlm_grammar_from_file(o->grammar_file, o->json_schema, &gr);
+    if (!rc) rc = shardlm_grammar_state_new(gr, 1, &st);
+    if (!rc) rc = shardlm_seq_sampler_new(&sp, NULL, 0, 0, &smp);
+    double step_s = 0, mask_s = 0;
+    uint8_t want = 1;
+    for (int i = 0; !rc && i < o->tg; i++) {
+        double a = shardlm_now_s();
+        if ((rc = shardlm_engine_step(n->engine, &tok, &i, &want, 1, logits))) break;
+        double b = shardlm_now_s();
+        rc = shardlm_grammar_apply(st, gv, logits);
+        for (int32_t k = shardlm_grammar_vocab_n(gv); k < vocab; k++) logits[k] = -INFINITY;
+        double c = shardlm_now_s();
+        step_s += b - a;
+        mask_s += c - b;
+        mask_us[i] = (float)((c - b) * 1e6);
+        if (!rc && ((tok = shardlm_seq_sample(smp, &sp, logits, vocab, NULL)) < 0 ||
+                    shardlm_grammar_accept_token(st, gv, tok)))
+            rc = SHARDLM_ERUNTIME;
+        if (!rc && (tok == eos || shardlm_grammar_must_end(st))) { /* a document is done: start the next */
+            bm->docs++;
+            shardlm_grammar_state_free(st);
+            st = NULL;
+            rc = shardlm_grammar_state_new(gr, 0, &st);
+            if (tok == eos) tok = shardlm_tokenizer_bos(n->tok);
+        }
+    }
+    if (!rc) {
+        qsort(mask_us, (size_t)o->tg, sizeof *mask_us, cmp_float);
+        bm->tokens = o->tg;
+        bm->mask_us = mask_s / o->tg * 1e6;
+        bm->step_us = step_s / o->tg * 1e6;
+        bm->p50_us = mask_us[o->tg / 2];
+        bm->max_us = mask_us[o->tg - 1];
+    }
+    free(mask_us);
+    shardlm_seq_sampler_free(smp);
+    shardlm_grammar_state_free(st);
+    shardlm_grammar_unref(gr);
+    shardlm_grammar_vocab_free(gv);
+    return rc;
+}
+
 static uint64_t model_weight_bytes(const char *path)
 {
     shardlm_gguf *g;
@@ -174,8 +277,23 @@ static uint64_t model_weight_bytes(const char *path)
     return sum;
 }
 
+static void bench_print_mask(const bench_opts *o, const shardlm_node *n, const bench_mask *m)
+{
+    double pct = m->step_us > 0 ? 100.0 * m->mask_us / m->step_us : 0;
+    if (!o->json) {
+        printf("| %s | mask %s | vocab %d | %d tokens, %d documents | mask %.1f us/token (p50 %.1f, max %.1f) = %.2f %% "
+               "of a %.1f us decode step; vocabulary trie %.0f ms |\n", o->node.model_path, o->grammar_file,
+               shardlm_model_hparams(n->model)->vocab, m->tokens, m->docs, m->mask_us, m->p50_us, m->max_us, pct,
+               m->step_us, m->vocab_ms);
+        return;
+    }
+    printf(",\"mask_file\":\"%s\",\"mask_tokens\":%d,\"mask_docs\":%d,\"mask_us\":%.3f,\"mask_p50_us\":%.3f,"
+           "\"mask_max_us\":%.3f,\"mask_step_us\":%.3f,\"mask_pct_of_decode\":%.3f,\"mask_vocab_ms\":%.1f",
+           o->grammar_file, m->tokens, m->docs, m->mask_us, m->p50_us, m->max_us, m->step_us, pct, m->vocab_ms);
+}
+
 static void bench_print(const bench_opts *o, const shardlm_node *n, const double *pp, const double *tg,
-                        const double *tb, int reps)
+                        const double *tb, int reps, const bench_mask *m)
 {
     double mpp = o->pp ? median(pp, reps) : 0, mtg = o->tg ? median(tg, reps) : 0;
     double mtb = o->batch && o->tg ? median(tb, reps) : 0;
@@ -192,6 +310,7 @@ static void bench_print(const bench_opts *o, const shardlm_node *n, const double
             printf("| %s | %.0f | %d | %d | %s | tg%d x %d seqs | %.2f (%.2fx tg) |\n", o->node.model_path,
                    wb / 1048576.0, n->world, n->n_threads, shardlm_kernels_isa(), o->tg, o->batch, mtb,
                    mtg > 0 ? mtb / mtg : 0);
+        if (o->grammar_file) bench_print_mask(o, n, m);
         return;
     }
     printf("{\"model\":\"%s\",\"weights_bytes\":%llu,\"world_size\":%d,\"threads\":%d,\"isa\":\"%s\",\"pp\":%d,"
@@ -208,6 +327,7 @@ static void bench_print(const bench_opts *o, const shardlm_node *n, const double
         for (int i = 0; i < reps; i++) printf("%s%.3f", i ? "," : "", tb[i]);
         printf("]");
     }
+    if (o->grammar_file) bench_print_mask(o, n, m);
     printf("}\n");
 }
 
@@ -234,7 +354,9 @@ static int bench_run(const bench_opts *o, shardlm_node *n)
             rc = (int)tb[r];
         shardlm_progress("bench", (uint64_t)r + 1, (uint64_t)o->reps);
     }
-    if (!rc) bench_print(o, n, pp, tg, tb, o->reps);
+    bench_mask bm = {0};
+    if (!rc && o->grammar_file) rc = bench_grammar_run(o, n, logits, vocab, &bm);
+    if (!rc) bench_print(o, n, pp, tg, tb, o->reps, &bm);
     free(toks);
     free(logits);
     return rc;

@@ -3,6 +3,7 @@
  * RING_CONFIG set it is rank 0 of a ring started by hand. stdout carries
  * exactly the generated text; progress and figures go to stderr. */
 #include <getopt.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 #include "shardlm_common.h"
 #include "weights.h"
 #include "shardlm_launch.h"
+#include "grammar.h"
 #include "sampling.h"
 
 typedef struct {
@@ -27,6 +29,8 @@ typedef struct {
     const char *logits_out, *ids_out;
     int32_t *prompt_ids; /* --prompt-ids: the prompt as token ids, instead of -p */
     int n_prompt_ids, ignore_eos;
+    const char *grammar_file; /* --grammar or --json-schema */
+    int json_schema;
 } gen_opts;
 
 static void gen_usage(FILE *f)
@@ -52,6 +56,8 @@ static void gen_usage(FILE *f)
             "      --logits-out FILE     append each step's logits (f32) to FILE\n"
             "      --ids-out FILE        write the generated token ids to FILE, one per line\n"
             "      --ignore-eos          do not stop at EOS or BOS: always generate N tokens\n"
+            "      --grammar FILE        constrain the output to a GBNF grammar (llama.cpp's syntax)\n"
+            "      --json-schema FILE    constrain the output to JSON valid against a JSON Schema\n"
             "      --comm KIND           collective backend: auto (default), ring, mpi, nccl\n"
             "      --device DEV          cpu (default), cuda or cuda:K\n"
             "      --weights-from rank0  local workers get their shards from rank 0, not the file\n"
@@ -103,6 +109,7 @@ static int gen_parse(int argc, char **argv, gen_opts *o)
         {"comm-dtype", required_argument, 0, 'X'},  {"prompt-ids", required_argument, 0, 'I'},
         {"ids-out", required_argument, 0, 'O'},     {"ignore-eos", no_argument, 0, 'e'},
         {"weights-from", required_argument, 0, 'w'}, {"weights-cache", required_argument, 0, 'G'},
+        {"grammar", required_argument, 0, 'g'},  {"json-schema", required_argument, 0, 'J' + 256},
         {0, 0, 0, 0}};
     int c;
     char *end;
@@ -137,6 +144,14 @@ static int gen_parse(int argc, char **argv, gen_opts *o)
         case 'V': o->node.kv_type = shardlm_node_kv_type_parse(optarg); if (o->node.kv_type < 0) BAD("--kv-cache-type (f32, f16 or q8_0)"); break;
         case 'w': o->node.weights_from = optarg; break;
         case 'G': o->node.weights_cache = optarg; break;
+        case 'g': case 'J' + 256:
+            if (o->grammar_file) {
+                fprintf(stderr, "shardlm generate: --grammar and --json-schema are given more than once\n");
+                return SHARDLM_EINPUT;
+            }
+            o->grammar_file = optarg;
+            o->json_schema = c != 'g';
+            break;
         case 'h': gen_usage(stdout); return 1;
         default: gen_usage(stderr); return SHARDLM_EINPUT;
         }
@@ -149,6 +164,12 @@ static int gen_parse(int argc, char **argv, gen_opts *o)
         fprintf(stderr, "shardlm generate: give the prompt as text (-p) or as ids (--prompt-ids), not both\n");
         return SHARDLM_EINPUT;
     }
+    shardlm_grammar *gr = NULL; /* a bad grammar fails before any rank starts */
+    if (o->grammar_file && shardlm_grammar_from_file(o->grammar_file, o->json_schema, &gr)) {
+        fprintf(stderr, "shardlm generate: %s\n", shardlm_err_get());
+        return SHARDLM_EINPUT;
+    }
+    shardlm_grammar_unref(gr);
     const char *wbad = shardlm_weights_flags_check(o->node.model_path, o->node.weights_from, 0);
     if (wbad) {
         fprintf(stderr, "shardlm generate: %s\n", wbad);
@@ -227,9 +248,36 @@ static void gen_emit(const shardlm_tokenizer *tok, shardlm_detok *d, int32_t id)
     fflush(stdout);
 }
 
+/* --grammar / --json-schema: the sampler's hook masks each step. */
+typedef struct {
+    shardlm_grammar_vocab *vocab;
+    shardlm_grammar_state *state;
+} gen_constraint;
+
+static int gen_mask(void *ctx, float *logits, int n_vocab)
+{
+    gen_constraint *c = ctx;
+    int32_t n = shardlm_grammar_vocab_n(c->vocab);
+    if (n > n_vocab) return SHARDLM_EINPUT;
+    for (int32_t i = n; i < n_vocab; i++) logits[i] = -INFINITY;
+    return shardlm_grammar_apply(c->state, c->vocab, logits);
+}
+
+static int gen_constraint_open(const gen_opts *o, const shardlm_tokenizer *tok, int lead, gen_constraint *c)
+{
+    shardlm_grammar *gr;
+    int rc = shardlm_grammar_from_file(o->grammar_file, o->json_schema, &gr);
+    if (rc) return rc;
+    rc = shardlm_grammar_vocab_from_tokenizer(tok, &c->vocab);
+    if (!rc) rc = shardlm_grammar_state_new(gr, lead, &c->state);
+    shardlm_grammar_unref(gr); /* the state holds it */
+    return rc;
+}
+
 static int gen_decode(gen_run *g, const gen_opts *o, shardlm_detok *d, int pos)
 {
     const shardlm_tokenizer *tok = g->node->tok;
+    gen_constraint con = {0};
     /* the same per-sequence sampler as `serve`, with temperature and top_p */
     shardlm_sampling_params sp = shardlm_sampling_params_default();
     sp.temperature = o->temp;
@@ -239,17 +287,22 @@ static int gen_decode(gen_run *g, const gen_opts *o, shardlm_detok *d, int pos)
     shardlm_seq_sampler *smp;
     if (shardlm_seq_sampler_new(&sp, NULL, 0, 0, &smp)) return SHARDLM_ENOMEM;
     int n_ctx = shardlm_engine_n_ctx(g->node->engine), rc = SHARDLM_OK;
+    if (o->grammar_file && (rc = gen_constraint_open(o, tok, d->prev == shardlm_tokenizer_bos(tok), &con))) {
+        shardlm_seq_sampler_free(smp);
+        return rc;
+    }
+    if (con.state) shardlm_seq_sampler_set_hook(smp, gen_mask, &con);
     double t0 = shardlm_now_s();
     for (int i = 0; i < o->n_new; i++) {
         int32_t next = shardlm_seq_sample(smp, &sp, g->logits, g->vocab, NULL);
-        if (next < 0) {
-            rc = SHARDLM_ENOMEM;
+        if (next < 0 || (con.state && shardlm_grammar_accept_token(con.state, con.vocab, next))) {
+            rc = next < 0 ? SHARDLM_ENOMEM : SHARDLM_ERUNTIME;
             break;
         }
         if (!o->ignore_eos && (next == shardlm_tokenizer_eos(tok) || next == shardlm_tokenizer_bos(tok))) break;
         if (g->ids_file) fprintf(g->ids_file, "%d\n", (int)next);
         gen_emit(tok, d, next);
-        if (i + 1 == o->n_new) break;
+        if (i + 1 == o->n_new || (con.state && shardlm_grammar_must_end(con.state))) break;
         if (pos >= n_ctx) {
             fprintf(stderr, "shardlm: stopping at the context length (%d)\n", n_ctx);
             break;
@@ -261,6 +314,8 @@ static int gen_decode(gen_run *g, const gen_opts *o, shardlm_detok *d, int pos)
     }
     g->decode_s = shardlm_now_s() - t0;
     shardlm_seq_sampler_free(smp);
+    shardlm_grammar_state_free(con.state);
+    shardlm_grammar_vocab_free(con.vocab);
     return rc;
 }
 

@@ -103,6 +103,8 @@ struct shardlm_seq_sampler {
     uint32_t cap, used;
     int track; /* a penalty is on: keep the table */
     int n_generated;
+    shardlm_logits_hook hook;
+    void *hook_ctx;
 };
 
 static uint64_t splitmix64(uint64_t *x)
@@ -202,6 +204,12 @@ int shardlm_seq_sampler_accept(shardlm_seq_sampler *s, int32_t token)
     }
     s->n_generated++;
     return SHARDLM_OK;
+}
+
+void shardlm_seq_sampler_set_hook(shardlm_seq_sampler *s, shardlm_logits_hook fn, void *ctx)
+{
+    s->hook = fn;
+    s->hook_ctx = ctx;
 }
 
 int shardlm_seq_sampler_n_generated(const shardlm_seq_sampler *s)
@@ -332,7 +340,7 @@ static int32_t draw_threshold(const float *x, int n, float t, float w_min, doubl
     int32_t last = -1;
     for (int i = 0; i < n; i++) {
         float w = weight(x[i], m, t);
-        if (w < w_min) continue;
+        if (w < w_min || w <= 0.0f) continue; /* w == 0: a masked (-inf) token */
         acc += w;
         last = i;
         if (r < acc) return i;
@@ -383,6 +391,7 @@ static int32_t draw_top_k(const shardlm_sampling_params *p, const float *x, int 
         return -1;
     }
     int nc = select_top(x, n, k, c);
+    while (nc > 1 && c[nc - 1].logit == -INFINITY) nc--; /* masked tokens are never candidates */
     double z = 0.0;
     for (int i = 0; i < nc; i++) z += weight(c[i].logit, c[0].logit, t);
     int keep = nucleus_len(c, nc, z, p->top_p, t);
@@ -476,7 +485,7 @@ static int32_t draw_nucleus_all(const shardlm_sampling_params *p, const float *x
     double r = u * kept, acc = 0.0;
     int32_t id = c[0].id;
     for (int i = 0; i < keep; i++) {
-        if (c[i].w < p->min_p) continue;
+        if (c[i].w < p->min_p || c[i].w <= 0.0f) continue;
         id = c[i].id;
         if (r < (acc += c[i].w)) break;
     }
@@ -493,6 +502,7 @@ static int32_t draw_nucleus(const shardlm_sampling_params *p, const float *x, in
     for (int i = 0; i < n; i++) z += weight(x[i], m, t);
     cand c[64];
     int nc = select_top(x, n, 64, c);
+    while (nc > 1 && c[nc - 1].logit == -INFINITY) nc--;
     int keep = nucleus_len(c, nc, z, p->top_p, t);
     if (!keep && nc < n) return draw_nucleus_all(p, x, n, u);
     return draw_sorted(c, min_p_cut(c, keep ? keep : nc, p->min_p, t), t, u);
@@ -510,6 +520,7 @@ static void fill_logprobs(const float *x, int n, int32_t tok, int top, shardlm_l
     out->logprob = (float)(x[tok] - lse);
     cand c[SHARDLM_TOP_LOGPROBS_MAX];
     out->n_top = top > 0 ? select_top(x, n, top, c) : 0;
+    while (out->n_top > 0 && c[out->n_top - 1].logit == -INFINITY) out->n_top--; /* masked: impossible */
     for (int i = 0; i < out->n_top; i++) out->top[i] = (shardlm_token_logprob){c[i].id, (float)(c[i].logit - lse)};
 }
 
@@ -521,6 +532,7 @@ int32_t shardlm_seq_sample(shardlm_seq_sampler *s, const shardlm_sampling_params
     double u = rng_uniform(&s->rng); /* exactly one step per token */
     if (s->track && tab_reserve(s)) return -1;
     shardlm_seq_process_logits(s, p, logits, n_vocab);
+    if (s->hook && s->hook(s->hook_ctx, logits, n_vocab)) return -1;
     int32_t id;
     if (p->temperature <= 0.0f || p->top_k == 1)
         id = argmax(logits, n_vocab);

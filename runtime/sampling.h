@@ -10,6 +10,9 @@
  *   3. presence/frequency penalties over the generated tokens:
  *      logit -= presence * [count > 0] + frequency * count;
  *      -> logits now hold the "processed" logits (left in the caller's array);
+ *   3b. the constraint hook, when set (a grammar's token mask): tokens it
+ *      forbids get -inf, so logprobs and every cut below see the
+ *      constrained distribution (the hook always leaves some token);
  *   4. logprobs, when asked: log-softmax of the processed logits at
  *      temperature 1, before any truncation (the model's log probability of
  *      the token after bias and penalties);
@@ -75,7 +78,7 @@ typedef struct {
 typedef struct {
     int32_t token;  /* the chosen token */
     float logprob;  /* its log probability */
-    int n_top;      /* = top_logprobs (fewer only when the vocab is smaller) */
+    int n_top;      /* = top_logprobs (fewer when fewer tokens are possible) */
     shardlm_token_logprob top[SHARDLM_TOP_LOGPROBS_MAX]; /* descending */
 } shardlm_logprobs;
 
@@ -88,6 +91,12 @@ typedef struct shardlm_seq_sampler shardlm_seq_sampler;
 int shardlm_seq_sampler_new(const shardlm_sampling_params *p, const int32_t *prompt, int n_prompt, uint32_t choice,
                             shardlm_seq_sampler **out);
 void shardlm_seq_sampler_free(shardlm_seq_sampler *s);
+
+/* A hook run on the processed logits before logprobs and sampling
+ * (constrained decoding): it sets forbidden tokens to -INFINITY and
+ * returns SHARDLM_OK, or an error that makes shardlm_seq_sample fail. */
+typedef int (*shardlm_logits_hook)(void *ctx, float *logits, int n_vocab);
+void shardlm_seq_sampler_set_hook(shardlm_seq_sampler *s, shardlm_logits_hook fn, void *ctx);
 
 /* Records a token as generated without sampling it (it then counts for
  * the penalties). shardlm_seq_sample records its own picks. */

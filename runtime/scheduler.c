@@ -11,6 +11,7 @@
 #include "scheduler.h"
 
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +33,10 @@ typedef struct sched_seq {
     shardlm_detok detok;
     shardlm_kv_seq kv;
     int has_kv, cancelled, chunk, want_row;
+    shardlm_grammar *grammar;     /* constrained decoding: NULL when off */
+    shardlm_grammar_state *gst;   /* made on the engine thread at the first sample */
+    const shardlm_grammar_vocab *gvocab;
+    int lead;                     /* the prompt ends with BOS (the first piece loses its space) */
     struct sched_seq *next; /* inbox / waiting list */
 } sched_seq;
 
@@ -61,6 +66,7 @@ struct shardlm_sched {
     int *b_table_len;
     sched_seq **b_seqs;
     float *logits;
+    shardlm_grammar_vocab *gvocab; /* the tokens as bytes, built at the first grammar request */
 };
 
 /* ---- one sequence ---- */
@@ -69,6 +75,8 @@ static void seq_free(sched_seq *q)
 {
     if (!q) return;
     shardlm_seq_sampler_free(q->smp);
+    shardlm_grammar_state_free(q->gst);
+    shardlm_grammar_unref(q->grammar);
     shardlm_stopper_free(&q->stop);
     free(q->tokens);
     free(q->bias);
@@ -99,7 +107,8 @@ static sched_seq *seq_new(const shardlm_sched *s, const shardlm_request_desc *d,
     q->n_tokens = q->n_prompt = d->n_prompt;
     shardlm_detok_init(&q->detok);
     q->detok.prev = d->prompt[d->n_prompt - 1]; /* so a leading space after BOS alone is dropped */
-    (void)s;
+    q->grammar = shardlm_grammar_ref(d->grammar);
+    q->lead = q->detok.prev == shardlm_tokenizer_bos(s->tok);
     return q;
 }
 
@@ -354,12 +363,43 @@ static void seq_flush(sched_seq *q)
     if (!stopped && (k = shardlm_stopper_flush(&q->stop, &out)) > 0) emit(q, out, k, -1, NULL);
 }
 
+/* The sampler's hook for a constrained sequence: its grammar's mask, and
+ * -inf for model rows the tokenizer does not have. */
+static int grammar_hook(void *ctx, float *logits, int n_vocab)
+{
+    sched_seq *q = ctx;
+    int32_t n = shardlm_grammar_vocab_n(q->gvocab);
+    if (n > n_vocab) {
+        shardlm_err_set("the tokenizer has %d tokens but the model only %d", n, n_vocab);
+        return SHARDLM_EINPUT;
+    }
+    int rc = shardlm_grammar_apply(q->gst, q->gvocab, logits);
+    for (int32_t i = n; i < n_vocab; i++) logits[i] = -INFINITY;
+    return rc;
+}
+
+/* A constrained sequence's grammar state and the sampler hook, on the
+ * engine thread (the grammar's caches are not shared across threads). */
+static int seq_grammar_begin(shardlm_sched *s, sched_seq *q)
+{
+    if (q->gst) return SHARDLM_OK;
+    if (!s->gvocab && shardlm_grammar_vocab_from_tokenizer(s->tok, &s->gvocab)) return SHARDLM_ENOMEM;
+    if (shardlm_grammar_state_new(q->grammar, q->lead, &q->gst)) return SHARDLM_ENOMEM;
+    q->gvocab = s->gvocab;
+    shardlm_seq_sampler_set_hook(q->smp, grammar_hook, q);
+    return SHARDLM_OK;
+}
+
 /* Samples the next token of a sequence whose logits came back. */
 static void seq_sample(shardlm_sched *s, sched_seq *q, float *row)
 {
     shardlm_logprobs lp;
+    if (q->grammar && seq_grammar_begin(s, q)) {
+        seq_end(s, q, SHARDLM_END_ERROR);
+        return;
+    }
     int32_t tok = shardlm_seq_sample(q->smp, &q->params, row, s->vocab, q->params.logprobs ? &lp : NULL);
-    if (tok < 0 || seq_append(q, tok)) {
+    if (tok < 0 || seq_append(q, tok) || (q->gst && shardlm_grammar_accept_token(q->gst, q->gvocab, tok))) {
         seq_end(s, q, SHARDLM_END_ERROR);
         return;
     }
@@ -369,7 +409,10 @@ static void seq_sample(shardlm_sched *s, sched_seq *q, float *row)
     pthread_mutex_unlock(&s->mu);
     int eos = tok == shardlm_tokenizer_eos(s->tok) || tok == shardlm_tokenizer_bos(s->tok);
     int stopped = eos ? 0 : seq_text(s, q, tok, q->params.logprobs ? &lp : NULL);
-    shardlm_finish_reason f = shardlm_finish_decide(eos, stopped, q->n_gen, q->max_tokens, q->n_tokens >= s->n_ctx);
+    /* a grammar that can only end now ends here, without a step for the EOS */
+    int done = q->gst && !eos && shardlm_grammar_must_end(q->gst);
+    shardlm_finish_reason f =
+        shardlm_finish_decide(eos, stopped || done, q->n_gen, q->max_tokens, q->n_tokens >= s->n_ctx);
     if (f == SHARDLM_FINISH_NONE) return;
     if (!stopped) seq_flush(q);
     seq_end(s, q, f == SHARDLM_FINISH_STOP ? SHARDLM_END_STOP : SHARDLM_END_LENGTH);
@@ -512,6 +555,7 @@ void shardlm_sched_free(shardlm_sched *s)
         seq_free(q);
     }
     shardlm_kv_free(s->kv);
+    shardlm_grammar_vocab_free(s->gvocab);
     free(s->running); free(s->b_tokens); free(s->b_pos); free(s->b_seq); free(s->b_want);
     free(s->b_tables); free(s->b_table_len); free(s->b_seqs); free(s->logits); free(s->cancels);
     pthread_mutex_destroy(&s->mu);

@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "grammar.h"
 #include "sampling.h"
 #include "shardlm_runtime.h"
 #include "shardlm_text.h"
@@ -53,6 +54,11 @@ typedef struct {
     const char *const *stop;        /* copied; 0..4 strings */
     int n_stop;
     uint32_t choice;                /* index among a request's n choices (seeds differ) */
+    /* NULL, or the grammar the output must follow (constrained decoding):
+     * the scheduler takes its own reference and keeps this sequence's state
+     * in it; the request ends with SHARDLM_END_STOP as soon as the grammar
+     * can only end. */
+    shardlm_grammar *grammar;
 } shardlm_request_desc;
 
 typedef struct {

@@ -178,7 +178,8 @@ static void submit_error(shardlm_server *srv, int rc, const shardlm_server_req *
 static int submit_all(srv_call *c, const shardlm_server_req *r, const int32_t *ids, int n_ids,
                       shardlm_server_err *e)
 {
-    shardlm_request_desc d = {ids, n_ids, r->params, r->max_tokens, (const char *const *)r->stop, r->n_stop, 0};
+    shardlm_request_desc d = {ids, n_ids, r->params, r->max_tokens, (const char *const *)r->stop, r->n_stop, 0,
+                               r->grammar};
     for (int i = 0; i < c->ci.n; i++) {
         d.choice = (uint32_t)i;
         shardlm_request_cb cb = {on_token, on_end, &c->slots[i]};

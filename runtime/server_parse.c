@@ -357,6 +357,7 @@ int shardlm_server_parse(shardlm_api_kind kind, const char *body, size_t len, in
     if (!rc) rc = kind == SHARDLM_API_CHAT ? parse_chat(o, r, e) : parse_completions(o, n_vocab, r, e);
     if (!rc) rc = parse_common(o, n_vocab, r, e);
     if (!rc) rc = final_check(r, n_vocab, e);
+    if (!rc) rc = shardlm_server_parse_format(o, r, e);
     if (rc == SHARDLM_ENOMEM) shardlm_server_err_set(e, 500, "server_error", NULL, NULL, "out of memory");
     cJSON_Delete(o);
     return rc;
@@ -370,6 +371,7 @@ void shardlm_server_req_free(shardlm_server_req *r)
     free(r->msgs);
     free(r->bias);
     for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
+    shardlm_grammar_unref(r->grammar);
     memset(r, 0, sizeof *r);
 }
 

@@ -9,6 +9,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <cjson/cJSON.h>
+
+#include "grammar.h"
 #include "sampling.h"
 #include "shardlm_text.h"
 
@@ -42,6 +45,9 @@ typedef struct {
     char *stop[SHARDLM_STOP_MAX];
     int n_stop;
     int stream, include_usage, echo;
+    /* response_format json_object/json_schema or grammar, compiled; NULL:
+     * plain text. Owned (one reference). */
+    shardlm_grammar *grammar;
 } shardlm_server_req;
 
 /* Sets e to status/type/code/param and a printf-style message; returns
@@ -58,6 +64,10 @@ char *shardlm_server_err_json(const shardlm_server_err *e);
 int shardlm_server_parse(shardlm_api_kind kind, const char *body, size_t len, int n_vocab, shardlm_server_req *r,
                          shardlm_server_err *e);
 void shardlm_server_req_free(shardlm_server_req *r);
+
+/* response_format and grammar of a parsed body into r->grammar
+ * (server_format.c); called by shardlm_server_parse. */
+int shardlm_server_parse_format(const cJSON *o, shardlm_server_req *r, shardlm_server_err *e);
 
 /* The prompt as token ids (malloc'd into *ids): a text prompt is encoded
  * with BOS, token ids are taken as they are, chat messages are rendered

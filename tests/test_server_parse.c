@@ -278,3 +278,89 @@ Test(server_parse, template_raise_exception_is_a_400_with_its_message)
     shardlm_tokenizer_free(f.tok);
     shardlm_chat_template_free(f.tpl);
 }
+
+/* ---- response_format and grammar (server_format.c) ---- */
+
+Test(server_parse, response_format_and_grammar_compile_a_grammar)
+{
+    static const char *const ok[] = {
+        "{\"prompt\":\"x\",\"response_format\":{\"type\":\"text\"}}",
+        "{\"prompt\":\"x\",\"response_format\":{\"type\":\"json_object\"}}",
+        "{\"prompt\":\"x\",\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"r-1_x\","
+        "\"description\":\"d\",\"strict\":true,\"schema\":{\"type\":\"object\",\"properties\":{\"a\":{\"type\":"
+        "\"integer\"}},\"required\":[\"a\"],\"additionalProperties\":false}}}}",
+        "{\"prompt\":\"x\",\"grammar\":\"root ::= [a-z]+\"}",
+        "{\"prompt\":\"x\",\"response_format\":{\"type\":\"text\"},\"grammar\":\"root ::= \\\"y\\\"\"}",
+    };
+    static const int constrained[] = {0, 1, 1, 1, 1};
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        shardlm_server_req r;
+        shardlm_server_err e;
+        cr_assert_eq(parse(C, ok[i], &r, &e), SHARDLM_OK, "%s: %s", ok[i], e.message);
+        cr_expect_eq(r.grammar != NULL, constrained[i], "%s", ok[i]);
+        shardlm_server_req_free(&r);
+    }
+    shardlm_server_req r;
+    shardlm_server_err e;
+    cr_assert_eq(parse(CH, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":"
+                           "\"json_object\"}}", &r, &e), SHARDLM_OK);
+    shardlm_grammar_state *s;
+    cr_assert_eq(shardlm_grammar_state_new(r.grammar, 0, &s), 0);
+    cr_expect_eq(shardlm_grammar_accept_bytes(s, "{\"k\": [1]}", 10), 0);
+    cr_expect(shardlm_grammar_must_end(s), "json_object: one object, then the end");
+    shardlm_grammar_state_free(s);
+    shardlm_server_req_free(&r);
+}
+
+#define RF "{\"prompt\":\"x\",\"response_format\":"
+#define JS RF "{\"type\":\"json_schema\",\"json_schema\":"
+static const bad_case format_cases[] = {
+    {C, RF "\"json\"}", ERR("response_format must be an object", "\"response_format\"")},
+    {C, RF "{\"type\":\"xml\"}}",
+     ERR("response_format.type must be one of text, json_object, json_schema", "\"response_format\"")},
+    {C, RF "{}}", ERR("response_format.type must be one of text, json_object, json_schema", "\"response_format\"")},
+    {C, RF "{\"type\":\"json_object\",\"schema\":{}}}",
+     ERR("response_format.schema is not supported", "\"response_format\"")},
+    {C, RF "{\"type\":\"json_schema\"}}",
+     ERR("response_format.json_schema must be an object with name and schema", "\"response_format\"")},
+    {C, JS "{\"schema\":{}}}}",
+     ERR("response_format.json_schema.name must be 1 to 64 letters, digits, '_' or '-'", "\"response_format\"")},
+    {C, JS "{\"name\":\"a b\",\"schema\":{}}}}",
+     ERR("response_format.json_schema.name must be 1 to 64 letters, digits, '_' or '-'", "\"response_format\"")},
+    {C, JS "{\"name\":\"n\"}}}",
+     ERR("response_format.json_schema.schema must be a JSON Schema object", "\"response_format\"")},
+    {C, JS "{\"name\":\"n\",\"schema\":{},\"strict\":\"yes\"}}}",
+     ERR("response_format.json_schema.strict must be a boolean", "\"response_format\"")},
+    {C, JS "{\"name\":\"n\",\"schema\":{},\"extra\":1}}}",
+     ERR("response_format.json_schema.extra is not supported", "\"response_format\"")},
+    {C, JS "{\"name\":\"n\",\"schema\":{\"type\":\"array\",\"uniqueItems\":true}}}}",
+     ERR("response_format.json_schema.schema: \\\"uniqueItems\\\": true at # is not supported",
+         "\"response_format\"")},
+    {CH, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":\"json_schema\","
+         "\"json_schema\":{\"name\":\"n\",\"schema\":{\"type\":\"object\",\"properties\":{\"a\":{\"type\":"
+         "\"string\",\"format\":\"uri\"}}}}}}",
+     ERR("response_format.json_schema.schema: \\\"format\\\": \\\"uri\\\" at #/properties/a is not supported "
+         "(date, time, date-time, uuid, ipv4 and email are)", "\"response_format\"")},
+    {C, "{\"prompt\":\"x\",\"grammar\":42}", ERR("grammar must be a string (GBNF)", "\"grammar\"")},
+    {C, "{\"prompt\":\"x\",\"grammar\":\"root ::= \\\"a\\\"\\nx ::= [b\"}",
+     ERR("grammar: line 2 column 7: unterminated character class", "\"grammar\"")},
+    {C, "{\"prompt\":\"x\",\"grammar\":\"\"}", ERR("grammar: line 1 column 1: the grammar has no rule named 'root'",
+                                                "\"grammar\"")},
+    {C, RF "{\"type\":\"json_object\"},\"grammar\":\"root ::= \\\"a\\\"\"}",
+     ERR("grammar cannot be combined with a response_format of type json_object or json_schema", "\"grammar\"")},
+};
+
+Test(server_parse, bad_response_format_and_grammar_give_400)
+{
+    for (size_t i = 0; i < sizeof format_cases / sizeof format_cases[0]; i++) {
+        shardlm_server_req r;
+        shardlm_server_err e;
+        cr_assert_eq(parse(format_cases[i].kind, format_cases[i].body, &r, &e), SHARDLM_EINPUT, "case %zu (%s)", i,
+                     format_cases[i].body);
+        cr_assert_eq(e.status, 400);
+        char *json = shardlm_server_err_json(&e);
+        cr_expect_str_eq(json, format_cases[i].json, "case %zu (%s)\n  got %s", i, format_cases[i].body, json);
+        free(json);
+        shardlm_server_req_free(&r);
+    }
+}

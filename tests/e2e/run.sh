@@ -6,7 +6,8 @@
 # curl, then checks /metrics and /health, a client disconnect, 32 concurrent
 # requests against each alone (concurrency.mjs; also on a KV pool too small
 # for them, so they are preempted), 401/404/405/413/429, an engine failure
-# (a killed worker) and an orderly SIGTERM.
+# (a killed worker) and an orderly SIGTERM. structured.mjs checks
+# response_format/grammar on stories260K and on llama-2-tiny-random.
 #   run.sh SHARDLM_BIN SHARED_DIR
 # Exit 0: passed; 77: skipped (no model, node or curl outside CI); else failed.
 set -euo pipefail
@@ -45,7 +46,7 @@ command -v curl >/dev/null || skip "curl is not installed"
 # ---- the openai package, installed once into the cache ----
 CACHE=${SHARDLM_E2E_CACHE:-$SRC/.cache/e2e-openai}
 mkdir -p "$CACHE"
-cp "$HERE/package.json" "$HERE/openai_client.mjs" "$HERE/concurrency.mjs" "$CACHE/"
+cp "$HERE/package.json" "$HERE/openai_client.mjs" "$HERE/concurrency.mjs" "$HERE/structured.mjs" "$CACHE/"
 WANT=$(node -p "require('$HERE/package.json').dependencies.openai")
 HAVE=$(node -p "try { require('$CACHE/node_modules/openai/package.json').version } catch { '' }")
 if [ "$HAVE" != "$WANT" ]; then
@@ -130,6 +131,17 @@ ok "curl: streamed chat ends with data: [DONE]"
 # ---- the official client, and bad requests over HTTP ----
 (cd "$CACHE" && KV_POOL_TOKENS=$POOL timeout 300 node openai_client.mjs "$BASE" "$KEY" stories "$REF") ||
   fail "openai_client.mjs failed"
+
+# ---- structured outputs: json_schema, json_object, grammar ----
+(cd "$CACHE" && timeout 600 node structured.mjs "$BASE" "$KEY" stories) || fail "structured.mjs failed on stories260K"
+RANDOM_MODEL=$SHARED/models/llama-2-tiny-random.gguf
+[ -f "$RANDOM_MODEL" ] || skip "$RANDOM_MODEL is missing"
+MODEL=$RANDOM_MODEL start random --world-size 2 --model-name tiny-random
+RANDOM_PID=$SRV_PID
+(cd "$CACHE" && timeout 600 node structured.mjs "http://127.0.0.1:$PORT" "" tiny-random) ||
+  fail "structured.mjs failed on llama-2-tiny-random"
+kill -TERM "$RANDOM_PID"
+ok "structured outputs validate on stories260K and on a random model with the Llama 2 vocabulary"
 
 # ---- a client that disconnects mid-stream frees its sequences ----
 curl -sSN --max-time 0.5 "${A[@]}" "$BASE/v1/completions" \

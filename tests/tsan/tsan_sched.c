@@ -59,7 +59,7 @@ static void *client(void *arg)
         int32_t toks[64];
         size_t n = 0;
         shardlm_tokenizer_encode(node.tok, p, strlen(p), 1, toks, 64, &n);
-        shardlm_request_desc d = {toks, (int)n, shardlm_sampling_params_default(), 24, NULL, 0, 0};
+        shardlm_request_desc d = {toks, (int)n, shardlm_sampling_params_default(), 24, NULL, 0, 0, NULL};
         d.params.temperature = 0;
         shardlm_request_cb cb = {on_token, on_end, r};
         uint64_t id;
