@@ -2,7 +2,8 @@
  * one thread per connection). It turns /v1/completions and
  * /v1/chat/completions requests into scheduler requests (one per choice),
  * answers with JSON or Server-Sent Events in OpenAI's formats, and serves
- * /v1/models, /health and /metrics (Prometheus text, vLLM-style names
+ * /v1/models, /health, /metrics, and /apply-template, /tokenize and
+ * /detokenize (what the model is fed) (Prometheus text, vLLM-style names
  * prefixed "shardlm:"). See docs/API.md.
  *
  * The server can start before the model is loaded (it then answers 503
@@ -27,6 +28,7 @@ typedef struct {
     const char *model_name;  /* id in /v1/models and every response */
     double request_timeout_s;/* 0: 600; longest wait on the engine per request (streams: between events) */
     int max_connections;     /* 0: 512 concurrent connections (one thread each) */
+    const char *chat_template_error; /* why tpl is NULL: chat and /apply-template answer 400 with it */
 } shardlm_server_opts;
 
 /* Binds and starts serving. s, tok and tpl may be NULL (not attached yet:
