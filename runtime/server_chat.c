@@ -62,7 +62,10 @@ static cJSON *template_message(const cJSON *m, const shardlm_chat_message *check
     cJSON_AddStringToObject(head, "role", checked->role);
     if (checked->content) cJSON_AddStringToObject(head, "content", checked->content);
     else cJSON_AddNullToObject(head, "content");
-    while (out->child) cJSON_AddItemToObject(head, out->child->string, cJSON_DetachItemViaPointer(out, out->child));
+    while (out->child) {
+        cJSON *item = cJSON_DetachItemViaPointer(out, out->child);
+        cJSON_AddItemToObject(head, item->string, item);
+    }
     cJSON_Delete(out);
     return head;
 }

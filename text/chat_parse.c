@@ -604,6 +604,9 @@ static chat_node *statement(parser *P)
         expect(P, TK_STMT_CLOSE);
         return node(P, chat_str_eq(s, "break") ? ND_BREAK : ND_CONTINUE, kw->off);
     }
+    static const char *const ends[] = {"endif", "endfor", "endmacro", "endcall", "endfilter", "endset", "elif", "else", NULL};
+    for (int k = 0; ends[k]; k++)
+        if (chat_str_eq(s, ends[k])) chat_fail(P->e, kw->off, "unexpected '{%% %.*s %%}'", (int)s.n, s.p);
     chat_fail(P->e, kw->off, "unsupported statement '%.*s'", (int)s.n, s.p);
 }
 

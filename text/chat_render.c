@@ -69,6 +69,12 @@ static void check(scan *s, const chat_node *x)
     if (x->kind == ND_TEST && !chat_known_test(x->s)) note(s, x->off, "test", x->s);
     if (x->kind == ND_CALL && x->a->kind == ND_NAME && !known_global(s, x->a->s))
         note(s, x->a->off, "function", x->a->s);
+    if (f && f != (x->kind == ND_FILTER ? x->b : x->a)) { /* a filter call: its arguments, not its name */
+        const chat_node *call = x->kind == ND_FILTER ? x->b : x->a;
+        for (size_t i = 0; i < call->n_kids; i++) check(s, call->kids[i]);
+        check(s, x->kind == ND_FILTER ? x->a : x->b);
+        return;
+    }
     const chat_node *kids[] = {x->a, x->b, x->c, x->d, x->e};
     for (int i = 0; i < 5; i++) check(s, kids[i]);
     for (size_t i = 0; i < x->n_kids; i++) {
@@ -130,11 +136,12 @@ static void bind(chat_ctx *r, const shardlm_chat_template *t, const render_input
         chat_env_set(r, env, (chat_str){"messages", 8}, messages_value(r, in->msgs, in->n_msgs));
         return;
     }
-    chat_val vars;
+    chat_val vars = chat_v_undef();
     char why[128];
-    if (chat_json_parse(r, in->json, in->len, &vars, why, sizeof why) || vars.kind != CV_OBJECT) {
+    int bad = chat_json_parse(r, in->json, in->len, &vars, why, sizeof why);
+    if (bad || vars.kind != CV_OBJECT) {
         r->e->raised = 1;
-        chat_fail(r->e, 0, "template variables: %s", vars.kind != CV_OBJECT ? "not a JSON object" : why);
+        chat_fail(r->e, 0, "template variables: %s", bad ? why : "not a JSON object");
     }
     for (size_t i = 0; i < vars.d->n; i++) chat_env_set(r, env, vars.d->k[i], vars.d->v[i]);
 }
