@@ -371,3 +371,31 @@ Test(server_parse, apply_template_tokenize_detokenize)
     shardlm_tokenizer_free(f.tok);
     shardlm_chat_template_free(f.tpl);
 }
+
+/* A template that needs string content renders a tool-calling turn sent
+ * with content null (OpenAI's form); one that renders null keeps it. */
+Test(server_parse, null_content_is_retried_as_empty)
+{
+    tok_fix f = load_tok();
+    const char *src = "{% for m in messages %}{{ m.role }}:{{ 'x' in m.content }};{% endfor %}";
+    shardlm_chat_template *tpl = NULL;
+    cr_assert_eq(shardlm_chat_template_new(src, strlen(src), "t", &tpl), SHARDLM_OK);
+    shardlm_server_req r;
+    shardlm_server_err e;
+    cr_assert_eq(parse(CH, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"},{\"role\":\"assistant\",\"content\":null,"
+                           "\"tool_calls\":[{\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]}]}", &r, &e), SHARDLM_OK);
+    char *text = NULL;
+    cr_assert_eq(shardlm_server_render_chat(&r, tpl, &text, NULL, &e), SHARDLM_OK, "%s", e.message);
+    cr_expect_str_eq(text, "user:true;assistant:false;");
+    free(text);
+    shardlm_chat_template_free(tpl);
+    src = "{{ messages[1].content is none }}";
+    cr_assert_eq(shardlm_chat_template_new(src, strlen(src), "t", &tpl), SHARDLM_OK);
+    cr_assert_eq(shardlm_server_render_chat(&r, tpl, &text, NULL, &e), SHARDLM_OK, "%s", e.message);
+    cr_expect_str_eq(text, "true");
+    free(text);
+    shardlm_chat_template_free(tpl);
+    shardlm_server_req_free(&r);
+    shardlm_tokenizer_free(f.tok);
+    shardlm_chat_template_free(f.tpl);
+}
