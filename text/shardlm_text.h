@@ -83,8 +83,9 @@ typedef struct {
 shardlm_chat_limits shardlm_chat_default_limits(void);
 
 /* Parses a template. origin names it in error text (a GGUF path, or the
- * --chat-template FILE). A syntax error or an unsupported construct returns
- * SHARDLM_EINPUT with "ORIGIN:LINE:COL: problem". bos_token and eos_token
+ * --chat-template FILE). A syntax error or an unsupported statement returns
+ * SHARDLM_EINPUT with "ORIGIN:LINE:COL: problem" (an unknown filter or test
+ * is not an error here: see shardlm_chat_template_unsupported). bos_token and eos_token
  * start empty (see shardlm_chat_template_set_tokens). */
 int shardlm_chat_template_new(const char *source, size_t len, const char *origin,
                               shardlm_chat_template **out);
