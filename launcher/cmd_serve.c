@@ -312,6 +312,7 @@ static int serve_main(serve_opts *o, shardlm_launch **launch, shardlm_node *n, s
     fprintf(stderr, "shardlm: KV pool: %d blocks x %d tokens = %d tokens (%.1f MiB per rank); context %d; "
             "prefix cache %s\n", n->kv_blocks, n->block_size, n->kv_blocks * n->block_size, o->sched.kv_cache_mb,
             shardlm_engine_n_ctx(n->engine), o->sched.prefix_caching ? "on" : "off");
+    shardlm_server_set_n_ctx(srv, shardlm_engine_n_ctx(n->engine));
     shardlm_server_attach(srv, s, n->tok, tpl);
     fprintf(stderr, "shardlm: ready on http://%s:%d\n", o->http.host ? o->http.host : "127.0.0.1",
             shardlm_server_port(srv));

@@ -219,7 +219,7 @@ static enum MHD_Result serve_text(shardlm_server *srv, struct MHD_Connection *co
     memset(&e, 0, sizeof e);
     if (route == R_APPLY_TEMPLATE && !srv->tpl) return no_template(srv, conn);
     char *out = route == R_APPLY_TEMPLATE ? shardlm_server_apply_template(body, len, srv->tok, srv->tpl, &e)
-              : route == R_TOKENIZE       ? shardlm_server_tokenize(body, len, srv->tok, srv->tpl, 0, &e)
+              : route == R_TOKENIZE       ? shardlm_server_tokenize(body, len, srv->tok, srv->tpl, srv->n_ctx, &e)
                                           : shardlm_server_detokenize(body, len, srv->tok, &e);
     if (!out) {
         if (!e.status) shardlm_server_err_set(&e, 500, "server_error", NULL, NULL, "out of memory");
@@ -386,6 +386,8 @@ void shardlm_server_attach(shardlm_server *srv, shardlm_sched *s, const shardlm_
     srv->tpl = tpl;
     atomic_store_explicit(&srv->phase, SRV_READY, memory_order_release);
 }
+
+void shardlm_server_set_n_ctx(shardlm_server *srv, int n_ctx) { srv->n_ctx = n_ctx; }
 
 void shardlm_server_set_failed(shardlm_server *srv, const char *why)
 {

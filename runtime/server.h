@@ -39,6 +39,9 @@ int shardlm_server_start(const shardlm_server_opts *o, shardlm_sched *s, const s
 /* Attaches the scheduler once the model is up; from now on it serves. */
 void shardlm_server_attach(shardlm_server *srv, shardlm_sched *s, const shardlm_tokenizer *tok,
                            const shardlm_chat_template *tpl);
+/* The context length, reported as vLLM's max_model_len by /tokenize; call
+ * before shardlm_server_attach. */
+void shardlm_server_set_n_ctx(shardlm_server *srv, int n_ctx);
 /* Marks the engine as failed: /health and completions answer 503 with why. */
 void shardlm_server_set_failed(shardlm_server *srv, const char *why);
 /* The bound port (useful with port 0). */

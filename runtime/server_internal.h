@@ -105,6 +105,7 @@ struct shardlm_server {
     struct MHD_Daemon *d;
     char *host, *api_key, *model;
     char *tpl_error; /* why there is no chat template, or NULL */
+    int n_ctx;       /* 0: unknown */
     size_t max_body;
     double timeout_s;
     int port;

@@ -140,7 +140,7 @@ r=$(http POST "$BASE/tokenize" "${A[@]}" -d '{"content":"Once","add_special":tru
 [ "$(body_of "$r" | json 'JSON.stringify(o.tokens)')" = '[{"id":1,"piece":""},{"id":403,"piece":" Once"}]' ] ||
   fail "/tokenize with_pieces: $r"
 r=$(http POST "$BASE/tokenize" "${A[@]}" -d '{"prompt":"Once upon"}')
-[ "$(body_of "$r" | json '[o.count, JSON.stringify(o.tokens)].join(" ")')" = "3 [1,403,407]" ] || fail "/tokenize (vLLM): $r"
+[ "$(body_of "$r" | json '[o.count, o.max_model_len, JSON.stringify(o.tokens)].join(" ")')" = "3 2048 [1,403,407]" ] || fail "/tokenize (vLLM): $r"
 r=$(http POST "$BASE/detokenize" "${A[@]}" -d '{"tokens":[1,403,407,261,378]}')
 [ "$(body_of "$r" | json 'o.content + "|" + o.prompt')" = "Once upon a time|Once upon a time" ] || fail "/detokenize: $r"
 r=$(http POST "$BASE/detokenize" "${A[@]}" -d '{"tokens":[7,100000]}')
