@@ -84,19 +84,23 @@ static const chat_list *select_items(chat_ctx *r, const chat_node *n, const chat
     return l;
 }
 
+/* The loop object, built at its final size: deep loops make many. */
 static chat_val loop_object(chat_ctx *r, const chat_list *items, size_t i)
 {
-    chat_dict *d = chat_dict_new(r);
+    static const chat_str keys[] = {{"index", 5},     {"index0", 6}, {"revindex", 8},
+                                    {"revindex0", 9}, {"first", 5},  {"last", 4},
+                                    {"length", 6},    {"previtem", 8}, {"nextitem", 8}};
+    chat_dict *d = chat_alloc(r->e, sizeof *d + sizeof keys / sizeof keys[0] * sizeof(chat_val));
     double n = (double)items->n, k = (double)i;
-    chat_dict_put(r, d, (chat_str){"index", 5}, chat_v_int(k + 1));
-    chat_dict_put(r, d, (chat_str){"index0", 6}, chat_v_int(k));
-    chat_dict_put(r, d, (chat_str){"revindex", 8}, chat_v_int(n - k));
-    chat_dict_put(r, d, (chat_str){"revindex0", 9}, chat_v_int(n - k - 1));
-    chat_dict_put(r, d, (chat_str){"first", 5}, chat_v_bool(i == 0));
-    chat_dict_put(r, d, (chat_str){"last", 4}, chat_v_bool(i + 1 == items->n));
-    chat_dict_put(r, d, (chat_str){"length", 6}, chat_v_int(n));
-    chat_dict_put(r, d, (chat_str){"previtem", 8}, i > 0 ? items->v[i - 1] : chat_v_undef());
-    chat_dict_put(r, d, (chat_str){"nextitem", 8}, i + 1 < items->n ? items->v[i + 1] : chat_v_undef());
+    d->n = d->cap = sizeof keys / sizeof keys[0];
+    d->k = (chat_str *)keys;
+    d->v = (chat_val *)(d + 1);
+    chat_val v[] = {chat_v_int(k + 1),         chat_v_int(k),
+                    chat_v_int(n - k),         chat_v_int(n - k - 1),
+                    chat_v_bool(i == 0),       chat_v_bool(i + 1 == items->n),
+                    chat_v_int(n),             i > 0 ? items->v[i - 1] : chat_v_undef(),
+                    i + 1 < items->n ? items->v[i + 1] : chat_v_undef()};
+    memcpy(d->v, v, sizeof v);
     return chat_v_dict(d);
 }
 

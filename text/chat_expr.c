@@ -20,40 +20,11 @@ chat_val chat_lookup(chat_env *env, chat_str name)
     return chat_v_undef();
 }
 
-/* String(x.value) in JavaScript, which ~ and + use. */
-static void js_string(chat_ctx *r, chat_sb *b, chat_val v)
-{
-    switch (v.kind) {
-    case CV_UNDEF: chat_sb_putz(b, "undefined"); break;
-    case CV_NULL: chat_sb_putz(b, "null"); break;
-    case CV_INT: case CV_FLOAT: chat_num_str(b, v.num); break;
-    case CV_ARRAY:
-        for (size_t i = 0; i < v.l->n; i++) {
-            chat_val x = v.l->v[i];
-            if (i) chat_sb_putz(b, ",");
-            /* each item through its RuntimeValue.toString() */
-            if (x.kind == CV_NULL) chat_sb_putz(b, "null");
-            else if (x.kind == CV_UNDEF) chat_sb_putz(b, "undefined");
-            else if (x.kind == CV_FUNC) chat_sb_putz(b, "[function]");
-            else {
-                chat_str s = chat_to_str(r, x);
-                chat_sb_put(b, s.p, s.n);
-            }
-        }
-        break;
-    case CV_OBJECT: case CV_NS: chat_sb_putz(b, "[object Map]"); break;
-    default: {
-        chat_str s = chat_to_str(r, v);
-        chat_sb_put(b, s.p, s.n);
-    }
-    }
-}
-
 static chat_val join2(chat_ctx *r, chat_val a, chat_val b, int undef_empty)
 {
     chat_sb s = {.e = r->e};
-    if (!(undef_empty && a.kind == CV_UNDEF)) js_string(r, &s, a);
-    if (!(undef_empty && b.kind == CV_UNDEF)) js_string(r, &s, b);
+    if (!(undef_empty && a.kind == CV_UNDEF)) chat_js_string(r, &s, a);
+    if (!(undef_empty && b.kind == CV_UNDEF)) chat_js_string(r, &s, b);
     return chat_v_str(chat_sb_str(&s));
 }
 
@@ -108,8 +79,8 @@ static chat_val binary(chat_ctx *r, const chat_node *n, chat_env *env)
     if (chat_str_eq(op, "or")) return chat_truthy(a) ? a : chat_eval(r, n->b, env);
     chat_val b = chat_eval(r, n->b, env);
     r->off = n->off;
-    if (chat_str_eq(op, "==")) return chat_v_bool(chat_loose_eq(a, b));
-    if (chat_str_eq(op, "!=")) return chat_v_bool(!chat_loose_eq(a, b));
+    if (chat_str_eq(op, "==")) return chat_v_bool(chat_loose_eq(r, a, b));
+    if (chat_str_eq(op, "!=")) return chat_v_bool(!chat_loose_eq(r, a, b));
     int is_in = chat_str_eq(op, "in"), not_in = chat_str_eq(op, "not in");
     if (chat_is_num(a) && chat_is_num(b) && !chat_str_eq(op, "~") && !chat_str_eq(op, "**")) {
         int done;

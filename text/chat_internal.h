@@ -276,7 +276,8 @@ chat_val chat_v_list(chat_list *l);
 chat_val chat_v_dict(chat_dict *d);
 int chat_truthy(chat_val v);
 int chat_is_num(chat_val v);              /* int or float */
-int chat_loose_eq(chat_val a, chat_val b); /* JavaScript's == on the values */
+int chat_loose_eq(chat_ctx *r, chat_val a, chat_val b); /* JavaScript's == on the values */
+void chat_js_string(chat_ctx *r, chat_sb *b, chat_val v); /* String(x.value) in JavaScript */
 int chat_strict_eq(chat_val a, chat_val b);
 const char *chat_type_name(chat_val v);  /* "StringValue", ... as the reference names them */
 /* How a value prints ({{ x }}, ~, string()); undefined and none are "". */

@@ -170,12 +170,19 @@ int chat_strict_eq(chat_val a, chat_val b)
     }
 }
 
-int chat_loose_eq(chat_val a, chat_val b)
+int chat_loose_eq(chat_ctx *r, chat_val a, chat_val b)
 {
     int an = a.kind == CV_UNDEF || a.kind == CV_NULL, bn = b.kind == CV_UNDEF || b.kind == CV_NULL;
     if (an || bn) return an && bn;
     int ap = a.kind <= CV_STR, bp = b.kind <= CV_STR;
-    if (!ap || !bp) return chat_strict_eq(a, b);
+    if (!ap && !bp) return chat_strict_eq(a, b);
+    if (!ap || !bp) { /* an array or object meets a primitive: ToPrimitive is String() of it */
+        if ((!ap ? a : b).kind == CV_FUNC) return 0;
+        chat_sb s = {.e = r->e};
+        chat_js_string(r, &s, !ap ? a : b);
+        chat_val p = chat_v_str(chat_sb_str(&s));
+        return chat_loose_eq(r, !ap ? p : a, !ap ? b : p);
+    }
     if (a.kind == CV_STR && b.kind == CV_STR) return chat_str_same(a.s, b.s);
     return to_number(a) == to_number(b);
 }
@@ -205,6 +212,35 @@ int chat_compare(chat_ctx *r, chat_val a, chat_val b, int case_sensitive)
         }
     }
     chat_fail_r(r, "cannot compare %s with %s", chat_type_name(a), chat_type_name(b));
+}
+
+/* String(x.value) in JavaScript, which ~ and + use. */
+void chat_js_string(chat_ctx *r, chat_sb *b, chat_val v)
+{
+    switch (v.kind) {
+    case CV_UNDEF: chat_sb_putz(b, "undefined"); break;
+    case CV_NULL: chat_sb_putz(b, "null"); break;
+    case CV_INT: case CV_FLOAT: chat_num_str(b, v.num); break;
+    case CV_ARRAY:
+        for (size_t i = 0; i < v.l->n; i++) {
+            chat_val x = v.l->v[i];
+            if (i) chat_sb_putz(b, ",");
+            /* each item through its RuntimeValue.toString() */
+            if (x.kind == CV_NULL) chat_sb_putz(b, "null");
+            else if (x.kind == CV_UNDEF) chat_sb_putz(b, "undefined");
+            else if (x.kind == CV_FUNC) chat_sb_putz(b, "[function]");
+            else {
+                chat_str s = chat_to_str(r, x);
+                chat_sb_put(b, s.p, s.n);
+            }
+        }
+        break;
+    case CV_OBJECT: case CV_NS: chat_sb_putz(b, "[object Map]"); break;
+    default: {
+        chat_str s = chat_to_str(r, v);
+        chat_sb_put(b, s.p, s.n);
+    }
+    }
 }
 
 /* ---- printing ---- */
