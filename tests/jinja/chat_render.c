@@ -38,13 +38,13 @@ static int fixture(const char *dir, const char *file, cJSON *out)
     free(text);
     if (!fx) return fprintf(stderr, "chat_render: %s: cannot read or parse\n", file), 1;
     snprintf(path, sizeof path, "%s/%s", dir, str_of(fx, "template"));
+    /* a template that does not load fails each of its cases (as the
+     * reference's parse error does); compare.mjs judges */
     shardlm_chat_template *t = NULL;
+    char why[1024] = "";
     if (shardlm_chat_template_from_file(path, NULL, &t) ||
-        shardlm_chat_template_set_tokens(t, str_of(fx, "bos_token"), str_of(fx, "eos_token"))) {
-        fprintf(stderr, "chat_render: %s\n", shardlm_err_get());
-        cJSON_Delete(fx);
-        return 1;
-    }
+        shardlm_chat_template_set_tokens(t, str_of(fx, "bos_token"), str_of(fx, "eos_token")))
+        snprintf(why, sizeof why, "%s", shardlm_err_get());
     const cJSON *now = cJSON_GetObjectItemCaseSensitive(fx, "now");
     shardlm_chat_render_opts o = {.now = cJSON_IsNumber(now) ? (int64_t)now->valuedouble : 0};
     char *base = strdup(file), *b = basename(base), *dot = strrchr(b, '.');
@@ -54,10 +54,10 @@ static int fixture(const char *dir, const char *file, cJSON *out)
         char *vars = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(c, "vars"));
         char *res = NULL;
         size_t len = 0;
-        int rc = shardlm_chat_render_json(t, vars, strlen(vars), &o, &res, &len);
+        int rc = t ? shardlm_chat_render_json(t, vars, strlen(vars), &o, &res, &len) : SHARDLM_EINPUT;
         snprintf(name, sizeof name, "%s/%s", b, str_of(c, "name"));
         cJSON *r = cJSON_AddObjectToObject(out, name);
-        if (rc) cJSON_AddStringToObject(r, "error", shardlm_err_get());
+        if (rc) cJSON_AddStringToObject(r, "error", t ? shardlm_err_get() : why);
         else cJSON_AddStringToObject(r, "text", res);
         if (!rc && strlen(res) != len) cJSON_AddStringToObject(r, "note", "output contains a NUL byte");
         free(res);

@@ -21,11 +21,13 @@ const out = {};
 for (const file of files) {
   const fx = JSON.parse(readFileSync(file, "utf8"));
   const src = readFileSync(`${dir}/${fx.template}`, "utf8");
-  const tpl = new Template(src);
+  let tpl = null, parseError = null;
+  try { tpl = new Template(src); } catch (e) { parseError = String(e.message); }
   now = fx.now ?? 0;
   for (const c of fx.cases) {
     const { messages, add_generation_prompt = false, tools, documents, ...kwargs } = c.vars;
     const key = `${basename(file, ".json")}/${c.name}`;
+    if (parseError !== null) { out[key] = { error: parseError }; continue; }
     try {
       out[key] = { text: tpl.render({ messages, add_generation_prompt, tools, documents,
         bos_token: fx.bos_token, eos_token: fx.eos_token, ...kwargs }) };

@@ -3,7 +3,9 @@
 # chat_templates_reference). Installs @huggingface/jinja (pinned in
 # package.json; the engine transformers.js uses) into .cache/, renders every
 # case of tests/data/chat_fixtures/*.json with it and with shardlm's engine
-# (chat_render), and compares the two byte for byte (compare.mjs). It also
+# (chat_render), and compares the two byte for byte (compare.mjs); then the
+# same for 600 random templates (random_cases.mjs, a fixed seed: expressions
+# and whitespace control) wherever the reference renders them. It also
 # checks that tests/data/chat_fixtures/reference.json, which test_chat.c
 # pins without npm, is what the reference renders today.
 #   run.sh CHAT_RENDER_BIN SHARED_DIR
@@ -31,7 +33,7 @@ command -v node >/dev/null && command -v npm >/dev/null || skip "node/npm are no
 
 CACHE=${SHARDLM_JINJA_CACHE:-$SRC/.cache/jinja-reference}
 mkdir -p "$CACHE"
-cp "$HERE/package.json" "$HERE/render.mjs" "$HERE/compare.mjs" "$CACHE/"
+cp "$HERE"/package.json "$HERE"/*.mjs "$CACHE/"
 WANT=$(node -p "require('$HERE/package.json').dependencies['@huggingface/jinja']")
 HAVE=$(node -p "try { require('$CACHE/node_modules/@huggingface/jinja/package.json').version } catch { '' }")
 if [ "$HAVE" != "$WANT" ]; then
@@ -45,6 +47,12 @@ export TZ=UTC LANG=en_US.UTF-8
 node "$CACHE/render.mjs" "$TEMPLATES" "${FIXTURES[@]}" >"$WORK/reference.json"
 "$BIN" "$TEMPLATES" "${FIXTURES[@]}" >"$WORK/shardlm.json"
 node "$CACHE/compare.mjs" "$WORK/reference.json" "$WORK/shardlm.json" "${FIXTURES[@]}"
+# random templates (fixed seed): wherever the reference renders, the same bytes
+node "$CACHE/random_cases.mjs" "$WORK/random" 600 20261207
+RANDOM_FX=("$WORK"/random/*.json)
+node "$CACHE/render.mjs" "$WORK/random" "${RANDOM_FX[@]}" >"$WORK/random-ref.json"
+"$BIN" "$WORK/random" "${RANDOM_FX[@]}" >"$WORK/random-ours.json"
+node "$CACHE/compare_random.mjs" "$WORK/random-ref.json" "$WORK/random-ours.json"
 if ! cmp -s "$WORK/reference.json" "$SRC/tests/data/chat_fixtures/reference.json"; then
   diff "$SRC/tests/data/chat_fixtures/reference.json" "$WORK/reference.json" | head -20 >&2 || true
   echo "jinja: FAIL: tests/data/chat_fixtures/reference.json is stale (regenerate: node render.mjs ... > it)" >&2
