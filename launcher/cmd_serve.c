@@ -161,18 +161,36 @@ static int serve_parse(int argc, char **argv, serve_opts *o)
 }
 
 /* The model's template, or --chat-template FILE; checked before anything
- * expensive starts. */
-static int serve_template(const serve_opts *o, shardlm_chat_template **tpl)
+ * expensive starts. A template the engine cannot parse does not stop the
+ * server: completions still work, chat answers 400 with why (*why), and
+ * one warning says so now. Only a model or --chat-template file that
+ * cannot be read is an input error. */
+static int serve_template(const serve_opts *o, shardlm_chat_template **tpl, char *why, size_t why_cap)
 {
     shardlm_gguf *g = NULL;
+    why[0] = 0;
     int rc = shardlm_gguf_open(o->node.model_path, &g);
-    if (!rc)
-        rc = o->chat_template ? shardlm_chat_template_from_file(o->chat_template, g, tpl)
-                              : shardlm_chat_template_from_gguf(g, tpl);
+    if (!rc && o->chat_template && access(o->chat_template, R_OK)) {
+        shardlm_err_set("--chat-template %s: cannot read it: %s", o->chat_template, strerror(errno));
+        rc = SHARDLM_EINPUT;
+    } else if (!rc) {
+        int trc = o->chat_template ? shardlm_chat_template_from_file(o->chat_template, g, tpl)
+                                   : shardlm_chat_template_from_gguf(g, tpl);
+        if (trc == SHARDLM_EINPUT) {
+            snprintf(why, why_cap, "%s", shardlm_err_get());
+            fprintf(stderr, "shardlm: warning: the chat template cannot be used (%s); /v1/completions works, "
+                    "chat requests get 400\n", why);
+        } else if (trc) {
+            rc = trc;
+        }
+    }
     shardlm_gguf_close(g);
-    if (!rc && shardlm_chat_template_is_default(*tpl))
+    if (!rc && *tpl && shardlm_chat_template_is_default(*tpl))
         fprintf(stderr, "shardlm: %s has no chat template; using the built-in plain-text one\n",
                 o->node.model_path);
+    if (!rc && *tpl && shardlm_chat_template_unsupported(*tpl))
+        fprintf(stderr, "shardlm: warning: the chat template uses an %s; chat requests that reach it get 400\n",
+                shardlm_chat_template_unsupported(*tpl));
     return rc;
 }
 
@@ -294,6 +312,7 @@ static int serve_main(serve_opts *o, shardlm_launch **launch, shardlm_node *n, s
     fprintf(stderr, "shardlm: KV pool: %d blocks x %d tokens = %d tokens (%.1f MiB per rank); context %d; "
             "prefix cache %s\n", n->kv_blocks, n->block_size, n->kv_blocks * n->block_size, o->sched.kv_cache_mb,
             shardlm_engine_n_ctx(n->engine), o->sched.prefix_caching ? "on" : "off");
+    shardlm_server_set_n_ctx(srv, shardlm_engine_n_ctx(n->engine));
     shardlm_server_attach(srv, s, n->tok, tpl);
     fprintf(stderr, "shardlm: ready on http://%s:%d\n", o->http.host ? o->http.host : "127.0.0.1",
             shardlm_server_port(srv));
@@ -318,10 +337,12 @@ int shardlm_cmd_serve(int argc, char **argv)
     int code = shardlm_node_mpi_dispatch(&o.node, o.world, "serve");
     if (code >= 0) return code;
     shardlm_chat_template *tpl = NULL;
-    if ((rc = serve_template(&o, &tpl))) {
+    char tpl_why[1024];
+    if ((rc = serve_template(&o, &tpl, tpl_why, sizeof tpl_why))) {
         fprintf(stderr, "shardlm: %s\n", shardlm_err_get());
         return shardlm_exit_code(rc);
     }
+    if (tpl_why[0]) o.http.chat_template_error = tpl_why;
     shardlm_launch *launch = NULL;
     shardlm_node n = {0};
     rc = serve_main(&o, &launch, &n, tpl);

@@ -17,7 +17,7 @@
 
 #define DEFAULT_MAX_BODY (1u << 20)
 
-enum { R_NONE = 0, R_COMPLETIONS, R_CHAT, R_MODELS, R_HEALTH, R_METRICS };
+enum { R_NONE = 0, R_COMPLETIONS, R_CHAT, R_MODELS, R_HEALTH, R_METRICS, R_APPLY_TEMPLATE, R_TOKENIZE, R_DETOKENIZE };
 
 /* Per HTTP request (MHD's con_cls). */
 typedef struct {
@@ -35,7 +35,8 @@ static const struct {
 } routes[] = {
     {"/v1/completions", R_COMPLETIONS, "POST"}, {"/v1/chat/completions", R_CHAT, "POST"},
     {"/v1/models", R_MODELS, "GET"},           {"/health", R_HEALTH, "GET"},
-    {"/metrics", R_METRICS, "GET"},
+    {"/metrics", R_METRICS, "GET"},           {"/apply-template", R_APPLY_TEMPLATE, "POST"},
+    {"/tokenize", R_TOKENIZE, "POST"},        {"/detokenize", R_DETOKENIZE, "POST"},
 };
 
 /* ---- responses ---- */
@@ -163,7 +164,7 @@ static int first_call(shardlm_server *srv, struct MHD_Connection *conn, const ch
                               msg);
         return 1;
     }
-    if (!strncmp(url, "/v1/", 4) && !key_ok(srv, conn)) {
+    if ((!strncmp(url, "/v1/", 4) || sc->route >= R_APPLY_TEMPLATE) && !key_ok(srv, conn)) {
         *res = respond_simple(srv, conn, 401, "invalid_request_error", "invalid_api_key",
                               "a valid API key is required: send Authorization: Bearer KEY");
         return 1;
@@ -199,6 +200,36 @@ static int take_body(shardlm_server *srv, srv_conn *sc, const char *data, size_t
     return 0;
 }
 
+/* Chat needs a template; one that could not be loaded was reported at
+ * start-up, and every chat request is told why. */
+static enum MHD_Result no_template(shardlm_server *srv, struct MHD_Connection *conn)
+{
+    shardlm_server_err e;
+    shardlm_server_err_set(&e, 400, "invalid_request_error", "chat_template_unusable", "messages",
+                           "chat is unavailable: the chat template cannot be used (%.900s); /v1/completions works",
+                           srv->tpl_error ? srv->tpl_error : "none was loaded");
+    return srv_respond_err(srv, conn, &e);
+}
+
+/* /apply-template, /tokenize, /detokenize: answered on this thread. */
+static enum MHD_Result serve_text(shardlm_server *srv, struct MHD_Connection *conn, int route, const char *body,
+                                  size_t len)
+{
+    shardlm_server_err e;
+    memset(&e, 0, sizeof e);
+    if (route == R_APPLY_TEMPLATE && !srv->tpl) return no_template(srv, conn);
+    char *out = route == R_APPLY_TEMPLATE ? shardlm_server_apply_template(body, len, srv->tok, srv->tpl, &e)
+              : route == R_TOKENIZE       ? shardlm_server_tokenize(body, len, srv->tok, srv->tpl, srv->n_ctx, &e)
+                                          : shardlm_server_detokenize(body, len, srv->tok, &e);
+    if (!out) {
+        if (!e.status) shardlm_server_err_set(&e, 500, "server_error", NULL, NULL, "out of memory");
+        return srv_respond_err(srv, conn, &e);
+    }
+    enum MHD_Result res = srv_respond(srv, conn, 200, "application/json", out);
+    free(out);
+    return res;
+}
+
 static enum MHD_Result serve_post(shardlm_server *srv, struct MHD_Connection *conn, srv_conn *sc)
 {
     if (sc->dropped) {
@@ -216,8 +247,11 @@ static enum MHD_Result serve_post(shardlm_server *srv, struct MHD_Connection *co
         snprintf(msg, sizeof msg, "the engine failed: %s", srv->failed_why);
         return respond_simple(srv, conn, 503, "server_error", "engine_unavailable", msg);
     }
-    return srv_call_handle(srv, conn, sc->route == R_CHAT ? SHARDLM_API_CHAT : SHARDLM_API_COMPLETIONS,
-                           sc->body ? sc->body : "", sc->len, &sc->call);
+    const char *body = sc->body ? sc->body : "";
+    if (sc->route >= R_APPLY_TEMPLATE) return serve_text(srv, conn, sc->route, body, sc->len);
+    if (sc->route == R_CHAT && !srv->tpl) return no_template(srv, conn);
+    return srv_call_handle(srv, conn, sc->route == R_CHAT ? SHARDLM_API_CHAT : SHARDLM_API_COMPLETIONS, body,
+                           sc->len, &sc->call);
 }
 
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
@@ -291,6 +325,7 @@ static int server_fields(shardlm_server *srv, const shardlm_server_opts *o)
     srv->host = strdup(o->host ? o->host : "127.0.0.1");
     srv->model = label_safe(o->model_name);
     srv->api_key = key && key[0] ? strdup(key) : NULL;
+    srv->tpl_error = o->chat_template_error ? strdup(o->chat_template_error) : NULL;
     srv->max_body = o->max_body_bytes ? o->max_body_bytes : DEFAULT_MAX_BODY;
     srv->timeout_s = o->request_timeout_s > 0 ? o->request_timeout_s : 600;
     srv->started = (long)time(NULL);
@@ -305,6 +340,7 @@ static void server_free(shardlm_server *srv)
     free(srv->host);
     free(srv->model);
     free(srv->api_key);
+    free(srv->tpl_error);
     free(srv);
 }
 
@@ -350,6 +386,8 @@ void shardlm_server_attach(shardlm_server *srv, shardlm_sched *s, const shardlm_
     srv->tpl = tpl;
     atomic_store_explicit(&srv->phase, SRV_READY, memory_order_release);
 }
+
+void shardlm_server_set_n_ctx(shardlm_server *srv, int n_ctx) { srv->n_ctx = n_ctx; }
 
 void shardlm_server_set_failed(shardlm_server *srv, const char *why)
 {

@@ -2,7 +2,8 @@
  * one thread per connection). It turns /v1/completions and
  * /v1/chat/completions requests into scheduler requests (one per choice),
  * answers with JSON or Server-Sent Events in OpenAI's formats, and serves
- * /v1/models, /health and /metrics (Prometheus text, vLLM-style names
+ * /v1/models, /health, /metrics, and /apply-template, /tokenize and
+ * /detokenize (what the model is fed) (Prometheus text, vLLM-style names
  * prefixed "shardlm:"). See docs/API.md.
  *
  * The server can start before the model is loaded (it then answers 503
@@ -27,6 +28,7 @@ typedef struct {
     const char *model_name;  /* id in /v1/models and every response */
     double request_timeout_s;/* 0: 600; longest wait on the engine per request (streams: between events) */
     int max_connections;     /* 0: 512 concurrent connections (one thread each) */
+    const char *chat_template_error; /* why tpl is NULL: chat and /apply-template answer 400 with it */
 } shardlm_server_opts;
 
 /* Binds and starts serving. s, tok and tpl may be NULL (not attached yet:
@@ -37,6 +39,9 @@ int shardlm_server_start(const shardlm_server_opts *o, shardlm_sched *s, const s
 /* Attaches the scheduler once the model is up; from now on it serves. */
 void shardlm_server_attach(shardlm_server *srv, shardlm_sched *s, const shardlm_tokenizer *tok,
                            const shardlm_chat_template *tpl);
+/* The context length, reported as vLLM's max_model_len by /tokenize; call
+ * before shardlm_server_attach. */
+void shardlm_server_set_n_ctx(shardlm_server *srv, int n_ctx);
 /* Marks the engine as failed: /health and completions answer 503 with why. */
 void shardlm_server_set_failed(shardlm_server *srv, const char *why);
 /* The bound port (useful with port 0). */

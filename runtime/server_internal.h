@@ -104,6 +104,8 @@ typedef struct srv_call srv_call;
 struct shardlm_server {
     struct MHD_Daemon *d;
     char *host, *api_key, *model;
+    char *tpl_error; /* why there is no chat template, or NULL */
+    int n_ctx;       /* 0: unknown */
     size_t max_body;
     double timeout_s;
     int port;

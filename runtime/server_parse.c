@@ -322,6 +322,7 @@ static int parse_messages(const cJSON *o, shardlm_server_req *r, shardlm_server_
 static int parse_chat(const cJSON *o, shardlm_server_req *r, shardlm_server_err *e)
 {
     int rc = parse_messages(o, r, e);
+    if (!rc) rc = shardlm_server_chat_vars(o, r, e);
     if (rc) return rc;
     double top = 0;
     if ((rc = get_bool(o, "logprobs", &r->params.logprobs, e))) return rc;
@@ -369,6 +370,7 @@ void shardlm_server_req_free(shardlm_server_req *r)
     free(r->prompt_ids);
     for (size_t i = 0; i < r->n_msgs; i++) free((char *)r->msgs[i].content);
     free(r->msgs);
+    free(r->chat_vars);
     free(r->bias);
     for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
     shardlm_grammar_unref(r->grammar);
@@ -393,14 +395,51 @@ static int encode(const shardlm_tokenizer *tok, const char *text, size_t len, in
  * ("<s>", "</s>", "<|im_start|>") becomes those tokens, as llama.cpp's
  * server does; message content is part of that text, so a client can write
  * them too. A leading BOS text is the BOS every prompt starts with. */
+/* OpenAI clients send a tool-calling assistant turn with content null,
+ * which templates that test content as a string (Qwen3's "'</think>' in
+ * content") cannot render. When a render fails and some content is null,
+ * try again with "" there, as llama.cpp does; the first error stands if
+ * that fails too. */
+static int retry_with_empty_content(const shardlm_server_req *r, const shardlm_chat_template *tpl, char **text,
+                                    size_t *len, int rc)
+{
+    char *why = strdup(shardlm_err_get());
+    cJSON *vars = r->chat_vars ? cJSON_Parse(r->chat_vars) : NULL, *m;
+    int changed = 0;
+    cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(vars, "messages")) {
+        cJSON *c = cJSON_GetObjectItemCaseSensitive(m, "content");
+        if (cJSON_IsNull(c)) cJSON_ReplaceItemInObjectCaseSensitive(m, "content", cJSON_CreateString("")), changed = 1;
+    }
+    char *s = changed ? cJSON_PrintUnformatted(vars) : NULL;
+    cJSON_Delete(vars);
+    if (s && !shardlm_chat_render_json(tpl, s, strlen(s), NULL, text, len)) rc = SHARDLM_OK;
+    else if (why) shardlm_err_set("%s", why);
+    free(s);
+    free(why);
+    return rc;
+}
+
+int shardlm_server_render_chat(const shardlm_server_req *r, const shardlm_chat_template *tpl, char **text,
+                               size_t *len, shardlm_server_err *e)
+{
+    *text = NULL;
+    if (!tpl)
+        return shardlm_server_err_set(e, 400, INVALID, "chat_template_unusable", "messages",
+                                      "this server has no usable chat template; use /v1/completions");
+    int rc = shardlm_chat_render_json(tpl, r->chat_vars, r->chat_vars ? strlen(r->chat_vars) : 0, NULL, text, len);
+    if (rc == SHARDLM_EINPUT) rc = retry_with_empty_content(r, tpl, text, len, rc);
+    if (rc == SHARDLM_EINPUT)
+        return shardlm_server_err_set(e, 400, INVALID, NULL, "messages", "%s", shardlm_err_get());
+    if (rc) shardlm_server_err_set(e, 500, "server_error", NULL, NULL, "chat template: %s", shardlm_err_get());
+    return rc;
+}
+
 static int chat_ids(const shardlm_server_req *r, const shardlm_tokenizer *tok, const shardlm_chat_template *tpl,
                     int32_t **ids, int *n, shardlm_server_err *e)
 {
     char *text = NULL;
     size_t len = 0;
-    int rc = shardlm_chat_render(tpl, r->msgs, r->n_msgs, 1, &text, &len);
-    if (rc == SHARDLM_EINPUT)
-        return shardlm_server_err_set(e, 400, INVALID, NULL, "messages", "%s", shardlm_err_get());
+    int rc = shardlm_server_render_chat(r, tpl, &text, &len, e);
     if (rc) return rc;
     size_t bos_len = 0, skip = 0;
     const char *bos = shardlm_tokenizer_piece(tok, shardlm_tokenizer_bos(tok), &bos_len);

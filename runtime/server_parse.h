@@ -37,6 +37,7 @@ typedef struct {
     /* chat */
     shardlm_chat_message *msgs; /* role/content owned by the request */
     size_t n_msgs;
+    char *chat_vars; /* the template's variables, a JSON object (messages, tools, ...) */
     /* both */
     shardlm_sampling_params params; /* params.logit_bias points at bias */
     shardlm_logit_bias *bias;
@@ -75,5 +76,24 @@ int shardlm_server_parse_format(const cJSON *o, shardlm_server_req *r, shardlm_s
  * raise_exception becomes a 400 with its message. */
 int shardlm_server_prompt_ids(const shardlm_server_req *r, const shardlm_tokenizer *tok,
                               const shardlm_chat_template *tpl, int32_t **ids, int *n, shardlm_server_err *e);
+
+/* Renders a parsed chat request with tpl (SHARDLM_EINPUT: a 400 in e,
+ * naming the template's construct or its raise_exception text). */
+int shardlm_server_render_chat(const shardlm_server_req *r, const shardlm_chat_template *tpl, char **text,
+                               size_t *len, shardlm_server_err *e);
+
+/* server_chat.c: builds r->chat_vars from a chat body (a cJSON object):
+ * messages as the template sees them, tools, add_generation_prompt
+ * (default true) and the members of chat_template_kwargs. */
+int shardlm_server_chat_vars(const void *body, shardlm_server_req *r, shardlm_server_err *e);
+
+/* The bodies of POST /apply-template, /tokenize and /detokenize: the
+ * response JSON (malloc'd), or NULL with e set. n_ctx: vLLM's
+ * max_model_len (0: left out). */
+char *shardlm_server_apply_template(const char *body, size_t len, const shardlm_tokenizer *tok,
+                                    const shardlm_chat_template *tpl, shardlm_server_err *e);
+char *shardlm_server_tokenize(const char *body, size_t len, const shardlm_tokenizer *tok,
+                              const shardlm_chat_template *tpl, int n_ctx, shardlm_server_err *e);
+char *shardlm_server_detokenize(const char *body, size_t len, const shardlm_tokenizer *tok, shardlm_server_err *e);
 
 #endif

@@ -364,3 +364,124 @@ Test(server_parse, bad_response_format_and_grammar_give_400)
         shardlm_server_req_free(&r);
     }
 }
+
+/* ---- what a chat template is given, and the text endpoints ---- */
+
+Test(server_parse, chat_vars_carry_tools_calls_and_kwargs)
+{
+    shardlm_server_req r;
+    shardlm_server_err e;
+    const char *body =
+        "{\"messages\":[{\"role\":\"developer\",\"content\":[{\"type\":\"text\",\"text\":\"a\"},{\"type\":\"text\","
+        "\"text\":\"b\"}]},{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"c1\",\"type\":"
+        "\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"x\\\": 1}\"}}]},{\"role\":\"tool\","
+        "\"tool_call_id\":\"c1\",\"content\":\"2\"}],\"tools\":[{\"type\":\"function\"}],"
+        "\"add_generation_prompt\":false,\"chat_template_kwargs\":{\"enable_thinking\":false}}";
+    cr_assert_eq(parse(CH, body, &r, &e), SHARDLM_OK, "%s", e.message);
+    cr_assert_str_eq(r.chat_vars,
+                     "{\"messages\":[{\"role\":\"system\",\"content\":\"ab\"},{\"role\":\"assistant\",\"content\":null,"
+                     "\"tool_calls\":[{\"id\":\"c1\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":"
+                     "{\"x\":1}}}]},{\"role\":\"tool\",\"content\":\"2\",\"tool_call_id\":\"c1\"}],\"tools\":[{\"type\":"
+                     "\"function\"}],\"add_generation_prompt\":false,\"enable_thinking\":false}");
+    shardlm_server_req_free(&r);
+    cr_assert_eq(parse(CH, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":{}}", &r, &e), SHARDLM_EINPUT);
+    cr_assert_str_eq(e.param, "tools");
+    shardlm_server_req_free(&r);
+    cr_assert_eq(parse(CH, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"chat_template_kwargs\":1}", &r, &e),
+                 SHARDLM_EINPUT);
+    cr_assert_str_eq(e.message, "chat_template_kwargs must be an object");
+    shardlm_server_req_free(&r);
+    cr_assert_eq(parse(CH, "{\"messages\":[{\"role\":\"assistant\",\"content\":\"\",\"tool_calls\":[{\"function\":{}}]}]}",
+                       &r, &e), SHARDLM_EINPUT);
+    cr_assert_str_eq(e.param, "messages[0].tool_calls");
+    shardlm_server_req_free(&r);
+}
+
+static char *ask(const char *which, const char *body, const tok_fix *f, shardlm_server_err *e)
+{
+    memset(e, 0, sizeof *e);
+    size_t n = strlen(body);
+    if (!strcmp(which, "apply")) return shardlm_server_apply_template(body, n, f->tok, f->tpl, e);
+    if (!strcmp(which, "tok")) return shardlm_server_tokenize(body, n, f->tok, f->tpl, 2048, e);
+    return shardlm_server_detokenize(body, n, f->tok, e);
+}
+
+static void expect_answer(const char *which, const char *body, const tok_fix *f, const char *want)
+{
+    shardlm_server_err e;
+    char *out = ask(which, body, f, &e);
+    cr_assert_not_null(out, "%s: %s", body, e.message);
+    cr_expect_str_eq(out, want, "for %s", body);
+    free(out);
+}
+
+static void expect_refusal(const char *which, const char *body, const tok_fix *f, const char *param, const char *msg)
+{
+    shardlm_server_err e;
+    char *out = ask(which, body, f, &e);
+    cr_assert_null(out, "%s answered %s", body, out);
+    cr_expect_eq(e.status, 400);
+    cr_expect_str_eq(e.param, param, "for %s", body);
+    cr_expect_str_eq(e.message, msg, "for %s", body);
+}
+
+Test(server_parse, apply_template_tokenize_detokenize)
+{
+    tok_fix f = load_tok();
+    expect_answer("apply", "{\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}", &f,
+                  "{\"prompt\":\"User: Hi\\nAssistant:\"}");
+    expect_answer("apply", "{\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}],\"add_generation_prompt\":false}", &f,
+                  "{\"prompt\":\"User: Hi\\n\"}");
+    expect_refusal("apply", "{\"messages\":[]}", &f, "messages", "messages must not be empty");
+    /* llama.cpp's shape; stories260K.runc-prompt.ids.txt */
+    expect_answer("tok", "{\"content\":\"Once upon a time\"}", &f, "{\"tokens\":[403,407,261,378]}");
+    expect_answer("tok", "{\"content\":\"Once upon\",\"add_special\":true,\"with_pieces\":true}", &f,
+                  "{\"tokens\":[{\"id\":1,\"piece\":\"\"},{\"id\":403,\"piece\":\" Once\"},{\"id\":407,\"piece\":\" upon\"}]}");
+    /* vLLM's shapes: a prompt (BOS by default), or messages as chat feeds them */
+    expect_answer("tok", "{\"prompt\":\"Once upon\"}", &f,
+                  "{\"tokens\":[1,403,407],\"count\":3,\"max_model_len\":2048,\"token_strs\":null}");
+    shardlm_server_err e;
+    char *chat = ask("tok", "{\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}", &f, &e);
+    char *plain = ask("tok", "{\"prompt\":\"User: Hi\\nAssistant:\"}", &f, &e);
+    cr_assert(chat && plain);
+    cr_expect_str_eq(chat, plain);
+    free(chat);
+    free(plain);
+    expect_refusal("tok", "{\"content\":5}", &f, "content", "content must be a string");
+    expect_refusal("tok", "{}", &f, "content", "content is required (or vLLM's prompt or messages)");
+    expect_refusal("tok", "{\"content\":\"x\",\"add_special\":\"yes\"}", &f, "add_special", "add_special must be a boolean");
+    expect_answer("detok", "{\"tokens\":[1,403,407]}", &f, "{\"content\":\"Once upon\",\"prompt\":\"Once upon\"}");
+    expect_refusal("detok", "{\"tokens\":[1,99999]}", &f, "tokens", "tokens[1] is not a token id in [0, 512)");
+    expect_refusal("detok", "{\"tokens\":\"x\"}", &f, "tokens", "tokens must be an array of token ids");
+    expect_refusal("detok", "[]", &f, "", "the body must be a JSON object");
+    shardlm_tokenizer_free(f.tok);
+    shardlm_chat_template_free(f.tpl);
+}
+
+/* A template that needs string content renders a tool-calling turn sent
+ * with content null (OpenAI's form); one that renders null keeps it. */
+Test(server_parse, null_content_is_retried_as_empty)
+{
+    tok_fix f = load_tok();
+    const char *src = "{% for m in messages %}{{ m.role }}:{{ 'x' in m.content }};{% endfor %}";
+    shardlm_chat_template *tpl = NULL;
+    cr_assert_eq(shardlm_chat_template_new(src, strlen(src), "t", &tpl), SHARDLM_OK);
+    shardlm_server_req r;
+    shardlm_server_err e;
+    cr_assert_eq(parse(CH, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"},{\"role\":\"assistant\",\"content\":null,"
+                           "\"tool_calls\":[{\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]}]}", &r, &e), SHARDLM_OK);
+    char *text = NULL;
+    cr_assert_eq(shardlm_server_render_chat(&r, tpl, &text, NULL, &e), SHARDLM_OK, "%s", e.message);
+    cr_expect_str_eq(text, "user:true;assistant:false;");
+    free(text);
+    shardlm_chat_template_free(tpl);
+    src = "{{ messages[1].content is none }}";
+    cr_assert_eq(shardlm_chat_template_new(src, strlen(src), "t", &tpl), SHARDLM_OK);
+    cr_assert_eq(shardlm_server_render_chat(&r, tpl, &text, NULL, &e), SHARDLM_OK, "%s", e.message);
+    cr_expect_str_eq(text, "true");
+    free(text);
+    shardlm_chat_template_free(tpl);
+    shardlm_server_req_free(&r);
+    shardlm_tokenizer_free(f.tok);
+    shardlm_chat_template_free(f.tpl);
+}

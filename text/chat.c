@@ -51,8 +51,10 @@ void chat_arena_free(chat_arena *a)
 
 /* ---- errors ---- */
 
-static void line_col(const char *src, uint32_t off, int *line, int *col)
+static void line_col(const chat_err *e, uint32_t off, int *line, int *col)
 {
+    const char *src = e->src;
+    if (e->map) off = e->map[off < e->map_n ? off : e->map_n];
     *line = 1, *col = 1;
     for (uint32_t i = 0; src && i < off && src[i]; i++) {
         if (src[i] == '\n') (*line)++, *col = 1;
@@ -71,7 +73,7 @@ _Noreturn void chat_fail(chat_err *e, uint32_t off, const char *fmt, ...)
         shardlm_err_set("%s", msg);
     } else {
         int line, col;
-        line_col(e->src, off, &line, &col);
+        line_col(e, off, &line, &col);
         shardlm_err_set("%s:%d:%d: %s", e->origin, line, col, msg);
     }
     if (!e->status) e->status = SHARDLM_EINPUT;
@@ -102,6 +104,8 @@ int chat_str_eq(chat_str a, const char *z)
     size_t n = strlen(z);
     return a.n == n && memcmp(a.p, z, n) == 0;
 }
+
+int chat_str_same(chat_str a, chat_str b) { return a.n == b.n && (a.n == 0 || memcmp(a.p, b.p, a.n) == 0); }
 
 /* ---- templates ---- */
 
@@ -141,9 +145,15 @@ static void compile(shardlm_chat_template *t, load_state *st)
 {
     if (st->len > UINT32_MAX / 2) chat_fail(&st->e, 0, "chat template too large (%zu bytes)", st->len);
     size_t n_tok;
-    chat_tok *toks = chat_lex(&st->e, st->source, st->len, &n_tok);
-    t->src = st->e.src;
+    char *src = chat_alloc(&st->e, st->len + 1);
+    memcpy(src, st->source, st->len);
+    src[st->len] = 0;
+    st->e.src = src;
+    chat_tok *toks = chat_lex(&st->e, src, st->len, &n_tok);
+    t->src = src;
+    t->map = st->e.map, t->map_n = st->e.map_n;
     t->root = chat_parse(&st->e, toks, n_tok);
+    chat_scan_unsupported(t, t->root);
 }
 
 int shardlm_chat_template_new(const char *source, size_t len, const char *origin, shardlm_chat_template **out)
@@ -278,74 +288,3 @@ int shardlm_chat_template_from_file(const char *path, const shardlm_gguf *g, sha
     return rc;
 }
 
-/* ---- rendering ---- */
-
-static chat_val message_value(chat_render_ctx *r, const shardlm_chat_message *m)
-{
-    chat_dict *d = chat_alloc(r->e, sizeof *d);
-    memset(d, 0, sizeof *d);
-    const char *role = m->role ? m->role : "";
-    chat_dict_put(r, d, (chat_str){"role", 4}, chat_v_str((chat_str){role, strlen(role)}));
-    chat_val content = m->content ? chat_v_str((chat_str){m->content, strlen(m->content)})
-                                  : (chat_val){.kind = CV_NONE};
-    chat_dict_put(r, d, (chat_str){"content", 7}, content);
-    return (chat_val){.kind = CV_DICT, .d = d};
-}
-
-/* The variables transformers passes: messages, the special tokens,
- * add_generation_prompt, and tools/documents as none. */
-static void bind_globals(chat_render_ctx *r, const shardlm_chat_template *t, const shardlm_chat_message *msgs,
-                         size_t n, int add_generation_prompt)
-{
-    chat_list *l = chat_list_new(r, n);
-    for (size_t i = 0; i < n; i++) l->v[i] = message_value(r, &msgs[i]);
-    chat_frame_push(r);
-    chat_frame_set(r, (chat_str){"messages", 8}, (chat_val){.kind = CV_LIST, .l = l});
-    chat_frame_set(r, (chat_str){"bos_token", 9}, chat_v_str((chat_str){t->bos, strlen(t->bos)}));
-    chat_frame_set(r, (chat_str){"eos_token", 9}, chat_v_str((chat_str){t->eos, strlen(t->eos)}));
-    chat_frame_set(r, (chat_str){"add_generation_prompt", 21}, chat_v_bool(add_generation_prompt));
-    chat_frame_set(r, (chat_str){"tools", 5}, (chat_val){.kind = CV_NONE});
-    chat_frame_set(r, (chat_str){"documents", 9}, (chat_val){.kind = CV_NONE});
-}
-
-typedef struct {
-    chat_arena arena;
-    chat_err e;
-    chat_render_ctx r;
-    char origin[4300];
-} render_state;
-
-int shardlm_chat_render(const shardlm_chat_template *t, const shardlm_chat_message *msgs, size_t n,
-                        int add_generation_prompt, char **out, size_t *out_len)
-{
-    *out = NULL;
-    if (out_len) *out_len = 0;
-    /* on the heap: longjmp comes back here, and locals changed since setjmp
-     * would be indeterminate */
-    render_state *st = calloc(1, sizeof *st);
-    if (!st) {
-        shardlm_err_set("chat template: out of memory");
-        return SHARDLM_ENOMEM;
-    }
-    snprintf(st->origin, sizeof st->origin, "chat template %s", t->origin);
-    st->arena.limit = t->lim.max_memory;
-    st->e = (chat_err){.origin = st->origin, .src = t->src, .arena = &st->arena};
-    st->r = (chat_render_ctx){.e = &st->e, .lim = t->lim};
-    int status = SHARDLM_OK;
-    if (setjmp(st->e.jb)) {
-        status = st->e.status;
-        free(st->r.out);
-    } else {
-        bind_globals(&st->r, t, msgs, n, add_generation_prompt);
-        chat_eval_body(&st->r, t->root);
-        if (!st->r.out && !(st->r.out = calloc(1, 1))) {
-            shardlm_err_set("chat template: out of memory");
-            status = SHARDLM_ENOMEM;
-        }
-        *out = st->r.out;
-        if (out_len) *out_len = st->r.out_len;
-    }
-    chat_arena_free(&st->arena);
-    free(st);
-    return status;
-}

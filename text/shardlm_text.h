@@ -7,30 +7,15 @@
  * fallback <0xNN>, BOS/EOS, the "▁" leading-space convention. The tokenizer
  * copies what it needs out of the GGUF, so the file may be closed after.
  *
- * Chat templates: the subset of Jinja2 that Hugging Face
- * chat templates use (tokenizer.chat_template in GGUF), parsed once at
- * start-up and rendered per request, the way transformers'
- * apply_chat_template renders them (trim_blocks and lstrip_blocks on, one
- * trailing newline of the source dropped, tojson without HTML escaping).
- *
- * Supported: {{ }}, {% %}, {# #}, the -/+ whitespace markers; statements
- * if/elif/else, for (one loop variable, optional else, break/continue; the
- * loop object's index0/index/revindex/revindex0/first/last/length/previtem/
- * nextitem), set NAME = ... and set NS.ATTR = ... on namespace() objects;
- * literals (strings, integers, true/false/none, lists, dicts); names,
- * attribute and item access, slicing; and/or/not, comparisons, in/not in,
- * + - * // % ~, unary -, the inline "a if c else b"; filters trim, length,
- * count, upper, lower, title, capitalize, default/d, tojson, string, first,
- * last, join; tests defined, undefined, none, string, number, integer,
- * boolean, mapping, sequence, iterable, true, false, odd, even; functions
- * raise_exception, namespace, range; string methods strip/lstrip/rstrip,
- * startswith, endswith, split, title, upper, lower, capitalize, replace;
- * dict method get. Anything else is refused at load with its position.
- * Case mapping (upper/lower/title) is ASCII-only. Variables: messages (dicts
- * with role and content), bos_token, eos_token, add_generation_prompt, and
- * tools and documents as none, as transformers passes them; strftime_now is
- * not provided (templates that test "is defined" fall back to their own
- * default date). */
+ * Chat templates: Jinja as Hugging Face chat templates use it
+ * (tokenizer.chat_template in GGUF), parsed once at start-up and rendered
+ * per request exactly as @huggingface/jinja renders them (the renderer of
+ * transformers.js, with trim_blocks and lstrip_blocks on): its whitespace
+ * control, operator precedence, JavaScript numbers and strings, tojson,
+ * printing (true/false, arrays and objects as JSON, none and undefined as
+ * nothing) and undefined handling. Where that renderer has no answer (it
+ * throws), Jinja2's is used. text/chat*.c say which constructs exist;
+ * docs/API.md lists them. */
 #ifndef SHARDLM_TEXT_H
 #define SHARDLM_TEXT_H
 
@@ -98,8 +83,9 @@ typedef struct {
 shardlm_chat_limits shardlm_chat_default_limits(void);
 
 /* Parses a template. origin names it in error text (a GGUF path, or the
- * --chat-template FILE). A syntax error or an unsupported construct returns
- * SHARDLM_EINPUT with "ORIGIN:LINE:COL: problem". bos_token and eos_token
+ * --chat-template FILE). A syntax error or an unsupported statement returns
+ * SHARDLM_EINPUT with "ORIGIN:LINE:COL: problem" (an unknown filter or test
+ * is not an error here: see shardlm_chat_template_unsupported). bos_token and eos_token
  * start empty (see shardlm_chat_template_set_tokens). */
 int shardlm_chat_template_new(const char *source, size_t len, const char *origin,
                               shardlm_chat_template **out);
@@ -132,13 +118,32 @@ void shardlm_chat_template_set_limits(shardlm_chat_template *t, shardlm_chat_lim
 int shardlm_chat_template_is_default(const shardlm_chat_template *t);
 const char *shardlm_chat_template_origin(const shardlm_chat_template *t);
 
-/* Renders messages. *out is malloc'd, NUL-terminated, owned by the caller.
- * Errors are SHARDLM_EINPUT (the request or the template is at fault; meant
- * for an HTTP 400): the text is the template's own raise_exception message
+/* Renders messages (role and content only) with add_generation_prompt.
+ * *out is malloc'd, NUL-terminated, owned by the caller. Errors are
+ * SHARDLM_EINPUT (the request or the template is at fault; meant for an
+ * HTTP 400): the text is the template's own raise_exception message
  * verbatim, or "chat template ORIGIN:LINE:COL: problem" for anything else
- * (an undefined value used, a type error, a limit exceeded); or
+ * (an unsupported filter reached, a type error, a limit exceeded); or
  * SHARDLM_ENOMEM. Thread-safe: renders share nothing mutable. */
 int shardlm_chat_render(const shardlm_chat_template *t, const shardlm_chat_message *msgs, size_t n,
                         int add_generation_prompt, char **out, size_t *out_len);
+
+typedef struct {
+    int64_t now; /* strftime_now's time, seconds since the epoch (local time zone); 0: the clock */
+} shardlm_chat_render_opts;
+
+/* Renders with the template variables given as one JSON object, as
+ * transformers.js passes them: its members (messages, tools, documents,
+ * add_generation_prompt, any chat_template_kwargs) become variables;
+ * bos_token/eos_token come from the template unless vars sets them, and
+ * add_generation_prompt is false unless set. o may be NULL. Errors as
+ * shardlm_chat_render; vars that are not a JSON object are SHARDLM_EINPUT. */
+int shardlm_chat_render_json(const shardlm_chat_template *t, const char *vars, size_t len,
+                             const shardlm_chat_render_opts *o, char **out, size_t *out_len);
+
+/* The first filter, test or function the template uses that the engine
+ * does not have ("unsupported filter 'x' at ORIGIN:LINE:COL"), or NULL.
+ * The template still renders until a request reaches that construct. */
+const char *shardlm_chat_template_unsupported(const shardlm_chat_template *t);
 
 #endif

@@ -3,7 +3,8 @@
 # the official `openai` npm package (pinned in package.json) into a cache
 # directory, starts `shardlm serve` on stories260K at world size 2 on
 # 127.0.0.1, drives it with the openai client (openai_client.mjs) and with
-# curl, then checks /metrics and /health, a client disconnect, 32 concurrent
+# curl, then checks /apply-template, /tokenize and /detokenize, /metrics and
+# /health, a server whose chat template cannot be used, a client disconnect, 32 concurrent
 # requests against each alone (concurrency.mjs; also on a KV pool too small
 # for them, so they are preempted), 401/404/405/413/429, an engine failure
 # (a killed worker) and an orderly SIGTERM. structured.mjs checks
@@ -128,6 +129,29 @@ grep -q '"delta":{"role":"assistant","content":""}' "$WORK/sse.txt" || fail "no 
 [ "$(grep '^data: ' "$WORK/sse.txt" | tail -1)" = "data: [DONE]" ] || fail "stream does not end with [DONE]"
 ok "curl: streamed chat ends with data: [DONE]"
 
+# ---- what the model is fed: /apply-template, /tokenize, /detokenize ----
+r=$(http POST "$BASE/apply-template" -d '{"messages":[{"role":"user","content":"Hi"}]}')
+[ "$(status_of "$r")" = 401 ] || fail "/apply-template without the key: $r"
+r=$(http POST "$BASE/apply-template" "${A[@]}" -d '{"messages":[{"role":"system","content":"Be kind."},{"role":"user","content":"Hi"}]}')
+[ "$(status_of "$r")" = 200 ] && [ "$(body_of "$r" | json 'o.prompt')" = $'Be kind.\n\nUser: Hi\nAssistant:' ] ||
+  fail "/apply-template: $r"
+r=$(http POST "$BASE/tokenize" "${A[@]}" -d '{"content":"Once upon a time"}')
+[ "$(body_of "$r" | json 'JSON.stringify(o.tokens)')" = "[403,407,261,378]" ] || fail "/tokenize: $r"
+r=$(http POST "$BASE/tokenize" "${A[@]}" -d '{"content":"Once","add_special":true,"with_pieces":true}')
+[ "$(body_of "$r" | json 'JSON.stringify(o.tokens)')" = '[{"id":1,"piece":""},{"id":403,"piece":" Once"}]' ] ||
+  fail "/tokenize with_pieces: $r"
+r=$(http POST "$BASE/tokenize" "${A[@]}" -d '{"prompt":"Once upon"}')
+[ "$(body_of "$r" | json '[o.count, o.max_model_len, JSON.stringify(o.tokens)].join(" ")')" = "3 2048 [1,403,407]" ] || fail "/tokenize (vLLM): $r"
+r=$(http POST "$BASE/detokenize" "${A[@]}" -d '{"tokens":[1,403,407,261,378]}')
+[ "$(body_of "$r" | json 'o.content + "|" + o.prompt')" = "Once upon a time|Once upon a time" ] || fail "/detokenize: $r"
+r=$(http POST "$BASE/detokenize" "${A[@]}" -d '{"tokens":[7,100000]}')
+[ "$(status_of "$r")" = 400 ] && [ "$(body_of "$r" | json 'o.error.param')" = tokens ] || fail "/detokenize bad id: $r"
+r=$(http POST "$BASE/tokenize" "${A[@]}" -d '{"content":[1]}')
+[ "$(status_of "$r")" = 400 ] && [ "$(body_of "$r" | json 'o.error.param')" = content ] || fail "/tokenize bad content: $r"
+r=$(http GET "$BASE/tokenize" "${A[@]}")
+[ "$(status_of "$r")" = 405 ] || fail "GET /tokenize: $r"
+ok "/apply-template, /tokenize (llama.cpp and vLLM shapes), /detokenize, and their 400s"
+
 # ---- the official client, and bad requests over HTTP ----
 (cd "$CACHE" && KV_POOL_TOKENS=$POOL timeout 300 node openai_client.mjs "$BASE" "$KEY" stories "$REF") ||
   fail "openai_client.mjs failed"
@@ -180,6 +204,22 @@ grep -q "KV pool: 10 blocks" "$WORK/tinykv.log" || fail "expected a 10-block poo
   fail "32 concurrent requests on a 10-block KV pool"
 ok "a 10-block KV pool (160 tokens) still completes 32 requests of ~60 tokens, unchanged"
 kill -TERM "$TINY_PID"
+
+# ---- a chat template the engine cannot use: serve starts, completions work, chat is a 400 ----
+printf 'ok\n{%% include "other.jinja" %%}\n' >"$WORK/bad.jinja"
+start badtpl --chat-template "$WORK/bad.jinja"
+BAD=http://127.0.0.1:$PORT
+grep -q "warning: the chat template cannot be used.*unsupported statement 'include'" "$WORK/badtpl.log" ||
+  fail "no start-up warning about the template"
+r=$(http POST "$BAD/v1/completions" -d '{"prompt":"Once upon a time","max_tokens":60,"temperature":0}')
+[ "$(body_of "$r" | json 'o.choices[0].text')" = "$WANT_TEXT" ] || fail "completions with a bad template: $r"
+for ep in /v1/chat/completions /apply-template; do
+  r=$(http POST "$BAD$ep" -d '{"messages":[{"role":"user","content":"Hi"}]}')
+  [ "$(status_of "$r")" = 400 ] && [ "$(body_of "$r" | json 'o.error.code')" = chat_template_unusable ] &&
+    body_of "$r" | grep -q "unsupported statement 'include'" || fail "$ep with a bad template: $r"
+done
+kill -TERM "$SRV_PID"
+ok "an unusable chat template: one warning, completions served, chat and /apply-template 400 naming it"
 
 # ---- 429 from a full queue, on a second server (W=1, one sequence, queue 1) ----
 start small --max-seqs 1 --max-queue 1
