@@ -276,6 +276,7 @@ static int load_model(const shardlm_gguf *g, int world, int rank, const shardlm_
 {
     shardlm_model *m = calloc(1, sizeof *m);
     if (!m) return SHARDLM_ENOMEM;
+    m->be = &shardlm_backend_cpu;
     loader L = {g, m, {-1, NULL}, rec};
     if (opts) L.opts = *opts;
     if (L.opts.isq >= 0 && L.opts.isq != SHARDLM_DT_Q8_0 && L.opts.isq != SHARDLM_DT_Q4_0) {
@@ -314,25 +315,49 @@ int shardlm_model_record_reads(const shardlm_gguf *g, int world, int rank, shard
     return rc;
 }
 
-static void mat_free(shardlm_mat *x) { free(x->data); }
+int shardlm_model_weights(shardlm_model *m, int l, shardlm_weight *out)
+{
+    const shardlm_hparams *hp = &m->hp;
+    size_t dim = (size_t)hp->dim;
+    int n = 0;
+#define MAT(f, nm) out[n++] = (shardlm_weight){nm, &(f), NULL, 0}
+#define VEC(f, nm, len) out[n++] = (shardlm_weight){nm, NULL, &(f), (len)}
+    if (l < 0) {
+        MAT(m->tok_embd, "token_embd");
+        MAT(m->output, "output");
+        VEC(m->output_norm, "output_norm", dim);
+        return n;
+    }
+    shardlm_layer *ly = &m->layers[l];
+    VEC(ly->attn_norm, "attn_norm", dim);
+    VEC(ly->ffn_norm, "ffn_norm", dim);
+    MAT(ly->wq, "attn_q");
+    MAT(ly->wk, "attn_k");
+    MAT(ly->wv, "attn_v");
+    MAT(ly->wo, "attn_output");
+    MAT(ly->w_gate, "ffn_gate");
+    MAT(ly->w_up, "ffn_up");
+    MAT(ly->w_down, "ffn_down");
+#undef MAT
+#undef VEC
+    return n;
+}
+
+/* Host memory: the CUDA backend has put its device copy back first. */
+static void weights_free(shardlm_model *m, int l)
+{
+    shardlm_weight w[SHARDLM_MAX_WEIGHTS];
+    int n = shardlm_model_weights(m, l, w);
+    for (int i = 0; i < n; i++) free(w[i].mat ? w[i].mat->data : *w[i].vec);
+}
 
 void shardlm_model_free(shardlm_model *m)
 {
     if (!m) return;
-    shardlm_dev_model_free(m->dev); /* CUDA hook */
-    if (m->layers) {
-        for (int l = 0; l < m->hp.n_layers; l++) {
-            shardlm_layer *ly = &m->layers[l];
-            free(ly->attn_norm);
-            free(ly->ffn_norm);
-            mat_free(&ly->wq); mat_free(&ly->wk); mat_free(&ly->wv); mat_free(&ly->wo);
-            mat_free(&ly->w_gate); mat_free(&ly->w_up); mat_free(&ly->w_down);
-        }
-    }
+    if (m->dev) shardlm_dev_model_free(m); /* device weights, NULL afterwards */
+    for (int l = 0; m->layers && l < m->hp.n_layers; l++) weights_free(m, l);
+    weights_free(m, -1);
     free(m->layers);
-    mat_free(&m->tok_embd);
-    mat_free(&m->output);
-    free(m->output_norm);
     free(m->vocab_counts);
     free(m);
 }

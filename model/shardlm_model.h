@@ -128,7 +128,7 @@ int shardlm_state_set_comm_q8(shardlm_state *s, int world, int on);
 /* Runs the kernels of this state's steps on pool (borrowed; NULL: one thread). */
 void shardlm_state_set_pool(shardlm_state *s, shardlm_pool *pool);
 
-/* ---- CUDA (model/forward_cuda.c, docs/GPU.md) ----
+/* ---- CUDA (model/backend_cuda.c, docs/GPU.md) ----
  * Uploads this rank's shard to CUDA device `device` (after
  * shardlm_model_load; see shardlm_cuda_pick_device). From then on
  * shardlm_state_new puts the KV cache and scratch on the device and
