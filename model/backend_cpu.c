@@ -1,7 +1,7 @@
 /* backend_cpu.c - the CPU implementation of the backend table: the kernels
  * of kernels/cpu on host buffers, the paged KV cache in host memory (rows
  * of f32, f16 or Q8_0, --kv-cache-type), RoPE from per-token cos/sin
- * tables, and the all-reduce in f32 or Q8_0 blocks (--comm-dtype q8). */
+ * tables (pairs or NeoX halves), and the all-reduce in f32 or Q8_0 blocks (--comm-dtype q8). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -61,7 +61,7 @@ static int cpu_state_new(shardlm_state *s)
                         s->block_size);
         return SHARDLM_ENOMEM;
     }
-    shardlm_rope_freqs(c->rope_freq, hp->rope_dim, hp->rope_base);
+    shardlm_rope_freqs_ext(c->rope_freq, hp->rope_dim, hp->rope_base, hp->rope_freq_scale, s->m->rope_factors);
     return SHARDLM_OK;
 }
 
@@ -90,16 +90,24 @@ static int cpu_matmul(shardlm_state *s, const shardlm_mat *w, const float *x, in
     return SHARDLM_OK;
 }
 
+static int cpu_add_bias(shardlm_state *s, float *y, const float *bias, int rows, int width)
+{
+    (void)s;
+    shardlm_add_bias(y, bias, (size_t)rows, (size_t)width);
+    return SHARDLM_OK;
+}
+
 /* One cos/sin table per token, shared by its q and k heads. */
 static int cpu_rope(shardlm_state *s, float *q, int n_q_heads, float *k, int n_kv_heads, const shardlm_batch *b)
 {
     const shardlm_hparams *hp = &s->m->hp;
     cpu_state *c = s->bs;
     size_t qw = (size_t)n_q_heads * hp->head_dim, kw = (size_t)n_kv_heads * hp->head_dim;
+    void (*rot)(float *, int, int, int, const float *) = hp->rope_neox ? shardlm_rope_neox : shardlm_rope;
     for (int i = 0; i < b->n; i++) {
         shardlm_rope_table(c->rope_tab, c->rope_freq, hp->rope_dim, b->pos[i]);
-        shardlm_rope(q + i * qw, n_q_heads, hp->head_dim, hp->rope_dim, c->rope_tab);
-        shardlm_rope(k + i * kw, n_kv_heads, hp->head_dim, hp->rope_dim, c->rope_tab);
+        rot(q + i * qw, n_q_heads, hp->head_dim, hp->rope_dim, c->rope_tab);
+        rot(k + i * kw, n_kv_heads, hp->head_dim, hp->rope_dim, c->rope_tab);
     }
     return SHARDLM_OK;
 }
@@ -182,6 +190,7 @@ const shardlm_backend shardlm_backend_cpu = {
     .embed = cpu_embed,
     .rmsnorm = cpu_rmsnorm,
     .matmul = cpu_matmul,
+    .add_bias = cpu_add_bias,
     .rope = cpu_rope,
     .kv_store = cpu_kv_store,
     .attention = cpu_attention,

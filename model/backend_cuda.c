@@ -28,8 +28,8 @@ typedef struct shardlm_model_dev {
 /* The name a weight has in the GGUF, for messages. */
 static const char *weight_name(char *buf, size_t cap, int layer, const char *what)
 {
-    if (layer < 0) snprintf(buf, cap, "%s.weight", what);
-    else snprintf(buf, cap, "blk.%d.%s.weight", layer, what);
+    if (layer < 0) snprintf(buf, cap, "%s", what);
+    else snprintf(buf, cap, "blk.%d.%s", layer, what);
     return buf;
 }
 
@@ -183,6 +183,7 @@ typedef struct {
     int32_t *h_tables;
     float *h_stage;  /* host side of all-reduces and the gather (host-memory transports) */
     float *d_lg_all; /* rank 0: the gather's target for device-memory transports */
+    float *d_freq;   /* [rope_dim / 2] RoPE inverse frequencies (factors and scale applied) */
 } cuda_state;
 
 static void cuda_state_free(shardlm_state *s)
@@ -192,7 +193,7 @@ static void cuda_state_free(shardlm_state *s)
     shardlm_cuda_ctx *c = d->ctx;
     shardlm_acts *a = &s->a;
     float *bufs[] = {d->kv.d_k, d->kv.d_v, a->x, a->xb, a->xb2, a->q, a->att, a->k, a->v, a->hb, a->hb2,
-                     a->lg_local, d->d_lg_all};
+                     a->lg_local, d->d_lg_all, d->d_freq};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) shardlm_cuda_release(c, bufs[i]);
     memset(a, 0, sizeof *a);
     shardlm_cuda_release(c, d->tokens);
@@ -208,6 +209,21 @@ static void cuda_state_free(shardlm_state *s)
 static int dalloc(cuda_state *d, void *p, size_t bytes, const char *what)
 {
     return shardlm_cuda_alloc(d->ctx, (void **)p, bytes, what);
+}
+
+/* The CPU's frequency table (shardlm_rope_freqs_ext), so both agree. */
+static int upload_freqs(shardlm_state *s, cuda_state *d)
+{
+    const shardlm_hparams *hp = &s->m->hp;
+    size_t n = (size_t)hp->rope_dim / 2 + 1;
+    float *h = malloc(n * sizeof(float));
+    if (!h) return SHARDLM_ENOMEM;
+    shardlm_rope_freqs_ext(h, hp->rope_dim, hp->rope_base, hp->rope_freq_scale, s->m->rope_factors);
+    int rc = dalloc(d, &d->d_freq, n * sizeof(float), "RoPE frequencies");
+    if (!rc) rc = shardlm_cuda_upload(d->ctx, d->d_freq, h, n * sizeof(float));
+    if (!rc) rc = shardlm_cuda_sync(d->ctx, "uploading the RoPE frequencies"); /* h is freed next */
+    free(h);
+    return rc;
 }
 
 static int state_buffers(shardlm_state *s, cuda_state *d, size_t kv_floats)
@@ -236,6 +252,7 @@ static int state_buffers(shardlm_state *s, cuda_state *d, size_t kv_floats)
     if (!rc) rc = dalloc(d, &d->seq, B * sizeof(int32_t), "batch sequences");
     size_t stage = B * (dim > (size_t)p->n_vocab ? dim : (size_t)p->n_vocab);
     if (!rc && !(d->h_stage = malloc(stage * f))) rc = SHARDLM_ENOMEM;
+    if (!rc) rc = upload_freqs(s, d);
     return rc ? rc : shardlm_cuda_sync(d->ctx, "allocating the KV cache");
 }
 
@@ -311,12 +328,18 @@ static int cuda_matmul(shardlm_state *s, const shardlm_mat *w, const float *x, i
     return shardlm_cuda_matmul(ctx_of(s), w->type, w->data, w->rows, w->cols, x, (size_t)n, y);
 }
 
+static int cuda_add_bias(shardlm_state *s, float *y, const float *bias, int rows, int width)
+{
+    return shardlm_cuda_add_bias(ctx_of(s), y, bias, rows, (size_t)width);
+}
+
 static int cuda_rope(shardlm_state *s, float *q, int n_q_heads, float *k, int n_kv_heads, const shardlm_batch *b)
 {
     const shardlm_hparams *hp = &s->m->hp;
     cuda_state *d = s->bs;
-    int rc = shardlm_cuda_rope(d->ctx, q, b->n, n_q_heads, hp->head_dim, hp->rope_dim, d->pos, hp->rope_base);
-    return rc ? rc : shardlm_cuda_rope(d->ctx, k, b->n, n_kv_heads, hp->head_dim, hp->rope_dim, d->pos, hp->rope_base);
+    int hd = hp->head_dim, rd = hp->rope_dim, neox = hp->rope_neox;
+    int rc = shardlm_cuda_rope_freqs(d->ctx, q, b->n, n_q_heads, hd, rd, d->pos, d->d_freq, neox);
+    return rc ? rc : shardlm_cuda_rope_freqs(d->ctx, k, b->n, n_kv_heads, hd, rd, d->pos, d->d_freq, neox);
 }
 
 static int cuda_kv_store(shardlm_state *s, int l, const float *k, const float *v, const shardlm_batch *b)
@@ -388,6 +411,7 @@ const shardlm_backend shardlm_backend_cuda = {
     .embed = cuda_embed,
     .rmsnorm = cuda_rmsnorm,
     .matmul = cuda_matmul,
+    .add_bias = cuda_add_bias,
     .rope = cuda_rope,
     .kv_store = cuda_kv_store,
     .attention = cuda_attention,

@@ -79,8 +79,16 @@ static int allreduce(shardlm_state *s, shardlm_comm *comm, float *buf, size_t n,
     return rc;
 }
 
-/* Attention: column-parallel q/k/v (this rank's heads), RoPE, the paged
- * cache, then the row-parallel output projection summed over the ranks. */
+/* y += bias (rows x width), when the file has that bias. */
+static int bias(shardlm_state *s, float *y, const float *b, int rows, int width)
+{
+    return b ? s->be->add_bias(s, y, b, rows, width) : SHARDLM_OK;
+}
+
+/* Attention: column-parallel q/k/v (this rank's heads) with their biases
+ * (qwen2), per-head RMSNorm of q and k (qwen3), RoPE (pairs for llama,
+ * halves for qwen; Llama 3's frequency factors), the paged cache, then the
+ * row-parallel output projection summed over the ranks, its bias added once. */
 static int attention_block(const shardlm_model *m, shardlm_state *s, shardlm_comm *comm, int l,
                            const shardlm_batch *b, int timeout_ms)
 {
@@ -89,32 +97,43 @@ static int attention_block(const shardlm_model *m, shardlm_state *s, shardlm_com
     const shardlm_shard_plan *p = &m->plan;
     const shardlm_layer *ly = &m->layers[l];
     shardlm_acts *a = &s->a;
-    int n = b->n;
+    int n = b->n, hd = hp->head_dim, nq = p->n_q_heads, nkv = p->n_kv_heads;
     OP(be->rmsnorm(s, a->xb, a->x, ly->attn_norm, n, hp->dim, hp->eps));
     OP(be->matmul(s, &ly->wq, a->xb, n, a->q));
+    OP(bias(s, a->q, ly->bq, n, nq * hd));
     OP(be->matmul(s, &ly->wk, a->xb, n, a->k));
+    OP(bias(s, a->k, ly->bk, n, nkv * hd));
     OP(be->matmul(s, &ly->wv, a->xb, n, a->v));
-    OP(be->rope(s, a->q, p->n_q_heads, a->k, p->n_kv_heads, b));
+    OP(bias(s, a->v, ly->bv, n, nkv * hd));
+    if (ly->q_norm) OP(be->rmsnorm(s, a->q, a->q, ly->q_norm, n * nq, hd, hp->eps));
+    if (ly->k_norm) OP(be->rmsnorm(s, a->k, a->k, ly->k_norm, n * nkv, hd, hp->eps));
+    OP(be->rope(s, a->q, nq, a->k, nkv, b));
     OP(be->kv_store(s, l, a->k, a->v, b));
     OP(be->attention(s, l, a->q, a->att, b));
     OP(be->matmul(s, &ly->wo, a->att, n, a->xb2));
     OP(allreduce(s, comm, a->xb2, (size_t)n * hp->dim, timeout_ms));
+    OP(bias(s, a->xb2, ly->bo, n, hp->dim));
     return be->add(s, a->x, a->xb2, (size_t)n * hp->dim);
 }
 
-/* SwiGLU MLP: column-parallel gate/up (this rank's FFN rows), row-parallel down. */
+/* SwiGLU MLP: column-parallel gate/up (this rank's FFN rows), row-parallel
+ * down; biases where the file has them (the down bias once, after the sum). */
 static int ffn_block(const shardlm_model *m, shardlm_state *s, shardlm_comm *comm, int l, int n, int timeout_ms)
 {
     const shardlm_backend *be = s->be;
     const shardlm_hparams *hp = &m->hp;
     const shardlm_layer *ly = &m->layers[l];
     shardlm_acts *a = &s->a;
+    int nf = m->plan.n_ffn;
     OP(be->rmsnorm(s, a->xb, a->x, ly->ffn_norm, n, hp->dim, hp->eps));
     OP(be->matmul(s, &ly->w_gate, a->xb, n, a->hb));
+    OP(bias(s, a->hb, ly->b_gate, n, nf));
     OP(be->matmul(s, &ly->w_up, a->xb, n, a->hb2));
-    OP(be->silu_mul(s, a->hb, a->hb2, (size_t)n * m->plan.n_ffn));
+    OP(bias(s, a->hb2, ly->b_up, n, nf));
+    OP(be->silu_mul(s, a->hb, a->hb2, (size_t)n * nf));
     OP(be->matmul(s, &ly->w_down, a->hb, n, a->xb2));
     OP(allreduce(s, comm, a->xb2, (size_t)n * hp->dim, timeout_ms));
+    OP(bias(s, a->xb2, ly->b_down, n, hp->dim));
     return be->add(s, a->x, a->xb2, (size_t)n * hp->dim);
 }
 
@@ -133,6 +152,7 @@ static int logits_block(const shardlm_model *m, shardlm_state *s, shardlm_comm *
     if (nw == 0) return SHARDLM_OK;
     OP(be->rmsnorm(s, a->xb, a->xb2, m->output_norm, nw, hp->dim, hp->eps));
     OP(be->matmul(s, &m->output, a->xb, nw, a->lg_local));
+    OP(bias(s, a->lg_local, m->output_b, nw, m->plan.n_vocab));
     int world = m->plan.world;
     for (int r = 0; r < world; r++) s->gather_bytes[r] = (size_t)nw * m->vocab_counts[r] * sizeof(float);
     OP(be->gather(s, comm, a->lg_local, s->lg_all, timeout_ms));

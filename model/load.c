@@ -1,4 +1,5 @@
-/* load.c - copies this rank's shard of a llama GGUF out of the file mapping.
+/* load.c - copies this rank's shard of a GGUF (llama, qwen2, qwen3) out of
+ * the file mapping.
  * After each tensor the pages it touched are dropped from the mapping, so
  * resident memory stays near the size of the shard while loading. */
 #include <stdio.h>
@@ -181,25 +182,117 @@ static int load_cols(loader *L, const char *name, uint64_t cols, uint64_t rows, 
     return isq_convert(L, out);
 }
 
-/* A 1-D tensor of n elements as F32. */
-static int load_vec(loader *L, const char *name, uint64_t n, float **out)
+/* Elements [off, off + count) of a 1-D tensor of n elements, as F32. An
+ * absent tensor is an error when required, else leaves *out NULL. The whole
+ * vector is read (they are small) and the slice kept. */
+static int load_vec_part(loader *L, const char *name, uint64_t n, uint64_t off, uint64_t count, int required,
+                         float **out)
 {
     const shardlm_gguf_tensor *t = shardlm_gguf_find_tensor(L->g, name);
     const char *path = shardlm_gguf_path(L->g);
+    *out = NULL;
+    if (!t && !required) return SHARDLM_OK;
     if (!t) {
         shardlm_err_set("%s: missing tensor '%s'", path, name);
         return SHARDLM_EINPUT;
     }
-    if (!shardlm_dtype_supported(t->type) || t->ne[0] != n || t->ne[1] != 1 || t->ne[2] != 1 || t->ne[3] != 1) {
-        shardlm_err_set("%s: tensor '%s' must be a vector of %llu elements of a supported type", path, name,
-                        (unsigned long long)n);
+    if (!shardlm_dtype_supported(t->type) || t->ne[0] != n || t->ne[1] != 1 || t->ne[2] != 1 || t->ne[3] != 1 ||
+        shardlm_dtype_row_bytes(t->type, n) == 0) {
+        shardlm_err_set("%s: tensor '%s' must be a vector of %llu elements of a supported type (it is [%llu, %llu] "
+                        "%s)", path, name, (unsigned long long)n, (unsigned long long)t->ne[0],
+                        (unsigned long long)t->ne[1], shardlm_dtype_name(t->type));
         return SHARDLM_EINPUT;
     }
     int rc;
-    if (load_note(L, &rc, t, 0, shardlm_dtype_row_bytes(t->type, n), shardlm_dtype_row_bytes(t->type, n), 1))
+    size_t rb = shardlm_dtype_row_bytes(t->type, n);
+    if (load_note(L, &rc, t, 0, rb, rb, 1)) return rc;
+    float *all = malloc(n * sizeof(float));
+    if (!all) return SHARDLM_ENOMEM;
+    shardlm_dequant_row((shardlm_dtype)t->type, t->data, all, n);
+    if ((*out = load_alloc(L, count * sizeof(float)))) memcpy(*out, all + off, count * sizeof(float));
+    free(all);
+    return *out ? SHARDLM_OK : SHARDLM_ENOMEM;
+}
+
+/* A 1-D tensor of n elements as F32. */
+static int load_vec(loader *L, const char *name, uint64_t n, float **out)
+{
+    return load_vec_part(L, name, n, 0, n, 1, out);
+}
+
+/* The optional vectors of a layer: biases (sliced as the matrices they
+ * belong to) and qwen3's q/k norms. Which ones a file may hold was checked
+ * against the architecture before (check_names). */
+static int load_layer_vecs(loader *L, int l, shardlm_layer *ly)
+{
+    const shardlm_hparams *hp = &L->m->hp;
+    const shardlm_shard_plan *p = &L->m->plan;
+    size_t hd = (size_t)hp->head_dim, dim = (size_t)hp->dim;
+    size_t qw = (size_t)hp->n_heads * hd, kvw = (size_t)hp->n_kv_heads * hd;
+    int qk = shardlm_arch_desc_of(hp->arch)->qk_norm, rc;
+    char n[96];
+#define NAME(s) (snprintf(n, sizeof n, "blk.%d.%s", l, s), n)
+    if ((rc = load_vec_part(L, NAME("attn_q.bias"), qw, p->q_head0 * hd, p->n_q_heads * hd, 0, &ly->bq)) ||
+        (rc = load_vec_part(L, NAME("attn_k.bias"), kvw, p->kv_head0 * hd, p->n_kv_heads * hd, 0, &ly->bk)) ||
+        (rc = load_vec_part(L, NAME("attn_v.bias"), kvw, p->kv_head0 * hd, p->n_kv_heads * hd, 0, &ly->bv)) ||
+        (rc = load_vec_part(L, NAME("attn_output.bias"), dim, 0, dim, 0, &ly->bo)) ||
+        (rc = load_vec_part(L, NAME("ffn_gate.bias"), hp->ffn, p->ffn0, p->n_ffn, 0, &ly->b_gate)) ||
+        (rc = load_vec_part(L, NAME("ffn_up.bias"), hp->ffn, p->ffn0, p->n_ffn, 0, &ly->b_up)) ||
+        (rc = load_vec_part(L, NAME("ffn_down.bias"), dim, 0, dim, 0, &ly->b_down)) ||
+        (rc = load_vec_part(L, NAME("attn_q_norm.weight"), hd, 0, hd, qk, &ly->q_norm)) ||
+        (rc = load_vec_part(L, NAME("attn_k_norm.weight"), hd, 0, hd, qk, &ly->k_norm)))
         return rc;
-    if (!(*out = load_alloc(L, n * sizeof(float)))) return SHARDLM_ENOMEM;
-    shardlm_dequant_row((shardlm_dtype)t->type, t->data, *out, n);
+#undef NAME
+    return SHARDLM_OK;
+}
+
+/* ---- which tensors a file of an architecture may hold ----
+ * llama.cpp refuses a file with tensors its loader does not take; so does
+ * shardlm, rather than compute something else while ignoring them. */
+
+typedef struct {
+    const char *suffix;
+    unsigned need; /* SHARDLM_OPT_* bit that allows it; 0: always */
+} tensor_rule;
+
+static const tensor_rule layer_rules[] = {
+    {"attn_norm.weight", 0},      {"attn_q.weight", 0},         {"attn_k.weight", 0},
+    {"attn_v.weight", 0},         {"attn_output.weight", 0},    {"ffn_norm.weight", 0},
+    {"ffn_gate.weight", 0},       {"ffn_up.weight", 0},         {"ffn_down.weight", 0},
+    {"attn_q.bias", SHARDLM_OPT_QKV_BIAS}, {"attn_k.bias", SHARDLM_OPT_QKV_BIAS}, {"attn_v.bias", SHARDLM_OPT_QKV_BIAS},
+    {"attn_output.bias", SHARDLM_OPT_O_BIAS}, {"ffn_gate.bias", SHARDLM_OPT_FFN_BIAS},
+    {"ffn_up.bias", SHARDLM_OPT_FFN_BIAS}, {"ffn_down.bias", SHARDLM_OPT_FFN_BIAS},
+};
+
+static int name_known(const shardlm_arch_desc *a, int n_layers, const char *name)
+{
+    if (!strcmp(name, "token_embd.weight") || !strcmp(name, "output_norm.weight") || !strcmp(name, "output.weight"))
+        return 1;
+    if (!strcmp(name, "output.bias")) return (a->optional & SHARDLM_OPT_OUT_BIAS) != 0;
+    if (!strcmp(name, "rope_freqs.weight")) return (a->optional & SHARDLM_OPT_ROPE_FREQS) != 0;
+    int l = -1, off = 0;
+    char prefix[32];
+    if (sscanf(name, "blk.%d.%n", &l, &off) != 1 || off == 0 || l < 0 || l >= n_layers) return 0;
+    snprintf(prefix, sizeof prefix, "blk.%d.", l);
+    if (strncmp(name, prefix, strlen(prefix))) return 0; /* "blk.01." and the like */
+    const char *suf = name + off;
+    if (a->qk_norm && (!strcmp(suf, "attn_q_norm.weight") || !strcmp(suf, "attn_k_norm.weight"))) return 1;
+    for (size_t i = 0; i < sizeof layer_rules / sizeof layer_rules[0]; i++)
+        if (!strcmp(suf, layer_rules[i].suffix)) return !layer_rules[i].need || (a->optional & layer_rules[i].need);
+    return 0;
+}
+
+static int check_names(loader *L)
+{
+    const shardlm_hparams *hp = &L->m->hp;
+    const shardlm_arch_desc *a = shardlm_arch_desc_of(hp->arch);
+    for (uint64_t i = 0; i < shardlm_gguf_n_tensors(L->g); i++) {
+        const char *name = shardlm_gguf_tensor_at(L->g, i)->name;
+        if (name_known(a, hp->n_layers, name)) continue;
+        shardlm_err_set("%s: tensor '%s' is not part of a %s model with %d layers as llama.cpp loads one; shardlm "
+                        "refuses it rather than ignore it", shardlm_gguf_path(L->g), name, a->name, hp->n_layers);
+        return SHARDLM_EINPUT;
+    }
     return SHARDLM_OK;
 }
 
@@ -220,7 +313,8 @@ static int load_layer(loader *L, int l, shardlm_layer *ly)
         (rc = load_cols(L, NAME("attn_output"), qw, dim, p->q_head0 * hd, p->n_q_heads * hd, &ly->wo)) ||
         (rc = load_rows(L, NAME("ffn_gate"), dim, hp->ffn, p->ffn0, p->n_ffn, &ly->w_gate)) ||
         (rc = load_rows(L, NAME("ffn_up"), dim, hp->ffn, p->ffn0, p->n_ffn, &ly->w_up)) ||
-        (rc = load_cols(L, NAME("ffn_down"), hp->ffn, dim, p->ffn0, p->n_ffn, &ly->w_down)))
+        (rc = load_cols(L, NAME("ffn_down"), hp->ffn, dim, p->ffn0, p->n_ffn, &ly->w_down)) ||
+        (rc = load_layer_vecs(L, l, ly)))
         return rc;
 #undef NAME
     shardlm_mat *mats[] = {&ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->w_gate, &ly->w_up, &ly->w_down};
@@ -257,7 +351,16 @@ static int load_all(loader *L)
     const shardlm_hparams *hp = &m->hp;
     int rc = load_rows(L, "token_embd.weight", hp->dim, hp->vocab, 0, hp->vocab, &m->tok_embd);
     if (rc) return rc;
-    if ((rc = load_vec(L, "output_norm.weight", hp->dim, &m->output_norm))) return rc;
+    if ((rc = load_vec(L, "output_norm.weight", hp->dim, &m->output_norm)) ||
+        (rc = load_vec_part(L, "output.bias", hp->vocab, m->plan.vocab0, m->plan.n_vocab, 0, &m->output_b)) ||
+        (rc = load_vec_part(L, "rope_freqs.weight", hp->rope_dim / 2, 0, hp->rope_dim / 2, 0, &m->rope_factors)))
+        return rc;
+    for (int j = 0; m->rope_factors && j < hp->rope_dim / 2; j++)
+        if (!(m->rope_factors[j] > 0.0f) || m->rope_factors[j] > 1e6f) {
+            shardlm_err_set("%s: rope_freqs.weight[%d] is %g; the frequency factors must be positive",
+                            shardlm_gguf_path(L->g), j, (double)m->rope_factors[j]);
+            return SHARDLM_EINPUT;
+        }
     const char *out_name = shardlm_gguf_find_tensor(L->g, "output.weight") ? "output.weight" : "token_embd.weight";
     /* The embedding stays plain: rows are looked up one at a time. */
     if ((rc = load_rows(L, out_name, hp->dim, hp->vocab, m->plan.vocab0, m->plan.n_vocab, &m->output)) ||
@@ -285,6 +388,7 @@ static int load_model(const shardlm_gguf *g, int world, int rank, const shardlm_
         return SHARDLM_EINPUT;
     }
     int rc = shardlm_hparams_read(g, &m->hp);
+    if (!rc) rc = check_names(&L);
     if (!rc) rc = load_plan(&L, world, rank);
     if (!rc && !(m->vocab_counts = calloc((size_t)world, sizeof(int)))) rc = SHARDLM_ENOMEM;
     for (int r = 0; !rc && r < world; r++) {
@@ -323,21 +427,33 @@ int shardlm_model_weights(shardlm_model *m, int l, shardlm_weight *out)
 #define MAT(f, nm) out[n++] = (shardlm_weight){nm, &(f), NULL, 0}
 #define VEC(f, nm, len) out[n++] = (shardlm_weight){nm, NULL, &(f), (len)}
     if (l < 0) {
-        MAT(m->tok_embd, "token_embd");
-        MAT(m->output, "output");
-        VEC(m->output_norm, "output_norm", dim);
+        MAT(m->tok_embd, "token_embd.weight");
+        MAT(m->output, "output.weight");
+        VEC(m->output_norm, "output_norm.weight", dim);
+        VEC(m->output_b, "output.bias", (size_t)m->plan.n_vocab);
         return n;
     }
     shardlm_layer *ly = &m->layers[l];
-    VEC(ly->attn_norm, "attn_norm", dim);
-    VEC(ly->ffn_norm, "ffn_norm", dim);
-    MAT(ly->wq, "attn_q");
-    MAT(ly->wk, "attn_k");
-    MAT(ly->wv, "attn_v");
-    MAT(ly->wo, "attn_output");
-    MAT(ly->w_gate, "ffn_gate");
-    MAT(ly->w_up, "ffn_up");
-    MAT(ly->w_down, "ffn_down");
+    VEC(ly->attn_norm, "attn_norm.weight", dim);
+    VEC(ly->ffn_norm, "ffn_norm.weight", dim);
+    MAT(ly->wq, "attn_q.weight");
+    MAT(ly->wk, "attn_k.weight");
+    MAT(ly->wv, "attn_v.weight");
+    MAT(ly->wo, "attn_output.weight");
+    MAT(ly->w_gate, "ffn_gate.weight");
+    MAT(ly->w_up, "ffn_up.weight");
+    MAT(ly->w_down, "ffn_down.weight");
+    size_t hd = (size_t)hp->head_dim, qw = (size_t)m->plan.n_q_heads * hd, kvw = (size_t)m->plan.n_kv_heads * hd;
+    size_t ffn = (size_t)m->plan.n_ffn;
+    VEC(ly->bq, "attn_q.bias", qw);
+    VEC(ly->bk, "attn_k.bias", kvw);
+    VEC(ly->bv, "attn_v.bias", kvw);
+    VEC(ly->bo, "attn_output.bias", dim);
+    VEC(ly->b_gate, "ffn_gate.bias", ffn);
+    VEC(ly->b_up, "ffn_up.bias", ffn);
+    VEC(ly->b_down, "ffn_down.bias", dim);
+    VEC(ly->q_norm, "attn_q_norm.weight", hd);
+    VEC(ly->k_norm, "attn_k_norm.weight", hd);
 #undef MAT
 #undef VEC
     return n;
@@ -357,6 +473,7 @@ void shardlm_model_free(shardlm_model *m)
     if (m->dev) shardlm_dev_model_free(m); /* device weights, NULL afterwards */
     for (int l = 0; m->layers && l < m->hp.n_layers; l++) weights_free(m, l);
     weights_free(m, -1);
+    free(m->rope_factors); /* host only: the backends build their frequency tables from it */
     free(m->layers);
     free(m->vocab_counts);
     free(m);

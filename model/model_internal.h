@@ -8,6 +8,24 @@
 #include "shardlm_kernels.h"
 #include "shardlm_model.h"
 
+/* What sets one architecture apart (plan.c), following llama.cpp's loader
+ * and graph for it: the RoPE style, qwen3's per-head q/k norms, whether
+ * attention.key_length may differ from dim / heads, and which optional
+ * tensors a file may hold (SHARDLM_OPT_*). */
+enum {
+    SHARDLM_OPT_QKV_BIAS = 1,   /* blk.N.attn_{q,k,v}.bias */
+    SHARDLM_OPT_O_BIAS = 2,     /* blk.N.attn_output.bias */
+    SHARDLM_OPT_FFN_BIAS = 4,   /* blk.N.ffn_{gate,up,down}.bias */
+    SHARDLM_OPT_OUT_BIAS = 8,   /* output.bias */
+    SHARDLM_OPT_ROPE_FREQS = 16 /* rope_freqs.weight (Llama 3 frequency factors) */
+};
+typedef struct {
+    const char *name;
+    int rope_neox, qk_norm, own_head_dim;
+    unsigned optional;
+} shardlm_arch_desc;
+const shardlm_arch_desc *shardlm_arch_desc_of(shardlm_arch a);
+
 /* A row-major matrix of `rows` rows of `cols` elements, owned by the model.
  * data is host memory, or device memory once the model is on a GPU. */
 typedef struct {
@@ -22,6 +40,12 @@ typedef struct {
     shardlm_mat wo;              /* row-parallel: dim x local q width */
     shardlm_mat w_gate, w_up;    /* column-parallel: n_ffn x dim */
     shardlm_mat w_down;          /* row-parallel: dim x n_ffn */
+    /* Optional (NULL when the file has none). Column-parallel biases are
+     * this rank's slice; row-parallel ones (bo, b_down) are whole and added
+     * once, after the all-reduce. */
+    float *bq, *bk, *bv, *bo;
+    float *b_gate, *b_up, *b_down;
+    float *q_norm, *k_norm; /* qwen3: head_dim each, applied to every head before RoPE */
 } shardlm_layer;
 
 typedef struct shardlm_backend shardlm_backend;
@@ -32,6 +56,8 @@ struct shardlm_model {
     shardlm_mat tok_embd; /* vocab x dim, replicated */
     shardlm_mat output;   /* n_vocab x dim, this rank's vocabulary rows */
     float *output_norm;
+    float *output_b;     /* optional: this rank's vocabulary slice of output.bias */
+    float *rope_factors; /* optional: rope_dim / 2 divisors of the RoPE frequencies (rope_freqs.weight), host */
     shardlm_layer *layers;
     size_t shard_bytes;
     int *vocab_counts; /* n_vocab of every rank, for the logits gather */
@@ -42,7 +68,7 @@ struct shardlm_model {
 /* One weight of the model, for code that visits them all (the CUDA upload,
  * freeing): a matrix, or a float vector of n elements (NULL when absent). */
 typedef struct {
-    const char *name; /* the GGUF name's suffix: "attn_q", "ffn_norm", ... */
+    const char *name; /* the GGUF name, less "blk.N.": "attn_q.weight", "attn_q.bias", ... */
     shardlm_mat *mat;
     float **vec;
     size_t n;
@@ -98,7 +124,10 @@ struct shardlm_backend {
     int (*rmsnorm)(shardlm_state *s, float *out, const float *x, const float *w, int rows, int dim, float eps);
     /* Y[i][r] = sum_c W[r][c] X[i][c] for i < n. */
     int (*matmul)(shardlm_state *s, const shardlm_mat *w, const float *x, int n, float *y);
-    /* Rotates every token's local q and k heads at its position. */
+    /* y[i][j] += bias[j] for rows rows of width values. */
+    int (*add_bias)(shardlm_state *s, float *y, const float *bias, int rows, int width);
+    /* Rotates every token's local q and k heads at its position (the
+     * model's RoPE style, frequencies, factors and scale). */
     int (*rope)(shardlm_state *s, float *q, int n_q_heads, float *k, int n_kv_heads, const shardlm_batch *b);
     /* Stores every token's k and v rows at its position of layer l's cache. */
     int (*kv_store)(shardlm_state *s, int l, const float *k, const float *v, const shardlm_batch *b);
@@ -120,6 +149,12 @@ extern const shardlm_backend shardlm_backend_cuda; /* backend_cuda.c */
 
 /* backend_cuda.c: releases the device copy of the weights (m->dev). */
 void shardlm_dev_model_free(shardlm_model *m);
+
+/* ---- synth_vocab.c: the vocabulary of a synthetic model ---- */
+#define SHARDLM_SYNTH_MIN_VOCAB 259 /* the built-in one: <unk>, <s>, </s>, 256 byte tokens, then words */
+/* Writes the tokenizer.* metadata: the built-in vocabulary of o->vocab
+ * tokens, or every tokenizer.* entry of o->vocab_path. */
+int shardlm_synth_write_vocab(shardlm_gguf_writer *w, const shardlm_synth_opts *o);
 
 /* ---- ranges.c: a growable list of byte ranges. The loader in record mode
  * appends what each read would touch instead of copying it. */
