@@ -17,8 +17,9 @@ static void info_usage(FILE *f)
     fputs("usage: shardlm info MODEL.gguf\n"
           "\n"
           "Prints the GGUF header (version, alignment, size, fingerprint), the\n"
-          "architecture's hyperparameters, every metadata key with its type and\n"
-          "value, the tensor table and a tokenizer summary.\n"
+          "architecture's hyperparameters and whether shardlm runs it (and if not,\n"
+          "why), every metadata key with its type and value, the tensor table and a\n"
+          "tokenizer summary. Files shardlm cannot run are described all the same.\n"
           "\n"
           "  -h, --help   show this help\n",
           f);
