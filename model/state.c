@@ -15,7 +15,7 @@ int shardlm_state_set_comm_q8(shardlm_state *s, int world, int on)
     s->q8_scratch = NULL;
     if (!on) return SHARDLM_OK;
     if (s->be != &shardlm_backend_cpu) {
-        shardlm_err_set("--comm-dtype q8: the %s device path all-reduces f32", s->be->name);
+        shardlm_err_set("--comm-dtype q8: the CUDA device path all-reduces f32");
         return SHARDLM_EINPUT;
     }
     size_t n = (size_t)s->max_batch * (size_t)s->m->hp.dim;
