@@ -222,7 +222,7 @@ static int load_vec(loader *L, const char *name, uint64_t n, float **out)
 
 /* The optional vectors of a layer: biases (sliced as the matrices they
  * belong to) and qwen3's q/k norms. Which ones a file may hold was checked
- * against the architecture before (check_names). */
+ * against the architecture before (plan.c, check_names). */
 static int load_layer_vecs(loader *L, int l, shardlm_layer *ly)
 {
     const shardlm_hparams *hp = &L->m->hp;
@@ -243,56 +243,6 @@ static int load_layer_vecs(loader *L, int l, shardlm_layer *ly)
         (rc = load_vec_part(L, NAME("attn_k_norm.weight"), hd, 0, hd, qk, &ly->k_norm)))
         return rc;
 #undef NAME
-    return SHARDLM_OK;
-}
-
-/* ---- which tensors a file of an architecture may hold ----
- * llama.cpp refuses a file with tensors its loader does not take; so does
- * shardlm, rather than compute something else while ignoring them. */
-
-typedef struct {
-    const char *suffix;
-    unsigned need; /* SHARDLM_OPT_* bit that allows it; 0: always */
-} tensor_rule;
-
-static const tensor_rule layer_rules[] = {
-    {"attn_norm.weight", 0},      {"attn_q.weight", 0},         {"attn_k.weight", 0},
-    {"attn_v.weight", 0},         {"attn_output.weight", 0},    {"ffn_norm.weight", 0},
-    {"ffn_gate.weight", 0},       {"ffn_up.weight", 0},         {"ffn_down.weight", 0},
-    {"attn_q.bias", SHARDLM_OPT_QKV_BIAS}, {"attn_k.bias", SHARDLM_OPT_QKV_BIAS}, {"attn_v.bias", SHARDLM_OPT_QKV_BIAS},
-    {"attn_output.bias", SHARDLM_OPT_O_BIAS}, {"ffn_gate.bias", SHARDLM_OPT_FFN_BIAS},
-    {"ffn_up.bias", SHARDLM_OPT_FFN_BIAS}, {"ffn_down.bias", SHARDLM_OPT_FFN_BIAS},
-};
-
-static int name_known(const shardlm_arch_desc *a, int n_layers, const char *name)
-{
-    if (!strcmp(name, "token_embd.weight") || !strcmp(name, "output_norm.weight") || !strcmp(name, "output.weight"))
-        return 1;
-    if (!strcmp(name, "output.bias")) return (a->optional & SHARDLM_OPT_OUT_BIAS) != 0;
-    if (!strcmp(name, "rope_freqs.weight")) return (a->optional & SHARDLM_OPT_ROPE_FREQS) != 0;
-    int l = -1, off = 0;
-    char prefix[32];
-    if (sscanf(name, "blk.%d.%n", &l, &off) != 1 || off == 0 || l < 0 || l >= n_layers) return 0;
-    snprintf(prefix, sizeof prefix, "blk.%d.", l);
-    if (strncmp(name, prefix, strlen(prefix))) return 0; /* "blk.01." and the like */
-    const char *suf = name + off;
-    if (a->qk_norm && (!strcmp(suf, "attn_q_norm.weight") || !strcmp(suf, "attn_k_norm.weight"))) return 1;
-    for (size_t i = 0; i < sizeof layer_rules / sizeof layer_rules[0]; i++)
-        if (!strcmp(suf, layer_rules[i].suffix)) return !layer_rules[i].need || (a->optional & layer_rules[i].need);
-    return 0;
-}
-
-static int check_names(loader *L)
-{
-    const shardlm_hparams *hp = &L->m->hp;
-    const shardlm_arch_desc *a = shardlm_arch_desc_of(hp->arch);
-    for (uint64_t i = 0; i < shardlm_gguf_n_tensors(L->g); i++) {
-        const char *name = shardlm_gguf_tensor_at(L->g, i)->name;
-        if (name_known(a, hp->n_layers, name)) continue;
-        shardlm_err_set("%s: tensor '%s' is not part of a %s model with %d layers as llama.cpp loads one; shardlm "
-                        "refuses it rather than ignore it", shardlm_gguf_path(L->g), name, a->name, hp->n_layers);
-        return SHARDLM_EINPUT;
-    }
     return SHARDLM_OK;
 }
 
@@ -387,8 +337,7 @@ static int load_model(const shardlm_gguf *g, int world, int rank, const shardlm_
         shardlm_err_set("--isq %s: in-situ quantisation supports q8_0 and q4_0", shardlm_dtype_name((uint32_t)L.opts.isq));
         return SHARDLM_EINPUT;
     }
-    int rc = shardlm_hparams_read(g, &m->hp);
-    if (!rc) rc = check_names(&L);
+    int rc = shardlm_hparams_read(g, &m->hp); /* also checks the tensor names */
     if (!rc) rc = load_plan(&L, world, rank);
     if (!rc && !(m->vocab_counts = calloc((size_t)world, sizeof(int)))) rc = SHARDLM_ENOMEM;
     for (int r = 0; !rc && r < world; r++) {

@@ -126,16 +126,26 @@ static int hp_rope_scaling(const shardlm_gguf *g, const char *a, shardlm_hparams
                         "tensor rope_freqs.weight)", path, key, type);
         return SHARDLM_EINPUT;
     }
-    float factor = 0.0f, attn = 1.0f;
-    if ((rc = hp_get_float(g, a, "rope.scaling.factor", &factor)) || (factor == 0.0f &&
-        (rc = hp_get_float(g, a, "rope.scale_linear", &factor))) ||
-        (rc = hp_get_float(g, a, "rope.scaling.attn_factor", &attn)))
-        return rc;
+    /* A factor of 0 means none, as in llama.cpp; the old key is rope.scale_linear. */
+    double factor = 0.0;
+    float attn = 1.0f;
+    snprintf(key, sizeof key, "%s.rope.scaling.factor", a);
+    if ((rc = shardlm_gguf_get_f64(g, key, &factor)) == 1) {
+        snprintf(key, sizeof key, "%s.rope.scale_linear", a);
+        rc = shardlm_gguf_get_f64(g, key, &factor);
+    }
+    if (rc != SHARDLM_OK && rc != 1) return rc;
+    if (!(factor == 0.0 || (factor > 0.0 && factor <= 1e6))) {
+        shardlm_err_set("%s: metadata key '%s' has value %g; a scaling factor is positive (or 0: none)", path, key,
+                        factor);
+        return SHARDLM_EINPUT;
+    }
+    if ((rc = hp_get_float(g, a, "rope.scaling.attn_factor", &attn))) return rc;
     if (attn != 1.0f) {
         shardlm_err_set("%s: %s.rope.scaling.attn_factor %g is not supported (only 1)", path, a, attn);
         return SHARDLM_EINPUT;
     }
-    hp->rope_freq_scale = !strcmp(type, "none") || factor == 0.0f ? 1.0f : 1.0f / factor;
+    hp->rope_freq_scale = !strcmp(type, "none") || factor == 0.0 ? 1.0f : 1.0f / (float)factor; /* as llama.cpp */
     return SHARDLM_OK;
 }
 
@@ -163,6 +173,55 @@ static int hp_arch(const shardlm_gguf *g, char *a, size_t cap, shardlm_arch *arc
     if (experts > 0) {
         shardlm_err_set("%s: %s = %llu: mixture-of-experts models are not supported", path, key,
                         (unsigned long long)experts);
+        return SHARDLM_EINPUT;
+    }
+    return SHARDLM_OK;
+}
+
+/* ---- which tensors a file of an architecture may hold ----
+ * llama.cpp refuses a file with tensors its loader does not take; so does
+ * shardlm, rather than compute something else while ignoring them. */
+
+typedef struct {
+    const char *suffix;
+    unsigned need; /* SHARDLM_OPT_* bit that allows it; 0: always */
+} tensor_rule;
+
+static const tensor_rule layer_rules[] = {
+    {"attn_norm.weight", 0},      {"attn_q.weight", 0},         {"attn_k.weight", 0},
+    {"attn_v.weight", 0},         {"attn_output.weight", 0},    {"ffn_norm.weight", 0},
+    {"ffn_gate.weight", 0},       {"ffn_up.weight", 0},         {"ffn_down.weight", 0},
+    {"attn_q.bias", SHARDLM_OPT_QKV_BIAS}, {"attn_k.bias", SHARDLM_OPT_QKV_BIAS}, {"attn_v.bias", SHARDLM_OPT_QKV_BIAS},
+    {"attn_output.bias", SHARDLM_OPT_O_BIAS}, {"ffn_gate.bias", SHARDLM_OPT_FFN_BIAS},
+    {"ffn_up.bias", SHARDLM_OPT_FFN_BIAS}, {"ffn_down.bias", SHARDLM_OPT_FFN_BIAS},
+};
+
+static int name_known(const shardlm_arch_desc *a, int n_layers, const char *name)
+{
+    if (!strcmp(name, "token_embd.weight") || !strcmp(name, "output_norm.weight") || !strcmp(name, "output.weight"))
+        return 1;
+    if (!strcmp(name, "output.bias")) return (a->optional & SHARDLM_OPT_OUT_BIAS) != 0;
+    if (!strcmp(name, "rope_freqs.weight")) return (a->optional & SHARDLM_OPT_ROPE_FREQS) != 0;
+    int l = -1, off = 0;
+    char prefix[32];
+    if (sscanf(name, "blk.%d.%n", &l, &off) != 1 || off == 0 || l < 0 || l >= n_layers) return 0;
+    snprintf(prefix, sizeof prefix, "blk.%d.", l);
+    if (strncmp(name, prefix, strlen(prefix))) return 0; /* "blk.01." and the like */
+    const char *suf = name + off;
+    if (a->qk_norm && (!strcmp(suf, "attn_q_norm.weight") || !strcmp(suf, "attn_k_norm.weight"))) return 1;
+    for (size_t i = 0; i < sizeof layer_rules / sizeof layer_rules[0]; i++)
+        if (!strcmp(suf, layer_rules[i].suffix)) return !layer_rules[i].need || (a->optional & layer_rules[i].need);
+    return 0;
+}
+
+static int check_names(const shardlm_gguf *g, const shardlm_hparams *hp)
+{
+    const shardlm_arch_desc *a = &archs[hp->arch];
+    for (uint64_t i = 0; i < shardlm_gguf_n_tensors(g); i++) {
+        const char *name = shardlm_gguf_tensor_at(g, i)->name;
+        if (name_known(a, hp->n_layers, name)) continue;
+        shardlm_err_set("%s: tensor '%s' is not part of a %s model with %d layers as llama.cpp loads one; shardlm "
+                        "refuses it rather than ignore it", shardlm_gguf_path(g), name, a->name, hp->n_layers);
         return SHARDLM_EINPUT;
     }
     return SHARDLM_OK;
@@ -197,7 +256,8 @@ int shardlm_hparams_read(const shardlm_gguf *g, shardlm_hparams *hp)
     const void *data;
     if (shardlm_gguf_get_arr(g, "tokenizer.ggml.tokens", &et, &n_vocab, &data) != SHARDLM_OK) n_vocab = 0;
     hp->vocab = (int)n_vocab; /* 0: taken from token_embd's shape by the loader */
-    return hp_check(g, a, hp);
+    rc = hp_check(g, a, hp);
+    return rc ? rc : check_names(g, hp);
 }
 
 int shardlm_plan_make(const shardlm_hparams *hp, int world, int rank, int ffn_unit, shardlm_shard_plan *p)

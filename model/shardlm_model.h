@@ -51,8 +51,9 @@ typedef struct {
 } shardlm_shard_plan;
 
 /* Reads and checks the ARCH.* hyperparameters of an open GGUF (head_dim is
- * attention.key_length when present). SHARDLM_EINPUT naming the file and
- * key, or naming the architecture and the supported list. */
+ * attention.key_length when present), and that every tensor is one the
+ * architecture takes. SHARDLM_EINPUT naming the file and the key or tensor,
+ * or naming the architecture and the supported list. */
 int shardlm_hparams_read(const shardlm_gguf *g, shardlm_hparams *hp);
 
 /* Splits the model over `world` ranks. ffn_unit is the granularity of the

@@ -480,6 +480,11 @@ Test(arch_errors, tensors_and_keys_an_architecture_does_not_take)
     patch(path, "llama.", "qwen2.", 6, 1000);                             /* the keys */
     patch(path, "\5\0\0\0\0\0\0\0llama", "\5\0\0\0\0\0\0\0qwen2", 13, 1); /* the architecture, not the tokenizer */
     tu_expect_exit(gen, 2, "qwen2.attention.key_length 32 must be embedding_length 64 / head_count 4");
+    /* RoPE scaling other than linear (yarn, longrope) */
+    const char *const lin[] = {"--rope-scaling", "linear", "--vocab", "260", NULL};
+    snprintf(path, sizeof path, "%s", synth("yarn.gguf", lin));
+    patch(path, "linear", "yarn42", 6, 1);
+    tu_expect_exit(gen, 2, "llama.rope.scaling.type 'yarn42' is not supported (supported: none, linear");
 }
 
 Test(arch_errors, kv_heads_that_ranks_cannot_share)
