@@ -344,6 +344,41 @@ Test(arch_model, every_architecture_matches_the_plain_reference)
     }
 }
 
+/* A token's logits do not depend on the rest of its batch, for every
+ * architecture: 20 tokens in one batch equal them one at a time, bit for bit. */
+Test(arch_model, batches_do_not_change_a_token)
+{
+    enum { T = 20 };
+    int32_t toks[T], pos[T], seq[T] = {0}, table[4] = {0, 1, 2, 3}, tlen = 4;
+    uint8_t want[T];
+    for (int i = 0; i < T; i++) toks[i] = (int32_t)(1 + (i * 53) % 299), pos[i] = i, want[i] = 1;
+    const int32_t *tables[1] = {table};
+    shardlm_comm *comm;
+    cr_assert_eq(shardlm_comm_local_create(&comm), 0);
+    for (size_t v = 0; v < N_VARIANTS; v++) {
+        shardlm_gguf *g;
+        cr_assert_eq(shardlm_gguf_open(synth(variants[v].name, variants[v].flags), &g), 0, "%s", shardlm_err_get());
+        shardlm_model *m;
+        cr_assert_eq(shardlm_model_load(g, 1, 0, NULL, &m), 0, "%s", shardlm_err_get());
+        shardlm_gguf_close(g);
+        float *a = malloc(sizeof(float) * T * 300), *b = malloc(sizeof(float) * T * 300);
+        shardlm_state *s1, *s2;
+        cr_assert_eq(shardlm_state_new(m, 64, 0, 16, T, &s1), 0);
+        cr_assert_eq(shardlm_state_new(m, 64, 0, 16, T, &s2), 0);
+        shardlm_batch all = {T, toks, pos, seq, want, 1, tables, &tlen};
+        cr_assert_eq(shardlm_model_forward_batch(m, s1, comm, &all, a, 10000), 0, "%s", shardlm_err_get());
+        for (int i = 0; i < T; i++) {
+            shardlm_batch one = {1, toks + i, pos + i, seq, want, 1, tables, &tlen};
+            cr_assert_eq(shardlm_model_forward_batch(m, s2, comm, &one, b + i * 300, 10000), 0);
+        }
+        cr_assert(memcmp(a, b, sizeof(float) * T * 300) == 0, "%s: batched and one-by-one logits differ",
+                  variants[v].name);
+        shardlm_state_free(s1), shardlm_state_free(s2), shardlm_model_free(m);
+        free(a), free(b);
+    }
+    shardlm_comm_destroy(comm);
+}
+
 /* What the subtlest features change, so the test above can fail: Llama 3's
  * factors (over 20 positions only the slowest frequencies turn, and those
  * are the ones scaled) and qwen2's biases move the logits by at least 50
