@@ -195,7 +195,7 @@ static void mpi_destroy(shardlm_comm *c)
 }
 
 static const shardlm_comm_ops mpi_ops = {"mpi", mpi_allreduce, mpi_allgather, mpi_gatherv,
-                                         mpi_broadcast, mpi_barrier, mpi_destroy};
+                                         mpi_broadcast, mpi_barrier, mpi_destroy, 0 /* host memory */};
 
 int shardlm_comm_mpi_create(shardlm_comm **out)
 {

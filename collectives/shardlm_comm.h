@@ -21,7 +21,12 @@ typedef struct {
     int (*broadcast)(shardlm_comm *c, void *buf, size_t bytes, int root, int timeout_ms);
     int (*barrier)(shardlm_comm *c, int timeout_ms);
     void (*destroy)(shardlm_comm *c);
+    unsigned caps; /* SHARDLM_COMM_CAP_* bits (0: host memory only) */
 } shardlm_comm_ops;
+
+/* The collectives take device (CUDA) pointers as well as host ones, so a
+ * forward pass on a GPU hands them its buffers without a host copy (NCCL). */
+#define SHARDLM_COMM_CAP_DEVICE_MEM 1u
 
 /* Transports embed this as their first member. */
 struct shardlm_comm {
@@ -35,6 +40,8 @@ struct shardlm_comm {
 static inline int shardlm_comm_rank(const shardlm_comm *c) { return c->rank; }
 static inline int shardlm_comm_size(const shardlm_comm *c) { return c->world_size; }
 static inline const char *shardlm_comm_name(const shardlm_comm *c) { return c->ops->name; }
+/* Whether the transport has capability cap (a SHARDLM_COMM_CAP_* bit). */
+static inline int shardlm_comm_has(const shardlm_comm *c, unsigned cap) { return (c->ops->caps & cap) != 0; }
 /* After a call failed: the peer rank it was waiting on (a worker reports it
  * to rank 0 in its Fault message), or -1 when the transport cannot tell. */
 static inline int shardlm_comm_fault_peer(const shardlm_comm *c) { return c ? c->fault_peer : -1; }

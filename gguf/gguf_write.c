@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "gguf_internal.h"
 #include "shardlm_common.h"
 #include "shardlm_gguf.h"
 #include "shardlm_kernels.h"
@@ -174,6 +175,43 @@ void shardlm_gguf_writer_arr_f32(shardlm_gguf_writer *w, const char *key, const 
 void shardlm_gguf_writer_arr_i32(shardlm_gguf_writer *w, const char *key, const int32_t *v, uint64_t n)
 {
     shardlm_gguf_writer_arr(w, key, SHARDLM_GGUF_INT32, v, n);
+}
+
+static void put_gstr(shardlm_gguf_writer *w, shardlm_gguf_str s)
+{
+    put_u64(w, s.len);
+    put(w, s.ptr, (size_t)s.len);
+}
+
+/* Strings and string arrays are copied through the reader's accessors;
+ * everything else is packed little-endian values, copied as bytes. */
+void shardlm_gguf_writer_copy(shardlm_gguf_writer *w, const shardlm_gguf *src, uint64_t i)
+{
+    gguf_kv_info kv;
+    if (w->err[0]) return;
+    if (gguf_kv_view(src, i, &kv)) return bad(w, "metadata entry %llu of %s does not exist", (unsigned long long)i,
+                                              shardlm_gguf_path(src));
+    shardlm_gguf_str k = shardlm_gguf_kv_key(src, i);
+    char *key = strndup(k.ptr, (size_t)k.len);
+    if (!key) return bad(w, "out of memory building metadata");
+    shardlm_gguf_str sv;
+    if (begin(w, key, kv.type) == 0) {
+        if (kv.type == SHARDLM_GGUF_STRING && shardlm_gguf_get_str(src, key, &sv) == SHARDLM_OK) {
+            put_gstr(w, sv);
+        } else if (kv.type == SHARDLM_GGUF_ARRAY) {
+            put_u32(w, kv.arr_type);
+            put_u64(w, kv.arr_n);
+            for (uint64_t j = 0; kv.arr_type == SHARDLM_GGUF_STRING && j < kv.arr_n; j++)
+                if (shardlm_gguf_arr_str(src, key, j, &sv) == SHARDLM_OK) put_gstr(w, sv);
+            if (kv.arr_type != SHARDLM_GGUF_STRING && !scalar_size(kv.arr_type))
+                bad(w, "metadata key '%s': arrays of %s cannot be copied", key, shardlm_gguf_vtype_name(kv.arr_type));
+            else if (kv.arr_type != SHARDLM_GGUF_STRING)
+                put(w, kv.arr_data, (size_t)kv.arr_n * scalar_size(kv.arr_type));
+        } else {
+            put(w, kv.val, scalar_size(kv.type));
+        }
+    }
+    free(key);
 }
 
 static uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) & ~(a - 1); }

@@ -102,6 +102,8 @@ void shardlm_gguf_writer_scalar(shardlm_gguf_writer *w, const char *key, shardlm
 /* An array of any scalar numeric or bool type (packed little-endian values). */
 void shardlm_gguf_writer_arr(shardlm_gguf_writer *w, const char *key, shardlm_gguf_vtype elem, const void *v,
                              uint64_t n);
+/* Copies metadata entry i of an open file (key, type and value) verbatim. */
+void shardlm_gguf_writer_copy(shardlm_gguf_writer *w, const shardlm_gguf *src, uint64_t i);
 /* Declares a tensor; its bytes are produced later, in declaration order, by
  * fill(ctx, tensor_index, dst, nbytes) during shardlm_gguf_writer_write, so
  * large files stream to disk without being held in memory. */

@@ -68,6 +68,9 @@ void shardlm_ref_rmsnorm(float *out, const float *x, const float *weight, size_t
 /* Rotates interleaved pairs (v[2i], v[2i+1]) of the first rope_dim elements of
  * each of n_heads heads of head_dim elements, at position pos. */
 void shardlm_ref_rope(float *v, int n_heads, int head_dim, int rope_dim, int pos, float base);
+/* NeoX layout (qwen2, qwen3): rotates (v[j], v[j + rope_dim/2]) for
+ * j < rope_dim/2 with angle pos / base^(2j / rope_dim). */
+void shardlm_ref_rope_neox(float *v, int n_heads, int head_dim, int rope_dim, int pos, float base);
 void shardlm_ref_softmax(float *x, size_t n);
 /* a[i] = silu(a[i]) * b[i] */
 void shardlm_ref_silu_mul(float *a, const float *b, size_t n);
@@ -121,6 +124,18 @@ void shardlm_rope_table(float *tab, const float *freq, int rope_dim, int pos);
 /* Rotates n_heads heads of head_dim elements like shardlm_ref_rope, with a
  * table from shardlm_rope_table for that position. */
 void shardlm_rope(float *v, int n_heads, int head_dim, int rope_dim, const float *tab);
+
+/* ---- what the architectures add (kernels/cpu/rope.c) ---- */
+
+/* As shardlm_rope_freqs, then freq[i] = freq[i] / factors[i] * scale:
+ * Llama 3's frequency factors (rope_freqs.weight; NULL: none) and linear
+ * scaling (scale = 1 / rope.scaling.factor). */
+void shardlm_rope_freqs_ext(float *freq, int rope_dim, float base, float scale, const float *factors);
+/* The NeoX layout with a shardlm_rope_table table: bit for bit
+ * shardlm_ref_rope_neox when the table came from shardlm_rope_freqs. */
+void shardlm_rope_neox(float *v, int n_heads, int head_dim, int rope_dim, const float *tab);
+/* y[r][j] += b[j] for r < rows, j < width. */
+void shardlm_add_bias(float *y, const float *b, size_t rows, size_t width);
 
 /* ---- attention over the paged KV cache (kernels/cpu/attention.c) ----
  * The cache holds, per position and KV head, one row of head_dim values of

@@ -10,14 +10,16 @@
 #include "shardlm_common.h"
 #include "shardlm_gguf.h"
 #include "shardlm_kernels.h"
+#include "shardlm_model.h"
 
 static void info_usage(FILE *f)
 {
     fputs("usage: shardlm info MODEL.gguf\n"
           "\n"
           "Prints the GGUF header (version, alignment, size, fingerprint), the\n"
-          "architecture's hyperparameters, every metadata key with its type and\n"
-          "value, the tensor table and a tokenizer summary.\n"
+          "architecture's hyperparameters and whether shardlm runs it (and if not,\n"
+          "why), every metadata key with its type and value, the tensor table and a\n"
+          "tokenizer summary. Files shardlm cannot run are described all the same.\n"
           "\n"
           "  -h, --help   show this help\n",
           f);
@@ -62,8 +64,23 @@ static void print_hparams(const shardlm_gguf *g)
     print_hparam(g, arch, "KV head count", "attention.head_count_kv", "(absent: default = head count)");
     print_hparam(g, arch, "RMS eps", "attention.layer_norm_rms_epsilon", "(absent: default 1e-05)");
     print_hparam(g, arch, "RoPE freq base", "rope.freq_base", "(absent: default 10000)");
-    print_hparam(g, arch, "RoPE dimension count", "rope.dimension_count",
-                 "(absent: default = embedding length / head count)");
+    print_hparam(g, arch, "RoPE dimension count", "rope.dimension_count", "(absent: default = head size)");
+    print_hparam(g, arch, "key length", "attention.key_length", "(absent: default = embedding length / head count)");
+    print_hparam(g, arch, "value length", "attention.value_length", "(absent: default = key length)");
+    print_hparam(g, arch, "RoPE scaling factor", "rope.scaling.factor", "(absent: no scaling)");
+    char key[160];
+    shardlm_gguf_str t;
+    snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
+    if (shardlm_gguf_get_str(g, key, &t) == SHARDLM_OK)
+        printf("  %-21s %.*s\n", "RoPE scaling type", (int)(t.len < 32 ? t.len : 32), t.ptr);
+    if (shardlm_gguf_find_tensor(g, "rope_freqs.weight")) printf("  %-21s %s\n", "RoPE freq factors", "rope_freqs.weight");
+    /* Whether shardlm runs it, and if not, why: the loader's own message. */
+    shardlm_hparams hp;
+    if (shardlm_hparams_read(g, &hp) == SHARDLM_OK)
+        printf("  %-21s yes (%s, %s RoPE, head size %d)\n", "shardlm runs it", shardlm_arch_name(hp.arch),
+               hp.rope_neox ? "NeoX" : "interleaved-pair", hp.head_dim);
+    else
+        printf("  %-21s no: %s\n", "shardlm runs it", shardlm_err_get());
 }
 
 static void print_metadata(const shardlm_gguf *g)

@@ -1,4 +1,5 @@
-/* load.c - copies this rank's shard of a llama GGUF out of the file mapping.
+/* load.c - copies this rank's shard of a GGUF (llama, qwen2, qwen3) out of
+ * the file mapping.
  * After each tensor the pages it touched are dropped from the mapping, so
  * resident memory stays near the size of the shard while loading. */
 #include <stdio.h>
@@ -181,25 +182,67 @@ static int load_cols(loader *L, const char *name, uint64_t cols, uint64_t rows, 
     return isq_convert(L, out);
 }
 
-/* A 1-D tensor of n elements as F32. */
-static int load_vec(loader *L, const char *name, uint64_t n, float **out)
+/* Elements [off, off + count) of a 1-D tensor of n elements, as F32. An
+ * absent tensor is an error when required, else leaves *out NULL. The whole
+ * vector is read (they are small) and the slice kept. */
+static int load_vec_part(loader *L, const char *name, uint64_t n, uint64_t off, uint64_t count, int required,
+                         float **out)
 {
     const shardlm_gguf_tensor *t = shardlm_gguf_find_tensor(L->g, name);
     const char *path = shardlm_gguf_path(L->g);
+    *out = NULL;
+    if (!t && !required) return SHARDLM_OK;
     if (!t) {
         shardlm_err_set("%s: missing tensor '%s'", path, name);
         return SHARDLM_EINPUT;
     }
-    if (!shardlm_dtype_supported(t->type) || t->ne[0] != n || t->ne[1] != 1 || t->ne[2] != 1 || t->ne[3] != 1) {
-        shardlm_err_set("%s: tensor '%s' must be a vector of %llu elements of a supported type", path, name,
-                        (unsigned long long)n);
+    if (!shardlm_dtype_supported(t->type) || t->ne[0] != n || t->ne[1] != 1 || t->ne[2] != 1 || t->ne[3] != 1 ||
+        shardlm_dtype_row_bytes(t->type, n) == 0) {
+        shardlm_err_set("%s: tensor '%s' must be a vector of %llu elements of a supported type (it is [%llu, %llu] "
+                        "%s)", path, name, (unsigned long long)n, (unsigned long long)t->ne[0],
+                        (unsigned long long)t->ne[1], shardlm_dtype_name(t->type));
         return SHARDLM_EINPUT;
     }
     int rc;
-    if (load_note(L, &rc, t, 0, shardlm_dtype_row_bytes(t->type, n), shardlm_dtype_row_bytes(t->type, n), 1))
+    size_t rb = shardlm_dtype_row_bytes(t->type, n);
+    if (load_note(L, &rc, t, 0, rb, rb, 1)) return rc;
+    float *all = malloc(n * sizeof(float));
+    if (!all) return SHARDLM_ENOMEM;
+    shardlm_dequant_row((shardlm_dtype)t->type, t->data, all, n);
+    if ((*out = load_alloc(L, count * sizeof(float)))) memcpy(*out, all + off, count * sizeof(float));
+    free(all);
+    return *out ? SHARDLM_OK : SHARDLM_ENOMEM;
+}
+
+/* A 1-D tensor of n elements as F32. */
+static int load_vec(loader *L, const char *name, uint64_t n, float **out)
+{
+    return load_vec_part(L, name, n, 0, n, 1, out);
+}
+
+/* The optional vectors of a layer: biases (sliced as the matrices they
+ * belong to) and qwen3's q/k norms. Which ones a file may hold was checked
+ * against the architecture before (plan.c, check_names). */
+static int load_layer_vecs(loader *L, int l, shardlm_layer *ly)
+{
+    const shardlm_hparams *hp = &L->m->hp;
+    const shardlm_shard_plan *p = &L->m->plan;
+    size_t hd = (size_t)hp->head_dim, dim = (size_t)hp->dim;
+    size_t qw = (size_t)hp->n_heads * hd, kvw = (size_t)hp->n_kv_heads * hd;
+    int qk = shardlm_arch_desc_of(hp->arch)->qk_norm, rc;
+    char n[96];
+#define NAME(s) (snprintf(n, sizeof n, "blk.%d.%s", l, s), n)
+    if ((rc = load_vec_part(L, NAME("attn_q.bias"), qw, p->q_head0 * hd, p->n_q_heads * hd, 0, &ly->bq)) ||
+        (rc = load_vec_part(L, NAME("attn_k.bias"), kvw, p->kv_head0 * hd, p->n_kv_heads * hd, 0, &ly->bk)) ||
+        (rc = load_vec_part(L, NAME("attn_v.bias"), kvw, p->kv_head0 * hd, p->n_kv_heads * hd, 0, &ly->bv)) ||
+        (rc = load_vec_part(L, NAME("attn_output.bias"), dim, 0, dim, 0, &ly->bo)) ||
+        (rc = load_vec_part(L, NAME("ffn_gate.bias"), hp->ffn, p->ffn0, p->n_ffn, 0, &ly->b_gate)) ||
+        (rc = load_vec_part(L, NAME("ffn_up.bias"), hp->ffn, p->ffn0, p->n_ffn, 0, &ly->b_up)) ||
+        (rc = load_vec_part(L, NAME("ffn_down.bias"), dim, 0, dim, 0, &ly->b_down)) ||
+        (rc = load_vec_part(L, NAME("attn_q_norm.weight"), hd, 0, hd, qk, &ly->q_norm)) ||
+        (rc = load_vec_part(L, NAME("attn_k_norm.weight"), hd, 0, hd, qk, &ly->k_norm)))
         return rc;
-    if (!(*out = load_alloc(L, n * sizeof(float)))) return SHARDLM_ENOMEM;
-    shardlm_dequant_row((shardlm_dtype)t->type, t->data, *out, n);
+#undef NAME
     return SHARDLM_OK;
 }
 
@@ -220,7 +263,8 @@ static int load_layer(loader *L, int l, shardlm_layer *ly)
         (rc = load_cols(L, NAME("attn_output"), qw, dim, p->q_head0 * hd, p->n_q_heads * hd, &ly->wo)) ||
         (rc = load_rows(L, NAME("ffn_gate"), dim, hp->ffn, p->ffn0, p->n_ffn, &ly->w_gate)) ||
         (rc = load_rows(L, NAME("ffn_up"), dim, hp->ffn, p->ffn0, p->n_ffn, &ly->w_up)) ||
-        (rc = load_cols(L, NAME("ffn_down"), hp->ffn, dim, p->ffn0, p->n_ffn, &ly->w_down)))
+        (rc = load_cols(L, NAME("ffn_down"), hp->ffn, dim, p->ffn0, p->n_ffn, &ly->w_down)) ||
+        (rc = load_layer_vecs(L, l, ly)))
         return rc;
 #undef NAME
     shardlm_mat *mats[] = {&ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->w_gate, &ly->w_up, &ly->w_down};
@@ -257,7 +301,16 @@ static int load_all(loader *L)
     const shardlm_hparams *hp = &m->hp;
     int rc = load_rows(L, "token_embd.weight", hp->dim, hp->vocab, 0, hp->vocab, &m->tok_embd);
     if (rc) return rc;
-    if ((rc = load_vec(L, "output_norm.weight", hp->dim, &m->output_norm))) return rc;
+    if ((rc = load_vec(L, "output_norm.weight", hp->dim, &m->output_norm)) ||
+        (rc = load_vec_part(L, "output.bias", hp->vocab, m->plan.vocab0, m->plan.n_vocab, 0, &m->output_b)) ||
+        (rc = load_vec_part(L, "rope_freqs.weight", hp->rope_dim / 2, 0, hp->rope_dim / 2, 0, &m->rope_factors)))
+        return rc;
+    for (int j = 0; m->rope_factors && j < hp->rope_dim / 2; j++)
+        if (!(m->rope_factors[j] > 0.0f) || m->rope_factors[j] > 1e6f) {
+            shardlm_err_set("%s: rope_freqs.weight[%d] is %g; the frequency factors must be positive",
+                            shardlm_gguf_path(L->g), j, (double)m->rope_factors[j]);
+            return SHARDLM_EINPUT;
+        }
     const char *out_name = shardlm_gguf_find_tensor(L->g, "output.weight") ? "output.weight" : "token_embd.weight";
     /* The embedding stays plain: rows are looked up one at a time. */
     if ((rc = load_rows(L, out_name, hp->dim, hp->vocab, m->plan.vocab0, m->plan.n_vocab, &m->output)) ||
@@ -276,6 +329,7 @@ static int load_model(const shardlm_gguf *g, int world, int rank, const shardlm_
 {
     shardlm_model *m = calloc(1, sizeof *m);
     if (!m) return SHARDLM_ENOMEM;
+    m->be = &shardlm_backend_cpu;
     loader L = {g, m, {-1, NULL}, rec};
     if (opts) L.opts = *opts;
     if (L.opts.isq >= 0 && L.opts.isq != SHARDLM_DT_Q8_0 && L.opts.isq != SHARDLM_DT_Q4_0) {
@@ -283,7 +337,7 @@ static int load_model(const shardlm_gguf *g, int world, int rank, const shardlm_
         shardlm_err_set("--isq %s: in-situ quantisation supports q8_0 and q4_0", shardlm_dtype_name((uint32_t)L.opts.isq));
         return SHARDLM_EINPUT;
     }
-    int rc = shardlm_hparams_read(g, &m->hp);
+    int rc = shardlm_hparams_read(g, &m->hp); /* also checks the tensor names */
     if (!rc) rc = load_plan(&L, world, rank);
     if (!rc && !(m->vocab_counts = calloc((size_t)world, sizeof(int)))) rc = SHARDLM_ENOMEM;
     for (int r = 0; !rc && r < world; r++) {
@@ -314,25 +368,62 @@ int shardlm_model_record_reads(const shardlm_gguf *g, int world, int rank, shard
     return rc;
 }
 
-static void mat_free(shardlm_mat *x) { free(x->data); }
+int shardlm_model_weights(shardlm_model *m, int l, shardlm_weight *out)
+{
+    const shardlm_hparams *hp = &m->hp;
+    size_t dim = (size_t)hp->dim;
+    int n = 0;
+#define MAT(f, nm) out[n++] = (shardlm_weight){nm, &(f), NULL, 0}
+#define VEC(f, nm, len) out[n++] = (shardlm_weight){nm, NULL, &(f), (len)}
+    if (l < 0) {
+        MAT(m->tok_embd, "token_embd.weight");
+        MAT(m->output, "output.weight");
+        VEC(m->output_norm, "output_norm.weight", dim);
+        VEC(m->output_b, "output.bias", (size_t)m->plan.n_vocab);
+        return n;
+    }
+    shardlm_layer *ly = &m->layers[l];
+    VEC(ly->attn_norm, "attn_norm.weight", dim);
+    VEC(ly->ffn_norm, "ffn_norm.weight", dim);
+    MAT(ly->wq, "attn_q.weight");
+    MAT(ly->wk, "attn_k.weight");
+    MAT(ly->wv, "attn_v.weight");
+    MAT(ly->wo, "attn_output.weight");
+    MAT(ly->w_gate, "ffn_gate.weight");
+    MAT(ly->w_up, "ffn_up.weight");
+    MAT(ly->w_down, "ffn_down.weight");
+    size_t hd = (size_t)hp->head_dim, qw = (size_t)m->plan.n_q_heads * hd, kvw = (size_t)m->plan.n_kv_heads * hd;
+    size_t ffn = (size_t)m->plan.n_ffn;
+    VEC(ly->bq, "attn_q.bias", qw);
+    VEC(ly->bk, "attn_k.bias", kvw);
+    VEC(ly->bv, "attn_v.bias", kvw);
+    VEC(ly->bo, "attn_output.bias", dim);
+    VEC(ly->b_gate, "ffn_gate.bias", ffn);
+    VEC(ly->b_up, "ffn_up.bias", ffn);
+    VEC(ly->b_down, "ffn_down.bias", dim);
+    VEC(ly->q_norm, "attn_q_norm.weight", hd);
+    VEC(ly->k_norm, "attn_k_norm.weight", hd);
+#undef MAT
+#undef VEC
+    return n;
+}
+
+/* Host memory: the CUDA backend has put its device copy back first. */
+static void weights_free(shardlm_model *m, int l)
+{
+    shardlm_weight w[SHARDLM_MAX_WEIGHTS];
+    int n = shardlm_model_weights(m, l, w);
+    for (int i = 0; i < n; i++) free(w[i].mat ? w[i].mat->data : *w[i].vec);
+}
 
 void shardlm_model_free(shardlm_model *m)
 {
     if (!m) return;
-    shardlm_dev_model_free(m->dev); /* CUDA hook */
-    if (m->layers) {
-        for (int l = 0; l < m->hp.n_layers; l++) {
-            shardlm_layer *ly = &m->layers[l];
-            free(ly->attn_norm);
-            free(ly->ffn_norm);
-            mat_free(&ly->wq); mat_free(&ly->wk); mat_free(&ly->wv); mat_free(&ly->wo);
-            mat_free(&ly->w_gate); mat_free(&ly->w_up); mat_free(&ly->w_down);
-        }
-    }
+    if (m->dev) shardlm_dev_model_free(m); /* device weights, NULL afterwards */
+    for (int l = 0; m->layers && l < m->hp.n_layers; l++) weights_free(m, l);
+    weights_free(m, -1);
+    free(m->rope_factors); /* host only: the backends build their frequency tables from it */
     free(m->layers);
-    mat_free(&m->tok_embd);
-    mat_free(&m->output);
-    free(m->output_norm);
     free(m->vocab_counts);
     free(m);
 }

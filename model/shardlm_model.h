@@ -1,11 +1,14 @@
-/* shardlm_model.h - a Llama-family model sharded Megatron-style across the
- * ranks of a communicator, and its forward pass.
+/* shardlm_model.h - a decoder-only transformer (general.architecture llama,
+ * qwen2 or qwen3) sharded Megatron-style across the ranks of a
+ * communicator, and its forward pass.
  *
- * Column-parallel (split by output rows): q, k, v, gate, up, output.
- * Row-parallel (split by input columns): o and down, each followed by one
- * sum all-reduce. Norms and the token embedding are replicated. Each rank
- * keeps only its shard in memory: the slices are copied out of the GGUF
- * mapping and the mapping is released. */
+ * Column-parallel (split by output rows): q, k, v, gate, up, output, and
+ * their biases. Row-parallel (split by input columns): o and down, each
+ * followed by one sum all-reduce; their biases are added once, after the
+ * sum. Norms (including qwen3's per-head q/k norms), RoPE frequency
+ * factors and the token embedding are replicated. Each rank keeps only its
+ * shard in memory: the slices are copied out of the GGUF mapping and the
+ * mapping is released. */
 #ifndef SHARDLM_MODEL_H
 #define SHARDLM_MODEL_H
 
@@ -16,9 +19,26 @@
 #include "shardlm_gguf.h"
 #include "shardlm_kernels.h"
 
+/* The architectures shardlm runs (docs/MODELS.md). */
+typedef enum {
+    SHARDLM_ARCH_LLAMA = 0, /* Llama 2/3.x, Mistral, TinyLlama, SmolLM2: interleaved-pair RoPE */
+    SHARDLM_ARCH_QWEN2 = 1, /* Qwen2, Qwen2.5: q/k/v biases, NeoX RoPE */
+    SHARDLM_ARCH_QWEN3 = 2, /* Qwen3: per-head q/k RMSNorm before RoPE, NeoX RoPE */
+} shardlm_arch;
+#define SHARDLM_N_ARCHS 3
+/* "llama", "qwen2", "qwen3" (the general.architecture value). */
+const char *shardlm_arch_name(shardlm_arch a);
+/* The value's architecture, or -1 when shardlm does not run it. */
+int shardlm_arch_parse(const char *name);
+/* "llama, qwen2, qwen3", for messages. */
+const char *shardlm_arch_list(void);
+
 typedef struct {
     int dim, n_layers, n_heads, n_kv_heads, head_dim, ffn, vocab, ctx, rope_dim;
     float eps, rope_base;
+    shardlm_arch arch;
+    int rope_neox;         /* 1: rotate (x[i], x[i + rope_dim/2]) (NeoX); 0: (x[2i], x[2i+1]) */
+    float rope_freq_scale; /* rope.scaling.type linear: 1 / rope.scaling.factor; otherwise 1 */
 } shardlm_hparams;
 
 /* What one rank holds. Heads and FFN rows are contiguous ranges. */
@@ -30,12 +50,15 @@ typedef struct {
     int vocab0, n_vocab;      /* local rows of the output projection */
 } shardlm_shard_plan;
 
-/* Reads and checks the llama.* hyperparameters of an open GGUF. */
+/* Reads and checks the ARCH.* hyperparameters of an open GGUF (head_dim is
+ * attention.key_length when present), and that every tensor is one the
+ * architecture takes. SHARDLM_EINPUT naming the file and the key or tensor,
+ * or naming the architecture and the supported list. */
 int shardlm_hparams_read(const shardlm_gguf *g, shardlm_hparams *hp);
 
 /* Splits the model over `world` ranks. ffn_unit is the granularity of the
  * FFN split (the block size of ffn_down's type). Fails with SHARDLM_EINPUT,
- * saying why, when the heads do not divide. */
+ * saying why, when the query or KV heads do not divide over the ranks. */
 int shardlm_plan_make(const shardlm_hparams *hp, int world, int rank, int ffn_unit, shardlm_shard_plan *p);
 
 typedef struct shardlm_model shardlm_model;
@@ -128,7 +151,7 @@ int shardlm_state_set_comm_q8(shardlm_state *s, int world, int on);
 /* Runs the kernels of this state's steps on pool (borrowed; NULL: one thread). */
 void shardlm_state_set_pool(shardlm_state *s, shardlm_pool *pool);
 
-/* ---- CUDA (model/forward_cuda.c, docs/GPU.md) ----
+/* ---- CUDA (model/backend_cuda.c, docs/GPU.md) ----
  * Uploads this rank's shard to CUDA device `device` (after
  * shardlm_model_load; see shardlm_cuda_pick_device). From then on
  * shardlm_state_new puts the KV cache and scratch on the device and
@@ -143,17 +166,40 @@ int shardlm_model_to_device(shardlm_model *m, int device);
 int shardlm_model_device(const shardlm_model *m);
 
 /* ---- synthetic models (model/synth.c) ----
- * A synthetic llama-architecture GGUF (random weights from a fixed-seed
- * PRNG, a small valid SentencePiece vocabulary), for tests and benchmarks
- * of any model shape. */
+ * A synthetic GGUF of any shape and architecture with llama.cpp's keys and
+ * tensor names (random weights from a fixed-seed PRNG; a small valid
+ * SentencePiece vocabulary, or a real vocabulary copied from a GGUF), for
+ * tests, benchmarks and comparisons with llama.cpp. */
+typedef enum {
+    SHARDLM_SYNTH_ROPE_NONE = 0,
+    SHARDLM_SYNTH_ROPE_LLAMA3 = 1, /* rope_freqs.weight, as llama.cpp's converter writes for Llama 3.1+ */
+    SHARDLM_SYNTH_ROPE_LINEAR = 2, /* ARCH.rope.scaling.type linear, .factor */
+} shardlm_synth_rope;
+
+typedef enum {
+    SHARDLM_SYNTH_BIAS_DEFAULT = -1, /* the architecture's usual: q/k/v for qwen2, none otherwise */
+    SHARDLM_SYNTH_BIAS_NONE = 0,
+    SHARDLM_SYNTH_BIAS_QKV = 1,
+    SHARDLM_SYNTH_BIAS_ALL = 2, /* every bias llama.cpp's loader takes for the architecture */
+} shardlm_synth_bias;
+
 typedef struct {
     int dim, layers, heads, kv_heads, ffn, vocab, context;
-    /* Matrices: SHARDLM_DT_F32, F16, Q8_0, Q4_0, Q4_K or Q6_K; norms are
-     * always F32. With Q4_K, output.weight is Q6_K (as in llama.cpp's
-     * Q4_K_M); with either k-quant, matrices whose rows are not a multiple
-     * of 256 are written as Q8_0. */
+    /* Matrices: SHARDLM_DT_F32, F16, Q8_0, Q4_0, Q4_K or Q6_K; norms and
+     * biases are always F32. With Q4_K, output.weight is Q6_K (as in
+     * llama.cpp's Q4_K_M); with either k-quant, matrices whose rows are not
+     * a multiple of 256 are written as Q8_0. */
     uint32_t type;
     uint64_t seed;
+    shardlm_arch arch;
+    int head_dim;           /* 0: dim / heads; else written as attention.key_length and value_length */
+    const char *vocab_path; /* NULL: the built-in vocabulary of `vocab` tokens; else a GGUF whose
+                             * tokenizer.* metadata is copied (vocab becomes its token count) */
+    shardlm_synth_rope rope_scaling;
+    float rope_factor;      /* the scaling factor (0: the default, 8) */
+    float rope_base;        /* rope.freq_base (0: the default, 10000) */
+    shardlm_synth_bias biases;
+    int tie_embeddings;     /* 1: no output.weight (the output reuses token_embd) */
     /* > 0: a "bigram chain" model for greedy comparisons with other engines
      * (tests/llamacpp/run.sh). output.weight row j is a copy of token_embd
      * row sigma(j), sigma one random cycle through the vocabulary, and the
@@ -163,13 +209,26 @@ typedef struct {
     float bigram;
 } shardlm_synth_opts;
 
-/* The defaults `shardlm synth` uses: dim 256, layers 4, heads 8, kv_heads 4,
- * ffn 768, vocab 512, context 2048, f32, seed 42. */
+/* Llama 3's RoPE frequency factors, as llama.cpp's converter computes them
+ * for rope_freqs.weight: for each of the rope_dim / 2 frequencies
+ * base^(-2i/rope_dim), 1 when its wavelength is below orig_ctx /
+ * high_freq_factor, factor above orig_ctx / low_freq_factor, and a smooth
+ * blend between. synth uses factor, 1, 4 and 8192 (Llama 3.1's values). */
+void shardlm_rope_llama3_factors(float *out, int rope_dim, float base, float factor, float low_freq_factor,
+                                 float high_freq_factor, float orig_ctx);
+
+/* The defaults `shardlm synth` uses: llama, dim 256, layers 4, heads 8,
+ * kv_heads 4, ffn 768, vocab 512, context 2048, f32, seed 42, RoPE base
+ * 10000 unscaled, the architecture's usual biases, untied output. */
 void shardlm_synth_defaults(shardlm_synth_opts *o);
 
 /* Checks the options; SHARDLM_EINPUT with a message naming the option
  * (as its command-line flag, e.g. "--heads") when one is invalid. */
 int shardlm_synth_check(const shardlm_synth_opts *o);
+
+/* The vocabulary size the file gets: o->vocab, or the token count of
+ * o->vocab_path (SHARDLM_EINPUT naming --vocab when it has none). */
+int shardlm_synth_vocab_size(const shardlm_synth_opts *o, int *n);
 
 /* Writes the file (via PATH.tmp). The same options give a byte-identical
  * file. Shows progress on a terminal. */

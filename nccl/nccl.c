@@ -329,6 +329,7 @@ static const shardlm_comm_ops nccl_ops = {
     .broadcast = nccl_broadcast,
     .barrier = nccl_barrier,
     .destroy = nccl_destroy,
+    .caps = SHARDLM_COMM_CAP_DEVICE_MEM, /* cudaPointerGetAttributes tells device from host buffers */
 };
 
 /* ---- bring-up ---- */

@@ -1,6 +1,6 @@
 /* test_cuda.c - the CUDA and NCCL backend: every device kernel against the
- * CPU reference on random data, stories260K's logits on the device against
- * the CPU, the greedy golden text through the engine on the device, and a
+ * CPU reference on random data, stories260K's and each architecture's
+ * logits on the device against the CPU, the greedy golden text through the engine on the device, and a
  * two-GPU NCCL all-reduce. Without CUDA, or without a device, each of those
  * skips with a line naming the reason; the error paths that need no device
  * (the --device message, unsupported weight types, the stubs) always run. */
@@ -138,6 +138,55 @@ Test(cuda_kernels, rmsnorm_rope_silu_add_softmax_argmax)
     for (size_t i = 0; i < 6; i++) shardlm_cuda_release(c, bufs[i]);
     shardlm_cuda_ctx_free(c);
     free(x), free(w), free(y), free(ref), free(got);
+}
+
+/* What the architectures add: bias rows, RoPE from a frequency table (pairs
+ * and NeoX halves, Llama 3 factors, linear scale) and the per-head q/k norm
+ * (rmsnorm over rows of head_dim, in place), against the CPU's kernels. */
+Test(cuda_kernels, bias_rope_freqs_and_head_norm)
+{
+    need_devices(1);
+    shardlm_cuda_ctx *c = ctx0();
+    enum { ROWS = 5, HEADS = 3, HD = 64, RD = 48, W = HEADS * HD };
+    size_t n = ROWS * W;
+    float *x = rand_vec(n, 2.0f), *b = rand_vec(W, 1.0f), *ref = malloc(n * 4), *got = malloc(n * 4);
+    float *dx = up(c, x, n * 4), *db = up(c, b, W * 4);
+    memcpy(ref, x, n * 4);
+    shardlm_add_bias(ref, b, ROWS, W);
+    cr_assert_eq(shardlm_cuda_add_bias(c, dx, db, ROWS, W), 0, "%s", shardlm_err_get());
+    down(c, got, dx, n * 4);
+    for (size_t i = 0; i < n; i++) cr_assert_eq(got[i], ref[i], "add_bias[%zu]", i);
+
+    int32_t pos[ROWS] = {0, 1, 7, 300, 4095};
+    int32_t *dpos = up(c, pos, sizeof pos);
+    float ff[RD / 2], freq[RD / 2], tab[2 * RD];
+    for (int j = 0; j < RD / 2; j++) ff[j] = 1.0f + 0.25f * (float)j;
+    for (int neox = 0; neox < 2; neox++) {
+        shardlm_rope_freqs_ext(freq, RD, 500000.0f, neox ? 0.5f : 1.0f, ff);
+        float *dfreq = up(c, freq, sizeof freq);
+        cr_assert_eq(shardlm_cuda_upload(c, dx, x, n * 4), 0);
+        memcpy(ref, x, n * 4);
+        for (int r = 0; r < ROWS; r++) {
+            shardlm_rope_table(tab, freq, RD, pos[r]);
+            (neox ? shardlm_rope_neox : shardlm_rope)(ref + r * W, HEADS, HD, RD, tab);
+        }
+        cr_assert_eq(shardlm_cuda_rope_freqs(c, dx, ROWS, HEADS, HD, RD, dpos, dfreq, neox), 0, "%s",
+                     shardlm_err_get());
+        down(c, got, dx, n * 4);
+        assert_close(got, ref, n, 1e-5f, neox ? "rope_freqs neox" : "rope_freqs pairs");
+        shardlm_cuda_release(c, dfreq);
+    }
+
+    float *w = rand_vec(HD, 1.0f), *dw = up(c, w, HD * 4);
+    cr_assert_eq(shardlm_cuda_upload(c, dx, x, n * 4), 0);
+    for (int r = 0; r < ROWS * HEADS; r++) shardlm_ref_rmsnorm(ref + r * HD, x + r * HD, w, HD, 1e-6f);
+    cr_assert_eq(shardlm_cuda_rmsnorm(c, dx, dx, dw, ROWS * HEADS, HD, 1e-6f), 0, "%s", shardlm_err_get());
+    down(c, got, dx, n * 4);
+    assert_close(got, ref, n, 1e-5f, "per-head rmsnorm");
+    void *bufs[] = {dx, db, dpos, dw};
+    for (size_t i = 0; i < 4; i++) shardlm_cuda_release(c, bufs[i]);
+    shardlm_cuda_ctx_free(c);
+    free(x), free(b), free(ref), free(got), free(w);
 }
 
 static const shardlm_dtype all_types[] = {SHARDLM_DT_F32, SHARDLM_DT_F16, SHARDLM_DT_BF16, SHARDLM_DT_Q8_0,
@@ -314,6 +363,37 @@ Test(cuda_model, stories260k_logits_match_cpu)
     cr_assert(diff <= 1e-3f * mx, "max |device - CPU| = %g, max |logit| = %g", (double)diff, (double)mx);
     shardlm_model_free(cpu), shardlm_model_free(gpu);
     free(a), free(b);
+}
+
+/* Each architecture's synthetic model (F32) on the device against the CPU:
+ * Llama 3 factors with key_length != dim / heads, tied output and every
+ * llama bias; qwen2 with q/k/v and output biases; qwen3 with its q/k norms. */
+Test(cuda_model, every_architecture_logits_match_cpu)
+{
+    need_devices(1);
+    shardlm_synth_opts so[3];
+    for (int i = 0; i < 3; i++) {
+        shardlm_synth_defaults(&so[i]);
+        so[i].dim = 128, so[i].layers = 2, so[i].heads = 4, so[i].kv_heads = 2, so[i].ffn = 256, so[i].vocab = 300;
+    }
+    so[0].rope_scaling = SHARDLM_SYNTH_ROPE_LLAMA3, so[0].rope_base = 500000.0f, so[0].head_dim = 64;
+    so[0].tie_embeddings = 1, so[0].biases = SHARDLM_SYNTH_BIAS_ALL;
+    so[1].arch = SHARDLM_ARCH_QWEN2, so[1].biases = SHARDLM_SYNTH_BIAS_ALL;
+    so[2].arch = SHARDLM_ARCH_QWEN3, so[2].head_dim = 64;
+    int32_t toks[8] = {1, 40, 77, 261, 12, 299, 5, 100};
+    for (int i = 0; i < 3; i++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/arch%d.gguf", tu_tmpdir(), i);
+        cr_assert_eq(shardlm_synth_write(&so[i], path), 0, "%s", shardlm_err_get());
+        shardlm_model *cpu = load_model(path, -1), *gpu = load_model(path, 0);
+        float a[2 * 300], b[2 * 300], mx = 0, diff = 0;
+        run_steps(cpu, toks, 7, a);
+        run_steps(gpu, toks, 7, b);
+        for (int k = 0; k < 2 * 300; k++) mx = fmaxf(mx, fabsf(a[k])), diff = fmaxf(diff, fabsf(a[k] - b[k]));
+        cr_assert(diff <= 1e-4f * mx, "%s: max |device - CPU| = %g, max |logit| = %g",
+                  shardlm_arch_name(so[i].arch), (double)diff, (double)mx);
+        shardlm_model_free(cpu), shardlm_model_free(gpu);
+    }
 }
 
 /* Greedy decoding through the engine at world size 1 on device 0 gives

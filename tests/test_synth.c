@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "gguf_test_helpers.h"
+#include "shardlm_model.h"
 
 /* ---- synth ---- */
 
@@ -243,4 +244,202 @@ Test(gguf_synth, defaults_and_output_error)
     cr_assert_eq(r.exit_code, 2);
     cr_assert(strstr(r.err, "shardlm: /nonexistent-dir/x.gguf: cannot create"), "%s", r.err);
     tu_result_free(&r);
+}
+
+/* ---- architectures (--arch, --head-dim, --biases, --rope-scaling, --tie-embeddings, --vocab FILE) ---- */
+
+static const char *arch_synth(const char *name, const char *a1, const char *a2, const char *a3, const char *a4,
+                              const char *a5, const char *a6)
+{
+    static char path[512];
+    snprintf(path, sizeof path, "%s/%s", tu_tmpdir(), name);
+    char *argv[32] = {(char *)tu_bin(), "synth", "-o", path, "--dim", "64", "--layers", "2", "--heads", "4",
+                      "--kv-heads", "2", "--ffn", "96", "--vocab", "300"};
+    const char *extra[] = {a1, a2, a3, a4, a5, a6};
+    int n = 16;
+    for (int i = 0; i < 6 && extra[i]; i++) argv[n++] = (char *)extra[i];
+    argv[n] = NULL;
+    tu_result r = tu_run(argv, NULL, 120);
+    cr_assert_eq(r.exit_code, 0, "synth %s: %s", name, r.err);
+    tu_result_free(&r);
+    return path;
+}
+
+static void assert_str(const shardlm_gguf *g, const char *key, const char *want)
+{
+    shardlm_gguf_str s;
+    cr_assert_eq(shardlm_gguf_get_str(g, key, &s), 0, "no %s", key);
+    cr_assert(s.len == strlen(want) && !memcmp(s.ptr, want, s.len), "%s is '%.*s', want '%s'", key, (int)s.len,
+              s.ptr, want);
+}
+
+/* The file loads as a shard of 2 ranks (names, shapes and the architecture's rules). */
+static void assert_loads(const char *path)
+{
+    shardlm_gguf *g;
+    cr_assert_eq(shardlm_gguf_open(path, &g), 0, "%s", shardlm_err_get());
+    shardlm_model *m;
+    cr_assert_eq(shardlm_model_load(g, 2, 1, NULL, &m), 0, "%s: %s", path, shardlm_err_get());
+    shardlm_model_free(m);
+    shardlm_gguf_close(g);
+}
+
+Test(gguf_synth, qwen2_has_qkv_biases_and_llama_s_keys_under_its_name)
+{
+    shardlm_gguf *g;
+    const char *p = arch_synth("q2.gguf", "--arch", "qwen2", NULL, NULL, NULL, NULL);
+    cr_assert_eq(shardlm_gguf_open(p, &g), 0);
+    assert_str(g, "general.architecture", "qwen2");
+    cr_assert_eq(u64_of(g, "qwen2.attention.head_count"), 4);
+    cr_assert_eq(u64_of(g, "qwen2.embedding_length"), 64);
+    cr_assert_lt(shardlm_gguf_find_kv(g, "llama.embedding_length"), 0);
+    cr_assert_lt(shardlm_gguf_find_kv(g, "qwen2.attention.key_length"), 0, "only with --head-dim");
+    assert_dims(g, "blk.1.attn_q.bias", SHARDLM_DT_F32, 64, 1);
+    assert_dims(g, "blk.1.attn_k.bias", SHARDLM_DT_F32, 32, 1);
+    assert_dims(g, "blk.1.attn_v.bias", SHARDLM_DT_F32, 32, 1);
+    cr_assert_null(shardlm_gguf_find_tensor(g, "blk.0.attn_output.bias"), "llama.cpp's qwen2 has none");
+    cr_assert_null(shardlm_gguf_find_tensor(g, "output.bias"), "only with --biases all");
+    const shardlm_gguf_tensor *t = shardlm_gguf_find_tensor(g, "blk.0.attn_q.bias");
+    float b[64];
+    memcpy(b, t->data, sizeof b);
+    float lo = 1, hi = -1;
+    for (int i = 0; i < 64; i++) lo = fminf(lo, b[i]), hi = fmaxf(hi, b[i]);
+    cr_assert(lo >= -0.5f && hi < 0.5f && hi - lo > 0.5f, "biases uniform in +-0.5: [%g, %g]", lo, hi);
+    cr_assert_eq(shardlm_gguf_n_tensors(g), 3 + 2 * 12);
+    shardlm_gguf_close(g);
+    assert_loads(p);
+    p = arch_synth("q2all.gguf", "--arch", "qwen2", "--biases", "all", "--tie-embeddings", NULL);
+    cr_assert_eq(shardlm_gguf_open(p, &g), 0);
+    assert_dims(g, "output.bias", SHARDLM_DT_F32, 300, 1);
+    cr_assert_null(shardlm_gguf_find_tensor(g, "output.weight"), "tied");
+    shardlm_gguf_close(g);
+    assert_loads(p);
+}
+
+Test(gguf_synth, qwen3_has_head_norms_and_its_own_head_size)
+{
+    shardlm_gguf *g;
+    const char *p = arch_synth("q3.gguf", "--arch", "qwen3", "--head-dim", "32", NULL, NULL);
+    cr_assert_eq(shardlm_gguf_open(p, &g), 0);
+    assert_str(g, "general.architecture", "qwen3");
+    cr_assert_eq(u64_of(g, "qwen3.attention.key_length"), 32);
+    cr_assert_eq(u64_of(g, "qwen3.attention.value_length"), 32);
+    cr_assert_eq(u64_of(g, "qwen3.rope.dimension_count"), 32);
+    assert_dims(g, "blk.0.attn_q.weight", SHARDLM_DT_F32, 64, 128);
+    assert_dims(g, "blk.0.attn_k.weight", SHARDLM_DT_F32, 64, 64);
+    assert_dims(g, "blk.0.attn_output.weight", SHARDLM_DT_F32, 128, 64);
+    assert_dims(g, "blk.0.attn_q_norm.weight", SHARDLM_DT_F32, 32, 1);
+    assert_dims(g, "blk.1.attn_k_norm.weight", SHARDLM_DT_F32, 32, 1);
+    cr_assert_null(shardlm_gguf_find_tensor(g, "blk.0.attn_q.bias"), "qwen3 has no biases");
+    float w[32];
+    memcpy(w, shardlm_gguf_find_tensor(g, "blk.0.attn_q_norm.weight")->data, sizeof w);
+    for (int i = 0; i < 32; i++) cr_assert(w[i] >= 0.5f && w[i] < 1.5f, "q_norm[%d] = %g", i, (double)w[i]);
+    shardlm_gguf_close(g);
+    assert_loads(p);
+}
+
+/* rope_freqs.weight holds what shardlm_rope_llama3_factors gives (itself
+ * checked against the converter's formula in test_arch.c); the matrices
+ * are those of the file without scaling, seed for seed. */
+Test(gguf_synth, llama3_rope_freqs_and_tied_output)
+{
+    shardlm_gguf *g, *plain;
+    const char *p = arch_synth("l3.gguf", "--rope-scaling", "llama3", "--rope-base", "500000", "--tie-embeddings",
+                               NULL);
+    char path[512];
+    snprintf(path, sizeof path, "%s", p);
+    cr_assert_eq(shardlm_gguf_open(path, &g), 0);
+    cr_assert_eq(shardlm_gguf_open(arch_synth("l3p.gguf", "--rope-base", "500000", "--tie-embeddings", NULL, NULL,
+                                              NULL), &plain), 0);
+    assert_dims(g, "rope_freqs.weight", SHARDLM_DT_F32, 8, 1);
+    cr_assert_null(shardlm_gguf_find_tensor(g, "output.weight"));
+    cr_assert_lt(shardlm_gguf_find_kv(g, "llama.rope.scaling.type"), 0, "llama.cpp's converter writes no keys for llama3");
+    float f[8], want[8];
+    memcpy(f, shardlm_gguf_find_tensor(g, "rope_freqs.weight")->data, sizeof f);
+    shardlm_rope_llama3_factors(want, 16, 500000.0f, 8.0f, 1.0f, 4.0f, 8192.0f);
+    for (int i = 0; i < 8; i++) cr_assert_eq(f[i], want[i], "factor %d", i);
+    const shardlm_gguf_tensor *a = shardlm_gguf_find_tensor(g, "blk.1.ffn_down.weight"),
+                              *b = shardlm_gguf_find_tensor(plain, "blk.1.ffn_down.weight");
+    cr_assert(a->nbytes == b->nbytes && !memcmp(a->data, b->data, a->nbytes), "same seed, same matrices");
+    shardlm_gguf_close(plain);
+    shardlm_gguf_close(g);
+    assert_loads(path);
+    p = arch_synth("lin.gguf", "--rope-scaling", "linear", "--rope-factor", "4", NULL, NULL);
+    cr_assert_eq(shardlm_gguf_open(p, &g), 0);
+    shardlm_gguf_str s;
+    cr_assert_eq(shardlm_gguf_get_str(g, "llama.rope.scaling.type", &s), 0);
+    cr_assert(s.len == 6 && !memcmp(s.ptr, "linear", 6));
+    double factor;
+    cr_assert_eq(shardlm_gguf_get_f64(g, "llama.rope.scaling.factor", &factor), 0);
+    cr_assert_eq(factor, 4.0);
+    shardlm_hparams hp;
+    cr_assert_eq(shardlm_hparams_read(g, &hp), 0, "%s", shardlm_err_get());
+    cr_assert_eq(hp.rope_freq_scale, 0.25f);
+    shardlm_gguf_close(g);
+}
+
+/* Every tokenizer.* entry of the vocabulary file, byte for byte; the size
+ * follows its token count. The BPE file is checked for its content only
+ * (shardlm's tokenizer takes SentencePiece for now). */
+static void assert_vocab_copied(const char *vocab_rel, const char *arch)
+{
+    const char *vpath = tu_shared(vocab_rel);
+    char vp[512];
+    snprintf(vp, sizeof vp, "%s", vpath);
+    const char *p = arch_synth("v.gguf", "--arch", arch, "--vocab", vp, "--tie-embeddings", NULL);
+    shardlm_gguf *g, *v;
+    cr_assert_eq(shardlm_gguf_open(p, &g), 0, "%s", shardlm_err_get());
+    cr_assert_eq(shardlm_gguf_open(vp, &v), 0);
+    int copied = 0;
+    for (uint64_t i = 0; i < shardlm_gguf_n_kv(v); i++) {
+        shardlm_gguf_str k = shardlm_gguf_kv_key(v, i);
+        char key[128];
+        snprintf(key, sizeof key, "%.*s", (int)k.len, k.ptr);
+        int64_t j = shardlm_gguf_find_kv(g, key);
+        if (strncmp(key, "tokenizer.", 10)) continue;
+        cr_assert_geq(j, 0, "%s: %s not copied", vocab_rel, key);
+        char a[512], b[512];
+        shardlm_gguf_kv_format(v, i, a, sizeof a);
+        shardlm_gguf_kv_format(g, (uint64_t)j, b, sizeof b);
+        cr_assert_str_eq(a, b, "%s", key);
+        copied++;
+    }
+    cr_assert_geq(copied, 5);
+    shardlm_gguf_vtype et;
+    uint64_t n, m;
+    const void *d;
+    cr_assert_eq(shardlm_gguf_get_arr(v, "tokenizer.ggml.tokens", &et, &n, &d), 0);
+    cr_assert_eq(shardlm_gguf_get_arr(g, "tokenizer.ggml.tokens", &et, &m, &d), 0);
+    cr_assert_eq(n, m);
+    for (uint64_t i = 0; i < n; i += n / 97 + 1) {
+        shardlm_gguf_str x, y;
+        cr_assert_eq(shardlm_gguf_arr_str(v, "tokenizer.ggml.tokens", i, &x), 0);
+        cr_assert_eq(shardlm_gguf_arr_str(g, "tokenizer.ggml.tokens", i, &y), 0);
+        cr_assert(x.len == y.len && !memcmp(x.ptr, y.ptr, x.len), "token %" PRIu64, i);
+    }
+    assert_dims(g, "token_embd.weight", SHARDLM_DT_F32, 64, n);
+    shardlm_gguf_close(v);
+    shardlm_gguf_close(g);
+    assert_loads(p);
+}
+
+Test(gguf_synth, vocab_file_is_copied) { assert_vocab_copied("models/vocab/ggml-vocab-phi-3.gguf", "llama"); }
+Test(gguf_synth, bpe_vocab_file_is_copied) { assert_vocab_copied("models/vocab/ggml-vocab-qwen2.gguf", "qwen2"); }
+
+Test(gguf_synth, architecture_options_refused)
+{
+    expect_synth_error("--arch gemma2: unknown architecture (use llama, qwen2, qwen3)", "--arch", "gemma2", "--seed",
+                       "1");
+    expect_synth_error("--head-dim 64: qwen2 has no head size of its own", "--arch", "qwen2", "--head-dim", "64");
+    expect_synth_error("--head-dim 33 must be even", "--head-dim", "33", "--seed", "1");
+    expect_synth_error("--rope-scaling llama3: rope_freqs.weight belongs to the llama architecture, not qwen3",
+                       "--arch", "qwen3", "--rope-scaling", "llama3");
+    expect_synth_error("--rope-scaling yarn: unknown value (use none, llama3 or linear)", "--rope-scaling", "yarn",
+                       "--seed", "1");
+    expect_synth_error("--biases some: unknown value (use default, none, qkv or all)", "--biases", "some", "--seed",
+                       "1");
+    expect_synth_error("--rope-factor 0.5 must be in 1..10000", "--rope-factor", "0.5", "--seed", "1");
+    expect_synth_error("--vocab: /nonexistent/v.gguf", "--vocab", "/nonexistent/v.gguf", "--seed", "1");
+    expect_synth_error("needs --dim (256), --ffn (768) and heads x head size (48)", "--type", "q8_0", "--head-dim",
+                       "6");
 }

@@ -67,6 +67,22 @@ void shardlm_ref_rope(float *v, int n_heads, int head_dim, int rope_dim, int pos
     }
 }
 
+void shardlm_ref_rope_neox(float *v, int n_heads, int head_dim, int rope_dim, int pos, float base)
+{
+    int half = rope_dim / 2;
+    for (int h = 0; h < n_heads; h++) {
+        float *q = v + (size_t)h * head_dim;
+        for (int j = 0; j < half; j++) {
+            float freq = 1.0f / powf(base, (float)(2 * j) / (float)rope_dim);
+            float a = (float)pos * freq;
+            float c = cosf(a), s = sinf(a);
+            float x0 = q[j], x1 = q[j + half];
+            q[j] = x0 * c - x1 * s;
+            q[j + half] = x0 * s + x1 * c;
+        }
+    }
+}
+
 void shardlm_ref_softmax(float *x, size_t n)
 {
     if (n == 0) return;

@@ -1,4 +1,6 @@
-/* rope.c - rotary position embedding from precomputed tables. The
+/* rope.c - rotary position embedding from precomputed tables, in both
+ * layouts (interleaved pairs as llama, halves as NeoX/Qwen), and the bias
+ * add of the architectures that have biases. The
  * reference (ref.c) calls powf, cosf and sinf for every element of every
  * head; here the inverse frequencies are computed once per model and the
  * cos/sin of a position once per token, shared by all its q and k heads.
@@ -18,6 +20,17 @@
 void shardlm_rope_freqs(float *freq, int rope_dim, float base)
 {
     for (int i = 0; i < rope_dim; i += 2) freq[i / 2] = 1.0f / powf(base, (float)i / (float)rope_dim);
+}
+
+/* Multiplying by 1 and dividing by 1 are exact, so without factors and
+ * scale these are shardlm_rope_freqs's values bit for bit. */
+void shardlm_rope_freqs_ext(float *freq, int rope_dim, float base, float scale, const float *factors)
+{
+    shardlm_rope_freqs(freq, rope_dim, base);
+    for (int j = 0; j < rope_dim / 2; j++) {
+        if (factors) freq[j] /= factors[j];
+        freq[j] *= scale;
+    }
 }
 
 void shardlm_rope_table(float *tab, const float *freq, int rope_dim, int pos)
@@ -71,4 +84,27 @@ void shardlm_rope(float *v, int n_heads, int head_dim, int rope_dim, const float
 #endif
         rope_head_scalar(q, rope_dim, tab, i);
     }
+}
+
+/* NeoX: pair j is (v[j], v[j + rope_dim/2]), turned by pair j's angle, whose
+ * cos is tab[2j] and sin tab[rope_dim + 2j + 1]; the products and sums are
+ * those of shardlm_ref_rope_neox, so the result is the same bit for bit. */
+void shardlm_rope_neox(float *v, int n_heads, int head_dim, int rope_dim, const float *tab)
+{
+    int half = rope_dim / 2;
+    for (int h = 0; h < n_heads; h++) {
+        float *q = v + (size_t)h * head_dim;
+        for (int j = 0; j < half; j++) {
+            float c = tab[2 * j], s = tab[rope_dim + 2 * j + 1];
+            float x0 = q[j], x1 = q[j + half];
+            q[j] = x0 * c - x1 * s;
+            q[j + half] = x0 * s + x1 * c;
+        }
+    }
+}
+
+void shardlm_add_bias(float *y, const float *b, size_t rows, size_t width)
+{
+    for (size_t r = 0; r < rows; r++)
+        for (size_t j = 0; j < width; j++) y[r * width + j] += b[j];
 }

@@ -106,6 +106,19 @@ int shardlm_cuda_rope(shardlm_cuda_ctx *c, float *d_v, int n, int n_heads, int h
     return no_cuda();
 }
 
+int shardlm_cuda_rope_freqs(shardlm_cuda_ctx *c, float *d_v, int n, int n_heads, int head_dim, int rope_dim,
+                            const int32_t *d_pos, const float *d_freq, int neox)
+{
+    (void)c, (void)d_v, (void)n, (void)n_heads, (void)head_dim, (void)rope_dim, (void)d_pos, (void)d_freq, (void)neox;
+    return no_cuda();
+}
+
+int shardlm_cuda_add_bias(shardlm_cuda_ctx *c, float *d_y, const float *d_b, int rows, size_t width)
+{
+    (void)c, (void)d_y, (void)d_b, (void)rows, (void)width;
+    return no_cuda();
+}
+
 int shardlm_cuda_silu_mul(shardlm_cuda_ctx *c, float *d_a, const float *d_b, size_t n)
 {
     (void)c, (void)d_a, (void)d_b, (void)n;

@@ -1,5 +1,7 @@
 /* ops.cu - the element-wise and row-wise kernels of the forward pass:
- * embedding lookup, RMSNorm, RoPE, SiLU-multiply, residual add, softmax,
+ * embedding lookup, RMSNorm (rows of dim, or of head_dim for qwen3's q/k
+ * norms), RoPE (pairs or NeoX halves, from a frequency table), bias add,
+ * SiLU-multiply, residual add, softmax,
  * argmax and the paged KV store. Each mirrors its scalar reference in
  * kernels/cpu/ref.c (same formulas, f32 throughout, no fast-math). */
 #include <cuda_fp16.h>
@@ -144,6 +146,43 @@ int shardlm_cuda_rope(shardlm_cuda_ctx *c, float *d_v, int n, int n_heads, int h
     return shardlm_cuda_launched("rope");
 }
 
+/* One thread per rotated pair; the angle is pos * freq[j] in f32, then
+ * cosf/sinf, as the CPU's tables compute it. */
+__global__ static void rope_freqs_k(float *v, size_t total, int n_heads, int head_dim, int rope_dim,
+                                    const int32_t *pos, const float *freq, int neox)
+{
+    size_t id = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (id >= total) return;
+    int half = rope_dim / 2;
+    size_t tok = id / ((size_t)n_heads * half);
+    int h = (int)(id / half % n_heads), j = (int)(id % half);
+    float *q = v + (tok * n_heads + h) * head_dim;
+    float a = (float)pos[tok] * freq[j];
+    float co = cosf(a), si = sinf(a);
+    int i0 = neox ? j : 2 * j, i1 = neox ? j + half : 2 * j + 1;
+    float x0 = q[i0], x1 = q[i1];
+    q[i0] = x0 * co - x1 * si;
+    q[i1] = x0 * si + x1 * co;
+}
+
+int shardlm_cuda_rope_freqs(shardlm_cuda_ctx *c, float *d_v, int n, int n_heads, int head_dim, int rope_dim,
+                            const int32_t *d_pos, const float *d_freq, int neox)
+{
+    size_t total = (size_t)n * n_heads * (rope_dim / 2);
+    if (total == 0) return SHARDLM_OK;
+    int rc = shardlm_cuda_enter(c);
+    if (rc) return rc;
+    rope_freqs_k<<<shardlm_cuda_blocks(total, 256), 256, 0, c->stream>>>(d_v, total, n_heads, head_dim, rope_dim,
+                                                                          d_pos, d_freq, neox);
+    return shardlm_cuda_launched("rope_freqs");
+}
+
+__global__ static void add_bias_k(float *y, const float *b, size_t n, size_t width)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        y[i] += b[i % width];
+}
+
 __global__ static void silu_mul_k(float *a, const float *b, size_t n)
 {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
@@ -170,6 +209,16 @@ int shardlm_cuda_silu_mul(shardlm_cuda_ctx *c, float *d_a, const float *d_b, siz
     if (rc) return rc;
     silu_mul_k<<<ew_blocks(n), 256, 0, c->stream>>>(d_a, d_b, n);
     return shardlm_cuda_launched("silu_mul");
+}
+
+int shardlm_cuda_add_bias(shardlm_cuda_ctx *c, float *d_y, const float *d_b, int rows, size_t width)
+{
+    size_t n = (size_t)(rows > 0 ? rows : 0) * width;
+    if (!n) return SHARDLM_OK;
+    int rc = shardlm_cuda_enter(c);
+    if (rc) return rc;
+    add_bias_k<<<ew_blocks(n), 256, 0, c->stream>>>(d_y, d_b, n, width);
+    return shardlm_cuda_launched("add_bias");
 }
 
 int shardlm_cuda_add(shardlm_cuda_ctx *c, float *d_x, const float *d_y, size_t n)

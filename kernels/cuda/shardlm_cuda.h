@@ -75,13 +75,24 @@ int shardlm_cuda_dtype_ok(shardlm_dtype t);
 /* out[i] = row d_tokens[i] of a vocab x dim table, as f32, for i < n. */
 int shardlm_cuda_embed(shardlm_cuda_ctx *c, shardlm_dtype t, const void *d_table, size_t dim, const int32_t *d_tokens,
                        int n, float *d_out);
-/* Each of rows rows: out = w * x / sqrt(mean(x^2) + eps). */
+/* Each of rows rows: out = w * x / sqrt(mean(x^2) + eps). out may be x;
+ * with rows = tokens x heads and dim = head_dim it is qwen3's per-head
+ * q/k norm. */
 int shardlm_cuda_rmsnorm(shardlm_cuda_ctx *c, float *d_out, const float *d_x, const float *d_w, int rows, size_t dim,
                          float eps);
 /* Row i of n rows (n_heads x head_dim each) rotated at position d_pos[i],
  * exactly as shardlm_ref_rope (interleaved pairs of the first rope_dim). */
 int shardlm_cuda_rope(shardlm_cuda_ctx *c, float *d_v, int n, int n_heads, int head_dim, int rope_dim,
                       const int32_t *d_pos, float base);
+/* RoPE from precomputed inverse frequencies d_freq[rope_dim / 2] (as
+ * shardlm_rope_freqs_ext makes them: base, Llama 3 factors, linear scale):
+ * pair j of row i turns by d_pos[i] * d_freq[j]. neox = 0: the pairs
+ * (x[2j], x[2j+1]) as shardlm_rope; 1: (x[j], x[j + rope_dim/2]) as
+ * shardlm_rope_neox. */
+int shardlm_cuda_rope_freqs(shardlm_cuda_ctx *c, float *d_v, int n, int n_heads, int head_dim, int rope_dim,
+                            const int32_t *d_pos, const float *d_freq, int neox);
+/* y[r][j] += b[j] for r < rows, j < width (q/k/v, output and FFN biases). */
+int shardlm_cuda_add_bias(shardlm_cuda_ctx *c, float *d_y, const float *d_b, int rows, size_t width);
 /* a[i] = silu(a[i]) * b[i] */
 int shardlm_cuda_silu_mul(shardlm_cuda_ctx *c, float *d_a, const float *d_b, size_t n);
 /* x[i] += y[i] */
