@@ -180,10 +180,14 @@ static int gen_prefill(gen_run *g, const int32_t *toks, int n, int max_batch)
 
 static void gen_emit(const shardlm_tokenizer *tok, shardlm_detok *d, int32_t id)
 {
-    char buf[256];
-    size_t k = shardlm_detok_push(tok, d, id, buf, sizeof buf);
-    fwrite(buf, 1, k, stdout);
+    char buf[1024];
+    size_t cap = shardlm_detok_max(tok);
+    char *big = cap > sizeof buf ? malloc(cap) : NULL;
+    char *out = big ? big : buf;
+    size_t k = shardlm_detok_push(tok, d, id, out, big ? cap : sizeof buf);
+    fwrite(out, 1, k, stdout);
     fflush(stdout);
+    free(big);
 }
 
 static int gen_decode(gen_run *g, const gen_opts *o, shardlm_detok *d, int pos)
@@ -205,7 +209,8 @@ static int gen_decode(gen_run *g, const gen_opts *o, shardlm_detok *d, int pos)
             rc = SHARDLM_ENOMEM;
             break;
         }
-        if (next == shardlm_tokenizer_eos(tok) || next == shardlm_tokenizer_bos(tok)) break;
+        /* the model's end-of-generation tokens, and BOS, as llama2.c's run.c */
+        if (shardlm_tokenizer_is_eog(tok, next) || next == shardlm_tokenizer_bos(tok)) break;
         gen_emit(tok, d, next);
         if (i + 1 == o->n_new) break;
         if (pos >= n_ctx) {
@@ -226,10 +231,15 @@ static int gen_generate(gen_run *g, const gen_opts *o)
 {
     const shardlm_tokenizer *tok = g->node->tok;
     size_t len = o->prompt ? strlen(o->prompt) : 0, n = 0;
-    int32_t *toks = malloc((len + 2) * sizeof(int32_t)); /* at most one token per byte, plus BOS */
+    int32_t *toks = malloc((len + 2) * sizeof(int32_t)); /* at most one token per byte, plus BOS and EOS */
     if (!toks) return SHARDLM_ENOMEM;
-    int rc = shardlm_tokenizer_encode(tok, o->prompt ? o->prompt : "", len, 1, toks, len + 2, &n);
+    int rc = shardlm_tokenizer_encode(tok, o->prompt ? o->prompt : "", len, shardlm_tokenizer_add_special(tok), toks,
+                                      len + 2, &n);
     int n_ctx = shardlm_engine_n_ctx(g->node->engine);
+    if (!rc && n == 0) {
+        shardlm_err_set("the prompt is empty and this model adds no BOS token: give a prompt with -p");
+        rc = SHARDLM_EINPUT;
+    }
     if (!rc && (int)n >= n_ctx) {
         shardlm_err_set("the prompt is %zu tokens, which does not fit the context of %d", n, n_ctx);
         rc = SHARDLM_EINPUT;

@@ -1,7 +1,7 @@
 /* test_tokenizer_bpe.c - the byte-level BPE tokenizers (and Phi-3's
  * SentencePiece) against llama.cpp: every test vector of ../shared/models/
- * vocab, the stress strings of tests/data/ (ids from llama.cpp's tokenizer,
- * tests/peer/tokenizer_xcheck.sh), the gpt-2 vocabulary under the smollm and
+ * vocab, the stress and random strings of tests/data/ (ids from llama.cpp's
+ * tokenizer, tests/peer/tokenizer_xcheck.sh), the gpt-2 vocabulary under the smollm and
  * default pre-tokenizers, byte-exact streamed decoding in any chunking,
  * special-token text in chat prompts, the end-of-generation sets and the
  * add_bos/add_eos flags. */
@@ -85,9 +85,9 @@ static char *decode(const shardlm_tokenizer *t, const int32_t *ids, size_t n, si
 
 typedef struct {
     char *inp, *outs;
-    const char *s[128];
-    size_t len[128];
-    char *line[128];
+    const char *s[512];
+    size_t len[512];
+    char *line[512];
     size_t n;
 } vectors;
 
@@ -100,7 +100,7 @@ static void vectors_load(vectors *v, const char *inp_path, const char *out_path)
     v->n = 0;
     for (char *p = v->inp, *end = v->inp + il, *q; p < end && (q = memmem(p, (size_t)(end - p), SEP, strlen(SEP)));
          p = q + strlen(SEP)) {
-        cr_assert_lt(v->n, 128);
+        cr_assert_lt(v->n, 512);
         v->s[v->n] = p;
         v->len[v->n++] = (size_t)(q - p);
     }
@@ -135,11 +135,11 @@ static size_t parse_ids(const char *line, int32_t *ids, size_t max)
 }
 
 static void expect_ids(const shardlm_tokenizer *t, const char *what, size_t i, const char *s, size_t len,
-                       const char *line)
+                       const char *line, int special)
 {
     static int32_t want[8192];
     size_t nw = parse_ids(line, want, 8192), n;
-    int32_t *got = encode(t, s, len, 0, &n);
+    int32_t *got = encode(t, s, len, special, &n);
     cr_assert_eq(n, nw, "%s: string %zu '%.*s': %zu ids, llama.cpp has %zu", what, i, (int)len, s, n, nw);
     for (size_t j = 0; j < n; j++)
         cr_assert_eq(got[j], want[j], "%s: string %zu '%.*s', id %zu: %d, llama.cpp has %d", what, i, (int)len, s, j,
@@ -195,7 +195,7 @@ static void check_vocab_vectors(const char *name, int round_trip)
     vectors_load(&v, inp_path, tu_shared(out));
     shardlm_tokenizer *t = load_vocab(name);
     for (size_t i = 0; i < v.n; i++) {
-        expect_ids(t, name, i, v.s[i], v.len[i], v.line[i]);
+        expect_ids(t, name, i, v.s[i], v.len[i], v.line[i], 0);
         if (round_trip) expect_round_trips(t, name, i, v.s[i], v.len[i]);
     }
     cr_log_info("%s: %zu vectors", name, v.n);
@@ -298,13 +298,14 @@ static const char *data_path(const char *name)
     return path[k];
 }
 
+/* rt: 1 checks round trips too; -1 parses special tokens instead. */
 static void check_file(const shardlm_tokenizer *t, const char *what, const char *inp, const char *out, int rt)
 {
     vectors v;
     vectors_load(&v, inp, out);
     for (size_t i = 0; i < v.n; i++) {
-        expect_ids(t, what, i, v.s[i], v.len[i], v.line[i]);
-        if (rt) expect_round_trips(t, what, i, v.s[i], v.len[i]);
+        expect_ids(t, what, i, v.s[i], v.len[i], v.line[i], rt < 0);
+        if (rt > 0) expect_round_trips(t, what, i, v.s[i], v.len[i]);
     }
     vectors_free(&v);
 }
@@ -319,20 +320,29 @@ static void check_pre(const char *pre)
     check_file(t, what, tu_shared("models/vocab/ggml-vocab-gpt-2.gguf.inp"), data_path(out), 1);
     snprintf(out, sizeof out, "bpe-stress.gpt-2.%s.out", pre);
     check_file(t, what, data_path("bpe-stress.inp"), data_path(out), 0);
+    snprintf(out, sizeof out, "bpe-fuzz.gpt-2.%s.out", pre);
+    check_file(t, what, data_path("bpe-fuzz.inp"), data_path(out), 0);
     shardlm_tokenizer_free(t);
 }
 
 Test(bpe_pre, smollm) { check_pre("smollm"); }
 Test(bpe_pre, default_pre) { check_pre("default"); }
 
-/* ---- stress strings ---- */
+/* ---- stress strings, and random ones (tests/peer/gen_fuzz.py), plain
+ * and with special-token parsing ---- */
 
 static void check_stress(const char *name)
 {
     shardlm_tokenizer *t = load_vocab(name);
-    char out[128];
+    char out[128], what[128];
     snprintf(out, sizeof out, "bpe-stress.%s.out", name);
     check_file(t, name, data_path("bpe-stress.inp"), data_path(out), 0);
+    snprintf(out, sizeof out, "bpe-fuzz.%s.out", name);
+    snprintf(what, sizeof what, "%s fuzz", name);
+    check_file(t, what, data_path("bpe-fuzz.inp"), data_path(out), 0);
+    snprintf(out, sizeof out, "bpe-fuzz.%s.special.out", name);
+    snprintf(what, sizeof what, "%s fuzz, special tokens parsed", name);
+    check_file(t, what, data_path("bpe-fuzz.inp"), data_path(out), -1);
     shardlm_tokenizer_free(t);
 }
 

@@ -225,7 +225,7 @@ typedef struct {
 } bpe_sym;
 
 typedef struct {
-    int32_t rank, left, right;
+    int32_t rank, left, right, id; /* id: the merged token */
     uint32_t len;
 } bpe_pair;
 
@@ -276,7 +276,7 @@ static void try_pair(bpe_enc *e, int32_t left, int32_t right)
 {
     if (left < 0 || right < 0 || e->sym[left].id < 0 || e->sym[right].id < 0) return;
     const bpe_merge *m = merge_find(e->t, e->sym[left].id, e->sym[right].id);
-    if (m) heap_push(e, (bpe_pair){m->rank, left, right, e->sym[left].len + e->sym[right].len});
+    if (m) heap_push(e, (bpe_pair){m->rank, left, right, m->id, e->sym[left].len + e->sym[right].len});
 }
 
 static int reserve(bpe_enc *e, size_t n)
@@ -295,14 +295,13 @@ static int reserve(bpe_enc *e, size_t n)
 
 static void bpe_merge_word(bpe_enc *e, uint32_t n)
 {
-    const shardlm_tokenizer *t = e->t;
     e->nh = 0;
     for (uint32_t i = 0; i + 1 < n; i++) try_pair(e, (int32_t)i, (int32_t)i + 1);
     while (e->nh) {
         bpe_pair p = heap_pop(e);
         bpe_sym *l = &e->sym[p.left], *r = &e->sym[p.right];
         if (l->len == 0 || r->len == 0 || l->next != p.right || l->len + r->len != p.len) continue;
-        l->id = merge_find(t, l->id, r->id)->id;
+        l->id = p.id;
         l->len += r->len;
         r->len = 0;
         l->next = r->next;

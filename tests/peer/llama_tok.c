@@ -3,7 +3,7 @@
  * tests/peer/tokenizer_xcheck.sh, never part of shardlm itself).
  *
  *   llama_tok VOCAB.gguf ids [--special] [--add] < TEXT   ids of TEXT
- *   llama_tok VOCAB.gguf vectors FILE.inp                  one line per test string
+ *   llama_tok VOCAB.gguf vectors FILE.inp [--special]      one line per test string
  *   llama_tok VOCAB.gguf eog                                the EOG ids
  *   llama_tok VOCAB.gguf flags                              add_bos add_eos bos eos
  *   llama_tok VOCAB.gguf bench FILE [REPS]                  encode throughput
@@ -51,7 +51,7 @@ static void print_ids(const int32_t *ids, int32_t n)
     printf("\n");
 }
 
-static int run_vectors(const struct llama_vocab *v, const char *path)
+static int run_vectors(const struct llama_vocab *v, const char *path, int special)
 {
     static const char sep[] = "\n__ggml_vocab_test__\n";
     FILE *f = fopen(path, "rb");
@@ -62,7 +62,7 @@ static int run_vectors(const struct llama_vocab *v, const char *path)
     for (char *p = buf, *end = buf + len, *q; p < end && (q = memmem(p, (size_t)(end - p), sep, sizeof sep - 1));
          p = q + sizeof sep - 1) {
         int32_t n;
-        int32_t *ids = tokenize(v, p, (size_t)(q - p), 0, 0, &n);
+        int32_t *ids = tokenize(v, p, (size_t)(q - p), 0, special, &n);
         print_ids(ids, n);
         free(ids);
     }
@@ -120,7 +120,7 @@ int main(int argc, char **argv)
         free(ids);
         free(text);
     } else if (!strcmp(argv[2], "vectors") && argc > 3) {
-        rc = run_vectors(v, argv[3]);
+        rc = run_vectors(v, argv[3], argc > 4 && !strcmp(argv[4], "--special"));
     } else if (!strcmp(argv[2], "eog")) {
         int first = 1;
         for (int32_t id = 0; id < llama_vocab_n_tokens(v); id++)

@@ -28,8 +28,8 @@ vocab=$shared/models/vocab
 python3 tests/peer/gguf_set_pre.py "$vocab/ggml-vocab-gpt-2.gguf" "$work/gpt-2.smollm.gguf" smollm
 python3 tests/peer/gguf_set_pre.py "$vocab/ggml-vocab-gpt-2.gguf" "$work/gpt-2.default.gguf" default
 fail=0
-check() { # NAME GGUF INP
-  "$work/llama_tok" "$2" vectors "$3" >"$work/$1.out"
+check() { # NAME GGUF INP [--special]
+  "$work/llama_tok" "$2" vectors "$3" ${4:-} >"$work/$1.out"
   if [ $write = 1 ]; then
     cp "$work/$1.out" "tests/data/$1.out"
   elif ! cmp -s "$work/$1.out" "tests/data/$1.out"; then
@@ -39,10 +39,14 @@ check() { # NAME GGUF INP
 }
 for v in llama-bpe qwen2 qwen35 gpt-2 phi-3; do
   check "bpe-stress.$v" "$vocab/ggml-vocab-$v.gguf" tests/data/bpe-stress.inp
+  check "bpe-fuzz.$v" "$vocab/ggml-vocab-$v.gguf" tests/data/bpe-fuzz.inp
+  check "bpe-fuzz.$v.special" "$vocab/ggml-vocab-$v.gguf" tests/data/bpe-fuzz.inp --special
 done
 for p in smollm default; do
   check "bpe-stress.gpt-2.$p" "$work/gpt-2.$p.gguf" tests/data/bpe-stress.inp
+  check "bpe-fuzz.gpt-2.$p" "$work/gpt-2.$p.gguf" tests/data/bpe-fuzz.inp
   check "vocab-gpt-2.$p" "$work/gpt-2.$p.gguf" "$vocab/ggml-vocab-gpt-2.gguf.inp"
 done
-[ $fail = 0 ] && echo "tokenizer_xcheck: llama.cpp agrees with tests/data"
+if [ $write = 1 ]; then echo "tokenizer_xcheck: tests/data rewritten from llama.cpp's ids"
+elif [ $fail = 0 ]; then echo "tokenizer_xcheck: llama.cpp agrees with tests/data"; fi
 exit $fail
