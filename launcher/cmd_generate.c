@@ -32,7 +32,8 @@ static void gen_usage(FILE *f)
     fprintf(f,
             "usage: shardlm generate -m MODEL [options]\n"
             "  -m, --model PATH          GGUF model file\n"
-            "  -p, --prompt TEXT         prompt (default: start from BOS alone)\n"
+            "  -p, --prompt TEXT         prompt, after BOS where the model adds one\n"
+            "                            (default: start from BOS alone)\n"
             "  -n, --n-new N             tokens to generate (default 256)\n"
             "      --temp T              temperature, 0 = greedy (default 1.0)\n"
             "      --top-p P             nucleus sampling threshold (default 0.9)\n"
