@@ -72,21 +72,18 @@ const shardlm_pretok *shardlm_pretok_find(const char *name, size_t len)
     return NULL;
 }
 
-const char *shardlm_pretok_names(void)
+void shardlm_pretok_names(char *buf, size_t cap)
 {
-    static char list[1024];
-    if (!list[0]) {
-        size_t at = 0;
-        for (size_t i = 0; i < PT_N_NAMES; i++) {
-            size_t k = strlen(pt_names[i].name);
-            if (at + k + 3 > sizeof list) break;
-            if (i) memcpy(list + at, ", ", 2), at += 2;
-            memcpy(list + at, pt_names[i].name, k);
-            at += k;
-        }
-        list[at] = 0;
+    size_t at = 0;
+    buf[0] = 0;
+    for (size_t i = 0; i < PT_N_NAMES; i++) {
+        size_t k = strlen(pt_names[i].name);
+        if (at + k + 3 > cap) break;
+        if (i) memcpy(buf + at, ", ", 2), at += 2;
+        memcpy(buf + at, pt_names[i].name, k);
+        at += k;
+        buf[at] = 0;
     }
-    return list;
 }
 
 int shardlm_pretok_ignore_merges(const shardlm_pretok *p) { return p->ignore_merges; }

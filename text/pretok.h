@@ -11,8 +11,8 @@ typedef struct shardlm_pretok shardlm_pretok;
 
 /* The pre-tokenizer called name (len bytes), or NULL. */
 const shardlm_pretok *shardlm_pretok_find(const char *name, size_t len);
-/* Every supported name, comma-separated. */
-const char *shardlm_pretok_names(void);
+/* Every supported name, comma-separated, into buf (cap bytes, 512 is enough). */
+void shardlm_pretok_names(char *buf, size_t cap);
 
 /* llama.cpp's per-pre-tokenizer settings: a word that is a whole token
  * skips the merges (ignore_merges), and whether BOS is added by default. */

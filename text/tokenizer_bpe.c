@@ -58,8 +58,10 @@ static int load_pre(shardlm_tokenizer *t, const shardlm_gguf *g, const char *pat
     else if (rc != SHARDLM_OK) return rc;
     t->pretok = shardlm_pretok_find(s.ptr, s.len);
     if (!t->pretok) {
+        char names[512];
+        shardlm_pretok_names(names, sizeof names);
         shardlm_err_set("%s: tokenizer.ggml.pre is '%.*s', which this tokenizer does not know (supported: %s)", path,
-                        (int)(s.len > 64 ? 64 : s.len), s.ptr, shardlm_pretok_names());
+                        (int)(s.len > 64 ? 64 : s.len), s.ptr, names);
         return SHARDLM_EINPUT;
     }
     snprintf(t->pre, sizeof t->pre, "%.*s", (int)s.len, s.ptr);
@@ -168,7 +170,7 @@ static int load_merges(shardlm_tokenizer *t, const shardlm_gguf *g, const char *
     int16_t inv[BPE_N_CP];
     build_inv(inv);
     uint64_t cap = 16;
-    while (cap < 2 * n) cap <<= 1;
+    while (cap < n + n / 2) cap <<= 1; /* at most two thirds full */
     t->merges = malloc(cap * sizeof *t->merges);
     char *scratch = malloc(2 * max_text + 16);
     if (!t->merges || !scratch) {

@@ -63,11 +63,9 @@ static int32_t find_text(const shardlm_tokenizer *t, const char *s)
     return -1;
 }
 
-/* llama.cpp makes a token it recognises by its text a control token. */
-static void make_control(shardlm_tokenizer *t, int32_t id)
-{
-    if (t->type[id] != TOK_CONTROL) t->type[id] = TOK_CONTROL;
-}
+/* llama.cpp makes a token it recognises by its text a control token
+ * ("control-looking token ... its type will be overridden"). */
+static void make_control(shardlm_tokenizer *t, int32_t id) { t->type[id] = TOK_CONTROL; }
 
 /* When *id is not set by its GGUF key, the first token with a listed text. */
 static void detect(shardlm_tokenizer *t, int32_t *id, const char *const *list)

@@ -35,7 +35,8 @@ static inline uint8_t shardlm_uni_flags(uint32_t cp)
 /* Decodes the character at s (n > 0 bytes left). Returns its byte length
  * and sets *cp; a byte that does not start a valid sequence (overlong,
  * surrogate, past U+10FFFF, truncated) is one byte long and reads as
- * U+FFFD, as llama.cpp reads it. */
+ * U+FFFD, which is what llama.cpp substitutes for bytes it cannot decode
+ * (it does decode overlongs and surrogates). */
 static inline uint32_t shardlm_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp)
 {
     unsigned c = s[0];
