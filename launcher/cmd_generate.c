@@ -232,10 +232,9 @@ static int gen_generate(gen_run *g, const gen_opts *o)
 {
     const shardlm_tokenizer *tok = g->node->tok;
     size_t len = o->prompt ? strlen(o->prompt) : 0, n = 0;
-    int32_t *toks = malloc((len + 2) * sizeof(int32_t)); /* at most one token per byte, plus BOS and EOS */
-    if (!toks) return SHARDLM_ENOMEM;
-    int rc = shardlm_tokenizer_encode(tok, o->prompt ? o->prompt : "", len, shardlm_tokenizer_add_special(tok), toks,
-                                      len + 2, &n);
+    int32_t *toks;
+    int rc = shardlm_tokenizer_encode_alloc(tok, o->prompt ? o->prompt : "", len, shardlm_tokenizer_add_special(tok), 0,
+                                            &toks, &n);
     int n_ctx = shardlm_engine_n_ctx(g->node->engine);
     if (!rc && n == 0) {
         shardlm_err_set("the prompt is empty and this model adds no BOS token: give a prompt with -p");

@@ -56,18 +56,11 @@ static char *read_stdin(size_t *len)
 
 static int print_ids(const shardlm_tokenizer *t, const char *text, size_t len, int bos, int special)
 {
-    size_t n = 0, cap = len + 2; /* at most one id per byte, plus BOS */
-    int32_t *ids = malloc(cap * sizeof *ids);
-    if (!ids) {
-        fprintf(stderr, "shardlm: out of memory\n");
-        return 1;
-    }
-    int add = bos ? SHARDLM_TOK_ADD_BOS : 0;
-    int rc = special ? shardlm_tokenizer_encode_special(t, text, len, add, ids, cap, &n)
-                     : shardlm_tokenizer_encode(t, text, len, add, ids, cap, &n);
+    int32_t *ids;
+    size_t n;
+    int rc = shardlm_tokenizer_encode_alloc(t, text, len, bos ? SHARDLM_TOK_ADD_BOS : 0, special, &ids, &n);
     if (rc != SHARDLM_OK) {
         fprintf(stderr, "shardlm: %s\n", shardlm_err_get());
-        free(ids);
         return shardlm_exit_code(rc);
     }
     for (size_t i = 0; i < n; i++) printf(i ? " %d" : "%d", (int)ids[i]);

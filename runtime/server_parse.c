@@ -378,11 +378,9 @@ void shardlm_server_req_free(shardlm_server_req *r)
 static int encode(const shardlm_tokenizer *tok, const char *text, size_t len, int add, int special,
                   int32_t **ids, int *n)
 {
-    size_t cap = len + 2, got = 0; /* at most one token per byte, plus BOS and EOS */
-    if (!(*ids = malloc(cap * sizeof(int32_t)))) return SHARDLM_ENOMEM;
-    int rc = special ? shardlm_tokenizer_encode_special(tok, text, len, add, *ids, cap, &got)
-                     : shardlm_tokenizer_encode(tok, text, len, add, *ids, cap, &got);
-    if (!rc && got > cap) rc = SHARDLM_ERUNTIME;
+    size_t got = 0;
+    int rc = shardlm_tokenizer_encode_alloc(tok, text, len, add, special, ids, &got);
+    if (!rc && got > INT32_MAX) rc = SHARDLM_ERUNTIME;
     *n = (int)got;
     return rc;
 }

@@ -75,9 +75,10 @@ int shardlm_tokenizer_add_special(const shardlm_tokenizer *t);
 
 /* Encodes len bytes of text, with BOS first and/or EOS last as add says.
  * Writes at most cap ids to out and the full count to *n_out (call again
- * with a larger buffer if *n_out > cap); at most one id per byte of text,
- * plus the two. The text of user-defined tokens (type 4) becomes those
- * tokens, as llama.cpp does even without special-token parsing. */
+ * with a larger buffer if *n_out > cap; len + 3 ids is enough unless
+ * SentencePiece special tokens of one byte are about). The text of
+ * user-defined tokens (type 4) becomes those tokens, as llama.cpp does even
+ * without special-token parsing. */
 int shardlm_tokenizer_encode(const shardlm_tokenizer *t, const char *text, size_t len, int add, int32_t *out,
                              size_t cap, size_t *n_out);
 
@@ -88,6 +89,11 @@ int shardlm_tokenizer_encode(const shardlm_tokenizer *t, const char *text, size_
  * usual (SentencePiece gives each stretch its dummy prefix). */
 int shardlm_tokenizer_encode_special(const shardlm_tokenizer *t, const char *text, size_t len, int add,
                                      int32_t *out, size_t cap, size_t *n_out);
+
+/* Either of the two (special = 1: encode_special) into a malloc'd array of
+ * the right size: *out holds *n_out ids, freed by the caller. */
+int shardlm_tokenizer_encode_alloc(const shardlm_tokenizer *t, const char *text, size_t len, int add, int special,
+                                   int32_t **out, size_t *n_out);
 
 /* The raw piece text of a token ("▁" kept), for `shardlm info`. */
 const char *shardlm_tokenizer_piece(const shardlm_tokenizer *t, int32_t id, size_t *len);

@@ -549,3 +549,26 @@ int shardlm_tokenizer_encode_special(const shardlm_tokenizer *t, const char *tex
 {
     return tok_encode(t, text, len, add, 1, out, cap, n_out);
 }
+
+int shardlm_tokenizer_encode_alloc(const shardlm_tokenizer *t, const char *text, size_t len, int add, int special,
+                                   int32_t **out, size_t *n_out)
+{
+    size_t cap = len + 3;
+    *out = NULL;
+    for (;;) {
+        int32_t *ids = realloc(*out, cap * sizeof *ids);
+        if (!ids) {
+            free(*out);
+            *out = NULL;
+            shardlm_err_set("tokenizer: out of memory encoding %zu bytes of text", len);
+            return SHARDLM_ENOMEM;
+        }
+        *out = ids;
+        int rc = tok_encode(t, text, len, add, special, ids, cap, n_out);
+        if (rc || *n_out <= cap) {
+            if (rc) free(*out), *out = NULL;
+            return rc;
+        }
+        cap = *n_out;
+    }
+}
