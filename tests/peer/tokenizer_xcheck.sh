@@ -5,7 +5,8 @@
 # tests/data/bpe-stress.inp with every vocabulary in SHARED/models/vocab and
 # over the gpt-2 vocabulary re-labelled with the smollm and default
 # pre-tokenizers, and compares with the committed .out files (--write
-# rewrites them instead). Exit 77 (skipped) when the peer is not installed.
+# rewrites them instead). Exit 77 (skipped) when the peer or python3 is
+# missing.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 write=0
@@ -16,6 +17,10 @@ libs=$peer/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64
 src=$peer/llama.cpp-src
 if [ ! -f "$src/include/llama.h" ] || [ ! -d "$libs" ]; then
   echo "tokenizer_xcheck: llama.cpp peer not installed in $peer (scripts/peer-llamacpp.sh); skipped" >&2
+  exit 77
+fi
+if ! command -v python3 >/dev/null 2>&1; then
+  echo "tokenizer_xcheck: python3 is needed to relabel the gpt-2 vocabulary; skipped" >&2
   exit 77
 fi
 work=$(mktemp -d)
