@@ -2,7 +2,8 @@
 # tokenizer_xcheck.sh [--write] [SHARED] - llama.cpp's tokenizer as the
 # oracle for tests/data/: builds tests/peer/llama_tok.c against the peer's
 # libllama (scripts/peer-llamacpp.sh installs it), runs it over
-# tests/data/bpe-stress.inp with every vocabulary in SHARED/models/vocab and
+# tests/data/bpe-stress.inp and bpe-fuzz.inp (plain and with special tokens
+# parsed) with every vocabulary in SHARED/models/vocab and
 # over the gpt-2 vocabulary re-labelled with the smollm and default
 # pre-tokenizers, and compares with the committed .out files (--write
 # rewrites them instead). Exit 77 (skipped) when the peer or python3 is
