@@ -38,7 +38,8 @@ static void gen_usage(FILE *f)
     fprintf(f,
             "usage: shardlm generate -m MODEL [options]\n"
             "  -m, --model PATH          GGUF model file\n"
-            "  -p, --prompt TEXT         prompt (default: start from BOS alone)\n"
+            "  -p, --prompt TEXT         prompt, after BOS where the model adds one\n"
+            "                            (default: start from BOS alone)\n"
             "      --prompt-ids IDS      the prompt as token ids (e.g. 1,403,407), no BOS added\n"
             "  -n, --n-new N             tokens to generate (default 256)\n"
             "      --temp T              temperature, 0 = greedy (default 1.0)\n"
@@ -242,10 +243,14 @@ static int gen_prefill(gen_run *g, const int32_t *toks, int n, int max_batch)
 
 static void gen_emit(const shardlm_tokenizer *tok, shardlm_detok *d, int32_t id)
 {
-    char buf[256];
-    size_t k = shardlm_detok_push(tok, d, id, buf, sizeof buf);
-    fwrite(buf, 1, k, stdout);
+    char buf[1024];
+    size_t cap = shardlm_detok_max(tok);
+    char *big = cap > sizeof buf ? malloc(cap) : NULL;
+    char *out = big ? big : buf;
+    size_t k = shardlm_detok_push(tok, d, id, out, big ? cap : sizeof buf);
+    fwrite(out, 1, k, stdout);
     fflush(stdout);
+    free(big);
 }
 
 /* --grammar / --json-schema: the sampler's hook masks each step. */
@@ -299,7 +304,8 @@ static int gen_decode(gen_run *g, const gen_opts *o, shardlm_detok *d, int pos)
             rc = next < 0 ? SHARDLM_ENOMEM : SHARDLM_ERUNTIME;
             break;
         }
-        if (!o->ignore_eos && (next == shardlm_tokenizer_eos(tok) || next == shardlm_tokenizer_bos(tok))) break;
+        /* the model's end-of-generation tokens, and BOS, as llama2.c's run.c */
+        if (!o->ignore_eos && (shardlm_tokenizer_is_eog(tok, next) || next == shardlm_tokenizer_bos(tok))) break;
         if (g->ids_file) fprintf(g->ids_file, "%d\n", (int)next);
         gen_emit(tok, d, next);
         if (i + 1 == o->n_new || (con.state && shardlm_grammar_must_end(con.state))) break;
@@ -324,9 +330,10 @@ static int gen_prompt(const gen_run *g, const gen_opts *o, int32_t **toks, size_
 {
     const shardlm_tokenizer *tok = g->node->tok;
     size_t len = o->prompt ? strlen(o->prompt) : 0;
-    size_t cap = o->prompt_ids ? (size_t)o->n_prompt_ids : len + 2; /* at most one token per byte, plus BOS */
-    if (!(*toks = malloc(cap * sizeof(int32_t)))) return SHARDLM_ENOMEM;
-    if (!o->prompt_ids) return shardlm_tokenizer_encode(tok, o->prompt ? o->prompt : "", len, 1, *toks, cap, n);
+    if (!o->prompt_ids)
+        return shardlm_tokenizer_encode_alloc(tok, o->prompt ? o->prompt : "", len, shardlm_tokenizer_add_special(tok),
+                                              0, toks, n);
+    if (!(*toks = malloc((size_t)o->n_prompt_ids * sizeof(int32_t)))) return SHARDLM_ENOMEM;
     for (int i = 0; i < o->n_prompt_ids; i++) {
         if (o->prompt_ids[i] >= g->vocab) {
             shardlm_err_set("--prompt-ids: token id %d is outside the vocabulary of %s (0..%d)",
@@ -346,6 +353,10 @@ static int gen_generate(gen_run *g, const gen_opts *o)
     size_t n = 0;
     int rc = gen_prompt(g, o, &toks, &n);
     int n_ctx = shardlm_engine_n_ctx(g->node->engine);
+    if (!rc && n == 0) {
+        shardlm_err_set("the prompt is empty and this model adds no BOS token: give a prompt with -p");
+        rc = SHARDLM_EINPUT;
+    }
     if (!rc && (int)n >= n_ctx) {
         shardlm_err_set("the prompt is %zu tokens, which does not fit the context of %d", n, n_ctx);
         rc = SHARDLM_EINPUT;

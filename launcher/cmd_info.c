@@ -11,6 +11,7 @@
 #include "shardlm_gguf.h"
 #include "shardlm_kernels.h"
 #include "shardlm_model.h"
+#include "shardlm_text.h"
 
 static void info_usage(FILE *f)
 {
@@ -19,7 +20,9 @@ static void info_usage(FILE *f)
           "Prints the GGUF header (version, alignment, size, fingerprint), the\n"
           "architecture's hyperparameters and whether shardlm runs it (and if not,\n"
           "why), every metadata key with its type and value, the tensor table and a\n"
-          "tokenizer summary. Files shardlm cannot run are described all the same.\n"
+          "tokenizer summary (model, pre-tokenizer, special ids, whether BOS/EOS are\n"
+          "added, the end-of-generation ids). Files shardlm cannot run are described\n"
+          "all the same.\n"
           "\n"
           "  -h, --help   show this help\n",
           f);
@@ -131,6 +134,31 @@ static void print_token_id(const shardlm_gguf *g, const char *label, const char 
     else printf("  %-11s (absent)\n", label);
 }
 
+/* What the tokenizer makes of the file: its pre-tokenizer, the tokens it
+ * adds, and the ids that end generation; or why it cannot load it. */
+static void print_tokenizer_use(const shardlm_gguf *g)
+{
+    shardlm_tokenizer *t;
+    if (shardlm_tokenizer_from_gguf(g, &t) != SHARDLM_OK) {
+        printf("  %-11s %s\n", "error", shardlm_err_get());
+        return;
+    }
+    int add = shardlm_tokenizer_add_special(t);
+    printf("  %-11s %s\n  %-11s %s\n  %-11s %s\n", "pre", shardlm_tokenizer_pre(t), "add bos",
+           add & SHARDLM_TOK_ADD_BOS ? "yes" : "no", "add eos", add & SHARDLM_TOK_ADD_EOS ? "yes" : "no");
+    int32_t eog[64];
+    size_t n = shardlm_tokenizer_eog(t, eog, 64);
+    printf("  %-11s", "eog ids");
+    for (size_t i = 0; i < n && i < 64; i++) {
+        size_t len;
+        const char *p = shardlm_tokenizer_piece(t, eog[i], &len);
+        printf("%s %d ", i ? "," : "", (int)eog[i]);
+        print_piece((shardlm_gguf_str){p, len});
+    }
+    printf("%s\n", n > 64 ? ", ..." : n == 0 ? " (none)" : "");
+    shardlm_tokenizer_free(t);
+}
+
 static void print_tokenizer(const shardlm_gguf *g)
 {
     shardlm_gguf_str model;
@@ -150,6 +178,7 @@ static void print_tokenizer(const shardlm_gguf *g)
     print_token_id(g, "bos id", "tokenizer.ggml.bos_token_id");
     print_token_id(g, "eos id", "tokenizer.ggml.eos_token_id");
     print_token_id(g, "unk id", "tokenizer.ggml.unknown_token_id");
+    print_tokenizer_use(g);
     /* The first few, then a few past the 259 specials and byte tokens. */
     static const uint64_t ids[] = {0, 1, 2, 3, 259, 260, 261, 300, 1000};
     printf("  examples:  ");

@@ -13,13 +13,16 @@
 static void tokenize_usage(FILE *f)
 {
     fprintf(f,
-            "usage: shardlm tokenize -m MODEL [--bos] [TEXT]\n"
+            "usage: shardlm tokenize -m MODEL [--bos] [--special] [TEXT]\n"
             "\n"
             "Prints the token ids of TEXT (or of all of stdin when TEXT is absent),\n"
             "separated by spaces, using the tokenizer stored in the GGUF file MODEL.\n"
+            "The text of user-defined tokens always becomes those tokens.\n"
             "\n"
             "  -m, --model PATH  GGUF model file\n"
             "      --bos         start with the BOS token\n"
+            "      --special     parse control-token text (<|eot_id|>, <|im_start|>, <s>)\n"
+            "                    as those tokens, as chat prompts are\n"
             "  -h, --help        show this help\n");
 }
 
@@ -51,18 +54,13 @@ static char *read_stdin(size_t *len)
     return buf;
 }
 
-static int print_ids(const shardlm_tokenizer *t, const char *text, size_t len, int bos)
+static int print_ids(const shardlm_tokenizer *t, const char *text, size_t len, int bos, int special)
 {
-    size_t n = 0, cap = len + 2; /* at most one id per byte, plus BOS */
-    int32_t *ids = malloc(cap * sizeof *ids);
-    if (!ids) {
-        fprintf(stderr, "shardlm: out of memory\n");
-        return 1;
-    }
-    int rc = shardlm_tokenizer_encode(t, text, len, bos, ids, cap, &n);
+    int32_t *ids;
+    size_t n;
+    int rc = shardlm_tokenizer_encode_alloc(t, text, len, bos ? SHARDLM_TOK_ADD_BOS : 0, special, &ids, &n);
     if (rc != SHARDLM_OK) {
         fprintf(stderr, "shardlm: %s\n", shardlm_err_get());
-        free(ids);
         return shardlm_exit_code(rc);
     }
     for (size_t i = 0; i < n; i++) printf(i ? " %d" : "%d", (int)ids[i]);
@@ -71,7 +69,7 @@ static int print_ids(const shardlm_tokenizer *t, const char *text, size_t len, i
     return fflush(stdout) == 0 ? 0 : 1;
 }
 
-static int tokenize_run(const char *model, const char *text, int bos)
+static int tokenize_run(const char *model, const char *text, int bos, int special)
 {
     shardlm_gguf *g = NULL;
     shardlm_tokenizer *t = NULL;
@@ -89,7 +87,7 @@ static int tokenize_run(const char *model, const char *text, int bos)
         fprintf(stderr, "shardlm: tokenize: cannot read stdin\n");
         status = 1;
     } else {
-        status = print_ids(t, text ? text : in, len, bos);
+        status = print_ids(t, text ? text : in, len, bos, special);
     }
     free(in);
     shardlm_tokenizer_free(t);
@@ -101,17 +99,19 @@ int shardlm_cmd_tokenize(int argc, char **argv)
     static const struct option opts[] = {
         {"model", required_argument, NULL, 'm'},
         {"bos", no_argument, NULL, 'b'},
+        {"special", no_argument, NULL, 's'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *model = NULL;
-    int bos = 0, c;
+    int bos = 0, special = 0, c;
     optind = 1;
     opterr = 0; /* we print our own one-line errors */
     while ((c = getopt_long(argc, argv, ":m:h", opts, NULL)) != -1) {
         switch (c) {
         case 'm': model = optarg; break;
         case 'b': bos = 1; break;
+        case 's': special = 1; break;
         case 'h': tokenize_usage(stdout); return 0;
         case ':':
             fprintf(stderr, "shardlm: tokenize: option '%s' needs a value\n", argv[optind - 1]);
@@ -131,5 +131,5 @@ int shardlm_cmd_tokenize(int argc, char **argv)
                 argc - optind);
         return 2;
     }
-    return tokenize_run(model, optind < argc ? argv[optind] : NULL, bos);
+    return tokenize_run(model, optind < argc ? argv[optind] : NULL, bos, special);
 }

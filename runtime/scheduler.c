@@ -67,6 +67,8 @@ struct shardlm_sched {
     sched_seq **b_seqs;
     float *logits;
     shardlm_grammar_vocab *gvocab; /* the tokens as bytes, built at the first grammar request */
+    char *piece; /* one token's text: shardlm_detok_max bytes */
+    size_t piece_cap;
 };
 
 /* ---- one sequence ---- */
@@ -341,11 +343,10 @@ static void emit(sched_seq *q, const char *text, size_t len, int32_t tok, const 
  * Returns 1 when a stop string matched. */
 static int seq_text(const shardlm_sched *s, sched_seq *q, int32_t tok, const shardlm_logprobs *lp)
 {
-    char piece[256];
-    size_t n = shardlm_detok_push(s->tok, &q->detok, tok, piece, sizeof piece);
+    size_t n = shardlm_detok_push(s->tok, &q->detok, tok, s->piece, s->piece_cap);
     const char *out = NULL;
     int stopped = 0;
-    size_t k = shardlm_stopper_feed(&q->stop, piece, n, &out, &stopped);
+    size_t k = shardlm_stopper_feed(&q->stop, s->piece, n, &out, &stopped);
     if (k == (size_t)-1) k = 0;
     emit(q, out ? out : "", k, tok, lp);
     return stopped;
@@ -407,7 +408,9 @@ static void seq_sample(shardlm_sched *s, sched_seq *q, float *row)
     pthread_mutex_lock(&s->mu);
     s->st.generation_tokens++;
     pthread_mutex_unlock(&s->mu);
-    int eos = tok == shardlm_tokenizer_eos(s->tok) || tok == shardlm_tokenizer_bos(s->tok);
+    /* the model's end-of-generation tokens, and BOS, as llama2.c's run.c
+     * (models trained on BOS-separated documents start the next one) */
+    int eos = shardlm_tokenizer_is_eog(s->tok, tok) || tok == shardlm_tokenizer_bos(s->tok);
     int stopped = eos ? 0 : seq_text(s, q, tok, q->params.logprobs ? &lp : NULL);
     /* a grammar that can only end now ends here, without a step for the EOS */
     int done = q->gst && !eos && shardlm_grammar_must_end(q->gst);
@@ -530,10 +533,13 @@ int shardlm_sched_new(shardlm_engine *e, const shardlm_tokenizer *tok, const sha
         s->max_batch = o->max_num_batched_tokens;
     s->next_id = 1;
     s->st.healthy = 1;
+    s->piece_cap = shardlm_detok_max(tok);
+    s->piece = malloc(s->piece_cap);
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     int rc = shardlm_kv_new(shardlm_engine_kv_blocks(e), o->block_size, o->prefix_caching, &s->kv);
     if (!rc) rc = sched_alloc_step(s);
+    if (!rc && !s->piece) rc = SHARDLM_ENOMEM;
     if (rc) {
         shardlm_sched_free(s);
         return rc;
@@ -558,6 +564,7 @@ void shardlm_sched_free(shardlm_sched *s)
     shardlm_grammar_vocab_free(s->gvocab);
     free(s->running); free(s->b_tokens); free(s->b_pos); free(s->b_seq); free(s->b_want);
     free(s->b_tables); free(s->b_table_len); free(s->b_seqs); free(s->logits); free(s->cancels);
+    free(s->piece);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     free(s);

@@ -447,11 +447,22 @@ static int queue_echo(srv_call *c, const shardlm_server_req *r, const int32_t *i
     char *text = r->prompt_text;
     char *buf = NULL;
     if (!text) {
-        size_t cap = (size_t)n_ids * 64 + 16, k = 0;
+        size_t step = shardlm_detok_max(c->srv->tok), cap = (size_t)n_ids * 16 + step + 16, k = 0;
         if (!(buf = malloc(cap))) return SHARDLM_ENOMEM;
         shardlm_detok d;
         shardlm_detok_init(&d);
-        for (int i = 0; i < n_ids; i++) k += shardlm_detok_push(c->srv->tok, &d, ids[i], buf + k, cap - k - 8);
+        for (int i = 0; i < n_ids; i++) {
+            if (cap - k < step + 8) { /* room for the longest piece, whatever the tokens */
+                char *nb = realloc(buf, cap * 2);
+                if (!nb) {
+                    free(buf);
+                    return SHARDLM_ENOMEM;
+                }
+                buf = nb;
+                cap *= 2;
+            }
+            k += shardlm_detok_push(c->srv->tok, &d, ids[i], buf + k, cap - k - 8);
+        }
         k += shardlm_detok_flush(&d, buf + k, cap - k);
         buf[k] = 0;
         text = buf;

@@ -379,22 +379,16 @@ void shardlm_server_req_free(shardlm_server_req *r)
 
 /* ---- prompt -> token ids ---- */
 
-static int encode(const shardlm_tokenizer *tok, const char *text, size_t len, int add_bos, int special,
+static int encode(const shardlm_tokenizer *tok, const char *text, size_t len, int add, int special,
                   int32_t **ids, int *n)
 {
-    size_t cap = len + 2, got = 0; /* at most one token per byte, plus BOS */
-    if (!(*ids = malloc(cap * sizeof(int32_t)))) return SHARDLM_ENOMEM;
-    int rc = special ? shardlm_tokenizer_encode_special(tok, text, len, add_bos, *ids, cap, &got)
-                     : shardlm_tokenizer_encode(tok, text, len, add_bos, *ids, cap, &got);
-    if (!rc && got > cap) rc = SHARDLM_ERUNTIME;
+    size_t got = 0;
+    int rc = shardlm_tokenizer_encode_alloc(tok, text, len, add, special, ids, &got);
+    if (!rc && got > INT32_MAX) rc = SHARDLM_ERUNTIME;
     *n = (int)got;
     return rc;
 }
 
-/* Renders the chat. Control-token text in the rendered conversation
- * ("<s>", "</s>", "<|im_start|>") becomes those tokens, as llama.cpp's
- * server does; message content is part of that text, so a client can write
- * them too. A leading BOS text is the BOS every prompt starts with. */
 /* OpenAI clients send a tool-calling assistant turn with content null,
  * which templates that test content as a string (Qwen3's "'</think>' in
  * content") cannot render. When a render fails and some content is null,
@@ -434,6 +428,11 @@ int shardlm_server_render_chat(const shardlm_server_req *r, const shardlm_chat_t
     return rc;
 }
 
+/* Renders the chat. Control-token text in the rendered conversation
+ * ("<s>", "</s>", "<|im_start|>") becomes those tokens, as llama.cpp's
+ * server does; message content is part of that text, so a client can write
+ * them too. BOS and EOS are added as the model asks (add_bos_token,
+ * add_eos_token); a leading BOS text is that BOS. */
 static int chat_ids(const shardlm_server_req *r, const shardlm_tokenizer *tok, const shardlm_chat_template *tpl,
                     int32_t **ids, int *n, shardlm_server_err *e)
 {
@@ -444,7 +443,8 @@ static int chat_ids(const shardlm_server_req *r, const shardlm_tokenizer *tok, c
     size_t bos_len = 0, skip = 0;
     const char *bos = shardlm_tokenizer_piece(tok, shardlm_tokenizer_bos(tok), &bos_len);
     if (bos && bos_len && len >= bos_len && !memcmp(text, bos, bos_len)) skip = bos_len;
-    rc = encode(tok, text + skip, len - skip, 1, 1, ids, n);
+    int add = shardlm_tokenizer_add_special(tok) | (skip ? SHARDLM_TOK_ADD_BOS : 0);
+    rc = encode(tok, text + skip, len - skip, add, 1, ids, n);
     free(text);
     return rc;
 }
@@ -462,7 +462,7 @@ int shardlm_server_prompt_ids(const shardlm_server_req *r, const shardlm_tokeniz
         if (!rc) memcpy(*ids, r->prompt_ids, (size_t)r->n_prompt_ids * sizeof(int32_t));
         *n = r->n_prompt_ids;
     } else {
-        rc = encode(tok, r->prompt_text, strlen(r->prompt_text), 1, 0, ids, n);
+        rc = encode(tok, r->prompt_text, strlen(r->prompt_text), shardlm_tokenizer_add_special(tok), 0, ids, n);
     }
     if (rc && rc != SHARDLM_EINPUT)
         shardlm_server_err_set(e, 500, "server_error", NULL, NULL, "cannot tokenize the prompt: %s",

@@ -9,20 +9,21 @@
 #include "server_internal.h"
 #include "shardlm_common.h"
 
-/* A token as text for logprobs: its piece with SentencePiece's "▁" shown
- * as the space it stands for. */
+/* A token as text for logprobs: what it decodes to on its own (SentencePiece's
+ * "▁" as a space, a byte-level BPE token's bytes), bytes that are not whole
+ * characters as U+FFFD; a token that decodes to nothing (a control token),
+ * or to more than fits, as its piece text. */
 static void token_text(const shardlm_tokenizer *tok, int32_t id, char *out, size_t cap)
 {
-    size_t len = 0, k = 0;
-    const char *p = shardlm_tokenizer_piece(tok, id, &len);
-    for (size_t i = 0; p && i < len && k + 1 < cap; i++) {
-        if (i + 2 < len && (unsigned char)p[i] == 0xE2 && (unsigned char)p[i + 1] == 0x96 &&
-            (unsigned char)p[i + 2] == 0x81) {
-            out[k++] = ' ';
-            i += 2;
-        } else {
-            out[k++] = p[i];
-        }
+    shardlm_detok d;
+    shardlm_detok_init(&d);
+    size_t k = shardlm_detok_push(tok, &d, id, out, cap - 4);
+    k += shardlm_detok_flush(&d, out + k, cap - 1 - k);
+    if (k == 0) {
+        const char *p = shardlm_tokenizer_piece(tok, id, &k);
+        if (k >= cap) k = cap - 1;
+        if (p) memcpy(out, p, k);
+        else k = 0;
     }
     out[k] = 0;
 }

@@ -390,14 +390,15 @@ Test(tokenizer, ties_merge_leftmost_and_no_space_prefix)
 
 Test(tokenizer, other_models_rejected)
 {
-    const char *p = write_vocab("gpt2.gguf", "gpt2", tiny_pieces, tiny_scores, tiny_types, 10, -1);
+    const char *p = write_vocab("bert.gguf", "bert", tiny_pieces, tiny_scores, tiny_types, 10, -1);
     shardlm_gguf *g = NULL;
     shardlm_tokenizer *t = NULL;
     cr_assert_eq(shardlm_gguf_open(p, &g), SHARDLM_OK, "%s", shardlm_err_get());
     cr_assert_eq(shardlm_tokenizer_from_gguf(g, &t), SHARDLM_EINPUT);
     cr_assert_null(t);
     const char *e = shardlm_err_get();
-    cr_assert(strstr(e, p) && strstr(e, "gpt2"), "error names file and model: %s", e);
+    cr_assert(strstr(e, p) && strstr(e, "'bert'") && strstr(e, "supported: 'llama'"), "error names file, model and "
+              "the supported ones: %s", e);
     shardlm_gguf_close(g);
 }
 
@@ -453,4 +454,22 @@ Test(cli_tokenize, usage_and_bad_flags)
     cr_assert_eq(r.exit_code, 2);
     cr_assert(strstr(r.err, "-m"), "stderr: %s", r.err);
     tu_result_free(&r);
+}
+
+/* One-byte user-defined tokens split the text into stretches that each get
+ * the dummy prefix: more ids than bytes + 3, which encode_alloc sizes for
+ * (llama.cpp gives the same ids). */
+Test(tokenizer, user_defined_one_byte_tokens)
+{
+    static const char *const pieces[] = {"<unk>", "<s>", "</s>", "\xe2\x96\x81", "a", "x"};
+    static const float scores[] = {0, 0, 0, -1, -2, -2};
+    static const int32_t types[] = {2, 3, 3, 1, 1, 4};
+    shardlm_tokenizer *t = load_tok(write_vocab("user1.gguf", "llama", pieces, scores, types, 6, -1));
+    int32_t *ids, want[] = {1, 3, 4, 5, 3, 4, 5, 3, 4};
+    size_t n;
+    cr_assert_eq(shardlm_tokenizer_encode_alloc(t, "axaxa", 5, SHARDLM_TOK_ADD_BOS, 0, &ids, &n), SHARDLM_OK);
+    cr_assert_eq(n, 9, "%zu ids", n);
+    cr_assert_arr_eq(ids, want, sizeof want);
+    free(ids);
+    shardlm_tokenizer_free(t);
 }

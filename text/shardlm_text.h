@@ -2,9 +2,16 @@
  * template, both read from a GGUF. Rank 0 alone uses this module; the
  * forward pass never sees text.
  *
- * Tokenizer: the SentencePiece-style tokenizer that GGUF files
- * describe with tokenizer.ggml.model = "llama": score-ordered merges, byte
- * fallback <0xNN>, BOS/EOS, the "▁" leading-space convention. The tokenizer
+ * Tokenizers, as llama.cpp reads them from a GGUF:
+ *   tokenizer.ggml.model = "llama": SentencePiece-style BPE (score-ordered
+ *     merges, byte fallback <0xNN>, the "▁" leading-space convention);
+ *   tokenizer.ggml.model = "gpt2": GPT-2-style byte-level BPE, merges in the
+ *     order of tokenizer.ggml.merges, after the pre-tokenizer regexes that
+ *     tokenizer.ggml.pre names (llama-bpe, qwen2, qwen35, gpt-2, smollm,
+ *     default and their aliases; an unknown name is refused).
+ * Token types come from tokenizer.ggml.token_type; the end-of-generation set
+ * is eos, eot and eom plus the tokens llama.cpp recognises by their text
+ * (<|eot_id|>, <|im_end|>, <|end|>, <|endoftext|>, ...). The tokenizer
  * copies what it needs out of the GGUF, so the file may be closed after.
  *
  * Chat templates: Jinja as Hugging Face chat templates use it
@@ -31,26 +38,58 @@ int shardlm_tokenizer_from_gguf(const shardlm_gguf *g, shardlm_tokenizer **out);
 void shardlm_tokenizer_free(shardlm_tokenizer *t);
 
 int32_t shardlm_tokenizer_n_vocab(const shardlm_tokenizer *t);
+/* BOS and EOS ids, or -1 where a byte-level BPE vocabulary has none. */
 int32_t shardlm_tokenizer_bos(const shardlm_tokenizer *t);
 int32_t shardlm_tokenizer_eos(const shardlm_tokenizer *t);
+/* tokenizer.ggml.model ("llama", "gpt2") and the pre-tokenizer's name
+ * ("default" for SentencePiece and where the GGUF names none). */
+const char *shardlm_tokenizer_model(const shardlm_tokenizer *t);
+const char *shardlm_tokenizer_pre(const shardlm_tokenizer *t);
 
-/* Encodes len bytes of text. Writes at most cap ids to out and the full
- * count to *n_out (call again with a larger buffer if *n_out > cap). */
-int shardlm_tokenizer_encode(const shardlm_tokenizer *t, const char *text, size_t len, int add_bos,
-                             int32_t *out, size_t cap, size_t *n_out);
+/* Whether id ends generation; the whole set, ascending (writes at most cap
+ * ids, returns how many there are). */
+int shardlm_tokenizer_is_eog(const shardlm_tokenizer *t, int32_t id);
+size_t shardlm_tokenizer_eog(const shardlm_tokenizer *t, int32_t *out, size_t cap);
 
-/* As shardlm_tokenizer_encode, but the text of control tokens ("<s>",
- * "</s>", "<|im_start|>", ...) becomes those tokens, as chat templates
- * expect; the plain text between them is encoded as usual. */
-int shardlm_tokenizer_encode_special(const shardlm_tokenizer *t, const char *text, size_t len, int add_bos,
+/* What encoding adds around the text (flags for the add argument). */
+enum { SHARDLM_TOK_ADD_BOS = 1, SHARDLM_TOK_ADD_EOS = 2 };
+/* The model's own choice: tokenizer.ggml.add_bos_token / add_eos_token,
+ * defaulting as llama.cpp does (SentencePiece adds BOS; byte-level BPE adds
+ * it for the llama-bpe family only; neither adds EOS). */
+int shardlm_tokenizer_add_special(const shardlm_tokenizer *t);
+
+/* Encodes len bytes of text, with BOS first and/or EOS last as add says.
+ * Writes at most cap ids to out and the full count to *n_out (call again
+ * with a larger buffer if *n_out > cap; len + 3 ids is enough unless
+ * SentencePiece special tokens of one byte are about). The text of
+ * user-defined tokens (type 4) becomes those tokens, as llama.cpp does even
+ * without special-token parsing. */
+int shardlm_tokenizer_encode(const shardlm_tokenizer *t, const char *text, size_t len, int add, int32_t *out,
+                             size_t cap, size_t *n_out);
+
+/* As shardlm_tokenizer_encode, but the text of control and unknown tokens
+ * ("<s>", "<|im_start|>", "<|eot_id|>", ...) becomes those tokens too, as
+ * chat templates expect: the longest special token is split out first, as
+ * llama.cpp's tokenizer does; the plain text between them is encoded as
+ * usual (SentencePiece gives each stretch its dummy prefix). */
+int shardlm_tokenizer_encode_special(const shardlm_tokenizer *t, const char *text, size_t len, int add,
                                      int32_t *out, size_t cap, size_t *n_out);
+
+/* Either of the two (special = 1: encode_special) into a malloc'd array of
+ * the right size: *out holds *n_out ids, freed by the caller. */
+int shardlm_tokenizer_encode_alloc(const shardlm_tokenizer *t, const char *text, size_t len, int add, int special,
+                                   int32_t **out, size_t *n_out);
 
 /* The raw piece text of a token ("▁" kept), for `shardlm info`. */
 const char *shardlm_tokenizer_piece(const shardlm_tokenizer *t, int32_t id, size_t *len);
 
-/* Streaming decoder: turns ids into valid UTF-8 text. Byte tokens are
- * buffered until they complete a UTF-8 character; invalid sequences come out
- * as U+FFFD. The leading space of the first piece after BOS is dropped. */
+/* Streaming decoder: turns ids into valid UTF-8 text, byte-exact for text
+ * that is valid UTF-8. Bytes that end inside a character (byte tokens,
+ * byte-level BPE pieces) are held until the character is complete; invalid
+ * sequences come out as U+FFFD. Control tokens give no text. Where the
+ * model uses a dummy-prefix space (add_space_prefix), the leading space of
+ * the piece after BOS is dropped. SentencePiece byte tokens of control
+ * characters other than \t \n \r are dropped, as llama2.c's run.c does. */
 typedef struct {
     int32_t prev;
     unsigned char pend[4];
@@ -58,9 +97,12 @@ typedef struct {
 } shardlm_detok;
 
 void shardlm_detok_init(shardlm_detok *d);
-/* Appends the text of id to buf (cap bytes); returns bytes written. */
+/* Appends the text of id to buf (cap bytes); returns bytes written. Whole
+ * characters only: what does not fit is dropped. */
 size_t shardlm_detok_push(const shardlm_tokenizer *t, shardlm_detok *d, int32_t id, char *buf, size_t cap);
 size_t shardlm_detok_flush(shardlm_detok *d, char *buf, size_t cap);
+/* The most one push or flush writes with this tokenizer. */
+size_t shardlm_detok_max(const shardlm_tokenizer *t);
 
 /* ==== chat templates ==== */
 typedef struct shardlm_chat_template shardlm_chat_template;

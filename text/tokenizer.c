@@ -1,6 +1,8 @@
-/* tokenizer.c - the SentencePiece-BPE tokenizer of GGUF "llama" models:
- * loading the vocabulary out of the GGUF, encoding by score-ordered pair
- * merges with <0xNN> byte fallback, and the streaming UTF-8-safe decoder. */
+/* tokenizer.c - loading a GGUF tokenizer (tokenizer.ggml.model "llama",
+ * SentencePiece, or "gpt2", byte-level BPE in tokenizer_bpe.c): the pieces,
+ * their types, the special ids and flags, and the key -> id table; and the
+ * SentencePiece encoder (score-ordered pair merges with <0xNN> byte
+ * fallback). */
 #include "shardlm_text.h"
 
 #include <stdio.h>
@@ -8,51 +10,22 @@
 #include <string.h>
 
 #include "shardlm_common.h"
+#include "tokenizer_internal.h"
+#include "unicode.h"
 
-/* token_type values as written by llama.cpp's converters. */
-enum {
-    TOK_UNDEFINED = 0,
-    TOK_NORMAL = 1,
-    TOK_UNKNOWN = 2,
-    TOK_CONTROL = 3,
-    TOK_USER = 4,
-    TOK_UNUSED = 5,
-    TOK_BYTE = 6,
-};
-
-struct shardlm_tokenizer {
-    int32_t n;
-    int32_t bos, eos, unk;
-    int add_space_prefix;
-    char *blob;      /* every piece, each followed by a NUL */
-    uint32_t *off;   /* n + 1 offsets into blob; piece i has off[i+1]-off[i]-1 bytes */
-    float *score;
-    uint8_t *type;
-    int16_t *byteval; /* 0..255 for <0xNN> byte tokens, else -1 */
-    int32_t byte_id[256];
-    uint32_t max_len; /* longest mergeable piece, bounds pair lookups */
-    int32_t *slot;    /* open-addressing piece -> id table, -1 = empty */
-    uint32_t slot_mask;
-};
-
-/* ---- piece -> id hash table ---- */
+/* ---- key -> id hash table ---- */
 
 static uint32_t tok_hash(const char *s, size_t n)
 {
     return (uint32_t)shardlm_fnv1a64(SHARDLM_FNV_INIT, s, n);
 }
 
-static size_t tok_len(const shardlm_tokenizer *t, int32_t id)
-{
-    return t->off[id + 1] - t->off[id] - 1;
-}
-
-static int32_t tok_find(const shardlm_tokenizer *t, const char *s, size_t n)
+int32_t shardlm_tok_find(const shardlm_tokenizer *t, const char *s, size_t n)
 {
     for (uint32_t h = tok_hash(s, n) & t->slot_mask;; h = (h + 1) & t->slot_mask) {
         int32_t id = t->slot[h];
         if (id < 0) return -1;
-        if (tok_len(t, id) == n && memcmp(t->blob + t->off[id], s, n) == 0) return id;
+        if (tok_key_len(t, id) == n && memcmp(t->key + t->koff[id], s, n) == 0) return id;
     }
 }
 
@@ -66,11 +39,14 @@ static int tok_mergeable(const shardlm_tokenizer *t, int32_t id)
 
 static int32_t tok_find_mergeable(const shardlm_tokenizer *t, const char *s, size_t n)
 {
-    int32_t id = tok_find(t, s, n);
+    int32_t id = shardlm_tok_find(t, s, n);
     return id >= 0 && tok_mergeable(t, id) ? id : -1;
 }
 
-static int tok_build_table(shardlm_tokenizer *t)
+/* Keyed tokens into the table. On duplicate keys the first id wins, as in
+ * SentencePiece; byte-level BPE vocabularies (which llama.cpp refuses to
+ * load with duplicates) get an error instead. */
+static int tok_build_table(shardlm_tokenizer *t, const char *path)
 {
     uint32_t cap = 16;
     while (cap < (uint32_t)t->n * 2u) cap <<= 1;
@@ -79,10 +55,16 @@ static int tok_build_table(shardlm_tokenizer *t)
     memset(t->slot, 0xff, cap * sizeof *t->slot);
     t->slot_mask = cap - 1;
     for (int32_t id = 0; id < t->n; id++) {
-        const char *s = t->blob + t->off[id];
-        size_t n = tok_len(t, id);
-        /* On duplicate pieces the first id wins, as in SentencePiece. */
-        if (tok_find(t, s, n) >= 0) continue;
+        if (!(t->attr[id] & ATTR_KEYED)) continue;
+        const char *s = t->key + t->koff[id];
+        size_t n = tok_key_len(t, id);
+        int32_t dup = shardlm_tok_find(t, s, n);
+        if (dup >= 0 && t->kind == TOKZ_BPE) {
+            shardlm_err_set("%s: tokenizer.ggml.tokens[%d] '%.*s' repeats token %d", path, id,
+                            (int)(tok_len(t, id) > 64 ? 64 : tok_len(t, id)), tok_text(t, id), dup);
+            return SHARDLM_EINPUT;
+        }
+        if (dup >= 0) continue;
         uint32_t h = tok_hash(s, n) & t->slot_mask;
         while (t->slot[h] >= 0) h = (h + 1) & t->slot_mask;
         t->slot[h] = id;
@@ -175,8 +157,9 @@ static int tok_load_scores_types(shardlm_tokenizer *t, const shardlm_gguf *g, co
     double *tmp = malloc((size_t)t->n * sizeof *tmp);
     t->score = malloc((size_t)t->n * sizeof *t->score);
     t->type = malloc((size_t)t->n);
+    t->attr = calloc((size_t)t->n, 1);
     t->byteval = malloc((size_t)t->n * sizeof *t->byteval);
-    if (!tmp || !t->score || !t->type || !t->byteval) {
+    if (!tmp || !t->score || !t->type || !t->attr || !t->byteval) {
         free(tmp);
         return SHARDLM_ENOMEM;
     }
@@ -186,17 +169,16 @@ static int tok_load_scores_types(shardlm_tokenizer *t, const shardlm_gguf *g, co
     for (int32_t i = 0; rc == SHARDLM_OK && i < t->n; i++) {
         int byte = parse_byte_piece(t->blob + t->off[i], tok_len(t, i));
         t->type[i] = tmp[i] >= 0 && tmp[i] <= TOK_BYTE ? (uint8_t)tmp[i] : TOK_UNDEFINED;
-        /* Without token_type every piece defaults to normal; byte tokens are
-         * then known by their spelling alone. */
-        if (byte >= 0 && t->type[i] == TOK_NORMAL) t->type[i] = TOK_BYTE;
+        /* Without token_type every SentencePiece piece defaults to normal;
+         * byte tokens are then known by their spelling alone. */
+        if (byte >= 0 && t->type[i] == TOK_NORMAL && t->kind == TOKZ_SPM) t->type[i] = TOK_BYTE;
         t->byteval[i] = t->type[i] == TOK_BYTE ? (int16_t)byte : -1;
     }
     free(tmp);
     return rc;
 }
 
-/* Reads an optional special-token id, checking it is in range. */
-static int tok_load_id(const shardlm_gguf *g, const char *path, const char *key, int32_t n, int32_t *id)
+int shardlm_tok_load_id(const shardlm_gguf *g, const char *path, const char *key, int32_t n, int32_t *id)
 {
     uint64_t v;
     int rc = shardlm_gguf_get_u64(g, key, &v);
@@ -210,7 +192,7 @@ static int tok_load_id(const shardlm_gguf *g, const char *path, const char *key,
     return SHARDLM_OK;
 }
 
-static int tok_check_model(const shardlm_gguf *g, const char *path)
+static int tok_check_model(shardlm_tokenizer *t, const shardlm_gguf *g, const char *path)
 {
     shardlm_gguf_str m;
     int rc = shardlm_gguf_get_str(g, "tokenizer.ggml.model", &m);
@@ -219,36 +201,75 @@ static int tok_check_model(const shardlm_gguf *g, const char *path)
         return SHARDLM_EINPUT;
     }
     if (rc != SHARDLM_OK) return rc;
-    if (m.len != 5 || memcmp(m.ptr, "llama", 5) != 0) {
-        shardlm_err_set("%s: tokenizer.ggml.model is '%.*s'; only 'llama' (SentencePiece) is supported", path,
-                        (int)(m.len > 64 ? 64 : m.len), m.ptr);
+    if (m.len == 5 && memcmp(m.ptr, "llama", 5) == 0) t->kind = TOKZ_SPM;
+    else if (m.len == 4 && memcmp(m.ptr, "gpt2", 4) == 0) t->kind = TOKZ_BPE;
+    else {
+        shardlm_err_set("%s: tokenizer.ggml.model is '%.*s'; supported: 'llama' (SentencePiece), 'gpt2' "
+                        "(byte-level BPE)", path, (int)(m.len > 64 ? 64 : m.len), m.ptr);
+        return SHARDLM_EINPUT;
+    }
+    snprintf(t->model, sizeof t->model, "%.*s", (int)m.len, m.ptr);
+    return SHARDLM_OK;
+}
+
+static int tok_load_flag(const shardlm_gguf *g, const char *key, int *v)
+{
+    int b, rc = shardlm_gguf_get_bool(g, key, &b);
+    if (rc == SHARDLM_OK) *v = b != 0;
+    return rc == 1 ? SHARDLM_OK : rc;
+}
+
+/* The special ids and the add_* flags, with llama.cpp's defaults: for
+ * SentencePiece BOS 1, EOS 2, unknown 0, BOS added and a dummy prefix; for
+ * BPE no default ids (llama.cpp falls back to id 11 for BOS and EOS, which
+ * would make a comma end generation in GPT-2's vocabulary), BOS added only
+ * where the pre-tokenizer says so, no prefix. */
+static int tok_load_specials(shardlm_tokenizer *t, const shardlm_gguf *g, const char *path)
+{
+    int spm = t->kind == TOKZ_SPM;
+    t->bos = spm && t->n > 1 ? 1 : -1;
+    t->eos = spm && t->n > 2 ? 2 : -1;
+    t->unk = spm ? 0 : -1;
+    t->eot = t->eom = -1;
+    t->add_bos = spm ? 1 : shardlm_pretok_add_bos(t->pretok);
+    t->add_eos = 0;
+    t->add_space_prefix = spm;
+    int rc = shardlm_tok_load_id(g, path, "tokenizer.ggml.bos_token_id", t->n, &t->bos);
+    if (!rc) rc = shardlm_tok_load_id(g, path, "tokenizer.ggml.eos_token_id", t->n, &t->eos);
+    if (!rc) rc = shardlm_tok_load_id(g, path, "tokenizer.ggml.unknown_token_id", t->n, &t->unk);
+    if (!rc) rc = shardlm_tok_load_id(g, path, "tokenizer.ggml.eot_token_id", t->n, &t->eot);
+    if (!rc) rc = shardlm_tok_load_id(g, path, "tokenizer.ggml.eom_token_id", t->n, &t->eom);
+    if (!rc) rc = tok_load_flag(g, "tokenizer.ggml.add_bos_token", &t->add_bos);
+    if (!rc) rc = tok_load_flag(g, "tokenizer.ggml.add_eos_token", &t->add_eos);
+    if (!rc) rc = tok_load_flag(g, "tokenizer.ggml.add_space_prefix", &t->add_space_prefix);
+    if (rc) return rc;
+    if ((t->add_bos && t->bos < 0) || (t->add_eos && t->eos < 0)) {
+        shardlm_err_set("%s: the tokenizer adds %s (tokenizer.ggml.%s) but has no tokenizer.ggml.%s", path,
+                        t->bos < 0 ? "BOS" : "EOS", t->bos < 0 ? "add_bos_token" : "add_eos_token",
+                        t->bos < 0 ? "bos_token_id" : "eos_token_id");
         return SHARDLM_EINPUT;
     }
     return SHARDLM_OK;
 }
 
-static int tok_load_specials(shardlm_tokenizer *t, const shardlm_gguf *g, const char *path)
+/* SentencePiece: the key is the piece text; the <0xNN> byte tokens, the
+ * longest mergeable piece. */
+static void tok_index_spm(shardlm_tokenizer *t)
 {
-    t->bos = t->n > 1 ? 1 : 0;
-    t->eos = t->n > 2 ? 2 : 0;
-    t->unk = 0;
-    t->add_space_prefix = 1;
-    int rc = tok_load_id(g, path, "tokenizer.ggml.bos_token_id", t->n, &t->bos);
-    if (rc == SHARDLM_OK) rc = tok_load_id(g, path, "tokenizer.ggml.eos_token_id", t->n, &t->eos);
-    if (rc == SHARDLM_OK) rc = tok_load_id(g, path, "tokenizer.ggml.unknown_token_id", t->n, &t->unk);
-    if (rc != SHARDLM_OK) return rc;
-    int asp;
-    rc = shardlm_gguf_get_bool(g, "tokenizer.ggml.add_space_prefix", &asp);
-    if (rc == SHARDLM_OK) t->add_space_prefix = asp != 0;
-    return rc == 1 ? SHARDLM_OK : rc;
+    t->key = t->blob;
+    t->koff = t->off;
+    for (int32_t id = 0; id < t->n; id++) {
+        t->attr[id] |= ATTR_KEYED;
+        if (tok_len(t, id) > t->max_out) t->max_out = (uint32_t)tok_len(t, id);
+    }
 }
 
-static void tok_index(shardlm_tokenizer *t)
+static void tok_index_spm_bytes(shardlm_tokenizer *t)
 {
     char name[8];
     for (int b = 0; b < 256; b++) {
         snprintf(name, sizeof name, "<0x%02X>", b);
-        int32_t id = tok_find(t, name, 6);
+        int32_t id = shardlm_tok_find(t, name, 6);
         t->byte_id[b] = id >= 0 && t->byteval[id] == b ? id : -1;
     }
     t->max_len = 0;
@@ -256,24 +277,36 @@ static void tok_index(shardlm_tokenizer *t)
         if (tok_mergeable(t, id) && tok_len(t, id) > t->max_len) t->max_len = (uint32_t)tok_len(t, id);
 }
 
+static int tok_load(shardlm_tokenizer *t, const shardlm_gguf *g, const char *path)
+{
+    int rc = tok_check_model(t, g, path);
+    if (!rc) rc = tok_load_pieces(t, g, path);
+    if (!rc) rc = tok_load_scores_types(t, g, path);
+    if (!rc && t->kind == TOKZ_BPE) rc = shardlm_tok_load_bpe(t, g, path);
+    if (!rc && t->kind == TOKZ_SPM) {
+        snprintf(t->pre, sizeof t->pre, "default");
+        tok_index_spm(t);
+    }
+    if (!rc) rc = tok_load_specials(t, g, path);
+    if (!rc) rc = tok_build_table(t, path);
+    if (!rc && t->kind == TOKZ_BPE) rc = shardlm_tok_load_bpe_merges(t, g, path);
+    if (!rc && t->kind == TOKZ_SPM) tok_index_spm_bytes(t);
+    if (!rc) rc = shardlm_tok_load_special(t, g, path);
+    return rc;
+}
+
 int shardlm_tokenizer_from_gguf(const shardlm_gguf *g, shardlm_tokenizer **out)
 {
     *out = NULL;
     const char *path = shardlm_gguf_path(g);
-    int rc = tok_check_model(g, path);
-    if (rc != SHARDLM_OK) return rc;
     shardlm_tokenizer *t = calloc(1, sizeof *t);
     if (!t) return SHARDLM_ENOMEM;
-    rc = tok_load_pieces(t, g, path);
-    if (rc == SHARDLM_OK) rc = tok_load_scores_types(t, g, path);
-    if (rc == SHARDLM_OK) rc = tok_load_specials(t, g, path);
-    if (rc == SHARDLM_OK) rc = tok_build_table(t);
+    int rc = tok_load(t, g, path);
     if (rc != SHARDLM_OK) {
         if (rc == SHARDLM_ENOMEM) shardlm_err_set("%s: out of memory loading the tokenizer", path);
         shardlm_tokenizer_free(t);
         return rc;
     }
-    tok_index(t);
     *out = t;
     return SHARDLM_OK;
 }
@@ -281,10 +314,13 @@ int shardlm_tokenizer_from_gguf(const shardlm_gguf *g, shardlm_tokenizer **out)
 void shardlm_tokenizer_free(shardlm_tokenizer *t)
 {
     if (!t) return;
+    shardlm_tok_free_bpe(t);
+    shardlm_tok_free_special(t);
     free(t->blob);
     free(t->off);
     free(t->score);
     free(t->type);
+    free(t->attr);
     free(t->byteval);
     free(t->slot);
     free(t);
@@ -293,6 +329,13 @@ void shardlm_tokenizer_free(shardlm_tokenizer *t)
 int32_t shardlm_tokenizer_n_vocab(const shardlm_tokenizer *t) { return t->n; }
 int32_t shardlm_tokenizer_bos(const shardlm_tokenizer *t) { return t->bos; }
 int32_t shardlm_tokenizer_eos(const shardlm_tokenizer *t) { return t->eos; }
+const char *shardlm_tokenizer_model(const shardlm_tokenizer *t) { return t->model; }
+const char *shardlm_tokenizer_pre(const shardlm_tokenizer *t) { return t->pre; }
+
+int shardlm_tokenizer_add_special(const shardlm_tokenizer *t)
+{
+    return (t->add_bos ? SHARDLM_TOK_ADD_BOS : 0) | (t->add_eos ? SHARDLM_TOK_ADD_EOS : 0);
+}
 
 const char *shardlm_tokenizer_piece(const shardlm_tokenizer *t, int32_t id, size_t *len)
 {
@@ -413,13 +456,13 @@ static uint32_t utf8_char_len(const unsigned char *s, size_t n)
 }
 
 /* The dummy prefix plus the text, every ' ' spelled "▁" (3 bytes). */
-static char *enc_normalize(const shardlm_tokenizer *t, const char *text, size_t len, size_t *out_len)
+static char *enc_normalize(int prefix, const char *text, size_t len, size_t *out_len)
 {
     if (len >= INT32_MAX / 3 - 1) return NULL; /* offsets and symbol ids are 32-bit */
     char *buf = malloc(3 * (len + 1));
     if (!buf) return NULL;
     size_t n = 0;
-    for (size_t i = (t->add_space_prefix ? 0 : 1); i <= len; i++) {
+    for (size_t i = prefix ? 0 : 1; i <= len; i++) {
         char c = i == 0 ? ' ' : text[i - 1];
         if (c == ' ') {
             memcpy(buf + n, "\xe2\x96\x81", 3);
@@ -432,23 +475,17 @@ static char *enc_normalize(const shardlm_tokenizer *t, const char *text, size_t 
     return buf;
 }
 
-static void enc_emit(size_t *n, int32_t *out, size_t cap, int32_t id)
-{
-    if (*n < cap) out[*n] = id;
-    (*n)++;
-}
-
 static void enc_emit_symbol(const tok_enc *e, const tok_sym *s, size_t *n, int32_t *out, size_t cap)
 {
     const shardlm_tokenizer *t = e->t;
     int32_t id = tok_find_mergeable(t, e->buf + s->start, s->len);
     if (id >= 0) {
-        enc_emit(n, out, cap, id);
+        shardlm_tok_emit(n, out, cap, id);
         return;
     }
     for (uint32_t i = 0; i < s->len; i++) {
         int32_t b = t->byte_id[(unsigned char)e->buf[s->start + i]];
-        enc_emit(n, out, cap, b >= 0 ? b : t->unk);
+        if (b >= 0 || t->unk >= 0) shardlm_tok_emit(n, out, cap, b >= 0 ? b : t->unk);
     }
 }
 
@@ -471,189 +508,67 @@ static int enc_run(tok_enc *e, size_t blen, size_t *n, int32_t *out, size_t cap)
     return SHARDLM_OK;
 }
 
-int shardlm_tokenizer_encode(const shardlm_tokenizer *t, const char *text, size_t len, int add_bos,
-                             int32_t *out, size_t cap, size_t *n_out)
+int shardlm_tok_encode_spm(const shardlm_tokenizer *t, const char *text, size_t len, int prefix, int32_t *out,
+                           size_t cap, size_t *n)
 {
-    size_t n = 0;
-    *n_out = 0;
-    if (add_bos) enc_emit(&n, out, cap, t->bos);
-    if (len == 0) {
-        *n_out = n;
-        return SHARDLM_OK;
-    }
+    if (len == 0) return SHARDLM_OK;
     tok_enc e = {.t = t};
     size_t blen;
-    char *buf = enc_normalize(t, text, len, &blen);
-    if (!buf) {
-        shardlm_err_set("tokenizer: cannot encode %zu bytes of text (too long, or out of memory)", len);
-        return SHARDLM_ENOMEM;
-    }
+    char *buf = enc_normalize(prefix, text, len, &blen);
+    int rc = buf ? SHARDLM_OK : SHARDLM_ENOMEM;
     e.buf = buf;
-    int rc = enc_run(&e, blen, &n, out, cap);
+    if (!rc) rc = enc_run(&e, blen, n, out, cap);
     free(e.sym);
     free(e.heap.v);
     free(buf);
-    if (rc != SHARDLM_OK) {
-        shardlm_err_set("tokenizer: cannot encode %zu bytes of text (too long, or out of memory)", len);
-        return rc;
-    }
+    if (rc != SHARDLM_OK) shardlm_err_set("tokenizer: cannot encode %zu bytes of text (too long, or out of memory)", len);
+    return rc;
+}
+
+static int tok_encode(const shardlm_tokenizer *t, const char *text, size_t len, int add, int all, int32_t *out,
+                      size_t cap, size_t *n_out)
+{
+    size_t n = 0;
+    *n_out = 0;
+    if ((add & SHARDLM_TOK_ADD_BOS) && t->bos >= 0) shardlm_tok_emit(&n, out, cap, t->bos);
+    int rc = shardlm_tok_encode_parts(t, text, len, all, out, cap, &n);
+    if (rc) return rc;
+    if ((add & SHARDLM_TOK_ADD_EOS) && t->eos >= 0) shardlm_tok_emit(&n, out, cap, t->eos);
     *n_out = n;
     return SHARDLM_OK;
 }
 
-/* ---- streaming decoding ---- */
-
-typedef struct {
-    char *buf;
-    size_t cap, n;
-} detok_out;
-
-/* Appends whole units only, so a short buffer never gets half a character. */
-static void out_put(detok_out *o, const void *p, size_t k)
+int shardlm_tokenizer_encode(const shardlm_tokenizer *t, const char *text, size_t len, int add, int32_t *out,
+                             size_t cap, size_t *n_out)
 {
-    if (o->n + k > o->cap) {
-        o->cap = o->n; /* full: drop the rest rather than split a character */
-        return;
-    }
-    memcpy(o->buf + o->n, p, k);
-    o->n += k;
+    return tok_encode(t, text, len, add, 0, out, cap, n_out);
 }
 
-static void out_replacement(detok_out *o) { out_put(o, "\xef\xbf\xbd", 3); }
-
-/* Copies piece text with "▁" turned into ' ' and any invalid UTF-8 (only a
- * corrupt vocabulary could hold some) turned into U+FFFD. */
-static void out_piece(detok_out *o, const char *s, size_t n, int drop_space)
-{
-    size_t i = 0;
-    if (drop_space) {
-        if (n >= 3 && memcmp(s, "\xe2\x96\x81", 3) == 0) i = 3;
-        else if (n >= 1 && s[0] == ' ') i = 1;
-    }
-    while (i < n) {
-        uint32_t cl = utf8_char_len((const unsigned char *)s + i, n - i);
-        if (cl == 3 && memcmp(s + i, "\xe2\x96\x81", 3) == 0) out_put(o, " ", 1);
-        else if (cl == 1 && (unsigned char)s[i] >= 0x80) out_replacement(o);
-        else out_put(o, s + i, cl);
-        i += cl;
-    }
-}
-
-/* Expected total length of a sequence starting with lead byte c, or 0. */
-static int utf8_need(unsigned c)
-{
-    return c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
-}
-
-/* Whether byte b may follow the pending bytes (checks the second byte's
- * narrower ranges that exclude overlongs, surrogates and > U+10FFFF). */
-static int utf8_accepts(const shardlm_detok *d, unsigned b)
-{
-    if ((b & 0xC0) != 0x80) return 0;
-    if (d->n_pend != 1) return 1;
-    unsigned c = d->pend[0];
-    if (c == 0xE0) return b >= 0xA0;
-    if (c == 0xED) return b <= 0x9F;
-    if (c == 0xF0) return b >= 0x90;
-    if (c == 0xF4) return b <= 0x8F;
-    return 1;
-}
-
-static void detok_flush_pending(shardlm_detok *d, detok_out *o)
-{
-    if (d->n_pend) out_replacement(o);
-    d->n_pend = 0;
-}
-
-static void detok_byte(shardlm_detok *d, detok_out *o, unsigned b)
-{
-    if (d->n_pend) {
-        if (utf8_accepts(d, b)) {
-            d->pend[d->n_pend++] = (unsigned char)b;
-            if (d->n_pend == utf8_need(d->pend[0])) {
-                out_put(o, d->pend, (size_t)d->n_pend);
-                d->n_pend = 0;
-            }
-            return;
-        }
-        detok_flush_pending(d, o); /* b is then judged on its own */
-    }
-    if (b < 0x80) {
-        /* Like run.c's safe_printf: stray control bytes are not printed. */
-        if (b >= 0x20 || b == '\t' || b == '\n' || b == '\r') out_put(o, &(char){(char)b}, 1);
-    } else if (utf8_need(b)) {
-        d->pend[0] = (unsigned char)b;
-        d->n_pend = 1;
-    } else {
-        out_replacement(o);
-    }
-}
-
-void shardlm_detok_init(shardlm_detok *d)
-{
-    memset(d, 0, sizeof *d);
-    d->prev = -1;
-}
-
-size_t shardlm_detok_push(const shardlm_tokenizer *t, shardlm_detok *d, int32_t id, char *buf, size_t cap)
-{
-    detok_out o = {buf, cap, 0};
-    int32_t prev = d->prev;
-    d->prev = id;
-    if (id < 0 || id >= t->n) return 0;
-    if (t->byteval[id] >= 0) {
-        detok_byte(d, &o, (unsigned)t->byteval[id]);
-        return o.n;
-    }
-    if (t->type[id] == TOK_CONTROL) return 0;
-    detok_flush_pending(d, &o);
-    out_piece(&o, t->blob + t->off[id], tok_len(t, id), prev == t->bos);
-    return o.n;
-}
-
-size_t shardlm_detok_flush(shardlm_detok *d, char *buf, size_t cap)
-{
-    detok_out o = {buf, cap, 0};
-    detok_flush_pending(d, &o);
-    return o.n;
-}
-
-/* ---- control tokens written as text (chat templates) ---- */
-
-/* The longest control token whose text starts at s, or -1. */
-static int32_t special_at(const shardlm_tokenizer *t, const char *s, size_t n)
-{
-    int32_t best = -1;
-    size_t best_len = 0;
-    for (int32_t id = 0; id < t->n; id++) {
-        size_t k = tok_len(t, id);
-        if (t->type[id] != TOK_CONTROL || k < 2 || k > n || k <= best_len) continue;
-        if (memcmp(s, t->blob + t->off[id], k) == 0) best = id, best_len = k;
-    }
-    return best;
-}
-
-int shardlm_tokenizer_encode_special(const shardlm_tokenizer *t, const char *text, size_t len, int add_bos,
+int shardlm_tokenizer_encode_special(const shardlm_tokenizer *t, const char *text, size_t len, int add,
                                      int32_t *out, size_t cap, size_t *n_out)
 {
-    size_t n = 0, start = 0;
-    if (add_bos) enc_emit(&n, out, cap, t->bos);
-    for (size_t i = 0; i <= len; i++) {
-        int32_t sp = i < len && (text[i] == '<' || text[i] == '[') ? special_at(t, text + i, len - i) : -1;
-        if (sp < 0 && i < len) continue;
-        size_t got = 0;
-        /* each stretch of plain text is encoded as SentencePiece encodes a
-         * fresh string, dummy-prefix space included (as llama.cpp does) */
-        int rc = shardlm_tokenizer_encode(t, text + start, i - start, 0, n < cap ? out + n : NULL, n < cap ? cap - n : 0,
-                                          &got);
-        if (rc) return rc;
-        n += got;
-        if (sp >= 0) {
-            enc_emit(&n, out, cap, sp);
-            i += tok_len(t, sp) - 1;
-            start = i + 1;
+    return tok_encode(t, text, len, add, 1, out, cap, n_out);
+}
+
+int shardlm_tokenizer_encode_alloc(const shardlm_tokenizer *t, const char *text, size_t len, int add, int special,
+                                   int32_t **out, size_t *n_out)
+{
+    size_t cap = len + 3;
+    *out = NULL;
+    for (;;) {
+        int32_t *ids = realloc(*out, cap * sizeof *ids);
+        if (!ids) {
+            free(*out);
+            *out = NULL;
+            shardlm_err_set("tokenizer: out of memory encoding %zu bytes of text", len);
+            return SHARDLM_ENOMEM;
         }
+        *out = ids;
+        int rc = tok_encode(t, text, len, add, special, ids, cap, n_out);
+        if (rc || *n_out <= cap) {
+            if (rc) free(*out), *out = NULL;
+            return rc;
+        }
+        cap = *n_out;
     }
-    *n_out = n;
-    return SHARDLM_OK;
 }
