@@ -26,10 +26,12 @@ static void synth_usage(FILE *f)
             "      --kv-heads K    KV heads, divide H           (default 4)\n"
             "      --ffn F         feed-forward length         (default 768)\n"
             "      --vocab V       vocabulary size, >= 259     (default 512)\n"
-            "      --type T        f32, f16, q8_0, q4_0, q4_k or q6_k (default f32);\n"
+            "      --type T        f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q2_k,\n"
+            "                      q3_k, q4_k, q5_k, q6_k, iq4_nl or iq4_xs (default f32);\n"
             "                      quantised types need D and F to be multiples of 32;\n"
-            "                      q4_k/q6_k write rows not a multiple of 256 as q8_0,\n"
-            "                      and q4_k writes output.weight as q6_k (as Q4_K_M)\n"
+            "                      q2_k..q6_k and iq4_xs write rows not a multiple of\n"
+            "                      256 as q8_0, and q4_k writes output.weight as q6_k\n"
+            "                      (as Q4_K_M)\n"
             "      --context C     context length metadata     (default 2048)\n"
             "      --seed S        PRNG seed                   (default 42)\n"
             "  -h, --help          show this help\n",
@@ -78,7 +80,7 @@ static int synth_opt(int c, const char *arg, shardlm_synth_opts *o, const char *
     case OPT_SEED: return parse_u64("--seed", arg, &o->seed);
     case OPT_TYPE: {
         int t = shardlm_dtype_parse(arg);
-        if (t < 0) return bad_flag(": unknown type (use f32, f16, q8_0, q4_0, q4_k or q6_k)", "--type", arg);
+        if (t < 0) return bad_flag(": unknown type (see `shardlm synth --help`)", "--type", arg);
         o->type = (uint32_t)t;
         return 0;
     }

@@ -148,10 +148,10 @@ int shardlm_model_device(const shardlm_model *m);
  * of any model shape. */
 typedef struct {
     int dim, layers, heads, kv_heads, ffn, vocab, context;
-    /* Matrices: SHARDLM_DT_F32, F16, Q8_0, Q4_0, Q4_K or Q6_K; norms are
+    /* Matrices: any type shardlm_dtype_supported accepts; norms are
      * always F32. With Q4_K, output.weight is Q6_K (as in llama.cpp's
-     * Q4_K_M); with either k-quant, matrices whose rows are not a multiple
-     * of 256 are written as Q8_0. */
+     * Q4_K_M); with a 256-block type (the k-quants, IQ4_XS), matrices whose
+     * rows are not a multiple of 256 are written as Q8_0. */
     uint32_t type;
     uint64_t seed;
 } shardlm_synth_opts;
