@@ -84,7 +84,7 @@ static void print_metadata(const shardlm_gguf *g)
 static void print_tensors(const shardlm_gguf *g)
 {
     uint64_t n_bad = 0;
-    printf("\ntensors:\n  %-32s %-5s %-24s %12s %12s\n", "name", "type", "dims", "bytes", "offset");
+    printf("\ntensors:\n  %-32s %-7s %-24s %12s %12s\n", "name", "type", "dims", "bytes", "offset");
     for (uint64_t i = 0; i < shardlm_gguf_n_tensors(g); i++) {
         const shardlm_gguf_tensor *t = shardlm_gguf_tensor_at(g, i);
         char dims[96];
@@ -93,14 +93,14 @@ static void print_tensors(const shardlm_gguf *g)
             n += (size_t)snprintf(dims + n, sizeof dims - n, "%s%" PRIu64, d ? ", " : "[", t->ne[d]);
         snprintf(dims + n, sizeof dims - n, "]");
         int ok = shardlm_dtype_supported(t->type);
-        printf("  %-32s %-5s %-24s %12" PRIu64 " %12" PRIu64 "%s\n", t->name, shardlm_dtype_name(t->type), dims,
+        printf("  %-32s %-7s %-24s %12" PRIu64 " %12" PRIu64 "%s\n", t->name, shardlm_dtype_name(t->type), dims,
                t->nbytes, t->offset, ok ? "" : "  (type not computable)");
         if (!ok) n_bad++;
     }
     if (n_bad)
-        printf("  %" PRIu64 " tensor%s of types shardlm cannot compute with: generate, serve and bench refuse "
-               "this file (supported: %s)\n",
-               n_bad, n_bad == 1 ? " is" : "s are", shardlm_dtype_supported_names());
+        printf("  %" PRIu64 " tensor%s with a type shardlm cannot compute with: generate, serve and bench "
+               "refuse this file (supported: %s)\n",
+               n_bad, n_bad == 1 ? "" : "s", shardlm_dtype_supported_names());
 }
 
 static void print_piece(shardlm_gguf_str s)

@@ -34,7 +34,8 @@ typedef struct {
 int shardlm_hparams_read(const shardlm_gguf *g, shardlm_hparams *hp);
 
 /* Splits the model over `world` ranks. ffn_unit is the granularity of the
- * FFN split (the block size of ffn_down's type). Fails with SHARDLM_EINPUT,
+ * FFN split (the loader passes the lcm of every layer's ffn_down block
+ * size, so no rank's slice of ffn_down cuts a block). Fails with SHARDLM_EINPUT,
  * saying why, when the heads do not divide. */
 int shardlm_plan_make(const shardlm_hparams *hp, int world, int rank, int ffn_unit, shardlm_shard_plan *p);
 

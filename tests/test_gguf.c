@@ -253,7 +253,7 @@ Test(gguf_cli, info_stories)
         "  llama.attention.head_count               uint32   8\n",
         "  tokenizer.ggml.tokens                    array    string[512] [\"<unk>\", \"<s>\", \"</s>\", \"<0x00>\", "
         "\"<0x01>\", ...]\n",
-        "  blk.0.attn_k.weight              f32   [64, 32]                         8192       278784\n",
+        "  blk.0.attn_k.weight              f32     [64, 32]                         8192       278784\n",
         "  model       llama\n", "  vocab size  512\n", "  bos id      1\n", "  eos id      2\n",
         "  unk id      0\n"};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
