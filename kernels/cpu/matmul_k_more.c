@@ -4,7 +4,8 @@
  *   Q2_K (16-value sub-blocks a, b; value d*sc*q - dmin*m): per block
  *     d*xd * (sc_a*sum_a(q*qx) + sc_b*sum_b(q*qx))
  *       - dmin*xd * (m_a*sum_a(qx) + m_b*sum_b(qx)), both sums exact;
- *   Q3_K (value d*s*(q - 4), s signed): d*xd * (s_a*sum_a((q-4)*qx) + ...);
+ *   Q3_K (value d*s*(q - 4), s signed): d*xd * (s_a*sum_a((q-4)*qx) + ...),
+ *     the pair sums (|q-4| * 2 * 127 at most) within int16;
  *   Q5_K (32-value sub-blocks, as Q4_K with a fifth bit):
  *     sum_j d*sc_j*xd_j * sum(q*qx) - sum_j dmin*m_j*xs_j.
  * The result differs from shardlm_ref_matmul only by the activation
@@ -134,9 +135,23 @@ AVX2_INLINE void q2_k_tile(const shardlm_mm_args *a, size_t r, size_t i0, int N)
     for (int ii = 0; ii < N; ii++) a->y[(i0 + ii) * a->rows + r] = hsum8(acc[ii]);
 }
 
-/* Per block: (q - 4) * x summed in pairs as int16 (maddubs of q minus
- * maddubs of 4; both in range), weighted by the two signed sub-block
- * scales in one madd. */
+/* The 16 scales of a Q3_K super-block, minus 32, as int16: ggml's layout
+ * unpacked a 32-bit word at a time (4 scales each), not one by one. */
+AVX2_INLINE void q3_k_scales16(const uint8_t *s, int16_t out[16])
+{
+    uint32_t a[3], r[4];
+    memcpy(a, s, 12);
+    r[0] = (a[0] & 0x0f0f0f0fu) | (a[2] & 0x03030303u) << 4;
+    r[1] = (a[1] & 0x0f0f0f0fu) | (a[2] >> 2 & 0x03030303u) << 4;
+    r[2] = (a[0] >> 4 & 0x0f0f0f0fu) | (a[2] >> 4 & 0x03030303u) << 4;
+    r[3] = (a[1] >> 4 & 0x0f0f0f0fu) | (a[2] >> 6 & 0x03030303u) << 4;
+    __m128i v = _mm_sub_epi8(_mm_loadu_si128((const __m128i *)r), _mm_set1_epi8(32));
+    _mm256_storeu_si256((__m256i *)out, _mm256_cvtepi8_epi16(v));
+}
+
+/* Per block: the signed codes q - 4 (-4..3) once, then per input the sign
+ * trick (|w| * (x * sign w)) sums them against x in int16 pairs, and one
+ * madd weights the two 16-value halves by their signed scales. */
 AVX2_INLINE void q3_k_tile(const shardlm_mm_args *a, size_t r, size_t i0, int N)
 {
     size_t nb = a->cols / SHARDLM_QK, nsb = a->cols / SHARDLM_QK_K;
@@ -147,20 +162,21 @@ AVX2_INLINE void q3_k_tile(const shardlm_mm_args *a, size_t r, size_t i0, int N)
     for (int ii = 0; ii < N; ii++) acc[ii] = _mm256_setzero_ps();
     for (size_t sb = 0; sb < nsb; sb++, wr += SHARDLM_Q3_K_BYTES) {
         float d = _cvtsh_ss(shardlm_rd16(wr + SHARDLM_Q3_K_D));
+        int16_t sc[16];
+        q3_k_scales16(wr + SHARDLM_Q3_K_SC, sc);
         __m256i hm = _mm256_loadu_si256((const __m256i *)wr);
         for (int h = 0; h < 2; h++) {
             __m256i q = _mm256_loadu_si256((const __m256i *)(wr + SHARDLM_Q3_K_QS + 32 * h));
             for (int k = 0; k < 4; k++) {
                 int j = 4 * h + k;
                 __m256i hb = _mm256_and_si256(_mm256_srli_epi16(hm, j), bit);
-                __m256i w = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 2 * k), three), _mm256_slli_epi16(hb, 2));
-                __m256i scv = km_pair16(shardlm_q3_k_scale(wr + SHARDLM_Q3_K_SC, 2 * j),
-                                        shardlm_q3_k_scale(wr + SHARDLM_Q3_K_SC, 2 * j + 1));
+                __m256i u = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 2 * k), three), _mm256_slli_epi16(hb, 2));
+                __m256i w = _mm256_sub_epi8(u, four), aw = _mm256_abs_epi8(w);
+                __m256i scv = _mm256_set_m128i(_mm_set1_epi16(sc[2 * j + 1]), _mm_set1_epi16(sc[2 * j]));
                 size_t b = sb * KM_BLOCKS + (size_t)j;
 #pragma GCC unroll 4
                 for (int ii = 0; ii < N; ii++) {
-                    __m256i x = mr_x(a, i0 + ii, b);
-                    __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(w, x), _mm256_maddubs_epi16(four, x));
+                    __m256i p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(mr_x(a, i0 + ii, b), w));
                     __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, scv));
                     acc[ii] = _mm256_fmadd_ps(f, _mm256_set1_ps(d * a->xd[(i0 + ii) * nb + b]), acc[ii]);
                 }
