@@ -18,7 +18,10 @@
 static const int kv[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 
 static float f16(const uint8_t *p) { return shardlm_f16_to_f32((uint16_t)(p[0] | p[1] << 8)); }
-static uint32_t u32(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
+static uint32_t u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
 static void pattern(uint8_t *p, int n, int mul, int add)
 {
     for (int i = 0; i < n; i++) p[i] = (uint8_t)(i * mul + add);

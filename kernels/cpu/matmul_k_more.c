@@ -170,7 +170,8 @@ AVX2_INLINE void q3_k_tile(const shardlm_mm_args *a, size_t r, size_t i0, int N)
             for (int k = 0; k < 4; k++) {
                 int j = 4 * h + k;
                 __m256i hb = _mm256_and_si256(_mm256_srli_epi16(hm, j), bit);
-                __m256i u = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 2 * k), three), _mm256_slli_epi16(hb, 2));
+                __m256i lo = _mm256_and_si256(_mm256_srli_epi16(q, 2 * k), three);
+                __m256i u = _mm256_or_si256(lo, _mm256_slli_epi16(hb, 2));
                 __m256i w = _mm256_sub_epi8(u, four), aw = _mm256_abs_epi8(w);
                 __m256i scv = _mm256_set_m128i(_mm_set1_epi16(sc[2 * j + 1]), _mm_set1_epi16(sc[2 * j]));
                 size_t b = sb * KM_BLOCKS + (size_t)j;

@@ -66,7 +66,8 @@ SHARDLM_SCALAR_ROWS(shardlm_scalar_q5_1, q5_1_dot)
  * each caller, so the branches fold away). */
 AVX2_INLINE void q5_tile(const shardlm_mm_args *a, size_t r, size_t i0, int N, int kind)
 {
-    size_t nb = a->cols / SHARDLM_QK, bb = kind == 0 ? SHARDLM_Q4_1_BYTES : kind == 1 ? SHARDLM_Q5_0_BYTES : SHARDLM_Q5_1_BYTES;
+    size_t nb = a->cols / SHARDLM_QK;
+    size_t bb = kind == 0 ? SHARDLM_Q4_1_BYTES : kind == 1 ? SHARDLM_Q5_0_BYTES : SHARDLM_Q5_1_BYTES;
     const uint8_t *wr = a->w + r * a->row_bytes;
     __m256 acc[4];
     float corr[4] = {0};

@@ -32,7 +32,8 @@ static void iq4_group(const uint8_t *qs, float d, float *y)
 static void iq4_xs_block(const uint8_t *p, float *y)
 {
     float d = shardlm_qb_f16(p);
-    for (int ib = 0; ib < 8; ib++) iq4_group(p + SHARDLM_IQ4_XS_QS + 16 * ib, d * (float)shardlm_iq4_xs_scale(p, ib), y + 32 * ib);
+    for (int ib = 0; ib < 8; ib++)
+        iq4_group(p + SHARDLM_IQ4_XS_QS + 16 * ib, d * (float)shardlm_iq4_xs_scale(p, ib), y + 32 * ib);
 }
 
 /* ---- quantisation ---- */
@@ -102,16 +103,19 @@ static void iq4_xs_quant(const float *x, uint8_t *out)
 
 void shardlm_iq4_dequant(shardlm_dtype t, const uint8_t *src, float *dst, size_t n)
 {
-    if (t == SHARDLM_DT_IQ4_NL)
-        for (size_t b = 0; b < n / SHARDLM_QK; b++) iq4_group(src + b * SHARDLM_IQ4_NL_BYTES + 2, shardlm_qb_f16(src + b * SHARDLM_IQ4_NL_BYTES), dst + b * SHARDLM_QK);
-    else
+    if (t == SHARDLM_DT_IQ4_XS) {
         for (size_t b = 0; b < n / SHARDLM_QK_K; b++) iq4_xs_block(src + b * SHARDLM_IQ4_XS_BYTES, dst + b * SHARDLM_QK_K);
+        return;
+    }
+    for (size_t b = 0; b < n / SHARDLM_QK; b++, src += SHARDLM_IQ4_NL_BYTES, dst += SHARDLM_QK)
+        iq4_group(src + 2, shardlm_qb_f16(src), dst);
 }
 
 void shardlm_iq4_quant(shardlm_dtype t, const float *src, uint8_t *dst, size_t n)
 {
-    if (t == SHARDLM_DT_IQ4_NL)
-        for (size_t b = 0; b < n / SHARDLM_QK; b++) iq4_nl_quant(src + b * SHARDLM_QK, dst + b * SHARDLM_IQ4_NL_BYTES);
-    else
+    if (t == SHARDLM_DT_IQ4_XS) {
         for (size_t b = 0; b < n / SHARDLM_QK_K; b++) iq4_xs_quant(src + b * SHARDLM_QK_K, dst + b * SHARDLM_IQ4_XS_BYTES);
+        return;
+    }
+    for (size_t b = 0; b < n / SHARDLM_QK; b++) iq4_nl_quant(src + b * SHARDLM_QK, dst + b * SHARDLM_IQ4_NL_BYTES);
 }

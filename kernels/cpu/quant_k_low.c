@@ -22,7 +22,10 @@
 /* Code of value e (0..255) among the 64 bytes of 2-bit codes. */
 static int low2(const uint8_t *qs, int e) { return (qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3; }
 
-static void put_low2(uint8_t *qs, int e, int v) { qs[32 * (e / 128) + e % 32] |= (uint8_t)(v << (2 * ((e % 128) / 32))); }
+static void put_low2(uint8_t *qs, int e, int v)
+{
+    qs[32 * (e / 128) + e % 32] |= (uint8_t)(v << (2 * ((e % 128) / 32)));
+}
 
 /* ---- Q2_K ---- */
 
