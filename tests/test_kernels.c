@@ -24,10 +24,11 @@ static void fill(float *v, size_t n, float scale)
  * f32 and differ only in summation order; a sum of `cols` terms has error
  * at most ~cols*2^-24*sum|w*x| in the worst case and ~2^-24*sum|w*x| in
  * practice, so 1e-5 * sum|w*x| leaves room without hiding real bugs.
- * Block types: the kernels replace x by x' = d*q with q = round(x/d), d =
- * amax(block)/127, so |x - x'| <= d/2 per element and the product differs
- * by at most sum_blocks (d_b/2) * sum_{c in b} |w_c| (w as the reference
- * dequantises it). On top, f32 rounding of the per-block terms, which the
+ * Block types: the kernels replace x by x' = d'*q with q = round(x/d), d =
+ * amax(block)/127 and d' = d or d rounded to f16 (as ggml's block_q8_0),
+ * so |x - x'| <= d/2 + 127*|d - d'| <= d*(1/2 + 127*2^-11) per element and
+ * the product differs by at most sum_blocks that * sum_{c in b} |w_c| (w as
+ * the reference dequantises it). On top, f32 rounding of the per-block terms, which the
  * kernels sum apart from the offset terms of types with one (Q4_0's 8*d,
  * the min m of Q4_1/Q5_1, dmin*m_j of Q2_K/Q4_K/Q5_K): allow 1e-4 *
  * sum (|w| + |offset|) * |x| for that. */
@@ -63,7 +64,7 @@ static double tol_for(shardlm_dtype t, const uint8_t *qrow, const float *wrow, c
             amax = fmax(amax, fabs(x[b * SHARDLM_QK + k]));
             sw += fabs(wrow[b * SHARDLM_QK + k]);
         }
-        qerr += amax / 127.0 / 2.0 * sw;
+        qerr += amax / 127.0 * (0.5 + 127.0 * 0x1p-11) * sw;
     }
     return qerr * 1.001 + 1e-4 * sabs + 1e-30;
 }

@@ -97,6 +97,7 @@ const shardlm_isa_ops shardlm_isa_neon = {
     .quant_x = shardlm_scalar_quant_x,
     .rmsnorm = shardlm_ref_rmsnorm,
     .softmax = shardlm_ref_softmax,
-    .silu_mul = shardlm_ref_silu_mul,    SHARDLM_ISA_MORE_TYPES_SCALAR,
+    .silu_mul = shardlm_ref_silu_mul,
+    SHARDLM_ISA_MORE_TYPES_SCALAR,
 };
 #endif

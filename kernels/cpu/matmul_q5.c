@@ -6,7 +6,7 @@
  *     exact and the min term costing no per-element work;
  *   Q5_0 (value (q - 16)*d): d*xd * sum((q - 16)*qx), exact in integers.
  * The result differs from shardlm_ref_matmul only by the activation
- * rounding (tests/test_quant_more.c states the tolerance). */
+ * rounding (tests/test_kernels.c states the tolerance). */
 #include "matmul_rows.h"
 
 /* ---- scalar ---- */
