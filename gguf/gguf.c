@@ -259,7 +259,14 @@ static int check_shape(shardlm_gguf *g, shardlm_gguf_tensor *t, const char *nm)
         if (__builtin_mul_overflow(count, t->ne[d], &count) || count > (uint64_t)INT64_MAX)
             return fail(g, "tensor '%s': element count overflows", nm);
     }
-    if (!shardlm_dtype_supported(t->type)) return fail(g, "tensor '%s': unsupported type %u", nm, t->type);
+    /* Any type whose layout is known passes, computable or not: `shardlm
+     * info` lists it and the loader refuses it by name. */
+    if (!shardlm_dtype_known(t->type)) {
+        if (strncmp(shardlm_dtype_name(t->type), "type#", 5) == 0)
+            return fail(g, "tensor '%s': unknown type id %u (not a ggml type)", nm, t->type);
+        return fail(g, "tensor '%s': type %s (id %u) was removed from ggml and its layout is not known", nm,
+                    shardlm_dtype_name(t->type), t->type);
+    }
     size_t be = shardlm_dtype_block_elems(t->type);
     if (t->ne[0] % be)
         return fail(g, "tensor '%s': ne[0]=%llu is not a multiple of the block size %zu of %s", nm,

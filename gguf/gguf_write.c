@@ -219,7 +219,8 @@ static uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) & ~(a - 1)
 /* Checks a declaration and computes its byte size. */
 static int tensor_size(shardlm_gguf_writer *w, const wtensor *t, uint64_t *nbytes)
 {
-    if (!shardlm_dtype_supported(t->type)) return bad(w, "tensor '%s': unsupported type %u", t->name, t->type), -1;
+    if (!shardlm_dtype_known(t->type))
+        return bad(w, "tensor '%s': type %s has no known block layout", t->name, shardlm_dtype_name(t->type)), -1;
     if (t->n_dims == 0 || t->n_dims > 4) return bad(w, "tensor '%s': %u dimensions", t->name, t->n_dims), -1;
     uint64_t rows = 1;
     for (uint32_t d = 1; d < 4; d++)

@@ -31,7 +31,7 @@ typedef struct {
 
 typedef struct {
     const char *name; /* NUL-terminated copy owned by the reader */
-    uint32_t type;    /* ggml type id (see shardlm_dtype) */
+    uint32_t type;    /* ggml type id (shardlm_dtype_known; maybe not computable) */
     uint32_t n_dims;
     uint64_t ne[4];   /* dims fastest-first, as in GGUF; unused dims are 1 */
     uint64_t offset;  /* relative to the start of the data section */
@@ -110,8 +110,9 @@ void shardlm_gguf_writer_copy(shardlm_gguf_writer *w, const shardlm_gguf *src, u
 typedef int (*shardlm_gguf_fill_fn)(void *ctx, uint64_t index, void *dst, uint64_t nbytes);
 void shardlm_gguf_writer_tensor(shardlm_gguf_writer *w, const char *name, uint32_t type, uint32_t n_dims,
                                 const uint64_t *ne);
-/* Errors (also a bad declaration earlier: unsupported type, ne[0] not a
- * multiple of the block, duplicate name or key) come back as a status, with
+/* Errors (also a bad declaration earlier: a type without a known block
+ * layout, ne[0] not a multiple of the block, duplicate name or key) come
+ * back as a status, with
  * error text "PATH: problem". A fill returning nonzero aborts the write and
  * its status is returned. */
 int shardlm_gguf_writer_write(shardlm_gguf_writer *w, const char *path, shardlm_gguf_fill_fn fill, void *ctx);

@@ -13,9 +13,17 @@ typedef enum {
     SHARDLM_DT_F32 = 0,
     SHARDLM_DT_F16 = 1,
     SHARDLM_DT_Q4_0 = 2,
+    SHARDLM_DT_Q4_1 = 3,
+    SHARDLM_DT_Q5_0 = 6,
+    SHARDLM_DT_Q5_1 = 7,
     SHARDLM_DT_Q8_0 = 8,
+    SHARDLM_DT_Q2_K = 10,
+    SHARDLM_DT_Q3_K = 11,
     SHARDLM_DT_Q4_K = 12,
+    SHARDLM_DT_Q5_K = 13,
     SHARDLM_DT_Q6_K = 14,
+    SHARDLM_DT_IQ4_NL = 20,
+    SHARDLM_DT_IQ4_XS = 23,
     SHARDLM_DT_BF16 = 30,
     /* Q4_0 repacked at load time (shardlm_repack): in memory only, never in
      * a file, so its id is far above ggml's. */
@@ -24,18 +32,24 @@ typedef enum {
     SHARDLM_DT_Q8_0_R4 = 1001,
 } shardlm_dtype;
 
-#define SHARDLM_QK 32    /* elements per Q4_0 / Q8_0 block */
-#define SHARDLM_QK_K 256 /* elements per Q4_K / Q6_K super-block */
+#define SHARDLM_QK 32    /* elements per Q4_0 / Q4_1 / Q5_x / Q8_0 / IQ4_NL block */
+#define SHARDLM_QK_K 256 /* elements per k-quant (Q2_K..Q6_K) and IQ4_XS super-block */
 
-/* 1 when the type id (a raw GGUF value) is one shardlm can compute with. */
+/* Type ids are raw GGUF values; kernels/cpu/dtype.c has a table of all of
+ * ggml's. 1 when shardlm can compute with the type (the enum above). */
 int shardlm_dtype_supported(uint32_t type);
-/* "f32", "f16", "q4_0", "q8_0", "q4_k", "q6_k", "bf16", or "type#N" for
- * others. */
+/* 1 when the id is a ggml type whose block size and bytes are known (every
+ * current ggml type, computable or not: iq2_xxs, tq1_0, mxfp4, ...). */
+int shardlm_dtype_known(uint32_t type);
+/* ggml's name in lower case ("f32", "q5_k", "iq2_xxs", ...; also for ids
+ * ggml has removed, e.g. "q4_0_4_4"), or "type#N" for ids it never had. */
 const char *shardlm_dtype_name(uint32_t type);
-/* Parses a name as above; returns -1 when unknown. */
+/* Parses a name as above (case-insensitive, any ggml type); -1 when unknown. */
 int shardlm_dtype_parse(const char *name);
+/* "f32, f16, q4_0, ..." : the types shardlm computes with, for messages. */
+const char *shardlm_dtype_supported_names(void);
 /* Elements per block (1 for float types) and bytes per block. Both 0 for
- * unknown types. */
+ * unknown types and removed layouts. */
 size_t shardlm_dtype_block_elems(uint32_t type);
 size_t shardlm_dtype_block_bytes(uint32_t type);
 /* Bytes of a row of n elements; 0 when n is not a multiple of the block. */
@@ -46,10 +60,12 @@ uint16_t shardlm_f32_to_f16(float f);
 float shardlm_bf16_to_f32(uint16_t h);
 uint16_t shardlm_f32_to_bf16(float f);
 
-/* Convert n elements (n a multiple of the block size) between f32 and a type.
- * Dequantisation is exactly as the GGUF/ggml reference defines it. For
- * Q4_K/Q6_K quantisation is a simple reference method (not ggml's search
- * for the best scales); its error bound is stated in kernels/cpu/quant_k.c. */
+/* Convert n elements (n a multiple of the block size) between f32 and a
+ * supported type. Dequantisation is exactly as the GGUF/ggml reference
+ * defines it (bit for bit ggml's own: tests/ggml/ggml_xcheck.c). For the
+ * types other than Q8_0/Q4_0, quantisation is a simple reference method
+ * (not ggml's search for the best scales); the error bounds are stated in
+ * kernels/cpu/quant_k.c, quant_k_low.c, quant_q5.c and quant_iq4.c. */
 void shardlm_dequant_row(shardlm_dtype t, const void *src, float *dst, size_t n);
 /* (Neither takes SHARDLM_DT_Q4_0_R8 or _Q8_0_R4, whose rows are interleaved: see
  * shardlm_repack and shardlm_dequant_mat_row.) */
@@ -97,8 +113,8 @@ int shardlm_cpu_physical_cores(void);
 
 /* ---- optimised CPU kernels (SIMD path chosen once from cpuid) ---- */
 
-/* Same result as shardlm_ref_matmul, for F32, F16, BF16, Q8_0, Q4_0, Q4_K
- * and Q6_K (and Q4_0_R8 / Q8_0_R4: bitwise the result of the plain matrix).
+/* Same result as shardlm_ref_matmul, for every supported type (and Q4_0_R8
+ * / Q8_0_R4: bitwise the result of the plain matrix).
  * For the quantised types the activations are quantised to 8-bit blocks
  * (one f32 scale per 32 values) and the inner loops are integer dot
  * products, so the result differs from the reference by that quantisation

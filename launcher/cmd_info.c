@@ -19,7 +19,8 @@ static void info_usage(FILE *f)
           "\n"
           "Prints the GGUF header (version, alignment, size, fingerprint), the\n"
           "architecture's hyperparameters and whether shardlm runs it (and if not,\n"
-          "why), every metadata key with its type and value, the tensor table and a\n"
+          "why), every metadata key with its type and value, the tensor table\n"
+          "(marking tensors whose type shardlm cannot compute with) and a\n"
           "tokenizer summary (model, pre-tokenizer, special ids, whether BOS/EOS are\n"
           "added, the end-of-generation ids). Files shardlm cannot run are described\n"
           "all the same.\n"
@@ -102,7 +103,8 @@ static void print_metadata(const shardlm_gguf *g)
 
 static void print_tensors(const shardlm_gguf *g)
 {
-    printf("\ntensors:\n  %-32s %-5s %-24s %12s %12s\n", "name", "type", "dims", "bytes", "offset");
+    uint64_t n_bad = 0;
+    printf("\ntensors:\n  %-32s %-7s %-24s %12s %12s\n", "name", "type", "dims", "bytes", "offset");
     for (uint64_t i = 0; i < shardlm_gguf_n_tensors(g); i++) {
         const shardlm_gguf_tensor *t = shardlm_gguf_tensor_at(g, i);
         char dims[96];
@@ -110,9 +112,15 @@ static void print_tensors(const shardlm_gguf *g)
         for (uint32_t d = 0; d < t->n_dims; d++)
             n += (size_t)snprintf(dims + n, sizeof dims - n, "%s%" PRIu64, d ? ", " : "[", t->ne[d]);
         snprintf(dims + n, sizeof dims - n, "]");
-        printf("  %-32s %-5s %-24s %12" PRIu64 " %12" PRIu64 "\n", t->name, shardlm_dtype_name(t->type), dims,
-               t->nbytes, t->offset);
+        int ok = shardlm_dtype_supported(t->type);
+        printf("  %-32s %-7s %-24s %12" PRIu64 " %12" PRIu64 "%s\n", t->name, shardlm_dtype_name(t->type), dims,
+               t->nbytes, t->offset, ok ? "" : "  (type not computable)");
+        if (!ok) n_bad++;
     }
+    if (n_bad)
+        printf("  %" PRIu64 " tensor%s with a type shardlm cannot compute with: generate, serve and bench "
+               "refuse this file (supported: %s)\n",
+               n_bad, n_bad == 1 ? "" : "s", shardlm_dtype_supported_names());
 }
 
 static void print_piece(shardlm_gguf_str s)

@@ -37,10 +37,12 @@ static void synth_usage(FILE *f)
             "                      copy every tokenizer.* key (tokens, scores, types, merges,\n"
             "                      pre, special ids, add_bos, chat_template) from FILE; the\n"
             "                      vocabulary size is its token count\n"
-            "      --type T        f32, f16, q8_0, q4_0, q4_k or q6_k (default f32);\n"
-            "                      quantised types need D, F and H x head size to be multiples\n"
-            "                      of 32; q4_k/q6_k write rows not a multiple of 256 as q8_0,\n"
-            "                      and q4_k writes output.weight as q6_k (as Q4_K_M)\n"
+            "      --type T        f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q2_k,\n"
+            "                      q3_k, q4_k, q5_k, q6_k, iq4_nl or iq4_xs (default f32);\n"
+            "                      quantised types need D and F to be multiples of 32;\n"
+            "                      q2_k..q6_k and iq4_xs write rows not a multiple of\n"
+            "                      256 as q8_0, and q4_k writes output.weight as q6_k\n"
+            "                      (as Q4_K_M)\n"
             "      --rope-base B   rope.freq_base              (default 10000)\n"
             "      --rope-scaling S  none (default); llama3: rope_freqs.weight as llama.cpp's\n"
             "                      converter writes it for Llama 3.1 (factor --rope-factor, low 1,\n"
@@ -177,7 +179,7 @@ static int synth_opt(int c, const char *arg, shardlm_synth_opts *o, const char *
     }
     case OPT_TYPE: {
         int t = shardlm_dtype_parse(arg);
-        if (t < 0) return bad_flag(": unknown type (use f32, f16, q8_0, q4_0, q4_k or q6_k)", "--type", arg);
+        if (t < 0) return bad_flag(": unknown type (see `shardlm synth --help`)", "--type", arg);
         o->type = (uint32_t)t;
         return 0;
     }

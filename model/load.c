@@ -97,20 +97,27 @@ static void drop_pages(const void *p, size_t n)
     madvise((void *)a, e - a, MADV_DONTNEED); /* advisory: failure only costs memory */
 }
 
+/* The reader accepts every ggml type it knows the layout of; computing
+ * needs one of ours. */
+static int check_type(const shardlm_gguf *g, const shardlm_gguf_tensor *t)
+{
+    if (shardlm_dtype_supported(t->type)) return SHARDLM_OK;
+    shardlm_err_set("%s: tensor '%s' has type %s, which shardlm cannot compute with (supported: %s)",
+                    shardlm_gguf_path(g), t->name, shardlm_dtype_name(t->type), shardlm_dtype_supported_names());
+    return SHARDLM_EINPUT;
+}
+
 /* Finds a tensor and checks it is cols x rows (GGUF order: ne[0] = cols). */
 static int find_2d(loader *L, const char *name, uint64_t cols, uint64_t rows, const shardlm_gguf_tensor **out)
 {
     const shardlm_gguf_tensor *t = shardlm_gguf_find_tensor(L->g, name);
     const char *path = shardlm_gguf_path(L->g);
+    int rc;
     if (!t) {
         shardlm_err_set("%s: missing tensor '%s'", path, name);
         return SHARDLM_EINPUT;
     }
-    if (!shardlm_dtype_supported(t->type)) {
-        shardlm_err_set("%s: tensor '%s' has type %s, which shardlm cannot compute with", path, name,
-                        shardlm_dtype_name(t->type));
-        return SHARDLM_EINPUT;
-    }
+    if ((rc = check_type(L->g, t))) return rc;
     if (t->ne[0] != cols || t->ne[1] != rows || t->ne[2] != 1 || t->ne[3] != 1) {
         shardlm_err_set("%s: tensor '%s' has shape [%llu, %llu], expected [%llu, %llu]", path, name,
                         (unsigned long long)t->ne[0], (unsigned long long)t->ne[1], (unsigned long long)cols,
@@ -196,14 +203,14 @@ static int load_vec_part(loader *L, const char *name, uint64_t n, uint64_t off, 
         shardlm_err_set("%s: missing tensor '%s'", path, name);
         return SHARDLM_EINPUT;
     }
-    if (!shardlm_dtype_supported(t->type) || t->ne[0] != n || t->ne[1] != 1 || t->ne[2] != 1 || t->ne[3] != 1 ||
-        shardlm_dtype_row_bytes(t->type, n) == 0) {
-        shardlm_err_set("%s: tensor '%s' must be a vector of %llu elements of a supported type (it is [%llu, %llu] "
-                        "%s)", path, name, (unsigned long long)n, (unsigned long long)t->ne[0],
-                        (unsigned long long)t->ne[1], shardlm_dtype_name(t->type));
+    int rc = check_type(L->g, t);
+    if (rc) return rc;
+    if (t->ne[0] != n || t->ne[1] != 1 || t->ne[2] != 1 || t->ne[3] != 1 || shardlm_dtype_row_bytes(t->type, n) == 0) {
+        shardlm_err_set("%s: tensor '%s' must be a vector of %llu elements (it is [%llu, %llu] %s)", path, name,
+                        (unsigned long long)n, (unsigned long long)t->ne[0], (unsigned long long)t->ne[1],
+                        shardlm_dtype_name(t->type));
         return SHARDLM_EINPUT;
     }
-    int rc;
     size_t rb = shardlm_dtype_row_bytes(t->type, n);
     if (load_note(L, &rc, t, 0, rb, rb, 1)) return rc;
     float *all = malloc(n * sizeof(float));
@@ -273,6 +280,26 @@ static int load_layer(loader *L, int l, shardlm_layer *ly)
     return SHARDLM_OK;
 }
 
+static size_t gcd_size(size_t a, size_t b) { return b ? gcd_size(b, a % b) : a; }
+
+/* The FFN splits in units every layer's ffn_down block divides (a mixed
+ * file, e.g. Q5_0 and Q6_K layers, splits in 256s), so no rank's slice of
+ * a row-parallel ffn_down cuts a block. Every block size divides
+ * feed_forward_length (the reader checked ne[0]), so their lcm does too;
+ * missing or unsupported tensors are reported by the load itself. */
+static int ffn_unit(const shardlm_gguf *g, int n_layers)
+{
+    size_t unit = 1;
+    for (int l = 0; l < n_layers; l++) {
+        char n[64];
+        snprintf(n, sizeof n, "blk.%d.ffn_down.weight", l);
+        const shardlm_gguf_tensor *t = shardlm_gguf_find_tensor(g, n);
+        size_t be = t && shardlm_dtype_supported(t->type) ? shardlm_dtype_block_elems(t->type) : 1;
+        unit = unit / gcd_size(unit, be) * be;
+    }
+    return (int)unit;
+}
+
 /* Vocabulary size and the FFN split granularity come from tensor shapes and
  * types, so they are settled before the plan is made. */
 static int load_plan(loader *L, int world, int rank)
@@ -291,8 +318,9 @@ static int load_plan(loader *L, int world, int rank)
                         shardlm_gguf_path(L->g), (unsigned long long)emb->ne[1], m->hp.vocab);
         return SHARDLM_EINPUT;
     }
-    int unit = (int)shardlm_dtype_block_elems(down->type);
-    return shardlm_plan_make(&m->hp, world, rank, unit ? unit : 1, &m->plan);
+    int rc = check_type(L->g, down);
+    if (rc) return rc;
+    return shardlm_plan_make(&m->hp, world, rank, ffn_unit(L->g, m->hp.n_layers), &m->plan);
 }
 
 static int load_all(loader *L)

@@ -57,8 +57,9 @@ typedef struct {
 int shardlm_hparams_read(const shardlm_gguf *g, shardlm_hparams *hp);
 
 /* Splits the model over `world` ranks. ffn_unit is the granularity of the
- * FFN split (the block size of ffn_down's type). Fails with SHARDLM_EINPUT,
- * saying why, when the query or KV heads do not divide over the ranks. */
+ * FFN split (the loader passes the lcm of every layer's ffn_down block
+ * size, so no rank's slice of ffn_down cuts a block). Fails with SHARDLM_EINPUT,
+ * saying why, when the heads do not divide. */
 int shardlm_plan_make(const shardlm_hparams *hp, int world, int rank, int ffn_unit, shardlm_shard_plan *p);
 
 typedef struct shardlm_model shardlm_model;
@@ -185,10 +186,10 @@ typedef enum {
 
 typedef struct {
     int dim, layers, heads, kv_heads, ffn, vocab, context;
-    /* Matrices: SHARDLM_DT_F32, F16, Q8_0, Q4_0, Q4_K or Q6_K; norms and
-     * biases are always F32. With Q4_K, output.weight is Q6_K (as in
-     * llama.cpp's Q4_K_M); with either k-quant, matrices whose rows are not
-     * a multiple of 256 are written as Q8_0. */
+    /* Matrices: any type shardlm_dtype_supported accepts; norms and
+     * biases are always F32. With Q4_K, output.weight is Q6_K (as in llama.cpp's
+     * Q4_K_M); with a 256-block type (the k-quants, IQ4_XS), matrices whose
+     * rows are not a multiple of 256 are written as Q8_0. */
     uint32_t type;
     uint64_t seed;
     shardlm_arch arch;

@@ -55,7 +55,8 @@ static int range(const char *opt, int v, int lo, int hi)
     return SHARDLM_EINPUT;
 }
 
-static int synth_is_k(uint32_t t) { return t == SHARDLM_DT_Q4_K || t == SHARDLM_DT_Q6_K; }
+/* The types written in super-blocks of 256 (k-quants and IQ4_XS). */
+static int synth_is_k(uint32_t t) { return shardlm_dtype_supported(t) && shardlm_dtype_block_elems(t) == SHARDLM_QK_K; }
 static int head_dim_of(const shardlm_synth_opts *o) { return o->head_dim ? o->head_dim : o->dim / o->heads; }
 /* 0 in these fields means the default, so callers that fill the options by
  * hand keep working. */
@@ -105,11 +106,10 @@ int shardlm_synth_check(const shardlm_synth_opts *o)
         shardlm_err_set("--arch %d is not one of %s", (int)o->arch, shardlm_arch_list());
         return SHARDLM_EINPUT;
     }
-    int t = (int)o->type;
-    if (t != SHARDLM_DT_F32 && t != SHARDLM_DT_F16 && t != SHARDLM_DT_Q8_0 && t != SHARDLM_DT_Q4_0 &&
-        t != SHARDLM_DT_Q4_K && t != SHARDLM_DT_Q6_K) {
-        shardlm_err_set("--type %s is not supported (use f32, f16, q8_0, q4_0, q4_k or q6_k)",
-                        shardlm_dtype_name(o->type));
+    /* Every type shardlm computes with has a quantiser (bf16 too). */
+    if (!shardlm_dtype_supported(o->type)) {
+        shardlm_err_set("--type %s is not supported (use one of %s)", shardlm_dtype_name(o->type),
+                        shardlm_dtype_supported_names());
         return SHARDLM_EINPUT;
     }
     if (!(o->rope_factor == 0.0f || (o->rope_factor >= 1.0f && o->rope_factor <= 1e4f)) ||
@@ -266,8 +266,9 @@ static int synth_fill(void *ctx, uint64_t index, void *dst, uint64_t nbytes)
 
 /* The type of a matrix of rows of `cols`. --type q4_k mimics llama.cpp's
  * Q4_K_M mix in its simplest form: output.weight is Q6_K, so both k-quant
- * types are exercised. A k-quant row that is not whole super-blocks of 256
- * falls back to Q8_0 (shardlm_synth_opts documents this). */
+ * types are exercised. A row that is not whole super-blocks of 256 (for
+ * the k-quants and IQ4_XS) falls back to Q8_0 (shardlm_synth_opts
+ * documents this). */
 static uint32_t synth_matrix_type(uint32_t t, const char *name, uint64_t cols)
 {
     if (!synth_is_k(t)) return t;
@@ -345,14 +346,24 @@ static void add_tensors(shardlm_gguf_writer *w, synth_ctx *c)
     if (synth_biases(o) & SHARDLM_OPT_OUT_BIAS) add_tensor(w, c, "output.bias", T_BIAS, NEW_ID, v, 0);
 }
 
+/* llama.cpp's general.file_type (LLAMA_FTYPE_MOSTLY_*) of a --type. */
 static uint32_t file_type(uint32_t t)
 {
     switch (t) {
     case SHARDLM_DT_F16: return 1;
     case SHARDLM_DT_Q4_0: return 2;
+    case SHARDLM_DT_Q4_1: return 3;
     case SHARDLM_DT_Q8_0: return 7;
+    case SHARDLM_DT_Q5_0: return 8;
+    case SHARDLM_DT_Q5_1: return 9;
+    case SHARDLM_DT_Q2_K: return 10;
+    case SHARDLM_DT_Q3_K: return 11; /* MOSTLY_Q3_K_S */
     case SHARDLM_DT_Q4_K: return 15; /* MOSTLY_Q4_K_M */
+    case SHARDLM_DT_Q5_K: return 16; /* MOSTLY_Q5_K_S */
     case SHARDLM_DT_Q6_K: return 18; /* MOSTLY_Q6_K */
+    case SHARDLM_DT_IQ4_NL: return 25;
+    case SHARDLM_DT_IQ4_XS: return 30;
+    case SHARDLM_DT_BF16: return 32;
     default: return 0;
     }
 }

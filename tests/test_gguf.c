@@ -78,7 +78,13 @@ Test(gguf_corrupt, tensor_table)
     size_t emb = find_tensor(&f, "token_embd.weight");
     expect_info_error(save(&f, t_ne(&f, emb) + 3, "table.gguf"), "tensor 'token_embd.weight': truncated tensor entry");
     wr32(&f, t_type(&f, emb), 99);
-    expect_info_error(save(&f, f.len, "ttype.gguf"), "tensor 'token_embd.weight': unsupported type 99");
+    expect_info_error(save(&f, f.len, "ttype.gguf"), "tensor 'token_embd.weight': unknown type id 99 (not a ggml type)");
+    wr32(&f, t_type(&f, emb), 31);
+    expect_info_error(save(&f, f.len, "removed.gguf"),
+                      "tensor 'token_embd.weight': type q4_0_4_4 (id 31) was removed from ggml and its layout is not known");
+    /* A type shardlm cannot compute with still has its sizes checked. */
+    wr32(&f, t_type(&f, emb), 16);
+    expect_info_error(save(&f, f.len, "iq2.gguf"), "ne[0]=64 is not a multiple of the block size 256 of iq2_xxs");
     wr32(&f, t_type(&f, emb), SHARDLM_DT_Q8_0);
     wr32(&f, t_ndims(&f, emb), 5);
     expect_info_error(save(&f, f.len, "ndims.gguf"), "tensor 'token_embd.weight': 5 dimensions");
@@ -247,7 +253,7 @@ Test(gguf_cli, info_stories)
         "  llama.attention.head_count               uint32   8\n",
         "  tokenizer.ggml.tokens                    array    string[512] [\"<unk>\", \"<s>\", \"</s>\", \"<0x00>\", "
         "\"<0x01>\", ...]\n",
-        "  blk.0.attn_k.weight              f32   [64, 32]                         8192       278784\n",
+        "  blk.0.attn_k.weight              f32     [64, 32]                         8192       278784\n",
         "  model       llama\n", "  vocab size  512\n", "  bos id      1\n", "  eos id      2\n",
         "  unk id      0\n"};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)

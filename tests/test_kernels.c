@@ -24,24 +24,47 @@ static void fill(float *v, size_t n, float scale)
  * f32 and differ only in summation order; a sum of `cols` terms has error
  * at most ~cols*2^-24*sum|w*x| in the worst case and ~2^-24*sum|w*x| in
  * practice, so 1e-5 * sum|w*x| leaves room without hiding real bugs.
- * Q8_0/Q4_0: the kernels replace x by x' = d*q with q = round(x/d), d =
- * amax(block)/127, so |x - x'| <= d/2 per element and the product differs
- * by at most sum_blocks (d_b/2) * sum_{c in b} |w_c| (w as the reference
- * dequantises it). On top, f32 rounding of the per-block terms; Q4_0 sums
- * (nibble)*x and subtracts 8*sum(x), terms up to ~3x larger than |w*x|, so
- * allow 1e-4 * sum|w*x| for that. */
-static double tol_for(shardlm_dtype t, const float *wrow, const float *x, size_t cols)
+ * Block types: the kernels replace x by x' = d'*q with q = round(x/d), d =
+ * amax(block)/127 and d' = d or d rounded to f16 (as ggml's block_q8_0),
+ * so |x - x'| <= d/2 + 127*|d - d'| <= d*(1/2 + 127*2^-11) per element and
+ * the product differs by at most sum_blocks that * sum_{c in b} |w_c| (w as
+ * the reference dequantises it). On top, f32 rounding of the per-block terms, which the
+ * kernels sum apart from the offset terms of types with one (Q4_0's 8*d,
+ * the min m of Q4_1/Q5_1, dmin*m_j of Q2_K/Q4_K/Q5_K): allow 1e-4 *
+ * sum (|w| + |offset|) * |x| for that. */
+static float f16_at(const uint8_t *p) { return shardlm_f16_to_f32((uint16_t)(p[0] | p[1] << 8)); }
+
+/* The offset a kernel handles apart for value c of a row (an upper bound). */
+static double offset_of(shardlm_dtype t, const uint8_t *row, size_t c)
+{
+    size_t be = shardlm_dtype_block_elems(t), bb = shardlm_dtype_block_bytes(t);
+    const uint8_t *b = row + (be ? c / be * bb : 0);
+    switch (t) {
+    case SHARDLM_DT_Q4_0: return 8.0 * fabs(f16_at(b));
+    case SHARDLM_DT_Q4_1:
+    case SHARDLM_DT_Q5_1: return fabs(f16_at(b + 2));
+    case SHARDLM_DT_Q2_K: return 15.0 * f16_at(b + 82);
+    case SHARDLM_DT_Q4_K:
+    case SHARDLM_DT_Q5_K: return 63.0 * f16_at(b + 2);
+    default: return 0.0;
+    }
+}
+
+static double tol_for(shardlm_dtype t, const uint8_t *qrow, const float *wrow, const float *x, size_t cols)
 {
     double sabs = 0.0, qerr = 0.0;
-    for (size_t c = 0; c < cols; c++) sabs += fabs((double)wrow[c] * x[c]);
-    if (t != SHARDLM_DT_Q8_0 && t != SHARDLM_DT_Q4_0) return 1e-5 * sabs + 1e-30;
+    if (t == SHARDLM_DT_F32 || t == SHARDLM_DT_F16 || t == SHARDLM_DT_BF16) {
+        for (size_t c = 0; c < cols; c++) sabs += fabs((double)wrow[c] * x[c]);
+        return 1e-5 * sabs + 1e-30;
+    }
+    for (size_t c = 0; c < cols; c++) sabs += (fabs(wrow[c]) + offset_of(t, qrow, c)) * fabs(x[c]);
     for (size_t b = 0; b < cols / SHARDLM_QK; b++) {
         double amax = 0.0, sw = 0.0;
         for (int k = 0; k < SHARDLM_QK; k++) {
             amax = fmax(amax, fabs(x[b * SHARDLM_QK + k]));
             sw += fabs(wrow[b * SHARDLM_QK + k]);
         }
-        qerr += amax / 127.0 / 2.0 * sw;
+        qerr += amax / 127.0 * (0.5 + 127.0 * 0x1p-11) * sw;
     }
     return qerr * 1.001 + 1e-4 * sabs + 1e-30;
 }
@@ -53,7 +76,9 @@ typedef struct {
     float *wf, *x, *ref, *tol;
 } mm_case;
 
-static mm_case mm_case_new(shardlm_dtype t, size_t rows, size_t cols, size_t n)
+/* with_ref 0: weights and inputs only (the batch invariance checks compare
+ * the kernels with themselves). */
+static mm_case mm_case_make(shardlm_dtype t, size_t rows, size_t cols, size_t n, int with_ref)
 {
     mm_case c = {.t = t, .rows = rows, .cols = cols, .n = n};
     size_t rb = shardlm_dtype_row_bytes(t, cols);
@@ -73,10 +98,17 @@ static mm_case mm_case_new(shardlm_dtype t, size_t rows, size_t cols, size_t n)
     /* Some activation blocks with a large outlier, as real hidden states have. */
     fill(c.x, n * cols, 1.0f);
     for (size_t i = 0; i < n * cols; i += 97) c.x[i] *= 20.0f;
+    if (!with_ref) return c;
     shardlm_ref_matmul(t, c.w, rows, cols, c.x, n, c.ref);
     for (size_t i = 0; i < n; i++)
-        for (size_t r = 0; r < rows; r++) c.tol[i * rows + r] = (float)tol_for(t, c.wf + r * cols, c.x + i * cols, cols);
+        for (size_t r = 0; r < rows; r++)
+            c.tol[i * rows + r] = (float)tol_for(t, (const uint8_t *)c.w + r * rb, c.wf + r * cols, c.x + i * cols, cols);
     return c;
+}
+
+static mm_case mm_case_new(shardlm_dtype t, size_t rows, size_t cols, size_t n)
+{
+    return mm_case_make(t, rows, cols, n, 1);
 }
 
 static void mm_case_free(mm_case *c)
@@ -107,7 +139,10 @@ static void check_case(const mm_case *c, shardlm_pool *pool, const char *isa)
 
 static void check_type_all_isas(shardlm_dtype t)
 {
-    static const size_t rows_l[] = {1, 3, 17, 1000}, cols_l[] = {32, 64, 4096 + 32}, n_l[] = {1, 2, 5, 16};
+    static const size_t rows_l[] = {1, 3, 17, 1000}, n_l[] = {1, 2, 5, 16};
+    /* Block types of 256 need whole super-blocks: 1, 2 and 17. */
+    int k = shardlm_dtype_block_elems(t) == 256;
+    const size_t cols_l[3] = {k ? 256 : 32, k ? 512 : 64, k ? 4352 : 4096 + 32};
     shardlm_pool *pool;
     cr_assert_eq(shardlm_pool_new(2, 0, &pool), 0);
     int tested = 0;
@@ -132,15 +167,26 @@ Test(matmul, f16) { check_type_all_isas(SHARDLM_DT_F16); }
 Test(matmul, bf16) { check_type_all_isas(SHARDLM_DT_BF16); }
 Test(matmul, q8_0) { check_type_all_isas(SHARDLM_DT_Q8_0); }
 Test(matmul, q4_0) { check_type_all_isas(SHARDLM_DT_Q4_0); }
+Test(matmul, q4_1) { check_type_all_isas(SHARDLM_DT_Q4_1); }
+Test(matmul, q5_0) { check_type_all_isas(SHARDLM_DT_Q5_0); }
+Test(matmul, q5_1) { check_type_all_isas(SHARDLM_DT_Q5_1); }
+Test(matmul, iq4_nl) { check_type_all_isas(SHARDLM_DT_IQ4_NL); }
+Test(matmul, q2_k) { check_type_all_isas(SHARDLM_DT_Q2_K); }
+Test(matmul, q3_k) { check_type_all_isas(SHARDLM_DT_Q3_K); }
+Test(matmul, q5_k) { check_type_all_isas(SHARDLM_DT_Q5_K); }
+Test(matmul, iq4_xs) { check_type_all_isas(SHARDLM_DT_IQ4_XS); }
 
 /* The SIMD paths do the same integer arithmetic as the scalar path on the
  * same quantised activations, so they agree far more closely than either
  * agrees with the f32 reference. */
 Test(matmul, simd_matches_scalar_integer_path)
 {
-    static const shardlm_dtype types[] = {SHARDLM_DT_Q8_0, SHARDLM_DT_Q4_0};
-    size_t rows = 37, cols = 2048 + 96, n = 6;
-    for (size_t ti = 0; ti < 2; ti++) {
+    static const shardlm_dtype types[] = {SHARDLM_DT_Q8_0, SHARDLM_DT_Q4_0, SHARDLM_DT_Q4_1, SHARDLM_DT_Q5_0,
+                                          SHARDLM_DT_Q5_1, SHARDLM_DT_IQ4_NL, SHARDLM_DT_Q2_K, SHARDLM_DT_Q3_K,
+                                          SHARDLM_DT_Q5_K, SHARDLM_DT_IQ4_XS};
+    size_t rows = 37, n = 6;
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        size_t cols = shardlm_dtype_block_elems(types[ti]) == 256 ? 2048 + 256 : 2048 + 96;
         mm_case c = mm_case_new(types[ti], rows, cols, n);
         float *ys = malloc(n * rows * sizeof(float)), *yv = malloc(n * rows * sizeof(float));
         cr_assert_eq(shardlm_kernels_force_isa("scalar"), 0);
@@ -232,7 +278,7 @@ static void check_batch_invariant(shardlm_dtype t, shardlm_pool *pool, const cha
         for (size_t ni = 0; ni < 5; ni++) {
             size_t rows = rows_l[ri], n = n_l[ni];
             /* Q4_0_R8 / Q8_0_R4: the plain matrix repacked, where this path repacks. */
-            mm_case c = mm_case_new(pt, rows, cols, n);
+            mm_case c = mm_case_make(pt, rows, cols, n, 0);
             void *w = c.w, *packed = NULL;
             shardlm_dtype wt = c.t;
             if (r8) cr_assert_eq(shardlm_repack(pt, c.w, rows, cols, &packed, &wt), 0);
@@ -257,7 +303,9 @@ Test(matmul, batch_invariant_bitwise)
 {
     static const shardlm_dtype types[] = {SHARDLM_DT_F32, SHARDLM_DT_F16, SHARDLM_DT_BF16, SHARDLM_DT_Q8_0,
                                           SHARDLM_DT_Q4_0, SHARDLM_DT_Q4_K, SHARDLM_DT_Q6_K, SHARDLM_DT_Q4_0_R8,
-                                          SHARDLM_DT_Q8_0_R4};
+                                          SHARDLM_DT_Q8_0_R4, SHARDLM_DT_Q4_1, SHARDLM_DT_Q5_0, SHARDLM_DT_Q5_1,
+                                          SHARDLM_DT_IQ4_NL, SHARDLM_DT_Q2_K, SHARDLM_DT_Q3_K, SHARDLM_DT_Q5_K,
+                                          SHARDLM_DT_IQ4_XS};
     shardlm_pool *pool;
     cr_assert_eq(shardlm_pool_new(2, 0, &pool), 0);
     int tested = 0;

@@ -26,11 +26,16 @@ Test(quant, dtype_table)
 {
     cr_assert_str_eq(shardlm_dtype_name(SHARDLM_DT_Q4_0), "q4_0");
     cr_assert_str_eq(shardlm_dtype_name(SHARDLM_DT_BF16), "bf16");
-    cr_assert_str_eq(shardlm_dtype_name(13), "type#13"); /* Q5_K: not supported */
+    cr_assert_str_eq(shardlm_dtype_name(13), "q5_k");
+    cr_assert_str_eq(shardlm_dtype_name(16), "iq2_xxs"); /* known, not computable */
+    cr_assert_str_eq(shardlm_dtype_name(99), "type#99");
     cr_assert_eq(shardlm_dtype_parse("q8_0"), SHARDLM_DT_Q8_0);
     cr_assert_eq(shardlm_dtype_parse("f16"), SHARDLM_DT_F16);
-    cr_assert_eq(shardlm_dtype_parse("q5_k"), -1);
-    cr_assert(shardlm_dtype_supported(30) && !shardlm_dtype_supported(3) && !shardlm_dtype_supported(13));
+    cr_assert_eq(shardlm_dtype_parse("q5_k"), 13);
+    cr_assert_eq(shardlm_dtype_parse("Q5_K"), 13, "ggml spells it q5_K");
+    cr_assert_eq(shardlm_dtype_parse("q9_9"), -1);
+    cr_assert(shardlm_dtype_supported(30) && shardlm_dtype_supported(3) && shardlm_dtype_supported(13));
+    cr_assert(!shardlm_dtype_supported(16) && !shardlm_dtype_supported(9) && !shardlm_dtype_supported(99));
     cr_assert_eq(shardlm_dtype_block_bytes(SHARDLM_DT_Q8_0), 34);
     cr_assert_eq(shardlm_dtype_block_bytes(SHARDLM_DT_Q4_0), 18);
     cr_assert_eq(shardlm_dtype_block_elems(SHARDLM_DT_Q4_0), 32);

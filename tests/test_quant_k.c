@@ -139,7 +139,7 @@ Test(quant_k, q6_k_quant_error_within_bound) { check_bound(SHARDLM_DT_Q6_K, 0.01
 Test(quant_k, sizes_and_names)
 {
     cr_assert(shardlm_dtype_supported(12) && shardlm_dtype_supported(14));
-    cr_assert(!shardlm_dtype_supported(13) && !shardlm_dtype_supported(11));
+    cr_assert(!shardlm_dtype_supported(15) && !shardlm_dtype_supported(16)); /* q8_k, iq2_xxs */
     cr_assert_str_eq(shardlm_dtype_name(SHARDLM_DT_Q4_K), "q4_k");
     cr_assert_str_eq(shardlm_dtype_name(SHARDLM_DT_Q6_K), "q6_k");
     cr_assert_eq(shardlm_dtype_parse("q4_k"), 12);

@@ -207,8 +207,10 @@ Test(gguf_synth, bad_options)
     expect_synth_error("--dim 0 is out of range", "--dim", "0", "--seed", "1");
     expect_synth_error("--layers -1 is out of range", "--layers", "-1", "--seed", "1");
     expect_synth_error("--ffn (100)", "--type", "q4_0", "--ffn", "100");
-    expect_synth_error("--type bf16 is not supported", "--type", "bf16", "--seed", "1");
-    expect_synth_error("--type q5_k: unknown type", "--type", "q5_k", "--seed", "1");
+    expect_synth_error("--type iq2_xxs is not supported (use one of f32, f16, q4_0, q4_1,", "--type", "iq2_xxs",
+                       "--seed", "1");
+    expect_synth_error("--type q9_k: unknown type", "--type", "q9_k", "--seed", "1");
+    expect_synth_error("--type q5_0 needs --dim (48)", "--type", "q5_0", "--dim", "48");
     expect_synth_error("--dim abc: not an integer", "--dim", "abc", "--seed", "1");
     expect_synth_error("--seed -3: not a non-negative integer", "--seed", "-3", "--dim", "64");
     expect_synth_error("unknown option --bogus", "--bogus", "1", "--dim", "64");

@@ -68,6 +68,9 @@ typedef struct {
     void (*rmsnorm)(float *out, const float *x, const float *weight, size_t n, float eps);
     void (*softmax)(float *x, size_t n);
     void (*silu_mul)(float *a, const float *b, size_t n);
+    /* The block types of matmul_q5.c, matmul_iq4.c and matmul_k_more.c
+     * (SHARDLM_ISA_MORE_TYPES_* below); NULL: the AVX2 (x86) or scalar one. */
+    shardlm_mm_fn q4_1, q5_0, q5_1, q2_k, q3_k, q5_k, iq4_nl, iq4_xs;
 } shardlm_isa_ops;
 
 extern const shardlm_isa_ops shardlm_isa_scalar;
@@ -78,6 +81,36 @@ extern const shardlm_isa_ops shardlm_isa_avx512vnni;
 #endif
 #if defined(__aarch64__)
 extern const shardlm_isa_ops shardlm_isa_neon;
+#endif
+
+/* The kernels of the other block types, and the table entries naming them. */
+void shardlm_scalar_q4_1(const shardlm_mm_args *a, size_t r0, size_t r1);
+void shardlm_scalar_q5_0(const shardlm_mm_args *a, size_t r0, size_t r1);
+void shardlm_scalar_q5_1(const shardlm_mm_args *a, size_t r0, size_t r1);
+void shardlm_scalar_q2_k(const shardlm_mm_args *a, size_t r0, size_t r1);
+void shardlm_scalar_q3_k(const shardlm_mm_args *a, size_t r0, size_t r1);
+void shardlm_scalar_q5_k(const shardlm_mm_args *a, size_t r0, size_t r1);
+void shardlm_scalar_iq4_nl(const shardlm_mm_args *a, size_t r0, size_t r1);
+void shardlm_scalar_iq4_xs(const shardlm_mm_args *a, size_t r0, size_t r1);
+#define SHARDLM_ISA_MORE_TYPES_SCALAR                                                                   \
+    .q4_1 = shardlm_scalar_q4_1, .q5_0 = shardlm_scalar_q5_0, .q5_1 = shardlm_scalar_q5_1,              \
+    .q2_k = shardlm_scalar_q2_k, .q3_k = shardlm_scalar_q3_k, .q5_k = shardlm_scalar_q5_k,              \
+    .iq4_nl = shardlm_scalar_iq4_nl, .iq4_xs = shardlm_scalar_iq4_xs
+#if defined(__x86_64__)
+void shardlm_avx2_q4_1(const shardlm_mm_args *a, size_t r0, size_t r1);
+void shardlm_avx2_q5_0(const shardlm_mm_args *a, size_t r0, size_t r1);
+void shardlm_avx2_q5_1(const shardlm_mm_args *a, size_t r0, size_t r1);
+void shardlm_avx2_q2_k(const shardlm_mm_args *a, size_t r0, size_t r1);
+void shardlm_avx2_q3_k(const shardlm_mm_args *a, size_t r0, size_t r1);
+void shardlm_avx2_q5_k(const shardlm_mm_args *a, size_t r0, size_t r1);
+void shardlm_avx2_iq4_nl(const shardlm_mm_args *a, size_t r0, size_t r1);
+void shardlm_avx2_iq4_xs(const shardlm_mm_args *a, size_t r0, size_t r1);
+/* Also the AVX-512 tables' entries: these types are not worth 512-bit
+ * kernels of their own yet. */
+#define SHARDLM_ISA_MORE_TYPES_AVX2                                                                     \
+    .q4_1 = shardlm_avx2_q4_1, .q5_0 = shardlm_avx2_q5_0, .q5_1 = shardlm_avx2_q5_1,                    \
+    .q2_k = shardlm_avx2_q2_k, .q3_k = shardlm_avx2_q3_k, .q5_k = shardlm_avx2_q5_k,                    \
+    .iq4_nl = shardlm_avx2_iq4_nl, .iq4_xs = shardlm_avx2_iq4_xs
 #endif
 
 /* Pieces one ISA table borrows from another. */

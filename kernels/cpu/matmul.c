@@ -1,6 +1,6 @@
 /* matmul.c - picks the SIMD path once from cpuid (or SHARDLM_ISA), and
- * drives the matrix products: quantises the activations for Q8_0/Q4_0
- * weights, then splits the output rows over the thread pool in chunks taken
+ * drives the matrix products: quantises the activations for the block
+ * types, then splits the output rows over the thread pool in chunks taken
  * from a shared counter, so a thread slowed by another rank on its core
  * simply takes fewer chunks. */
 #include <pthread.h>
@@ -174,6 +174,14 @@ static shardlm_mm_fn mm_fn_for(const shardlm_isa_ops *o, shardlm_dtype t)
     case SHARDLM_DT_Q4_0: return o->q4_0;
     case SHARDLM_DT_Q4_K:
     case SHARDLM_DT_Q6_K: return shardlm_matmul_k_pick(o, t); /* matmul_k.c */
+    case SHARDLM_DT_Q4_1: return o->q4_1;
+    case SHARDLM_DT_Q5_0: return o->q5_0;
+    case SHARDLM_DT_Q5_1: return o->q5_1;
+    case SHARDLM_DT_Q2_K: return o->q2_k;
+    case SHARDLM_DT_Q3_K: return o->q3_k;
+    case SHARDLM_DT_Q5_K: return o->q5_k;
+    case SHARDLM_DT_IQ4_NL: return o->iq4_nl;
+    case SHARDLM_DT_IQ4_XS: return o->iq4_xs;
     /* Never another path's R8 kernel: its sums would be ordered differently. */
     case SHARDLM_DT_Q4_0_R8: return o->q4_0_r8 ? o->q4_0_r8 : shardlm_r8_generic;
     case SHARDLM_DT_Q8_0_R4: return o->q8_0_r4 ? o->q8_0_r4 : shardlm_r4_generic;
@@ -236,7 +244,7 @@ void shardlm_matmul(shardlm_pool *pool, shardlm_dtype t, const void *w, size_t r
     /* Tiny products are not worth waking threads for. */
     int nth = rows * cols * n < 32768 ? 1 : shardlm_pool_size(pool);
     shardlm_pool *use = nth > 1 ? pool : NULL;
-    if (t == SHARDLM_DT_Q8_0 || q4 || r4 || t == SHARDLM_DT_Q4_K || t == SHARDLM_DT_Q6_K) {
+    if (t != SHARDLM_DT_F32 && t != SHARDLM_DT_F16 && t != SHARDLM_DT_BF16) { /* every block type */
         if (mm_quant_layout(pool, &j) != 0) abort(); /* scratch is a few KB per input row */
         if (n >= 4 && use) shardlm_pool_run(use, mm_quant_task, &j);
         else mm_quant_task(&j, 0, 1);

@@ -255,5 +255,6 @@ const shardlm_isa_ops shardlm_isa_avx2 = {
     .rmsnorm = shardlm_avx2_rmsnorm,
     .softmax = shardlm_avx2_softmax,
     .silu_mul = shardlm_avx2_silu_mul,
+    SHARDLM_ISA_MORE_TYPES_AVX2,
 };
 #endif

@@ -142,6 +142,7 @@ const shardlm_isa_ops shardlm_isa_avx512 = {
     .rmsnorm = shardlm_avx2_rmsnorm,
     .softmax = shardlm_avx2_softmax,
     .silu_mul = shardlm_avx2_silu_mul,
+    SHARDLM_ISA_MORE_TYPES_AVX2,
 };
 
 const shardlm_isa_ops shardlm_isa_avx512vnni = {
@@ -152,5 +153,6 @@ const shardlm_isa_ops shardlm_isa_avx512vnni = {
     .rmsnorm = shardlm_avx2_rmsnorm,
     .softmax = shardlm_avx2_softmax,
     .silu_mul = shardlm_avx2_silu_mul,
+    SHARDLM_ISA_MORE_TYPES_AVX2,
 };
 #endif

@@ -98,5 +98,6 @@ const shardlm_isa_ops shardlm_isa_neon = {
     .rmsnorm = shardlm_ref_rmsnorm,
     .softmax = shardlm_ref_softmax,
     .silu_mul = shardlm_ref_silu_mul,
+    SHARDLM_ISA_MORE_TYPES_SCALAR,
 };
 #endif

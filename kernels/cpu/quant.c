@@ -1,13 +1,15 @@
-/* quant.c - element types: names, block sizes, IEEE half and bfloat16
- * conversion, and the ggml Q8_0 / Q4_0 block formats (quantise and
- * dequantise one row; Q4_K / Q6_K are in quant_k.c). Written from the
- * GGUF/ggml format description. */
+/* quant.c - IEEE half and bfloat16 conversion, the ggml Q8_0 / Q4_0 block
+ * formats, and the row conversions of every supported type (the other
+ * formats live in quant_q5.c, quant_iq4.c, quant_k.c and quant_k_low.c;
+ * names and sizes in dtype.c). Written from the GGUF/ggml format
+ * description. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "quant_blocks.h"
 #include "quant_k.h"
 #include "shardlm_kernels.h"
 
@@ -15,86 +17,6 @@
  * of nibble pairs (element j low, element j+16 high). */
 #define Q8_0_BYTES (2 + SHARDLM_QK)
 #define Q4_0_BYTES (2 + SHARDLM_QK / 2)
-
-int shardlm_dtype_supported(uint32_t type)
-{
-    switch (type) {
-    case SHARDLM_DT_F32:
-    case SHARDLM_DT_F16:
-    case SHARDLM_DT_Q4_0:
-    case SHARDLM_DT_Q8_0:
-    case SHARDLM_DT_Q4_K:
-    case SHARDLM_DT_Q6_K:
-    case SHARDLM_DT_BF16: return 1;
-    default: return 0;
-    }
-}
-
-const char *shardlm_dtype_name(uint32_t type)
-{
-    switch (type) {
-    case SHARDLM_DT_F32: return "f32";
-    case SHARDLM_DT_F16: return "f16";
-    case SHARDLM_DT_Q4_0: return "q4_0";
-    case SHARDLM_DT_Q8_0: return "q8_0";
-    case SHARDLM_DT_Q4_K: return "q4_k";
-    case SHARDLM_DT_Q6_K: return "q6_k";
-    case SHARDLM_DT_BF16: return "bf16";
-    default: {
-        /* Per thread, so concurrent callers never see each other's text. */
-        static _Thread_local char buf[24];
-        snprintf(buf, sizeof buf, "type#%u", (unsigned)type);
-        return buf;
-    }
-    }
-}
-
-int shardlm_dtype_parse(const char *name)
-{
-    static const uint32_t all[] = {SHARDLM_DT_F32, SHARDLM_DT_F16, SHARDLM_DT_Q4_0, SHARDLM_DT_Q8_0,
-                                   SHARDLM_DT_Q4_K, SHARDLM_DT_Q6_K, SHARDLM_DT_BF16};
-    if (!name) return -1;
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-        if (!strcmp(name, shardlm_dtype_name(all[i]))) return (int)all[i];
-    return -1;
-}
-
-size_t shardlm_dtype_block_elems(uint32_t type)
-{
-    switch (type) {
-    case SHARDLM_DT_F32:
-    case SHARDLM_DT_F16:
-    case SHARDLM_DT_BF16: return 1;
-    case SHARDLM_DT_Q4_0:
-    case SHARDLM_DT_Q8_0: return SHARDLM_QK;
-    case SHARDLM_DT_Q4_K:
-    case SHARDLM_DT_Q6_K: return SHARDLM_QK_K;
-    default: return 0;
-    }
-}
-
-size_t shardlm_dtype_block_bytes(uint32_t type)
-{
-    switch (type) {
-    case SHARDLM_DT_F32: return 4;
-    case SHARDLM_DT_F16:
-    case SHARDLM_DT_BF16: return 2;
-    case SHARDLM_DT_Q4_0: return Q4_0_BYTES;
-    case SHARDLM_DT_Q8_0: return Q8_0_BYTES;
-    case SHARDLM_DT_Q4_K: return SHARDLM_Q4_K_BYTES;
-    case SHARDLM_DT_Q6_K: return SHARDLM_Q6_K_BYTES;
-    default: return 0;
-    }
-}
-
-size_t shardlm_dtype_row_bytes(uint32_t type, uint64_t n)
-{
-    size_t be = shardlm_dtype_block_elems(type), bb = shardlm_dtype_block_bytes(type);
-    if (!be || n % be) return 0;
-    uint64_t blocks = n / be;
-    if (blocks > SIZE_MAX / bb) return 0;
-    return (size_t)blocks * bb;
-}
 
 /* ---- IEEE binary16 ---- */
 
@@ -239,7 +161,15 @@ void shardlm_quant_row(shardlm_dtype t, const float *src, void *dst, size_t n)
     case SHARDLM_DT_Q4_0:
         for (size_t b = 0; b < n / SHARDLM_QK; b++) q4_0_block(src + b * SHARDLM_QK, o + b * Q4_0_BYTES);
         break;
+    case SHARDLM_DT_Q4_1:
+    case SHARDLM_DT_Q5_0:
+    case SHARDLM_DT_Q5_1: shardlm_q5_quant(t, src, o, n); break;
+    case SHARDLM_DT_IQ4_NL:
+    case SHARDLM_DT_IQ4_XS: shardlm_iq4_quant(t, src, o, n); break;
+    case SHARDLM_DT_Q2_K:
+    case SHARDLM_DT_Q3_K:
     case SHARDLM_DT_Q4_K:
+    case SHARDLM_DT_Q5_K:
     case SHARDLM_DT_Q6_K: shardlm_quant_k_quant(t, src, o, n); break;
     case SHARDLM_DT_Q8_0_R4:
     case SHARDLM_DT_Q4_0_R8: abort(); /* a caller bug: whole matrices only, via shardlm_repack */
@@ -273,7 +203,15 @@ void shardlm_dequant_row(shardlm_dtype t, const void *src, float *dst, size_t n)
             }
         }
         break;
+    case SHARDLM_DT_Q4_1:
+    case SHARDLM_DT_Q5_0:
+    case SHARDLM_DT_Q5_1: shardlm_q5_dequant(t, p, dst, n); break;
+    case SHARDLM_DT_IQ4_NL:
+    case SHARDLM_DT_IQ4_XS: shardlm_iq4_dequant(t, p, dst, n); break;
+    case SHARDLM_DT_Q2_K:
+    case SHARDLM_DT_Q3_K:
     case SHARDLM_DT_Q4_K:
+    case SHARDLM_DT_Q5_K:
     case SHARDLM_DT_Q6_K: shardlm_quant_k_dequant(t, p, dst, n); break;
     case SHARDLM_DT_Q8_0_R4:
     case SHARDLM_DT_Q4_0_R8: abort(); /* a caller bug: rows are interleaved, see shardlm_dequant_mat_row */

@@ -1,27 +1,32 @@
-/* quant_k.c - the ggml k-quant formats Q4_K and Q6_K: exact dequantisation
- * (as the GGUF/ggml format defines it) and a simple reference quantiser.
- * Written from the format description; layouts are in quant_k.h.
+/* quant_k.c - the ggml k-quant formats Q4_K, Q5_K and Q6_K: exact
+ * dequantisation (as the GGUF/ggml format defines it) and a simple reference
+ * quantiser, and the row functions for every k-quant (Q2_K and Q3_K are in
+ * quant_k_low.c). Written from the format description; layouts are in
+ * quant_k.h and quant_blocks.h.
  *
  * Quantiser (not ggml's iterative scale search; plain fitting per sub-block):
- *   Q4_K: sub-block j of 32 gets min mn_j = -min(0, min x) and scale
- *     s_j = (max x + mn_j) / 15; the 8 scales and 8 mins are quantised to 6
- *     bits against super-block scales d = max s_j / 63, dmin = max mn_j / 63
- *     (stored as fp16 rounded up), then every value is re-fitted with the stored
- *     scale/min: q = clamp(round((x + dmin*m_j) / (d*sc_j)), 0, 15).
- *     Error bound per element: |x - y| <= (sc_j/2 + 8) * d + dmin/2, with d,
- *     dmin, sc_j as stored (rounding term sc_j*d/2; a clamp at 15 costs at
- *     most 7.5*d + dmin/2, one at 0 at most dmin/2). Roughly 1/30 of the
- *     sub-block's range.
+ *   Q4_K / Q5_K (L = 15 / 31 levels): sub-block j of 32 gets min
+ *     mn_j = -min(0, min x) and scale s_j = (max x + mn_j) / L; the 8 scales
+ *     and 8 mins are quantised to 6 bits against super-block scales
+ *     d = max s_j / 63, dmin = max mn_j / 63 (stored as fp16 rounded up),
+ *     then every value is re-fitted with the stored scale/min:
+ *     q = clamp(round((x + dmin*m_j) / (d*sc_j)), 0, L).
+ *     Error bound per element: |x - y| <= (sc_j/2 + (L+1)/2) * d + dmin/2,
+ *     with d, dmin, sc_j as stored (rounding term sc_j*d/2; a clamp at L
+ *     costs at most L*d/2 + dmin/2, one at 0 at most dmin/2): for Q4_K
+ *     (sc_j/2 + 8)*d + dmin/2, for Q5_K (sc_j/2 + 16)*d + dmin/2. Roughly
+ *     1/30 (Q4_K) or 1/60 (Q5_K) of the sub-block's range.
  *   Q6_K: sub-block j of 16 gets s_j = amax_j / 31; scales are quantised to
  *     int8 (0..127) against d = max s_j / 127 (fp16 rounded up), and
  *     values re-fitted:
  *     q = clamp(round(x / (d*sc_j)), -32, 31).
  *     Error bound per element: |x - y| <= (sc_j/2 + 16) * d (rounding
  *     sc_j*d/2; a clamp at 31 at most 15.5*d). Roughly amax_j / 62.
- *   Both hold up to f32 rounding (a relative 1e-6 or so). */
+ *   All hold up to f32 rounding (a relative 1e-6 or so). */
 #include <math.h>
 #include <string.h>
 
+#include "quant_blocks.h"
 #include "quant_k.h"
 
 static float get_f16(const uint8_t *p) { return shardlm_f16_to_f32(shardlm_rd16(p)); }
@@ -83,7 +88,9 @@ static void q4_k_codes(const float *v, float unit, int *code)
     for (int j = 0; j < 8; j++) code[j] = unit > 0.0f ? round_clamp(v[j] / unit, 0, 63) : 0;
 }
 
-static void q4_k_quant_block(const float *x, uint8_t *out)
+/* Q4_K (levels 15, qh NULL) or Q5_K (levels 31): d, dmin and the scales at
+ * out, the low 4 bits of the codes at q, their fifth bits at qh. */
+static void q45_k_quant_block(const float *x, int levels, uint8_t *out, uint8_t *qh, uint8_t *q)
 {
     float s[8], mn[8], smax = 0.0f, mmax = 0.0f;
     for (int j = 0; j < 8; j++) {
@@ -92,7 +99,7 @@ static void q4_k_quant_block(const float *x, uint8_t *out)
             lo = fminf(lo, x[32 * j + l]);
             hi = fmaxf(hi, x[32 * j + l]);
         }
-        s[j] = (hi - lo) / 15.0f;
+        s[j] = (hi - lo) / (float)levels;
         mn[j] = -lo;
         smax = fmaxf(smax, s[j]);
         mmax = fmaxf(mmax, mn[j]);
@@ -105,14 +112,35 @@ static void q4_k_quant_block(const float *x, uint8_t *out)
     q4_k_codes(s, d, sc);
     q4_k_codes(mn, dmin, m);
     q4_k_pack_scales(sc, m, out + 4);
-    uint8_t *q = out + 16;
     memset(q, 0, SHARDLM_QK_K / 2);
+    if (qh) memset(qh, 0, 32);
     for (int j = 0; j < 8; j++) {
         float step = d * (float)sc[j], off = dmin * (float)m[j];
         for (int l = 0; l < 32; l++) {
-            int v = step > 0.0f ? round_clamp((x[32 * j + l] + off) / step, 0, 15) : 0;
+            int v = step > 0.0f ? round_clamp((x[32 * j + l] + off) / step, 0, levels) : 0;
             /* Sub-block j lives in chunk j/2, low nibble when j is even. */
-            q[32 * (j / 2) + l] |= (uint8_t)(j % 2 ? v << 4 : v);
+            q[32 * (j / 2) + l] |= (uint8_t)(j % 2 ? (v & 15) << 4 : v & 15);
+            if (qh) qh[l] |= (uint8_t)((v >> 4) << j);
+        }
+    }
+}
+
+/* ---- Q5_K ---- */
+
+static void q5_k_dequant_block(const uint8_t *p, float *y)
+{
+    float d = get_f16(p), dmin = get_f16(p + 2);
+    const uint8_t *s = p + 4, *qh = p + SHARDLM_Q5_K_QH, *q = p + SHARDLM_Q5_K_QS;
+    /* As Q4_K, plus the fifth bit of value 32j + l in bit j of qh[l]. */
+    for (int c = 0; c < 4; c++, q += 32, y += 64) {
+        int sc0, m0, sc1, m1;
+        shardlm_q4_k_scale_min(s, 2 * c, &sc0, &m0);
+        shardlm_q4_k_scale_min(s, 2 * c + 1, &sc1, &m1);
+        float d0 = d * (float)sc0, o0 = dmin * (float)m0;
+        float d1 = d * (float)sc1, o1 = dmin * (float)m1;
+        for (int l = 0; l < 32; l++) {
+            y[l] = d0 * (float)((q[l] & 0x0f) + ((qh[l] >> (2 * c)) & 1) * 16) - o0;
+            y[l + 32] = d1 * (float)((q[l] >> 4) + ((qh[l] >> (2 * c + 1)) & 1) * 16) - o1;
         }
     }
 }
@@ -181,16 +209,28 @@ static void q6_k_quant_block(const float *x, uint8_t *out)
 
 void shardlm_quant_k_dequant(shardlm_dtype t, const uint8_t *src, float *dst, size_t n)
 {
-    for (size_t b = 0; b < n / SHARDLM_QK_K; b++, dst += SHARDLM_QK_K) {
-        if (t == SHARDLM_DT_Q4_K) q4_k_dequant_block(src + b * SHARDLM_Q4_K_BYTES, dst);
-        else q6_k_dequant_block(src + b * SHARDLM_Q6_K_BYTES, dst);
+    size_t bb = shardlm_dtype_block_bytes(t);
+    for (size_t b = 0; b < n / SHARDLM_QK_K; b++, src += bb, dst += SHARDLM_QK_K) {
+        switch (t) {
+        case SHARDLM_DT_Q2_K: shardlm_q2_k_dequant_block(src, dst); break;
+        case SHARDLM_DT_Q3_K: shardlm_q3_k_dequant_block(src, dst); break;
+        case SHARDLM_DT_Q4_K: q4_k_dequant_block(src, dst); break;
+        case SHARDLM_DT_Q5_K: q5_k_dequant_block(src, dst); break;
+        default: q6_k_dequant_block(src, dst); break;
+        }
     }
 }
 
 void shardlm_quant_k_quant(shardlm_dtype t, const float *src, uint8_t *dst, size_t n)
 {
-    for (size_t b = 0; b < n / SHARDLM_QK_K; b++, src += SHARDLM_QK_K) {
-        if (t == SHARDLM_DT_Q4_K) q4_k_quant_block(src, dst + b * SHARDLM_Q4_K_BYTES);
-        else q6_k_quant_block(src, dst + b * SHARDLM_Q6_K_BYTES);
+    size_t bb = shardlm_dtype_block_bytes(t);
+    for (size_t b = 0; b < n / SHARDLM_QK_K; b++, src += SHARDLM_QK_K, dst += bb) {
+        switch (t) {
+        case SHARDLM_DT_Q2_K: shardlm_q2_k_quant_block(src, dst); break;
+        case SHARDLM_DT_Q3_K: shardlm_q3_k_quant_block(src, dst); break;
+        case SHARDLM_DT_Q4_K: q45_k_quant_block(src, 15, dst, NULL, dst + 16); break;
+        case SHARDLM_DT_Q5_K: q45_k_quant_block(src, 31, dst, dst + SHARDLM_Q5_K_QH, dst + SHARDLM_Q5_K_QS); break;
+        default: q6_k_quant_block(src, dst); break;
+        }
     }
 }

@@ -1,6 +1,8 @@
 /* quant_k.h - the ggml k-quant super-block formats Q4_K and Q6_K (256
- * values per block): byte layouts, row conversion (quant_k.c) and the matrix
- * product kernels (matmul_k.c) that the dispatcher in matmul.c picks. */
+ * values per block): byte layouts (the other k-quants' are in
+ * quant_blocks.h), row conversion of every k-quant (quant_k.c) and the
+ * Q4_K/Q6_K matrix product kernels (matmul_k.c) that the dispatcher in
+ * matmul.c picks. */
 #ifndef SHARDLM_QUANT_K_H
 #define SHARDLM_QUANT_K_H
 

@@ -57,9 +57,14 @@ TYPES=(
   "q4_k|--pure Q4_K_S|0.2"
   "q6_k|--pure Q6_K|0.2"
   "q4_k_m|Q4_K_M|0.2"
-  # when quant lands (measure with ? first):
-  # "q4_1|--pure Q4_1|?"  "q5_0|--pure Q5_0|?"  "q5_1|--pure Q5_1|?"  "q2_k|--pure Q2_K|?"
-  # "q3_k|--pure Q3_K_S|?"  "q5_k|--pure Q5_K_S|?"  "iq4_nl|--pure IQ4_NL|?"  "iq4_xs|--pure IQ4_XS|?"
+  "q4_1|--pure Q4_1|0.15"
+  "q5_0|--pure Q5_0|0.1"
+  "q5_1|--pure Q5_1|0.15"
+  "q2_k|--pure Q2_K|0.2"
+  "q3_k|--pure Q3_K_S|0.2"
+  "q5_k|--pure Q5_K_S|0.2"
+  "iq4_nl|--pure IQ4_NL|0.1"
+  "iq4_xs|--pure IQ4_XS|0.2"
 )
 # A bound for one architecture and type only, when it needs its own.
 declare -A BOUND_OVERRIDE=()
