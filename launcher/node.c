@@ -347,7 +347,7 @@ static int node_numa(const shardlm_node_opts *o, shardlm_node *n)
     if (!o->numa) return SHARDLM_OK;
     int local = n->local_ranks > 0 ? n->local_ranks : node_env_int("SHARDLM_LOCAL_WORLD_SIZE", 1);
     int me = n->mpi ? n->local_rank : node_env_int("SHARDLM_LOCAL_RANK", n->rank % (local > 0 ? local : 1));
-    static shardlm_numa_topo topo;
+    shardlm_numa_topo topo;
     shardlm_numa_slot slot;
     cpu_set_t allowed;
     if (sched_getaffinity(0, sizeof allowed, &allowed) != 0) CPU_ZERO(&allowed);

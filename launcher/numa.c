@@ -130,7 +130,7 @@ static int numa_nth(const cpu_set_t *s, int k)
 int shardlm_numa_place(const shardlm_numa_topo *t, const cpu_set_t *allowed, int local_rank, int local_ranks,
                        shardlm_numa_slot *out)
 {
-    static shardlm_numa_topo usable; /* large: kept off the stack */
+    shardlm_numa_topo usable; /* 33 KiB */
     usable.n = 0;
     for (int i = 0; i < t->n; i++) {
         CPU_AND(&usable.cpus[usable.n], &t->cpus[i], allowed);
