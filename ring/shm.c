@@ -27,7 +27,7 @@
 
 #define SHM_MAGIC 0x53484d52494e4731ull /* "SHMRING1" */
 #define SHM_VERSION 1u
-#define SHM_DEFAULT_BYTES (1u << 20) /* docs/PERFORMANCE.md: larger rings cost 16 MiB bandwidth less under load */
+#define SHM_DEFAULT_BYTES (1u << 20) /* 256 KiB lost 16 MiB bandwidth under load (docs/PERFORMANCE.md) */
 /* Largest copy before publishing, so the other side can start on the
  * first part of a large message while the rest is copied. */
 #define SHM_CHUNK_MAX (32u << 10)
