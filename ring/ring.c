@@ -270,14 +270,16 @@ static int ring_spin(ring_comm *c, ring_xfer *x, const int *side, int n, struct 
                      uint64_t yield_ns)
 {
     uint64_t t0 = shardlm_now_ns(), end = t0 + spin_ns, yend = end + yield_ns;
+    int spinning = spin_ns > 0;
     for (unsigned i = 0;; i++) {
         int r = ring_check_all(c, x, side, n);
         if (r) return r;
         if (np && poll(p, (nfds_t)np, 0) > 0) return 1;
-        if (spin_ns && ((i & 63) != 63 || shardlm_now_ns() < end)) {
+        if (spinning && ((i & 63) != 63 || shardlm_now_ns() < end)) {
             ring_cpu_relax();
             continue;
         }
+        spinning = 0;
         if (!yield_ns || shardlm_now_ns() >= yend) return 0;
         sched_yield();
     }
