@@ -283,7 +283,7 @@ static int bench_as_rank(const char *path, const bench_opts *o)
         return 2;
     }
     shardlm_comm *c = NULL;
-    shardlm_ring_opts ro = {o->timeout_ms, o->transport, o->world};
+    shardlm_ring_opts ro = {o->timeout_ms, o->transport};
     rc = shardlm_ring_comm_create_opts(&cfg, &ro, &c);
     if (rc == SHARDLM_OK) rc = bench_run(c, o);
     if (rc) fprintf(stderr, "shardlm bench-comm (rank %d): %s\n", cfg.rank, shardlm_err_get());
@@ -315,7 +315,7 @@ static int bench_as_leader(int argc, char **argv, const bench_opts *o)
     shardlm_launch *l = NULL;
     int rc = cfgs && cargv ? shardlm_launch_plan(o->world, cfgs) : SHARDLM_ENOMEM;
     if (rc == SHARDLM_OK) rc = shardlm_launch_start(o->world, 1, cfgs, cargv, &l, NULL);
-    shardlm_ring_opts ro = {o->timeout_ms, o->transport, o->world};
+    shardlm_ring_opts ro = {o->timeout_ms, o->transport};
     if (rc == SHARDLM_OK) rc = shardlm_ring_comm_create_opts(&cfgs[0], &ro, &c);
     if (rc == SHARDLM_OK) rc = bench_run(c, o);
     if (rc) fprintf(stderr, "shardlm bench-comm (rank 0): %s\n", shardlm_err_get());

@@ -162,7 +162,7 @@ static void doctor_connect(shardlm_doctor *d, cJSON *ring, const shardlm_ring_co
 {
     shardlm_comm *comm = NULL;
     uint64_t t0 = shardlm_now_ns();
-    shardlm_ring_opts ro = {timeout_ms, transport, 0};
+    shardlm_ring_opts ro = {timeout_ms, transport};
     int rc = shardlm_ring_comm_create_opts(cfg, &ro, &comm);
     if (rc) {
         int w = cfg->world_size, left = (cfg->rank + w - 1) % w, right = (cfg->rank + 1) % w;

@@ -324,7 +324,7 @@ static int node_comm(const shardlm_node_opts *o, shardlm_node *n)
     }
     /* with --weights-from rank0, a worker served early waits here while rank 0 serves the others */
     int tmo = o->weights_from && o->load_timeout_ms > o->connect_timeout_ms ? o->load_timeout_ms : o->connect_timeout_ms;
-    shardlm_ring_opts ro = {tmo, SHARDLM_RING_AUTO, n->local_ranks};
+    shardlm_ring_opts ro = {tmo, SHARDLM_RING_AUTO};
     int rc = o->ring_transport ? shardlm_ring_transport_parse(o->ring_transport, &ro.transport)
                                : shardlm_ring_transport_env(&ro.transport);
     if (rc && o->ring_transport) shardlm_err_set("--ring-transport '%s': expected auto, tcp or shm", o->ring_transport);

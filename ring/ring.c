@@ -560,23 +560,21 @@ static int ring_env_int(const char *name, int dflt)
     return e && *e ? atoi(e) : dflt;
 }
 
-/* How a shared-memory wait waits before its futex sleep: a short spin,
- * then sched_yield() in a loop. Yielding costs a system call per turn but
- * gives the core to whoever is runnable, usually the peer we wait for when
- * ranks outnumber cores or other jobs load the machine; on an idle core it
- * returns at once and works as a spin. A futex sleep and its wake-up cost
- * tens of microseconds, so it comes last. docs/PERFORMANCE.md has the
- * measurements; SHARDLM_SHM_SPIN_US and SHARDLM_SHM_YIELD_US override. */
-#define RING_SHM_SPIN_US 2
-#define RING_SHM_YIELD_US 200
+/* How a shared-memory wait waits before its futex sleep: sched_yield() in
+ * a loop, after an optional spin. On an idle core yield returns at once and
+ * works as a spin (a system call per turn); on a busy one it hands the core
+ * to whoever is runnable, often the peer we wait for. Pure spinning cost
+ * its whole length whenever the peer was not running (8 KiB at W=2 on the
+ * loaded 2-core VM: 14 us with no spin, 20 / 55 / 120 us spinning 2 / 20 /
+ * 50 us first), so it is off unless SHARDLM_SHM_SPIN_US asks for it. A
+ * futex sleep and its wake-up cost tens of microseconds, so it comes last.
+ * docs/PERFORMANCE.md has the measurements. */
+#define RING_SHM_SPIN_US 0
+#define RING_SHM_YIELD_US 50
 
-static void ring_shm_waits(int local_ranks, uint64_t *spin_ns, uint64_t *yield_ns)
+static void ring_shm_waits(uint64_t *spin_ns, uint64_t *yield_ns)
 {
-    if (local_ranks <= 0) local_ranks = ring_env_int("SHARDLM_LOCAL_WORLD_SIZE", 0);
-    if (local_ranks <= 0) local_ranks = ring_env_int("MISTRALRS_MN_LOCAL_WORLD_SIZE", 0);
-    cpu_set_t set;
-    int cpus = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : (int)sysconf(_SC_NPROCESSORS_ONLN);
-    int spin = ring_env_int("SHARDLM_SHM_SPIN_US", local_ranks > cpus ? 0 : RING_SHM_SPIN_US);
+    int spin = ring_env_int("SHARDLM_SHM_SPIN_US", RING_SHM_SPIN_US);
     int yield = ring_env_int("SHARDLM_SHM_YIELD_US", RING_SHM_YIELD_US);
     *spin_ns = spin > 0 ? (uint64_t)spin * 1000u : 0;
     *yield_ns = yield > 0 ? (uint64_t)yield * 1000u : 0;
@@ -625,7 +623,7 @@ int shardlm_ring_comm_create_opts(const shardlm_ring_config *cfg, const shardlm_
     c->base.world_size = cfg->world_size;
     c->left_rank = (cfg->rank + cfg->world_size - 1) % cfg->world_size;
     c->right_rank = (cfg->rank + 1) % cfg->world_size;
-    ring_shm_waits(o->local_ranks, &c->shm_spin_ns, &c->shm_yield_ns);
+    ring_shm_waits(&c->shm_spin_ns, &c->shm_yield_ns);
     int tcp_us = ring_env_int("SHARDLM_RING_SPIN_US", 0);
     c->tcp_spin_ns = tcp_us > 0 ? (uint64_t)tcp_us * 1000u : 0;
     *out = &c->base;

@@ -36,7 +36,6 @@ typedef enum { SHARDLM_RING_AUTO = 0, SHARDLM_RING_TCP = 1, SHARDLM_RING_SHM = 2
 typedef struct {
     int connect_timeout_ms;
     shardlm_ring_transport transport;
-    int local_ranks; /* ranks sharing this host (sets the shared-memory spin); 0: $SHARDLM_LOCAL_WORLD_SIZE */
 } shardlm_ring_opts;
 
 /* "auto", "tcp" or "shm"; SHARDLM_EINPUT otherwise (no error text set). */

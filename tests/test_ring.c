@@ -41,7 +41,7 @@ static shardlm_ring_transport g_transport = SHARDLM_RING_TCP;
 static void rank_main(const shardlm_ring_config *cfg, rank_fn fn, void *arg)
 {
     shardlm_comm *c = NULL;
-    shardlm_ring_opts o = {10000, g_transport, cfg->world_size};
+    shardlm_ring_opts o = {10000, g_transport};
     int rc = shardlm_ring_comm_create_opts(cfg, &o, &c);
     if (rc) {
         fprintf(stderr, "rank %d: set-up failed: %s\n", cfg->rank, shardlm_err_get());

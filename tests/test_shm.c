@@ -47,7 +47,7 @@ static void rank_main(const shardlm_ring_config *cfg, const world_spec *ws)
 {
     prctl(PR_SET_PDEATHSIG, SIGKILL); /* a failed assertion in the test leaves no rank behind */
     shardlm_comm *c = NULL;
-    shardlm_ring_opts o = {ws->connect_ms ? ws->connect_ms : 10000, ws->tr[cfg->rank], cfg->world_size};
+    shardlm_ring_opts o = {ws->connect_ms ? ws->connect_ms : 10000, ws->tr[cfg->rank]};
     if (shardlm_ring_comm_create_opts(cfg, &o, &c)) {
         fprintf(stderr, "rank %d: set-up failed: %s\n", cfg->rank, shardlm_err_get());
         _exit(90);
@@ -214,7 +214,7 @@ Test(shm, forced_shm_against_tcp_fails_both_ends)
     for (int r = 0; r < 2; r++) {
         pids[r] = fork();
         if (pids[r] == 0) {
-            shardlm_ring_opts o = {5000, r == 0 ? SHARDLM_RING_SHM : SHARDLM_RING_TCP, 2};
+            shardlm_ring_opts o = {5000, r == 0 ? SHARDLM_RING_SHM : SHARDLM_RING_TCP};
             shardlm_comm *c = NULL;
             int rc = shardlm_ring_comm_create_opts(&cfg[r], &o, &c);
             char path[512];

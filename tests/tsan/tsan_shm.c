@@ -59,7 +59,7 @@ static int check_bytes(shardlm_comm *c, size_t b)
 static int rank_run(const shardlm_ring_config *cfg, shardlm_ring_transport t)
 {
     shardlm_comm *c;
-    shardlm_ring_opts o = {20000, t, cfg->world_size};
+    shardlm_ring_opts o = {20000, t};
     if (shardlm_ring_comm_create_opts(cfg, &o, &c)) {
         fprintf(stderr, "rank %d: %s\n", cfg->rank, shardlm_err_get());
         return 1;
