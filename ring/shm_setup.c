@@ -285,6 +285,13 @@ static int neg_hand_over(shm_neg *n)
         }
         int c = accept4(n->listener, NULL, NULL, SOCK_CLOEXEC);
         if (c < 0) continue;
+        /* an abstract socket has no permissions: hand the segment to our own user only */
+        struct ucred cred;
+        socklen_t clen = sizeof cred;
+        if (getsockopt(c, SOL_SOCKET, SO_PEERCRED, &cred, &clen) != 0 || cred.uid != geteuid()) {
+            close(c);
+            continue;
+        }
         neg_send_fd(n, c);
         close(c);
         return SHARDLM_OK;
