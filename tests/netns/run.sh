@@ -114,7 +114,11 @@ for i in 0 1 2 3; do
   rc=0; wait_exit "${dpids[$i]}" 30 || rc=$?
   [ "$rc" = 0 ] || fail "doctor on rank $i exited $rc: $(grep FAIL "$WORK/doctor$i.log" || true)"
 done
-ok "doctor on 4 namespaces: $(grep -o 'latency [0-9]* us' "$WORK/doctor0.log")"
+for i in 0 1 2 3; do  # one host, but each rank in its own network namespace: every hop is TCP
+  grep -q 'ok   transport    hop from left rank [0-9]: tcp (another network namespace); hop to right rank [0-9]: tcp (another network namespace)' \
+    "$WORK/doctor$i.log" || fail "rank $i: hops not TCP across namespaces: $(grep transport "$WORK/doctor$i.log" || true)"
+done
+ok "doctor on 4 namespaces: $(grep -o 'latency [0-9]* us' "$WORK/doctor0.log"), every hop TCP (another network namespace)"
 
 # ---- 2. golden text at world sizes 2 and 4 ----
 golden() {
