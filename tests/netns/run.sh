@@ -4,7 +4,8 @@
 # bridge, so the ring and the control channel cross real (virtual) links
 # exactly as on separate machines, started by hand with RING_CONFIG files
 # that use right_ip and master_ip:
-#   1. `shardlm doctor` on 4 ranks at once passes;
+#   1. `shardlm doctor` on 4 ranks at once passes, every hop on TCP (the
+#      namespaces share one kernel, but shared memory must not cross them);
 #   2. stories260K's greedy text comes out byte for byte at world sizes 2, 4;
 #   3. deploy/k8s/entrypoint.sh, as a StatefulSet would run it: pods
 #      shardlm-0..3 resolve each other by name (an /etc/hosts per namespace
