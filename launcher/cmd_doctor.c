@@ -15,7 +15,7 @@
 static void doctor_usage(FILE *f)
 {
     fprintf(f, "usage: shardlm doctor [--json] [--ring-config FILE] [--timeout-ms MS] [--ring-transport T]\n"
-               "  Reports the CPU and its SIMD features, memory, the CUDA driver/runtime and\n"
+               "  Reports the CPU and its SIMD features, the NUMA nodes, memory, the CUDA driver/runtime and\n"
                "  GPUs, NCCL and MPI (probed at run time, whatever this binary was built with)\n"
                "  and the build's CUDA/NCCL/MPI support. With a ring config (--ring-config or\n"
                "  $RING_CONFIG) it also validates it, checks that this rank's ports can be\n"
@@ -104,6 +104,7 @@ int shardlm_cmd_doctor(int argc, char **argv)
     cJSON_AddStringToObject(d.root, "version", "0.1.0");
     shardlm_doctor_probe_build(&d);
     shardlm_doctor_probe_cpu(&d);
+    shardlm_doctor_probe_numa(&d);
     shardlm_doctor_probe_memory(&d);
     shardlm_doctor_probe_cuda(&d);
     shardlm_doctor_probe_nccl(&d);

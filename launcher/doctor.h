@@ -23,6 +23,7 @@ void shardlm_doctor_check(shardlm_doctor *d, const char *name, int ok, const cha
  * runtime or NCCL library is reported as information. */
 void shardlm_doctor_probe_build(shardlm_doctor *d);
 void shardlm_doctor_probe_cpu(shardlm_doctor *d);
+void shardlm_doctor_probe_numa(shardlm_doctor *d); /* the nodes --numa spreads ranks over */
 void shardlm_doctor_probe_memory(shardlm_doctor *d);
 void shardlm_doctor_probe_cuda(shardlm_doctor *d);
 void shardlm_doctor_probe_nccl(shardlm_doctor *d);

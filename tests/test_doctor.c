@@ -64,6 +64,9 @@ Test(doctor, json_report_has_build_flags_and_cpu)
     cr_assert_gt(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "memory"), "total_bytes")->valuedouble, 0);
     cr_assert(cJSON_IsObject(cJSON_GetObjectItem(j, "cuda")), "no cuda section: %s", r.out);
     cr_assert(cJSON_IsObject(cJSON_GetObjectItem(j, "nccl")), "no nccl section: %s", r.out);
+    cJSON *numa = cJSON_GetObjectItem(j, "numa"), *node0 = cJSON_GetArrayItem(numa, 0);
+    cr_assert(cJSON_IsArray(numa) && (cJSON_GetArraySize(numa) == 0 ||
+                                      cJSON_IsString(cJSON_GetObjectItem(node0, "cpus"))), "no numa section: %s", r.out);
     cr_assert(cJSON_IsTrue(cJSON_GetObjectItem(j, "ok")), "a check failed: %s", r.out);
     cJSON_Delete(j);
     tu_result_free(&r);
