@@ -264,11 +264,13 @@ static int ring_check_all(ring_comm *c, ring_xfer *x, const int *side, int n)
     return 0;
 }
 
-/* Spins up to spin_ns on the shared-memory hops (and, when np > 0, polls
- * the sockets too). Returns 1 when something moved, 0, or a failure. */
+/* Before sleeping: spins up to spin_ns, then calls sched_yield() until
+ * yield_ns more have passed, watching the shared-memory hops (and, when
+ * np > 0, the sockets). Returns 1 when something moved, 0, or a failure. */
 static int ring_spin(ring_comm *c, ring_xfer *x, const int *side, int n, struct pollfd *p, int np, uint64_t spin_ns,
                      uint64_t yield_ns)
 {
+    if (!spin_ns && !yield_ns) return 0; /* the sleep loop checks once more before it sleeps */
     uint64_t t0 = shardlm_now_ns(), end = t0 + spin_ns, yend = end + yield_ns;
     int spinning = spin_ns > 0;
     for (unsigned i = 0;; i++) {
@@ -301,7 +303,8 @@ static int ring_check_alive(ring_comm *c, ring_xfer *x, const int *side, int n)
 
 static int ring_wait_poll(ring_comm *c, ring_xfer *x, int want_out, int want_in);
 
-/* Every hop we wait on is shared memory: spin, then sleep on the bells. */
+/* Every hop we wait on is shared memory: yield a while, then sleep on the
+ * bells, waking every RING_LIVENESS_NS to see that the peers are alive. */
 static int ring_wait_shm(ring_comm *c, ring_xfer *x, int want_out, int want_in)
 {
     int side[2], n = 0;
