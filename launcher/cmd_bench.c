@@ -41,6 +41,9 @@ static void bench_usage(FILE *f)
                "  --batch B  also decode B sequences together for -n steps (aggregate tok/s; B <= 256)\n"
                "  --grammar FILE | --json-schema FILE  also decode -n tokens constrained by the grammar and\n"
                "         report the token mask's cost per token against the decode step's\n"
+               "  --pin-threads  pin each kernel thread to a core\n"
+               "  --ring-transport auto|tcp|shm  the ring's hops (default auto: shared memory on one host)\n"
+               "  --numa  pin each local rank to its share of the NUMA nodes and cores\n"
                "  --json one object: pp_tok_s, tg_tok_s, their samples, weights_bytes, ...\n");
 }
 
@@ -51,7 +54,8 @@ static int bench_parse(int argc, char **argv, bench_opts *o)
         {"world-size", required_argument, 0, 'W'}, {"json", no_argument, 0, 'J'},
         {"pin-threads", no_argument, 0, 'P'}, {"help", no_argument, 0, 'h'}, {"isq", required_argument, 0, 'Q'},
         {"kv-cache-type", required_argument, 0, 'V'}, {"batch", required_argument, 0, 'B'},
-        {"grammar", required_argument, 0, 'g'}, {"json-schema", required_argument, 0, 'S'}, {0, 0, 0, 0}};
+        {"grammar", required_argument, 0, 'g'}, {"json-schema", required_argument, 0, 'S'}, 
+        {"ring-transport", required_argument, 0, 'R'}, {"numa", no_argument, 0, 'U'}, {0, 0, 0, 0}};
     int c;
     char *end;
     optind = 1;
@@ -81,6 +85,11 @@ static int bench_parse(int argc, char **argv, bench_opts *o)
             }
             continue;
         }
+        if (c == 'R') {
+            if (shardlm_node_ring_transport_check(optarg, "bench")) return SHARDLM_EINPUT;
+            o->node.ring_transport = optarg;
+            continue;
+        }
         if (optarg && c != 'm' && (*end || v < 0 || v > 100000)) {
             fprintf(stderr, "shardlm bench: invalid value '%s' for -%c\n", optarg, c == 'W' ? 'W' : c);
             return SHARDLM_EINPUT;
@@ -95,6 +104,7 @@ static int bench_parse(int argc, char **argv, bench_opts *o)
         case 'J': o->json = 1; break;
         case 'B': o->batch = (int)v; break;
         case 'P': o->node.pin_threads = 1; break;
+        case 'U': o->node.numa = 1; break;
         case 'h': bench_usage(stdout); return 1;
         default: bench_usage(stderr); return SHARDLM_EINPUT;
         }

@@ -1,7 +1,9 @@
 /* cmd_bench_comm.c - `shardlm bench-comm`: times the ring all-reduce from
- * 4 KiB to 64 MiB. Rank 0 spawns the other ranks as copies of itself with
- * RING_CONFIG set; a process that finds RING_CONFIG acts as that rank. Every
- * iteration's result is checked, so a wrong sum fails the benchmark. */
+ * 4 KiB to 64 MiB (or at the sizes listed). Rank 0 spawns the other ranks
+ * as copies of itself with RING_CONFIG set; a process that finds RING_CONFIG
+ * acts as that rank. Every iteration's result is checked, so a wrong sum
+ * fails the benchmark. --compare runs shared memory, TCP and MPI in
+ * alternation (bench_compare.c). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,19 +11,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "bench_comm.h"
 #include "shardlm_cli.h"
 #include "shardlm_common.h"
 #include "shardlm_launch.h"
 #include "shardlm_model.h"
 
 #define BENCH_WARMUP 3
-
-typedef struct {
-    int world, json, iters, timeout_ms;
-    size_t min_bytes, max_bytes;
-    const char *comm; /* "ring" or "mpi" */
-    int q8;           /* --comm-dtype q8: Q8_0 blocks on the wire */
-} bench_opts;
 
 typedef struct {
     size_t bytes;
@@ -31,12 +27,21 @@ typedef struct {
 static void bench_usage(FILE *f)
 {
     fprintf(f, "usage: shardlm bench-comm --world-size W [--json] [--min-bytes B] [--max-bytes B]\n"
-               "                          [--iters N] [--timeout-ms T] [--comm ring|mpi]\n"
+               "                          [--sizes B,B,...] [--iters N] [--timeout-ms T] [--comm ring|mpi]\n"
+               "                          [--ring-transport auto|tcp|shm]\n"
                "       mpirun -np W shardlm bench-comm --comm mpi [options]\n"
+               "       shardlm bench-comm --compare [--worlds 2,4] [--rounds 3] [--json]\n"
                "  Times the all-reduce of B bytes of f32 (B doubling from --min-bytes,\n"
                "  default 4096, to --max-bytes, default 67108864) across W local ranks.\n"
-               "  --comm ring     the TCP ring (default; rank 0 spawns the others)\n"
+               "  --comm ring     the ring (default; rank 0 spawns the others)\n"
+               "  --ring-transport auto|tcp|shm  the ring's hops: shared memory between local\n"
+               "                  ranks (auto, the default, or shm) or TCP (tcp)\n"
                "  --comm mpi      MPI_Iallreduce, under mpirun (the default under mpirun)\n"
+               "  --sizes LIST    comma-separated sizes in bytes instead of the doubling range\n"
+               "  --compare       shared-memory ring, TCP ring and MPI (mpirun, when present) in\n"
+               "                  alternating rounds: latency at 8 KiB, bandwidth at 1 and 16 MiB\n"
+               "  --worlds LIST   world sizes for --compare (default 2,4)\n"
+               "  --rounds N      rounds for --compare (default 3); medians are reported\n"
                "  --comm-dtype q8 Q8_0 blocks on the wire (all-gathered, summed in rank order)\n"
                "  --iters N       timed iterations per size (default: 200 up to 256 KiB,\n"
                "                  50 up to 4 MiB, 20 above), after %d warm-up iterations\n"
@@ -54,14 +59,57 @@ static int bench_parse_size(const char *s, size_t *out)
     return 0;
 }
 
+/* "A,B,C" of positive integers within lo..hi; returns how many, or -1. */
+static int bench_parse_list(const char *s, long lo, long hi, long *out, int cap)
+{
+    int n = 0;
+    while (*s) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s || v < lo || v > hi || n == cap || (*end && *end != ',')) return -1;
+        out[n++] = v;
+        s = *end ? end + 1 : end;
+        if (*end && !*s) return -1;
+    }
+    return n ? n : -1;
+}
+
+static int bench_parse_sizes(const char *v, bench_opts *o)
+{
+    long l[BENCH_MAX_SIZES];
+    o->nsizes = bench_parse_list(v, 4, 1l << 34, l, BENCH_MAX_SIZES);
+    for (int i = 0; i < o->nsizes; i++) {
+        if (l[i] % 4) return -1;
+        o->sizes[i] = (size_t)l[i];
+    }
+    return o->nsizes < 0;
+}
+
+static int bench_parse_worlds(const char *v, bench_opts *o)
+{
+    long l[BENCH_MAX_WORLDS];
+    o->nworlds = bench_parse_list(v, 2, 64, l, BENCH_MAX_WORLDS);
+    for (int i = 0; i < o->nworlds; i++) {
+        if (l[i] & (l[i] - 1)) return -1;
+        o->worlds[i] = (int)l[i];
+    }
+    return o->nworlds < 0;
+}
+
 static int bench_parse(int argc, char **argv, bench_opts *o)
 {
-    *o = (bench_opts){.min_bytes = 4096, .max_bytes = 64u << 20, .timeout_ms = 10000};
+    *o = (bench_opts){.min_bytes = 4096, .max_bytes = 64u << 20, .timeout_ms = 10000, .rounds = 3,
+                      .worlds = {2, 4}, .nworlds = 2};
+    if (shardlm_ring_transport_env(&o->transport)) {
+        fprintf(stderr, "shardlm bench-comm: %s\n", shardlm_err_get());
+        return 2;
+    }
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int bad = 0;
-        if (!strcmp(a, "--json")) {
-            o->json = 1;
+        if (!strcmp(a, "--json") || !strcmp(a, "--compare")) {
+            if (a[2] == 'j') o->json = 1;
+            else o->compare = 1;
             continue;
         }
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -76,6 +124,10 @@ static int bench_parse(int argc, char **argv, bench_opts *o)
         else if (!strcmp(a, "--timeout-ms")) o->timeout_ms = atoi(v), bad = o->timeout_ms < 1;
         else if (!strcmp(a, "--min-bytes")) bad = bench_parse_size(v, &o->min_bytes);
         else if (!strcmp(a, "--max-bytes")) bad = bench_parse_size(v, &o->max_bytes);
+        else if (!strcmp(a, "--sizes")) bad = bench_parse_sizes(v, o);
+        else if (!strcmp(a, "--worlds")) bad = bench_parse_worlds(v, o);
+        else if (!strcmp(a, "--rounds")) o->rounds = atoi(v), bad = o->rounds < 1 || o->rounds > 100;
+        else if (!strcmp(a, "--ring-transport")) bad = shardlm_ring_transport_parse(v, &o->transport) != 0;
         else {
             fprintf(stderr, "shardlm bench-comm: unknown option '%s'\n", a);
             return 2;
@@ -87,6 +139,7 @@ static int bench_parse(int argc, char **argv, bench_opts *o)
         i++;
     }
     if (!o->comm) o->comm = shardlm_comm_mpi_launched() ? "mpi" : "ring";
+    if (o->compare) return -1;
     if (!o->world && strcmp(o->comm, "mpi")) {
         fprintf(stderr, "shardlm bench-comm: --world-size W is required\n");
         bench_usage(stderr);
@@ -174,25 +227,39 @@ static void bench_print(const bench_opts *o, const bench_row *rows, int nrows, c
         printf("%12zu %12.1f %12.3f\n", rows[i].bytes, rows[i].median_us, rows[i].algbw_gbps);
 }
 
+/* "ring (shm)", "ring (tcp)", or each hop when they differ. */
+static void bench_transport(shardlm_comm *c, char *out, size_t cap)
+{
+    const char *l = shardlm_ring_comm_hop(c, 0, NULL), *r = shardlm_ring_comm_hop(c, 1, NULL);
+    if (!l) snprintf(out, cap, "%s", shardlm_comm_name(c));
+    else if (!strcmp(l, r)) snprintf(out, cap, "%s (%s)", shardlm_comm_name(c), l);
+    else snprintf(out, cap, "%s (rank 0: left hop %s, right hop %s)", shardlm_comm_name(c), l, r);
+}
+
 static int bench_run(shardlm_comm *c, const bench_opts *o)
 {
+    size_t sizes[BENCH_MAX_SIZES + 40], maxb = 0;
     int nsizes = 0, rank = shardlm_comm_rank(c);
-    for (size_t b = o->min_bytes; b <= o->max_bytes; b *= 2) nsizes++;
+    for (int k = 0; k < o->nsizes; k++) sizes[nsizes++] = o->sizes[k];
+    for (size_t b = o->min_bytes; !o->nsizes && b <= o->max_bytes; b *= 2) sizes[nsizes++] = b;
+    for (int k = 0; k < nsizes; k++) maxb = sizes[k] > maxb ? sizes[k] : maxb;
     int max_iters = o->iters ? o->iters : 200;
-    float *buf = malloc(o->max_bytes);
+    float *buf = malloc(maxb);
     double *times = malloc(sizeof(double) * (size_t)max_iters);
     bench_row *rows = calloc((size_t)nsizes, sizeof *rows);
-    uint8_t *q8 = o->q8 ? malloc(shardlm_model_allreduce_q8_scratch(shardlm_comm_size(c), o->max_bytes / 4)) : NULL;
+    uint8_t *q8 = o->q8 ? malloc(shardlm_model_allreduce_q8_scratch(shardlm_comm_size(c), maxb / 4)) : NULL;
     int rc = (buf && times && rows && (q8 || !o->q8)) ? SHARDLM_OK : SHARDLM_ENOMEM;
-    if (rc) shardlm_err_set("rank %d: out of memory for a %zu-byte buffer", rank, o->max_bytes);
-    int tty = rank == 0 && isatty(STDERR_FILENO), i = 0;
-    for (size_t b = o->min_bytes; rc == SHARDLM_OK && b <= o->max_bytes; b *= 2, i++) {
-        if (tty) fprintf(stderr, "\rbench-comm: %zu bytes (%d/%d)   ", b, i + 1, nsizes);
-        rc = bench_size(c, o, buf, q8, b, times, &rows[i]);
+    if (rc) shardlm_err_set("rank %d: out of memory for a %zu-byte buffer", rank, maxb);
+    int tty = rank == 0 && isatty(STDERR_FILENO);
+    for (int i = 0; rc == SHARDLM_OK && i < nsizes; i++) {
+        if (tty) fprintf(stderr, "\rbench-comm: %zu bytes (%d/%d)   ", sizes[i], i + 1, nsizes);
+        rc = bench_size(c, o, buf, q8, sizes[i], times, &rows[i]);
     }
     if (tty) fprintf(stderr, "\r%40s\r", "");
     if (rc == SHARDLM_OK) rc = shardlm_comm_barrier(c, o->timeout_ms);
-    if (rc == SHARDLM_OK && rank == 0) bench_print(o, rows, nsizes, shardlm_comm_name(c));
+    char transport[128];
+    bench_transport(c, transport, sizeof transport);
+    if (rc == SHARDLM_OK && rank == 0) bench_print(o, rows, nsizes, transport);
     fflush(stdout);
     free(buf);
     free(times);
@@ -216,7 +283,8 @@ static int bench_as_rank(const char *path, const bench_opts *o)
         return 2;
     }
     shardlm_comm *c = NULL;
-    rc = shardlm_ring_comm_create(&cfg, o->timeout_ms, &c);
+    shardlm_ring_opts ro = {o->timeout_ms, o->transport};
+    rc = shardlm_ring_comm_create_opts(&cfg, &ro, &c);
     if (rc == SHARDLM_OK) rc = bench_run(c, o);
     if (rc) fprintf(stderr, "shardlm bench-comm (rank %d): %s\n", cfg.rank, shardlm_err_get());
     shardlm_comm_destroy(c);
@@ -247,7 +315,8 @@ static int bench_as_leader(int argc, char **argv, const bench_opts *o)
     shardlm_launch *l = NULL;
     int rc = cfgs && cargv ? shardlm_launch_plan(o->world, cfgs) : SHARDLM_ENOMEM;
     if (rc == SHARDLM_OK) rc = shardlm_launch_start(o->world, 1, cfgs, cargv, &l, NULL);
-    if (rc == SHARDLM_OK) rc = shardlm_ring_comm_create(&cfgs[0], o->timeout_ms, &c);
+    shardlm_ring_opts ro = {o->timeout_ms, o->transport};
+    if (rc == SHARDLM_OK) rc = shardlm_ring_comm_create_opts(&cfgs[0], &ro, &c);
     if (rc == SHARDLM_OK) rc = bench_run(c, o);
     if (rc) fprintf(stderr, "shardlm bench-comm (rank 0): %s\n", shardlm_err_get());
     shardlm_comm_destroy(c);
@@ -287,6 +356,7 @@ int shardlm_cmd_bench_comm(int argc, char **argv)
     bench_opts o;
     int code = bench_parse(argc, argv, &o);
     if (code >= 0) return code;
+    if (o.compare) return shardlm_bench_comm_compare(&o);
     if (!strcmp(o.comm, "mpi")) return bench_as_mpi(&o);
     const char *cfg = getenv("RING_CONFIG");
     if (cfg && *cfg) return bench_as_rank(cfg, &o);

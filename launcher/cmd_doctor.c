@@ -10,19 +10,22 @@
 
 #include "doctor.h"
 #include "shardlm_cli.h"
+#include "shardlm_ring.h"
 
 static void doctor_usage(FILE *f)
 {
-    fprintf(f, "usage: shardlm doctor [--json] [--ring-config FILE] [--timeout-ms MS]\n"
-               "  Reports the CPU and its SIMD features, memory, the CUDA driver/runtime and\n"
+    fprintf(f, "usage: shardlm doctor [--json] [--ring-config FILE] [--timeout-ms MS] [--ring-transport T]\n"
+               "  Reports the CPU and its SIMD features, the NUMA nodes, memory, the CUDA driver/runtime and\n"
                "  GPUs, NCCL and MPI (probed at run time, whatever this binary was built with)\n"
                "  and the build's CUDA/NCCL/MPI support. With a ring config (--ring-config or\n"
                "  $RING_CONFIG) it also validates it, checks that this rank's ports can be\n"
-               "  bound and its hosts resolve, connects to both ring neighbours and times an\n"
+               "  bound and its hosts resolve, connects to both ring neighbours, says which\n"
+               "  transport each hop uses (shared memory or TCP, and why) and times an\n"
                "  all-reduce: run it on every rank at the same time.\n"
                "  --json          one JSON object on stdout instead of ok/FAIL lines\n"
                "  --ring-config F the rank's RING_CONFIG file (default: $RING_CONFIG)\n"
                "  --timeout-ms MS deadline for connecting and for each collective (default 10000)\n"
+               "  --ring-transport T  auto (default), tcp or shm: as the ranks will run\n"
                "Exit status: 0 all checks passed, 2 invalid ring config or flag, 1 another check failed.\n");
 }
 
@@ -45,12 +48,20 @@ void shardlm_doctor_check(shardlm_doctor *d, const char *name, int ok, const cha
     }
 }
 
-static int doctor_parse(int argc, char **argv, int *json, const char **cfg, int *timeout_ms)
+static int doctor_parse(int argc, char **argv, int *json, const char **cfg, int *timeout_ms, const char **transport)
 {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--json")) {
             *json = 1;
+        } else if (!strcmp(a, "--ring-transport") && v) {
+            shardlm_ring_transport t;
+            if (shardlm_ring_transport_parse(v, &t)) {
+                fprintf(stderr, "shardlm doctor: invalid value '%s' for --ring-transport (auto, tcp or shm)\n", v);
+                return 2;
+            }
+            *transport = v;
+            i++;
         } else if (!strcmp(a, "--ring-config") && v) {
             *cfg = v;
             i++;
@@ -78,9 +89,13 @@ static int doctor_parse(int argc, char **argv, int *json, const char **cfg, int 
 int shardlm_cmd_doctor(int argc, char **argv)
 {
     int json = 0, timeout_ms = 10000;
-    const char *cfg = getenv("RING_CONFIG");
-    int rc = doctor_parse(argc, argv, &json, &cfg, &timeout_ms);
+    const char *cfg = getenv("RING_CONFIG"), *transport = NULL;
+    int rc = doctor_parse(argc, argv, &json, &cfg, &timeout_ms, &transport);
     if (rc) return rc == 1 ? 0 : 2;
+    if (transport && !(cfg && *cfg)) {
+        fprintf(stderr, "shardlm doctor: --ring-transport applies to a ring: give --ring-config (or $RING_CONFIG)\n");
+        return 2;
+    }
     shardlm_doctor d = {.json = json, .root = cJSON_CreateObject()};
     if (!d.root || !(d.checks = cJSON_AddArrayToObject(d.root, "checks"))) {
         fprintf(stderr, "shardlm doctor: out of memory\n");
@@ -89,11 +104,12 @@ int shardlm_cmd_doctor(int argc, char **argv)
     cJSON_AddStringToObject(d.root, "version", "0.1.0");
     shardlm_doctor_probe_build(&d);
     shardlm_doctor_probe_cpu(&d);
+    shardlm_doctor_probe_numa(&d);
     shardlm_doctor_probe_memory(&d);
     shardlm_doctor_probe_cuda(&d);
     shardlm_doctor_probe_nccl(&d);
     shardlm_doctor_probe_mpi(&d);
-    if (cfg && *cfg) shardlm_doctor_ring(&d, cfg, timeout_ms);
+    if (cfg && *cfg) shardlm_doctor_ring(&d, cfg, timeout_ms, transport);
     cJSON_AddBoolToObject(d.root, "ok", !d.failed);
     if (json) {
         char *s = cJSON_Print(d.root);

@@ -60,6 +60,9 @@ static void gen_usage(FILE *f)
             "      --grammar FILE        constrain the output to a GBNF grammar (llama.cpp's syntax)\n"
             "      --json-schema FILE    constrain the output to JSON valid against a JSON Schema\n"
             "      --comm KIND           collective backend: auto (default), ring, mpi, nccl\n"
+            "      --ring-transport T    the ring's hops: auto (default: shared memory between ranks\n"
+            "                            on one host, TCP across hosts), tcp or shm\n"
+            "      --numa                pin each local rank to its share of the NUMA nodes and cores\n"
             "      --device DEV          cpu (default), cuda or cuda:K\n"
             "      --weights-from rank0  local workers get their shards from rank 0, not the file\n"
             "      --weights-cache DIR   the local workers' weights cache (see `shardlm worker`)\n"
@@ -109,6 +112,8 @@ static int gen_parse(int argc, char **argv, gen_opts *o)
         {"device", required_argument, 0, 'D'},   {"kv-cache-type", required_argument, 0, 'V'},
         {"comm-dtype", required_argument, 0, 'X'},  {"prompt-ids", required_argument, 0, 'I'},
         {"ids-out", required_argument, 0, 'O'},     {"ignore-eos", no_argument, 0, 'e'},
+        {"comm-dtype", required_argument, 0, 'X'}, {"ring-transport", required_argument, 0, 'R'},
+        {"numa", no_argument, 0, 'U'},
         {"weights-from", required_argument, 0, 'w'}, {"weights-cache", required_argument, 0, 'G'},
         {"grammar", required_argument, 0, 'g'},  {"json-schema", required_argument, 0, 'J' + 256},
         {0, 0, 0, 0}};
@@ -140,6 +145,8 @@ static int gen_parse(int argc, char **argv, gen_opts *o)
         case 'J': o->node.pin_threads = 1; break;
         case 'Q': o->node.isq = shardlm_dtype_parse(optarg); if (o->node.isq != SHARDLM_DT_Q8_0 && o->node.isq != SHARDLM_DT_Q4_0) BAD("--isq (q8_0 or q4_0)"); break;
         case 'K': o->node.comm = optarg; break;
+        case 'R': if (shardlm_node_ring_transport_check(optarg, "generate")) return SHARDLM_EINPUT; o->node.ring_transport = optarg; break;
+        case 'U': o->node.numa = 1; break;
         case 'D': o->node.device = optarg; break;
         case 'X': if (strcmp(optarg, "f32") && strcmp(optarg, "q8")) BAD("--comm-dtype (f32 or q8)"); o->node.comm_q8 = !strcmp(optarg, "q8"); break;
         case 'V': o->node.kv_type = shardlm_node_kv_type_parse(optarg); if (o->node.kv_type < 0) BAD("--kv-cache-type (f32, f16 or q8_0)"); break;

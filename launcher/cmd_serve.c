@@ -59,6 +59,9 @@ static void serve_usage(FILE *f)
             "      --pin-threads               pin each kernel thread to a core\n"
             "      --timeout-ms MS             collective timeout (default 30000)\n"
             "      --comm KIND                 collective backend: auto (default), ring, mpi, nccl\n"
+            "      --ring-transport T          the ring's hops: auto (default: shared memory between ranks\n"
+            "                                  on one host, TCP across hosts), tcp or shm\n"
+            "      --numa                      pin each local rank to its share of the NUMA nodes and cores\n"
             "      --device DEV                cpu (default), cuda or cuda:K\n"
             "      --weights-from rank0        local workers get their shards from rank 0, not the file\n"
             "      --weights-cache DIR         the local workers' weights cache (see `shardlm worker`)\n"
@@ -103,6 +106,8 @@ static int serve_opt(serve_opts *o, int c, const char *arg)
     case 'J': o->node.pin_threads = 1; return 0;
     case 't': if (serve_int(arg, 1, 1 << 30, &v)) return -1; o->node.timeout_ms = (int)v; return 0;
     case 'c': o->node.comm = arg; return 0;
+    case 'r': { shardlm_ring_transport t; if (shardlm_ring_transport_parse(arg, &t)) return -1; o->node.ring_transport = arg; return 0; }
+    case 'U': o->node.numa = 1; return 0;
     case 'D': o->node.device = arg; return 0;
     case 'w': o->node.weights_from = arg; return 0;
     case 'G': o->node.weights_cache = arg; return 0;
@@ -127,7 +132,8 @@ static int serve_parse(int argc, char **argv, serve_opts *o)
         {"timeout-ms", required_argument, 0, 't'}, {"help", no_argument, 0, 'h'},
         {"comm", required_argument, 0, 'c'},     {"device", required_argument, 0, 'D'},
         {"weights-from", required_argument, 0, 'w'}, {"weights-cache", required_argument, 0, 'G'},
-        {"kv-cache-type", required_argument, 0, 'V'}, {"comm-dtype", required_argument, 0, 'X'}, {0, 0, 0, 0}};
+        {"kv-cache-type", required_argument, 0, 'V'}, {"comm-dtype", required_argument, 0, 'X'},
+        {"ring-transport", required_argument, 0, 'r'}, {"numa", no_argument, 0, 'U'}, {0, 0, 0, 0}};
     int c, idx = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:h", opts, &idx)) != -1) {

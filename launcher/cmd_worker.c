@@ -24,6 +24,10 @@ static void worker_usage(FILE *f)
                "      --threads N             kernel threads (default: physical cores / SHARDLM_LOCAL_WORLD_SIZE)\n"
                "      --pin-threads           pin each kernel thread to a core\n"
                "      --comm KIND             auto (default), ring or nccl: the same as rank 0's\n"
+               "      --ring-transport T      the ring's hops: auto (default: shared memory between ranks\n"
+               "                              on one host, TCP across hosts), tcp or shm\n"
+               "      --numa                  pin this rank to its share of the NUMA nodes and cores (its place:\n"
+               "                              $SHARDLM_LOCAL_RANK, else rank mod SHARDLM_LOCAL_WORLD_SIZE)\n"
                "      --device DEV            cpu (default), cuda or cuda:K\n");
 }
 
@@ -36,6 +40,7 @@ int shardlm_cmd_worker(int argc, char **argv)
         {"threads", required_argument, 0, 'j'},        {"pin-threads", no_argument, 0, 'J'},
         {"weights-from", required_argument, 0, 'w'},    {"weights-cache", required_argument, 0, 'W'},
         {"comm", required_argument, 0, 'K'},           {"device", required_argument, 0, 'D'},
+        {"ring-transport", required_argument, 0, 'R'}, {"numa", no_argument, 0, 'U'},
         {0, 0, 0, 0}};
     shardlm_node_opts o = {.ring_config = getenv("RING_CONFIG"), .timeout_ms = 30000, .connect_timeout_ms = 60000,
                            .load_timeout_ms = 600000, .max_batch = 1, .isq = -1};
@@ -54,6 +59,8 @@ int shardlm_cmd_worker(int argc, char **argv)
         case 'j': o.n_threads = atoi(optarg); break;
         case 'J': o.pin_threads = 1; break;
         case 'K': o.comm = optarg; break;
+        case 'R': if (shardlm_node_ring_transport_check(optarg, "worker")) return 2; o.ring_transport = optarg; break;
+        case 'U': o.numa = 1; break;
         case 'D': o.device = optarg; break;
         case 'w': o.weights_from = optarg; break;
         case 'W': o.weights_cache = optarg; break;

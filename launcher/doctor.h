@@ -23,14 +23,17 @@ void shardlm_doctor_check(shardlm_doctor *d, const char *name, int ok, const cha
  * runtime or NCCL library is reported as information. */
 void shardlm_doctor_probe_build(shardlm_doctor *d);
 void shardlm_doctor_probe_cpu(shardlm_doctor *d);
+void shardlm_doctor_probe_numa(shardlm_doctor *d); /* the nodes --numa spreads ranks over */
 void shardlm_doctor_probe_memory(shardlm_doctor *d);
 void shardlm_doctor_probe_cuda(shardlm_doctor *d);
 void shardlm_doctor_probe_nccl(shardlm_doctor *d);
 void shardlm_doctor_probe_mpi(shardlm_doctor *d);
 
 /* The ring named by a RING_CONFIG file: validation, the ports this rank
- * binds, name resolution, connecting to both neighbours and one timed
- * all-reduce. Every rank of the ring runs it at the same time. */
-void shardlm_doctor_ring(shardlm_doctor *d, const char *path, int timeout_ms);
+ * binds, name resolution, connecting to both neighbours, the transport of
+ * each hop (shared memory or TCP, and why) and one timed all-reduce. Every
+ * rank of the ring runs it at the same time. transport: "auto", "tcp" or
+ * "shm" (NULL: $SHARDLM_RING_TRANSPORT or auto). */
+void shardlm_doctor_ring(shardlm_doctor *d, const char *path, int timeout_ms, const char *transport);
 
 #endif

@@ -13,7 +13,9 @@
 #endif
 
 #include "doctor.h"
+#include "numa.h"
 #include "shardlm_comm.h"
+#include "shardlm_common.h"
 #include "shardlm_kernels.h"
 
 void shardlm_doctor_probe_build(shardlm_doctor *d)
@@ -103,6 +105,32 @@ void shardlm_doctor_probe_cpu(shardlm_doctor *d)
     shardlm_doctor_check(d, "cpu", 1, "%s; %ld logical CPUs, %d physical cores; SIMD: %s; kernels: %s", model,
                          sysconf(_SC_NPROCESSORS_ONLN), shardlm_cpu_physical_cores(), n ? simd : "none",
                          shardlm_kernels_isa());
+}
+
+/* The NUMA nodes `--numa` would spread ranks over. */
+void shardlm_doctor_probe_numa(shardlm_doctor *d)
+{
+    shardlm_numa_topo *t = malloc(sizeof *t);
+    if (!t) return;
+    cJSON *arr = cJSON_AddArrayToObject(d->root, "numa");
+    int rc = shardlm_numa_read("/sys/devices/system/node", t);
+    char line[512] = "";
+    size_t n = 0;
+    for (int i = 0; !rc && i < t->n; i++) {
+        char cpus[256];
+        shardlm_numa_format(&t->cpus[i], cpus, sizeof cpus);
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddNumberToObject(e, "node", t->id[i]);
+        cJSON_AddStringToObject(e, "cpus", cpus);
+        cJSON_AddItemToArray(arr, e);
+        if (n < sizeof line)
+            n += (size_t)snprintf(line + n, sizeof line - n, "%snode%d: CPUs %s", i ? ", " : "", t->id[i], cpus);
+    }
+    if (rc) shardlm_doctor_check(d, "numa", 0, "%s", shardlm_err_get());
+    else if (!t->n) shardlm_doctor_check(d, "numa", 1, "no NUMA nodes shown in /sys/devices/system/node; --numa splits "
+                                          "the allowed CPUs");
+    else shardlm_doctor_check(d, "numa", 1, "%d node%s with CPUs (%s)", t->n, t->n > 1 ? "s" : "", line);
+    free(t);
 }
 
 /* A "Key: N kB" line of /proc/meminfo, in bytes; 0 when absent. */

@@ -2,7 +2,8 @@
  * place in a ring before a model is ever loaded. Every rank runs it at the
  * same time; each failure names the config field, or the peer (rank and
  * address:port), at fault, so an operator knows which file or machine to
- * fix. */
+ * fix. It also says which transport each hop uses (shared memory between
+ * ranks of one host, TCP otherwise) and why. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
@@ -134,17 +135,40 @@ static void doctor_allreduce(shardlm_doctor *d, cJSON *ring, shardlm_comm *comm,
                          us[0]);
 }
 
+/* Which transport each hop took, and why. */
+static void doctor_hops(shardlm_doctor *d, cJSON *ring, shardlm_comm *comm, const shardlm_ring_config *cfg)
+{
+    int w = cfg->world_size, left = (cfg->rank + w - 1) % w, right = (cfg->rank + 1) % w;
+    const char *lwhy = "", *rwhy = "";
+    const char *lt = shardlm_ring_comm_hop(comm, 0, &lwhy), *rt = shardlm_ring_comm_hop(comm, 1, &rwhy);
+    if (!lt || !rt) return;
+    cJSON *hops = cJSON_AddObjectToObject(ring, "transport");
+    cJSON *l = cJSON_AddObjectToObject(hops, "left"), *r = cJSON_AddObjectToObject(hops, "right");
+    cJSON_AddNumberToObject(l, "rank", left);
+    cJSON_AddStringToObject(l, "transport", lt);
+    cJSON_AddStringToObject(l, "why", lwhy);
+    cJSON_AddNumberToObject(r, "rank", right);
+    cJSON_AddStringToObject(r, "transport", rt);
+    cJSON_AddStringToObject(r, "why", rwhy);
+    shardlm_doctor_check(d, "transport", 1, "hop from left rank %d: %s (%s); hop to right rank %d: %s (%s)", left,
+                         !strcmp(lt, "shm") ? "shared memory" : "tcp", lwhy, right,
+                         !strcmp(rt, "shm") ? "shared memory" : "tcp", rwhy);
+}
+
 /* Connects to both neighbours; a failure's text from the ring names the
  * neighbour (rank, address:port), and the fields to check are added. */
-static void doctor_connect(shardlm_doctor *d, cJSON *ring, const shardlm_ring_config *cfg, int timeout_ms)
+static void doctor_connect(shardlm_doctor *d, cJSON *ring, const shardlm_ring_config *cfg, int timeout_ms,
+                           shardlm_ring_transport transport)
 {
     shardlm_comm *comm = NULL;
     uint64_t t0 = shardlm_now_ns();
-    int rc = shardlm_ring_comm_create(cfg, timeout_ms, &comm);
+    shardlm_ring_opts ro = {timeout_ms, transport};
+    int rc = shardlm_ring_comm_create_opts(cfg, &ro, &comm);
     if (rc) {
         int w = cfg->world_size, left = (cfg->rank + w - 1) % w, right = (cfg->rank + 1) % w;
         char also[32] = "";
         if (left != right) snprintf(also, sizeof also, " and rank %d", left);
+        if (rc == SHARDLM_EINPUT && strstr(shardlm_err_get(), "--ring-transport")) d->bad_input = 1;
         shardlm_doctor_check(d, "ring", 0, "%s (check right_ip/right_port against rank %d's port, and that rank %d%s "
                              "runs `shardlm doctor` at the same time)", shardlm_err_get(), right, right, also);
         return;
@@ -152,12 +176,20 @@ static void doctor_connect(shardlm_doctor *d, cJSON *ring, const shardlm_ring_co
     shardlm_doctor_check(d, "ring", 1, "connected to left rank %d and right rank %d (%s:%d) in %.0f ms",
                          (cfg->rank + cfg->world_size - 1) % cfg->world_size, (cfg->rank + 1) % cfg->world_size,
                          cfg->right_ip, cfg->right_port, (double)(shardlm_now_ns() - t0) / 1e6);
+    doctor_hops(d, ring, comm, cfg);
     doctor_allreduce(d, ring, comm, timeout_ms);
     shardlm_comm_destroy(comm);
 }
 
-void shardlm_doctor_ring(shardlm_doctor *d, const char *path, int timeout_ms)
+void shardlm_doctor_ring(shardlm_doctor *d, const char *path, int timeout_ms, const char *transport)
 {
+    shardlm_ring_transport tr = SHARDLM_RING_AUTO;
+    if (transport ? shardlm_ring_transport_parse(transport, &tr) : shardlm_ring_transport_env(&tr)) {
+        d->bad_input = 1;
+        shardlm_doctor_check(d, "ring_transport", 0, "%s",
+                             transport ? "--ring-transport: expected auto, tcp or shm" : shardlm_err_get());
+        return;
+    }
     cJSON *ring = cJSON_AddObjectToObject(d->root, "ring");
     cJSON_AddStringToObject(ring, "config", path);
     shardlm_ring_config cfg;
@@ -180,6 +212,6 @@ void shardlm_doctor_ring(shardlm_doctor *d, const char *path, int timeout_ms)
     if (d->failed)
         shardlm_doctor_check(d, "ring", 0, "not connected: fix the checks above first");
     else
-        doctor_connect(d, ring, &cfg, timeout_ms);
+        doctor_connect(d, ring, &cfg, timeout_ms, tr);
     d->failed |= failed;
 }

@@ -2,6 +2,7 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,7 @@
 #include <unistd.h>
 
 #include "node.h"
+#include "numa.h"
 #include "shardlm_cuda.h"
 #include "shardlm_nccl.h"
 #include "shardlm_cli.h"
@@ -121,11 +123,24 @@ static int node_config_mpi(const shardlm_node_opts *o, shardlm_node *n)
     return SHARDLM_OK;
 }
 
+int shardlm_node_ring_transport_check(const char *value, const char *who)
+{
+    shardlm_ring_transport t;
+    if (shardlm_ring_transport_parse(value, &t) == SHARDLM_OK) return SHARDLM_OK;
+    fprintf(stderr, "shardlm %s: invalid value '%s' for --ring-transport (auto, tcp or shm)\n", who, value);
+    return SHARDLM_EINPUT;
+}
+
 static int node_config(const shardlm_node_opts *o, shardlm_node *n)
 {
     int rc = shardlm_node_comm_kind(o, &n->comm_kind);
     n->local_ranks = o->local_ranks;
     if (rc) return rc;
+    if (o->ring_transport && strcmp(n->comm_kind, "ring")) {
+        shardlm_err_set("--ring-transport %s: applies to the ring, but this rank uses --comm %s", o->ring_transport,
+                        n->comm_kind);
+        return SHARDLM_EINPUT;
+    }
     if (node_uses_mpi(o, n->comm_kind)) {
         int r;
         if ((rc = shardlm_node_mpi_rank(o, &r))) return rc;
@@ -309,7 +324,42 @@ static int node_comm(const shardlm_node_opts *o, shardlm_node *n)
     }
     /* with --weights-from rank0, a worker served early waits here while rank 0 serves the others */
     int tmo = o->weights_from && o->load_timeout_ms > o->connect_timeout_ms ? o->load_timeout_ms : o->connect_timeout_ms;
-    return shardlm_ring_comm_create(&n->cfg, tmo, &n->comm);
+    shardlm_ring_opts ro = {tmo, SHARDLM_RING_AUTO};
+    int rc = o->ring_transport ? shardlm_ring_transport_parse(o->ring_transport, &ro.transport)
+                               : shardlm_ring_transport_env(&ro.transport);
+    if (rc && o->ring_transport) shardlm_err_set("--ring-transport '%s': expected auto, tcp or shm", o->ring_transport);
+    return rc ? rc : shardlm_ring_comm_create_opts(&n->cfg, &ro, &n->comm);
+}
+
+static int node_env_int(const char *name, int dflt)
+{
+    const char *e = getenv(name);
+    return e && *e ? atoi(e) : dflt;
+}
+
+/* --numa: this rank's share of the machine's nodes and cores, before any
+ * memory is allocated for the shard and before the kernel threads exist
+ * (they inherit the CPU mask; --pin-threads then pins within it). The
+ * place among the local ranks: MPI's local rank, else $SHARDLM_LOCAL_RANK,
+ * else rank mod the local world size. */
+static int node_numa(const shardlm_node_opts *o, shardlm_node *n)
+{
+    if (!o->numa) return SHARDLM_OK;
+    int local = n->local_ranks > 0 ? n->local_ranks : node_env_int("SHARDLM_LOCAL_WORLD_SIZE", 1);
+    int me = n->mpi ? n->local_rank : node_env_int("SHARDLM_LOCAL_RANK", n->rank % (local > 0 ? local : 1));
+    shardlm_numa_topo topo;
+    shardlm_numa_slot slot;
+    cpu_set_t allowed;
+    if (sched_getaffinity(0, sizeof allowed, &allowed) != 0) CPU_ZERO(&allowed);
+    int rc = shardlm_numa_read("/sys/devices/system/node", &topo);
+    if (!rc) rc = shardlm_numa_place(&topo, &allowed, me, local, &slot);
+    if (!rc) rc = shardlm_numa_apply(&slot);
+    if (rc) return rc;
+    char cpus[256];
+    shardlm_numa_format(&slot.cpus, cpus, sizeof cpus);
+    fprintf(stderr, "shardlm: rank %d (local %d of %d): --numa: node %d of %d, CPUs %s%s\n", n->rank, me, local,
+            slot.node, slot.n_nodes, cpus, slot.shared ? " (shared: more local ranks than CPUs)" : "");
+    return SHARDLM_OK;
 }
 
 int shardlm_node_open(const shardlm_node_opts *o, shardlm_node *n)
@@ -319,6 +369,7 @@ int shardlm_node_open(const shardlm_node_opts *o, shardlm_node *n)
     n->comm_q8 = o->comm_q8;
     int rc = node_config(o, n);
     if (!rc) rc = node_device(o, n);
+    if (!rc) rc = node_numa(o, n);
     if (rc) return rc;
     shardlm_gguf *g = NULL;
     int n_ctx = o->n_ctx, max_batch = o->max_batch, isq = o->isq;
@@ -448,6 +499,8 @@ int shardlm_node_spawn_local(shardlm_node_opts *o, int world, shardlm_launch **o
         argv[a++] = (char *)o->model_path;
     }
     if (o->pin_threads) argv[a++] = "--pin-threads";
+    if (o->numa) argv[a++] = "--numa";
+    if (o->ring_transport) argv[a++] = "--ring-transport", argv[a++] = (char *)o->ring_transport;
     if (o->comm) argv[a++] = "--comm", argv[a++] = (char *)o->comm;
     if (o->device) argv[a++] = "--device", argv[a++] = (char *)o->device;
     rc = shardlm_launch_start(world, 1, cfgs, argv, out, &o->ring_config);

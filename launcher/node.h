@@ -29,6 +29,8 @@ typedef struct {
     int (*watch)(void *ctx); /* rank 0: polled while waiting for workers */
     void *watch_ctx;
     const char *comm;        /* --comm: "auto" (NULL), "ring", "mpi" or "nccl" */
+    const char *ring_transport; /* --ring-transport: "auto", "tcp", "shm"; NULL: $SHARDLM_RING_TRANSPORT or auto */
+    int numa;                /* --numa: pin this rank to its share of the NUMA nodes and cores */
     const char *device;      /* --device: NULL or "cpu", "cuda" or "cuda:K" */
     const char *weights_from;  /* "rank0": workers get their shard's bytes from rank 0 (launcher/weights.h) */
     const char *weights_cache; /* workers' weights cache directory (NULL: the default) */
@@ -74,6 +76,10 @@ int shardlm_node_worker_main(const shardlm_node_opts *o, int idle_ms, const char
  * o->local_ranks, and makes o->watch notice a worker that dies during
  * start-up. Free *out with shardlm_launch_free. */
 int shardlm_node_spawn_local(shardlm_node_opts *o, int world, shardlm_launch **out);
+
+/* Checks a --ring-transport value; returns 0 or prints "shardlm WHO:
+ * invalid value ..." and returns SHARDLM_EINPUT. */
+int shardlm_node_ring_transport_check(const char *value, const char *who);
 
 /* --kv-cache-type: "f32", "f16" or "q8_0" -> its shardlm_dtype; -1 otherwise. */
 int shardlm_node_kv_type_parse(const char *name);

@@ -1,12 +1,15 @@
-/* ring.c - the TCP ring communicator's data path. Every collective is
+/* ring.c - the ring communicator's data path. Every collective is
  * described as two queues of byte segments: what this rank sends to its right
  * neighbour and what it receives from its left one. A send segment may depend
  * on a receive segment (forward what just arrived), which pipelines the ring
- * steps at byte granularity. One poll() loop drives both directions of the
- * full-duplex ring with non-blocking sockets, so no call can deadlock on TCP
- * flow control, and it blocks in poll() whenever it has to wait. */
+ * steps at byte granularity. One loop drives both directions of the
+ * full-duplex ring, so no call can deadlock on flow control. Each hop is TCP
+ * (non-blocking sockets) or shared memory (shm.c); a rank waits in poll()
+ * when a TCP hop is involved, else it spins briefly and sleeps on futexes. */
 #include <errno.h>
 #include <poll.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +46,9 @@ typedef struct {
     char *fwd; /* gatherv relay buffer, grown on demand */
     size_t fwd_cap;
     unsigned char *bar; /* world_size bytes for the barrier */
+    uint64_t shm_spin_ns; /* how long a shared-memory wait spins before sleeping */
+    uint64_t shm_yield_ns; /* then how long it calls sched_yield() before sleeping */
+    uint64_t tcp_spin_ns; /* the same before poll() on TCP hops (SHARDLM_RING_SPIN_US, default 0) */
 } ring_comm;
 
 typedef struct {
@@ -56,10 +62,18 @@ typedef struct {
 
 static void ring_break(ring_comm *c)
 {
-    /* Neighbours blocked on us see EOF at once instead of waiting out
-     * their own timeouts, so a failure travels around the ring fast. */
+    /* Neighbours blocked on us see EOF (or the segment marked broken) at
+     * once instead of waiting out their own timeouts, so a failure travels
+     * around the ring fast. */
     shutdown(c->links.left_fd, SHUT_RDWR);
     shutdown(c->links.right_fd, SHUT_RDWR);
+    ring_shm_close(&c->links.left);
+    ring_shm_close(&c->links.right);
+}
+
+static const char *ring_hop_kind(const ring_comm *c, int right)
+{
+    return (right ? c->links.right.seg : c->links.left.seg) ? ", shared memory" : "";
 }
 
 static int ring_fail_peer(ring_comm *c, const ring_xfer *x, int right, int err)
@@ -68,11 +82,11 @@ static int ring_fail_peer(ring_comm *c, const ring_xfer *x, int right, int err)
     const char *addr = right ? c->links.right_addr : c->links.left_addr;
     c->base.fault_peer = peer;
     if (err == 0)
-        shardlm_err_set("rank %d: %s: rank %d (%s neighbour, %s) closed the connection", c->base.rank, x->op, peer,
-                        right ? "right" : "left", addr);
+        shardlm_err_set("rank %d: %s: rank %d (%s neighbour, %s%s) closed the connection", c->base.rank, x->op, peer,
+                        right ? "right" : "left", addr, ring_hop_kind(c, right));
     else
-        shardlm_err_set("rank %d: %s: rank %d (%s neighbour, %s): %s", c->base.rank, x->op, peer,
-                        right ? "right" : "left", addr, strerror(err));
+        shardlm_err_set("rank %d: %s: rank %d (%s neighbour, %s%s): %s", c->base.rank, x->op, peer,
+                        right ? "right" : "left", addr, ring_hop_kind(c, right), strerror(err));
     ring_break(c);
     return SHARDLM_EPEER;
 }
@@ -81,9 +95,9 @@ static int ring_fail_timeout(ring_comm *c, const ring_xfer *x, int waiting_left)
 {
     int peer = waiting_left ? c->left_rank : c->right_rank;
     c->base.fault_peer = peer;
-    shardlm_err_set("rank %d: %s: timed out after %d ms waiting for rank %d (%s neighbour, %s)%s", c->base.rank,
+    shardlm_err_set("rank %d: %s: timed out after %d ms waiting for rank %d (%s neighbour, %s%s)%s", c->base.rank,
                     x->op, x->timeout_ms, peer, waiting_left ? "left" : "right",
-                    waiting_left ? c->links.left_addr : c->links.right_addr,
+                    waiting_left ? c->links.left_addr : c->links.right_addr, ring_hop_kind(c, !waiting_left),
                     waiting_left ? "" : " to take our data");
     ring_break(c);
     return SHARDLM_ETIMEDOUT;
@@ -108,6 +122,16 @@ static int ring_pump_send(ring_comm *c, ring_xfer *x, int *progress, int *want_o
         }
         size_t avail = ring_avail(c, x, s);
         if (avail <= x->sent) return SHARDLM_OK;
+        if (c->links.right.seg) {
+            size_t k = ring_shm_write(&c->links.right, s->ptr + x->sent, avail - x->sent);
+            if (k == 0) {
+                *want_out = 1;
+                return SHARDLM_OK;
+            }
+            x->sent += k;
+            *progress = 1;
+            continue;
+        }
         ssize_t n = send(c->links.right_fd, s->ptr + x->sent, avail - x->sent, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n < 0) {
             if (errno == EINTR) continue;
@@ -124,24 +148,29 @@ static int ring_pump_send(ring_comm *c, ring_xfer *x, int *progress, int *want_o
 }
 
 /* dst += src. Explicit 16-byte vectors: -O2 does not vectorise a loop of
- * unknown length, and this sum is a tenth of a large all-reduce's time. */
+ * unknown length, and this sum is a tenth of a large all-reduce's time. src
+ * is bytes: in a shared-memory ring a value may sit at any offset. */
 typedef float ring_v4f __attribute__((vector_size(16)));
 
-static void ring_add_f32(float *restrict dst, const float *restrict src, size_t n)
+void ring_add_f32(float *restrict dst, const unsigned char *restrict src, size_t n)
 {
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
         ring_v4f a0, a1, b0, b1;
         memcpy(&a0, dst + i, 16);
         memcpy(&a1, dst + i + 4, 16);
-        memcpy(&b0, src + i, 16);
-        memcpy(&b1, src + i + 4, 16);
+        memcpy(&b0, src + 4 * i, 16);
+        memcpy(&b1, src + 4 * i + 16, 16);
         a0 += b0;
         a1 += b1;
         memcpy(dst + i, &a0, 16);
         memcpy(dst + i + 4, &a1, 16);
     }
-    for (; i < n; i++) dst[i] += src[i];
+    for (; i < n; i++) {
+        float v;
+        memcpy(&v, src + 4 * i, 4);
+        dst[i] += v;
+    }
 }
 
 /* Sums the whole floats that have landed in scratch since the last call.
@@ -150,8 +179,8 @@ static void ring_add_landed(ring_comm *c, const ring_recv_seg *r, ring_xfer *x)
 {
     size_t f0 = x->added / 4, f1 = x->rcvd / 4;
     if (f1 == f0) return;
-    float *restrict dst = (float *)(void *)r->ptr + f0;
-    const float *restrict src = (const float *)(void *)(c->scratch + (x->added % RING_SCRATCH_BYTES));
+    float *dst = (float *)(void *)r->ptr + f0;
+    const unsigned char *src = (const unsigned char *)c->scratch + (x->added % RING_SCRATCH_BYTES);
     ring_add_f32(dst, src, f1 - f0);
     x->added = f1 * 4;
 }
@@ -167,6 +196,17 @@ static int ring_pump_recv(ring_comm *c, ring_xfer *x, int *progress, int *want_i
         }
         size_t want = r->len - x->rcvd;
         char *dst = r->ptr + x->rcvd;
+        if (c->links.left.seg) {
+            size_t k = ring_shm_read(&c->links.left, dst, want, r->add); /* sums straight out of the segment */
+            if (k == 0) {
+                *want_in = 1;
+                return SHARDLM_OK;
+            }
+            x->rcvd += k;
+            x->added = x->rcvd;
+            *progress = 1;
+            continue;
+        }
         if (r->add) {
             size_t off = x->rcvd % RING_SCRATCH_BYTES;
             dst = c->scratch + off;
@@ -189,31 +229,129 @@ static int ring_pump_recv(ring_comm *c, ring_xfer *x, int *progress, int *want_i
     return SHARDLM_OK;
 }
 
-/* Optional busy-wait before sleeping in poll() (SHARDLM_RING_SPIN_US);
- * off by default, see docs/PERFORMANCE.md. */
-static int ring_spin_us(void)
+/* A shared-memory sleep wakes this often to see whether the peer process
+ * is still there (its socket closes when it dies; a dead process rings no
+ * bell). */
+#define RING_LIVENESS_NS 10000000ull
+
+static _Atomic int ring_no_waitv; /* the kernel lacks futex_waitv: sleep in poll() instead */
+
+static inline void ring_cpu_relax(void)
 {
-    static int v = -1;
-    if (v < 0) {
-        const char *e = getenv("SHARDLM_RING_SPIN_US");
-        v = e ? atoi(e) : 0;
-        if (v < 0) v = 0;
-    }
-    return v;
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
 }
 
-static int ring_wait(ring_comm *c, ring_xfer *x, int want_out, int want_in)
+static ring_hop *ring_side(ring_comm *c, int right) { return right ? &c->links.right : &c->links.left; }
+
+/* A shared-memory hop we wait on: 1 when its peer moved, 0 when not, else
+ * the failure (the peer marked the hop broken and left nothing to read). */
+static int ring_shm_check(ring_comm *c, ring_xfer *x, int right)
+{
+    int r = ring_shm_poll(ring_side(c, right));
+    return r < 0 ? ring_fail_peer(c, x, right, 0) : r;
+}
+
+static int ring_check_all(ring_comm *c, ring_xfer *x, const int *side, int n)
+{
+    for (int k = 0; k < n; k++) {
+        int r = ring_shm_check(c, x, side[k]);
+        if (r) return r;
+    }
+    return 0;
+}
+
+/* Before sleeping: spins up to spin_ns, then calls sched_yield() until
+ * yield_ns more have passed, watching the shared-memory hops (and, when
+ * np > 0, the sockets). Returns 1 when something moved, 0, or a failure. */
+static int ring_spin(ring_comm *c, ring_xfer *x, const int *side, int n, struct pollfd *p, int np, uint64_t spin_ns,
+                     uint64_t yield_ns)
+{
+    if (!spin_ns && !yield_ns) return 0; /* the sleep loop checks once more before it sleeps */
+    uint64_t t0 = shardlm_now_ns(), end = t0 + spin_ns, yend = end + yield_ns;
+    int spinning = spin_ns > 0;
+    for (unsigned i = 0;; i++) {
+        int r = ring_check_all(c, x, side, n);
+        if (r) return r;
+        if (np && poll(p, (nfds_t)np, 0) > 0) return 1;
+        if (spinning && ((i & 63) != 63 || shardlm_now_ns() < end)) {
+            ring_cpu_relax();
+            continue;
+        }
+        spinning = 0;
+        if (!yield_ns || shardlm_now_ns() >= yend) return 0;
+        sched_yield();
+    }
+}
+
+/* A dead peer's socket has closed: fail naming it, unless its last bytes
+ * are still to be read. Returns 0 when every peer is there. */
+static int ring_check_alive(ring_comm *c, ring_xfer *x, const int *side, int n)
+{
+    for (int k = 0; k < n; k++) {
+        int e = ring_shm_peer_gone(ring_side(c, side[k]));
+        if (!e) continue;
+        int r = ring_shm_check(c, x, side[k]);
+        if (r) return r;
+        return ring_fail_peer(c, x, side[k], e == ECONNRESET ? 0 : e);
+    }
+    return 0;
+}
+
+static int ring_wait_poll(ring_comm *c, ring_xfer *x, int want_out, int want_in);
+
+/* Every hop we wait on is shared memory: yield a while, then sleep on the
+ * bells, waking every RING_LIVENESS_NS to see that the peers are alive. */
+static int ring_wait_shm(ring_comm *c, ring_xfer *x, int want_out, int want_in)
+{
+    int side[2], n = 0;
+    if (want_in) side[n++] = 0;
+    if (want_out) side[n++] = 1;
+    ring_hop *hs[2] = {ring_side(c, side[0]), n > 1 ? ring_side(c, side[1]) : NULL};
+    int r = ring_spin(c, x, side, n, NULL, 0, c->shm_spin_ns, c->shm_yield_ns);
+    if (r) return r < 0 ? r : SHARDLM_OK;
+    for (;;) {
+        uint64_t now = shardlm_now_ns();
+        if (now >= x->deadline_ns) return ring_fail_timeout(c, x, want_in);
+        for (int k = 0; k < n; k++) ring_shm_sleep_begin(hs[k], RING_SHM_SLEEP_FUTEX);
+        r = ring_check_all(c, x, side, n); /* after announcing: a wake-up cannot be missed */
+        int nosys = 0;
+        if (!r) {
+            uint64_t until = now + RING_LIVENESS_NS < x->deadline_ns ? now + RING_LIVENESS_NS : x->deadline_ns;
+            nosys = ring_shm_futex_wait(hs, n, until) == ENOSYS;
+        }
+        for (int k = 0; k < n; k++) ring_shm_sleep_end(hs[k]);
+        if (nosys) {
+            atomic_store(&ring_no_waitv, 1);
+            return ring_wait_poll(c, x, want_out, want_in);
+        }
+        if (!r) r = ring_check_all(c, x, side, n);
+        if (!r) r = ring_check_alive(c, x, side, n);
+        if (r) return r < 0 ? r : SHARDLM_OK;
+    }
+}
+
+/* A TCP hop is involved: sleep in poll(). Shared-memory hops in the wait
+ * ask their peers for a byte on the socket instead of a futex wake. */
+static int ring_wait_poll(ring_comm *c, ring_xfer *x, int want_out, int want_in)
 {
     struct pollfd p[2];
-    int np = 0;
-    if (want_in) p[np++] = (struct pollfd){.fd = c->links.left_fd, .events = POLLIN};
-    if (want_out) p[np++] = (struct pollfd){.fd = c->links.right_fd, .events = POLLOUT};
-    int spin = ring_spin_us();
-    if (spin) {
-        uint64_t end = shardlm_now_ns() + (uint64_t)spin * 1000u;
-        while (shardlm_now_ns() < end)
-            if (poll(p, (nfds_t)np, 0) > 0) return SHARDLM_OK;
+    int np = 0, side[2], n = 0, tcp[2];
+    if (want_in) {
+        tcp[np] = !c->links.left.seg;
+        p[np++] = (struct pollfd){.fd = c->links.left_fd, .events = POLLIN};
+        if (!tcp[np - 1]) side[n++] = 0;
     }
+    if (want_out) {
+        tcp[np] = !c->links.right.seg;
+        p[np++] = (struct pollfd){.fd = c->links.right_fd, .events = tcp[np - 1] ? POLLOUT : POLLIN};
+        if (!tcp[np - 1]) side[n++] = 1;
+    }
+    int r = ring_spin(c, x, side, n, p, np, n ? c->shm_spin_ns : c->tcp_spin_ns, n ? c->shm_yield_ns : 0);
+    if (r) return r < 0 ? r : SHARDLM_OK;
     for (;;) {
         int ms = -1;
         if (x->deadline_ns != UINT64_MAX) {
@@ -221,14 +359,32 @@ static int ring_wait(ring_comm *c, ring_xfer *x, int want_out, int want_in)
             if (now >= x->deadline_ns) return ring_fail_timeout(c, x, want_in);
             ms = (int)((x->deadline_ns - now + 999999) / 1000000);
         }
-        int r = poll(p, (nfds_t)np, ms);
-        if (r > 0) return SHARDLM_OK;
-        if (r < 0 && errno != EINTR) {
-            shardlm_err_set("rank %d: %s: poll: %s", c->base.rank, x->op, strerror(errno));
+        for (int k = 0; k < n; k++) ring_shm_sleep_begin(ring_side(c, side[k]), RING_SHM_SLEEP_SOCKET);
+        r = ring_check_all(c, x, side, n);
+        int pr = r ? 0 : poll(p, (nfds_t)np, ms);
+        int perr = errno;
+        for (int k = 0; k < n; k++) ring_shm_sleep_end(ring_side(c, side[k]));
+        if (r) return r < 0 ? r : SHARDLM_OK;
+        if (pr < 0 && perr != EINTR) {
+            shardlm_err_set("rank %d: %s: poll: %s", c->base.rank, x->op, strerror(perr));
             ring_break(c);
             return SHARDLM_ERUNTIME;
         }
+        if (pr <= 0) continue;
+        for (int i = 0; i < np; i++)
+            if (tcp[i] && p[i].revents) return SHARDLM_OK;
+        r = ring_check_alive(c, x, side, n); /* drains the wake-up bytes */
+        if (!r) r = ring_check_all(c, x, side, n);
+        if (r) return r < 0 ? r : SHARDLM_OK;
     }
+}
+
+static int ring_wait(ring_comm *c, ring_xfer *x, int want_out, int want_in)
+{
+    int tcp = (want_in && !c->links.left.seg) || (want_out && !c->links.right.seg);
+    int shm = (want_in && c->links.left.seg) || (want_out && c->links.right.seg);
+    if (shm && !tcp && !atomic_load(&ring_no_waitv)) return ring_wait_shm(c, x, want_out, want_in);
+    return ring_wait_poll(c, x, want_out, want_in);
 }
 
 /* Runs the queued segments to completion or failure. */
@@ -358,6 +514,10 @@ static int ring_barrier(shardlm_comm *base, int timeout_ms)
 static void ring_destroy(shardlm_comm *base)
 {
     ring_comm *c = (ring_comm *)base;
+    ring_shm_close(&c->links.left); /* a neighbour still waiting fails at once */
+    ring_shm_close(&c->links.right);
+    ring_shm_unmap(&c->links.left);
+    ring_shm_unmap(&c->links.right);
     close(c->links.left_fd);
     close(c->links.right_fd);
     free(c->sends);
@@ -378,7 +538,58 @@ static const shardlm_comm_ops ring_ops = {
     .destroy = ring_destroy,
 };
 
-int shardlm_ring_comm_create(const shardlm_ring_config *cfg, int connect_timeout_ms, shardlm_comm **out)
+int shardlm_ring_transport_parse(const char *name, shardlm_ring_transport *out)
+{
+    if (!name) return SHARDLM_EINPUT;
+    if (!strcmp(name, "auto")) *out = SHARDLM_RING_AUTO;
+    else if (!strcmp(name, "tcp")) *out = SHARDLM_RING_TCP;
+    else if (!strcmp(name, "shm")) *out = SHARDLM_RING_SHM;
+    else return SHARDLM_EINPUT;
+    return SHARDLM_OK;
+}
+
+int shardlm_ring_transport_env(shardlm_ring_transport *out)
+{
+    const char *e = getenv("SHARDLM_RING_TRANSPORT");
+    *out = SHARDLM_RING_AUTO;
+    if (!e || !*e || shardlm_ring_transport_parse(e, out) == SHARDLM_OK) return SHARDLM_OK;
+    shardlm_err_set("SHARDLM_RING_TRANSPORT='%s': expected auto, tcp or shm", e);
+    return SHARDLM_EINPUT;
+}
+
+static int ring_env_int(const char *name, int dflt)
+{
+    const char *e = getenv(name);
+    return e && *e ? atoi(e) : dflt;
+}
+
+/* How a shared-memory wait waits before its futex sleep: sched_yield() in
+ * a loop, after an optional spin. On an idle core yield returns at once and
+ * works as a spin (a system call per turn); on a busy one it hands the core
+ * to whoever is runnable, often the peer we wait for. Pure spinning cost
+ * its whole length whenever the peer was not running (8 KiB at W=2 on the
+ * loaded 2-core VM: 14 us with no spin, 20 / 55 / 120 us spinning 2 / 20 /
+ * 50 us first), so it is off unless SHARDLM_SHM_SPIN_US asks for it. A
+ * futex sleep and its wake-up cost tens of microseconds, so it comes last.
+ * docs/PERFORMANCE.md has the measurements. */
+#define RING_SHM_SPIN_US 0
+#define RING_SHM_YIELD_US 50
+
+static void ring_shm_waits(uint64_t *spin_ns, uint64_t *yield_ns)
+{
+    int spin = ring_env_int("SHARDLM_SHM_SPIN_US", RING_SHM_SPIN_US);
+    int yield = ring_env_int("SHARDLM_SHM_YIELD_US", RING_SHM_YIELD_US);
+    *spin_ns = spin > 0 ? (uint64_t)spin * 1000u : 0;
+    *yield_ns = yield > 0 ? (uint64_t)yield * 1000u : 0;
+}
+
+static void ring_free(ring_comm *c)
+{
+    if (c) free(c->sends), free(c->recvs), free(c->scratch), free(c->bar);
+    free(c);
+}
+
+int shardlm_ring_comm_create_opts(const shardlm_ring_config *cfg, const shardlm_ring_opts *o, shardlm_comm **out)
 {
     int rc = shardlm_ring_config_validate(cfg, "ring config");
     if (rc) return rc;
@@ -392,15 +603,22 @@ int shardlm_ring_comm_create(const shardlm_ring_config *cfg, int connect_timeout
         c->bar = calloc(w, 1);
     }
     if (!c || !c->sends || !c->recvs || !c->scratch || !c->bar) {
-        if (c) free(c->sends), free(c->recvs), free(c->scratch), free(c->bar);
-        free(c);
+        ring_free(c);
         shardlm_err_set("rank %d: out of memory creating the ring", cfg->rank);
         return SHARDLM_ENOMEM;
     }
-    rc = ring_setup_links(cfg, connect_timeout_ms, &c->links);
+    int tmo = o->connect_timeout_ms > 0 ? o->connect_timeout_ms : 1;
+    rc = ring_setup_links(cfg, tmo, &c->links);
     if (rc) {
-        free(c->sends), free(c->recvs), free(c->scratch), free(c->bar);
-        free(c);
+        ring_free(c);
+        return rc;
+    }
+    /* A fresh deadline: a neighbour may still be connecting its other link. */
+    rc = ring_shm_negotiate(cfg, o, &c->links, shardlm_now_ns() + (uint64_t)tmo * 1000000u);
+    if (rc) {
+        close(c->links.left_fd);
+        close(c->links.right_fd);
+        ring_free(c);
         return rc;
     }
     c->base.ops = &ring_ops;
@@ -408,6 +626,25 @@ int shardlm_ring_comm_create(const shardlm_ring_config *cfg, int connect_timeout
     c->base.world_size = cfg->world_size;
     c->left_rank = (cfg->rank + cfg->world_size - 1) % cfg->world_size;
     c->right_rank = (cfg->rank + 1) % cfg->world_size;
+    ring_shm_waits(&c->shm_spin_ns, &c->shm_yield_ns);
+    int tcp_us = ring_env_int("SHARDLM_RING_SPIN_US", 0);
+    c->tcp_spin_ns = tcp_us > 0 ? (uint64_t)tcp_us * 1000u : 0;
     *out = &c->base;
     return SHARDLM_OK;
+}
+
+int shardlm_ring_comm_create(const shardlm_ring_config *cfg, int connect_timeout_ms, shardlm_comm **out)
+{
+    shardlm_ring_opts o = {.connect_timeout_ms = connect_timeout_ms};
+    int rc = shardlm_ring_transport_env(&o.transport);
+    return rc ? rc : shardlm_ring_comm_create_opts(cfg, &o, out);
+}
+
+const char *shardlm_ring_comm_hop(const shardlm_comm *base, int right, const char **why)
+{
+    if (!base || base->ops != &ring_ops) return NULL;
+    const ring_comm *c = (const ring_comm *)base;
+    const ring_hop *h = right ? &c->links.right : &c->links.left;
+    if (why) *why = h->why;
+    return h->seg ? "shm" : "tcp";
 }

@@ -3,7 +3,7 @@
 # three ways and runs the tests:
 #   release      every test, -Werror
 #   asan         every test under AddressSanitizer + UBSan
-#   tsan         ring collectives, thread pool, threaded generation and serve under
+#   tsan         ring collectives (TCP and shared memory), thread pool, threaded generation and serve under
 #                ThreadSanitizer (tests/tsan/: Criterion cannot run under TSan)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -24,11 +24,16 @@ static void write_cfg(const char *path, const shardlm_ring_config *c)
 }
 
 /* Runs `doctor --ring-config cfg` in the background, output to files. */
-static pid_t spawn_doctor(const char *cfg, const char *out, const char *timeout_ms)
+static pid_t spawn_doctor_env(const char *cfg, const char *out, const char *timeout_ms, const char *transport)
 {
     char *argv[] = {(char *)tu_bin(), "doctor", "--ring-config", (char *)cfg, "--timeout-ms", (char *)timeout_ms, NULL};
-    const char *env[] = {"RING_CONFIG", NULL};
+    const char *env[] = {"RING_CONFIG", transport ? transport : "SHARDLM_RING_TRANSPORT", NULL};
     return tu_spawn(argv, env, out, out);
+}
+
+static pid_t spawn_doctor(const char *cfg, const char *out, const char *timeout_ms)
+{
+    return spawn_doctor_env(cfg, out, timeout_ms, NULL);
 }
 
 static tu_result run_doctor(const char *cfg, const char *timeout_ms)
@@ -59,6 +64,9 @@ Test(doctor, json_report_has_build_flags_and_cpu)
     cr_assert_gt(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "memory"), "total_bytes")->valuedouble, 0);
     cr_assert(cJSON_IsObject(cJSON_GetObjectItem(j, "cuda")), "no cuda section: %s", r.out);
     cr_assert(cJSON_IsObject(cJSON_GetObjectItem(j, "nccl")), "no nccl section: %s", r.out);
+    cJSON *numa = cJSON_GetObjectItem(j, "numa"), *node0 = cJSON_GetArrayItem(numa, 0);
+    cr_assert(cJSON_IsArray(numa) && (cJSON_GetArraySize(numa) == 0 ||
+                                      cJSON_IsString(cJSON_GetObjectItem(node0, "cpus"))), "no numa section: %s", r.out);
     cr_assert(cJSON_IsTrue(cJSON_GetObjectItem(j, "ok")), "a check failed: %s", r.out);
     cJSON_Delete(j);
     tu_result_free(&r);
@@ -82,7 +90,34 @@ Test(doctor, two_ranks_on_loopback_connect_and_time_an_allreduce, .timeout = 60)
         cr_assert_eq(r ? rc1 : rc0, 0, "rank %d exit %d:\n%s", r, r ? rc1 : rc0, o);
         cr_assert(strstr(o, "ok   allreduce") && strstr(o, "latency") && strstr(o, "sums correct"), "rank %d:\n%s",
                   r, o);
+        char want[160];
+        snprintf(want, sizeof want, "ok   transport    hop from left rank %d: shared memory (same host); hop to right "
+                 "rank %d: shared memory (same host)", 1 - r, 1 - r);
+        cr_assert(strstr(o, want), "rank %d lacks '%s':\n%s", r, want, o);
         cr_assert(strstr(o, "FAIL") == NULL, "rank %d:\n%s", r, o);
+        free(o);
+    }
+}
+
+/* One rank asking for TCP takes both hops to TCP, and both ranks say why. */
+Test(doctor, one_rank_asking_for_tcp_is_reported_on_both_hops, .timeout = 60)
+{
+    shardlm_ring_config cfgs[2];
+    cr_assert_eq(shardlm_launch_plan(2, cfgs), 0);
+    char cfg[2][512], out[2][512];
+    for (int r = 0; r < 2; r++) {
+        snprintf(cfg[r], 512, "%s/doc%d.json", tu_tmpdir(), r);
+        snprintf(out[r], 512, "%s/doc%d.out", tu_tmpdir(), r);
+        write_cfg(cfg[r], &cfgs[r]);
+    }
+    pid_t p1 = spawn_doctor_env(cfg[1], out[1], "10000", "SHARDLM_RING_TRANSPORT=tcp");
+    pid_t p0 = spawn_doctor(cfg[0], out[0], "10000");
+    int rc0 = tu_wait(p0, 30), rc1 = tu_wait(p1, 30);
+    for (int r = 0; r < 2; r++) {
+        char *o = tu_read_file(out[r], NULL);
+        cr_assert_eq(r ? rc1 : rc0, 0, "rank %d exit %d:\n%s", r, r ? rc1 : rc0, o);
+        cr_assert(strstr(o, ": tcp (--ring-transport tcp); hop to right rank") &&
+                      strstr(o, "shared memory") == NULL, "rank %d:\n%s", r, o);
         free(o);
     }
 }

@@ -1,8 +1,10 @@
-/* test_ring.c - the TCP ring communicator with real processes: every
- * collective at world sizes 2, 4 and 8 checked element by element, the
- * local backend, set-up failures (timeout, duplicate ranks), and a rank
- * SIGKILLed mid-run: the survivors must fail within timeout + 1 s, naming a
- * peer, and every process must be reaped. */
+/* test_ring.c - the ring communicator with real processes, over TCP and
+ * over shared memory (every test that moves data runs once per transport,
+ * and each rank checks its hops really use it): every collective at world
+ * sizes 2, 4 and 8 checked element by element, the local backend, set-up
+ * failures (timeout, duplicate ranks), and a rank SIGKILLed mid-run: the
+ * survivors must fail within timeout + 1 s, naming a peer, and every
+ * process must be reaped. tests/test_shm.c has the shared-memory specifics. */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <signal.h>
@@ -23,58 +25,39 @@
 
 typedef int (*rank_fn)(shardlm_comm *c, void *arg);
 
-static void nap_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
+/* The transport every rank of the current test asks for (Criterion runs
+ * each test in a process of its own). */
+static shardlm_ring_transport g_transport = SHARDLM_RING_TCP;
 
-/* A rank process: connect, run fn, exit with its result (never returns). */
+/* Each test that moves data, once per transport. */
+#define BOTH(name)                                                                   \
+    static void name(void);                                                          \
+    Test(ring, name##_tcp) { g_transport = SHARDLM_RING_TCP, name(); }               \
+    Test(ring, name##_shm) { g_transport = SHARDLM_RING_SHM, name(); }               \
+    static void name(void)
+
+/* A rank process: connect, check both hops use the transport asked for,
+ * run fn, exit with its result (never returns). */
 static void rank_main(const shardlm_ring_config *cfg, rank_fn fn, void *arg)
 {
     shardlm_comm *c = NULL;
-    int rc = shardlm_ring_comm_create(cfg, 10000, &c);
+    shardlm_ring_opts o = {10000, g_transport};
+    int rc = shardlm_ring_comm_create_opts(cfg, &o, &c);
     if (rc) {
         fprintf(stderr, "rank %d: set-up failed: %s\n", cfg->rank, shardlm_err_get());
         _exit(90);
     }
+    const char *want = g_transport == SHARDLM_RING_SHM ? "shm" : "tcp";
+    for (int right = 0; right < 2; right++) {
+        const char *got = shardlm_ring_comm_hop(c, right, NULL);
+        if (!got || strcmp(got, want)) {
+            fprintf(stderr, "rank %d: %s hop uses %s, not %s\n", cfg->rank, right ? "right" : "left", got, want);
+            _exit(91);
+        }
+    }
     int res = fn(c, arg);
     shardlm_comm_destroy(c);
     _exit(res);
-}
-
-/* Reaps pids[0..n-1] within limit_ms (SIGKILLing the rest after), storing
- * wait statuses and the exit time in ms since t0_ns. */
-static void reap_all(pid_t *pids, int n, int *st, double *exit_ms, uint64_t t0_ns, int limit_ms)
-{
-    int left = n;
-    uint64_t end = shardlm_now_ns() + (uint64_t)limit_ms * 1000000u;
-    while (left > 0 && shardlm_now_ns() < end) {
-        for (int r = 0; r < n; r++) {
-            if (!pids[r]) continue;
-            if (waitpid(pids[r], &st[r], WNOHANG) == pids[r]) {
-                if (exit_ms) exit_ms[r] = (double)(shardlm_now_ns() - t0_ns) * 1e-6;
-                pids[r] = 0;
-                left--;
-            }
-        }
-        nap_ms(2);
-    }
-    for (int r = 0; r < n; r++) {
-        if (!pids[r]) continue;
-        kill(pids[r], SIGKILL);
-        waitpid(pids[r], &st[r], 0);
-        st[r] = -1;
-        pids[r] = 0;
-    }
-    cr_assert_eq(left, 0, "%d rank processes did not finish within %d ms", left, limit_ms);
-}
-
-static void assert_no_children(void)
-{
-    errno = 0;
-    cr_assert_eq(waitpid(-1, NULL, WNOHANG), -1, "a child process was left behind");
-    cr_assert_eq(errno, ECHILD);
 }
 
 /* Runs fn on w forked ranks; each must exit 0. */
@@ -90,11 +73,11 @@ static void run_world(int w, rank_fn fn, void *arg)
         cr_assert_neq(pids[r], -1);
         if (pids[r] == 0) rank_main(&cfg[r], fn, arg);
     }
-    reap_all(pids, w, st, NULL, shardlm_now_ns(), 120000);
+    tu_reap_all(pids, w, st, NULL, shardlm_now_ns(), 120000);
     for (int r = 0; r < w; r++)
         cr_assert(WIFEXITED(st[r]) && WEXITSTATUS(st[r]) == 0, "world %d: rank %d ended with wait status %d", w,
                   r, st[r]);
-    assert_no_children();
+    tu_assert_no_children();
 }
 
 /* ---- all-reduce ---- */
@@ -127,9 +110,9 @@ static int ar_ranks(shardlm_comm *c, void *arg)
     return 0;
 }
 
-Test(ring, allreduce_w2) { run_world(2, ar_ranks, NULL); }
-Test(ring, allreduce_w4) { run_world(4, ar_ranks, NULL); }
-Test(ring, allreduce_w8) { run_world(8, ar_ranks, NULL); }
+BOTH(allreduce_w2) { run_world(2, ar_ranks, NULL); }
+BOTH(allreduce_w4) { run_world(4, ar_ranks, NULL); }
+BOTH(allreduce_w8) { run_world(8, ar_ranks, NULL); }
 
 /* ---- allgather, gatherv, broadcast, barrier ---- */
 
@@ -207,7 +190,7 @@ static int bar_ranks(shardlm_comm *c, void *arg)
     int w = shardlm_comm_size(c), r = shardlm_comm_rank(c);
     for (int i = 0; i < 20; i++)
         if (shardlm_comm_barrier(c, CALL_MS)) return 1;
-    if (r == w - 1) nap_ms(300);
+    if (r == w - 1) tu_nap_ms(300);
     uint64_t t0 = shardlm_now_ns();
     if (shardlm_comm_barrier(c, CALL_MS)) return 1;
     double ms = (double)(shardlm_now_ns() - t0) * 1e-6;
@@ -218,10 +201,10 @@ static int bar_ranks(shardlm_comm *c, void *arg)
     return 0;
 }
 
-Test(ring, allgather) { for (int w = 2; w <= MAXW; w *= 2) run_world(w, ag_ranks, NULL); }
-Test(ring, gatherv_uneven) { for (int w = 2; w <= MAXW; w *= 2) run_world(w, gv_ranks, NULL); }
-Test(ring, broadcast_nonzero_root) { for (int w = 2; w <= MAXW; w *= 2) run_world(w, bc_ranks, NULL); }
-Test(ring, barrier) { for (int w = 2; w <= 4; w *= 2) run_world(w, bar_ranks, NULL); }
+BOTH(allgather) { for (int w = 2; w <= MAXW; w *= 2) run_world(w, ag_ranks, NULL); }
+BOTH(gatherv_uneven) { for (int w = 2; w <= MAXW; w *= 2) run_world(w, gv_ranks, NULL); }
+BOTH(broadcast_nonzero_root) { for (int w = 2; w <= MAXW; w *= 2) run_world(w, bc_ranks, NULL); }
+BOTH(barrier) { for (int w = 2; w <= 4; w *= 2) run_world(w, bar_ranks, NULL); }
 
 /* ---- world size 1 ---- */
 
@@ -287,11 +270,11 @@ Test(ring, duplicate_rank_detected)
         }
     }
     uint64_t t0 = shardlm_now_ns();
-    reap_all(pids, 2, st, NULL, t0, 10000);
+    tu_reap_all(pids, 2, st, NULL, t0, 10000);
     double s = (double)(shardlm_now_ns() - t0) * 1e-9;
     for (int i = 0; i < 2; i++) cr_assert(WIFEXITED(st[i]) && WEXITSTATUS(st[i]) == 0);
     cr_assert(s < 3.0, "duplicate detection took %.2f s; it should not wait for the deadline", s);
-    assert_no_children();
+    tu_assert_no_children();
 }
 
 /* ---- a rank killed mid-run ---- */
@@ -316,7 +299,7 @@ static int kill_ranks(shardlm_comm *c, void *arg)
     return rc == SHARDLM_EPEER ? 10 : rc == SHARDLM_ETIMEDOUT ? 11 : 12;
 }
 
-Test(ring, killed_rank_fails_survivors_fast)
+BOTH(killed_rank_fails_survivors_fast)
 {
     const int w = 4, victim = 2;
     const char *dir = tu_tmpdir();
@@ -330,15 +313,16 @@ Test(ring, killed_rank_fails_survivors_fast)
         pids[r] = fork();
         if (pids[r] == 0) rank_main(&cfg[r], kill_ranks, (void *)dir);
     }
-    nap_ms(500);
+    tu_nap_ms(500);
     uint64_t t_kill = shardlm_now_ns();
     cr_assert_eq(kill(pids[victim], SIGKILL), 0);
-    reap_all(pids, w, st, exit_ms, t_kill, KILL_TIMEOUT_MS + 5000);
+    tu_reap_all(pids, w, st, exit_ms, t_kill, KILL_TIMEOUT_MS + 5000);
     cr_assert(WIFSIGNALED(st[victim]) && WTERMSIG(st[victim]) == SIGKILL);
     for (int r = 0; r < w; r++) {
         if (r == victim) continue;
         cr_assert(WIFEXITED(st[r]) && (WEXITSTATUS(st[r]) == 10 || WEXITSTATUS(st[r]) == 11),
-                  "rank %d: wait status %d (90: set-up failed, 12: no error or wrong code)", r, st[r]);
+                  "rank %d: wait status %d (90: set-up failed, 91: wrong transport, 12: no error or wrong code)", r,
+                  st[r]);
         cr_assert(exit_ms[r] <= KILL_TIMEOUT_MS + 1000, "rank %d failed %.0f ms after the kill", r, exit_ms[r]);
         char path[512];
         snprintf(path, sizeof path, "%s/rank%d.msg", dir, r);
@@ -348,5 +332,5 @@ Test(ring, killed_rank_fails_survivors_fast)
         cr_log_info("rank %d after %.0f ms: %s", r, exit_ms[r], msg);
         free(msg);
     }
-    assert_no_children();
+    tu_assert_no_children();
 }

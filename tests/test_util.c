@@ -225,3 +225,49 @@ void tu_expect_exit(char *const argv[], int code, const char *phrase)
     cr_assert(strstr(r.err, phrase) != NULL, "no '%s' in stderr:\n%s", phrase, r.err);
     tu_result_free(&r);
 }
+
+void tu_nap_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static uint64_t tu_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void tu_reap_all(pid_t *pids, int n, int *st, double *exit_ms, uint64_t t0_ns, int limit_ms)
+{
+    int left = 0;
+    for (int r = 0; r < n; r++) left += pids[r] != 0;
+    uint64_t end = tu_now_ns() + (uint64_t)limit_ms * 1000000u;
+    while (left > 0 && tu_now_ns() < end) {
+        for (int r = 0; r < n; r++) {
+            if (!pids[r]) continue;
+            if (waitpid(pids[r], &st[r], WNOHANG) == pids[r]) {
+                if (exit_ms) exit_ms[r] = (double)(tu_now_ns() - t0_ns) * 1e-6;
+                pids[r] = 0;
+                left--;
+            }
+        }
+        tu_nap_ms(2);
+    }
+    for (int r = 0; r < n; r++) {
+        if (!pids[r]) continue;
+        kill(pids[r], SIGKILL);
+        waitpid(pids[r], &st[r], 0);
+        st[r] = -1;
+        pids[r] = 0;
+    }
+    cr_assert_eq(left, 0, "%d rank processes did not finish within %d ms", left, limit_ms);
+}
+
+void tu_assert_no_children(void)
+{
+    errno = 0;
+    cr_assert_eq(waitpid(-1, NULL, WNOHANG), -1, "a child process was left behind");
+    cr_assert_eq(errno, ECHILD);
+}

@@ -51,6 +51,15 @@ extern const char *const tu_isas[];
  * test in a fresh process, so every test starts from the same seed. */
 float tu_frand(void);
 
+/* Reaps pids[0..n-1] within limit_ms (SIGKILLing and failing the test for
+ * the rest), storing wait statuses and, when exit_ms is not NULL, each exit
+ * time in ms since t0_ns. Reaped entries are zeroed. */
+void tu_reap_all(pid_t *pids, int n, int *st, double *exit_ms, uint64_t t0_ns, int limit_ms);
+/* Fails the test when this process still has a child. */
+void tu_assert_no_children(void);
+/* Sleeps ms milliseconds. */
+void tu_nap_ms(int ms);
+
 /* Reads a whole file; returns NULL when it cannot. */
 char *tu_read_file(const char *path, size_t *len);
 /* Writes a file; returns 0 on success. */

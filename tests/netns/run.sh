@@ -4,7 +4,8 @@
 # bridge, so the ring and the control channel cross real (virtual) links
 # exactly as on separate machines, started by hand with RING_CONFIG files
 # that use right_ip and master_ip:
-#   1. `shardlm doctor` on 4 ranks at once passes;
+#   1. `shardlm doctor` on 4 ranks at once passes, every hop on TCP (the
+#      namespaces share one kernel, but shared memory must not cross them);
 #   2. stories260K's greedy text comes out byte for byte at world sizes 2, 4;
 #   3. deploy/k8s/entrypoint.sh, as a StatefulSet would run it: pods
 #      shardlm-0..3 resolve each other by name (an /etc/hosts per namespace
@@ -114,7 +115,11 @@ for i in 0 1 2 3; do
   rc=0; wait_exit "${dpids[$i]}" 30 || rc=$?
   [ "$rc" = 0 ] || fail "doctor on rank $i exited $rc: $(grep FAIL "$WORK/doctor$i.log" || true)"
 done
-ok "doctor on 4 namespaces: $(grep -o 'latency [0-9]* us' "$WORK/doctor0.log")"
+for i in 0 1 2 3; do  # one host, but each rank in its own network namespace: every hop is TCP
+  grep -q 'ok   transport    hop from left rank [0-9]: tcp (another network namespace); hop to right rank [0-9]: tcp (another network namespace)' \
+    "$WORK/doctor$i.log" || fail "rank $i: hops not TCP across namespaces: $(grep transport "$WORK/doctor$i.log" || true)"
+done
+ok "doctor on 4 namespaces: $(grep -o 'latency [0-9]* us' "$WORK/doctor0.log"), every hop TCP (another network namespace)"
 
 # ---- 2. golden text at world sizes 2 and 4 ----
 golden() {
