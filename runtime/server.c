@@ -384,6 +384,7 @@ void shardlm_server_attach(shardlm_server *srv, shardlm_sched *s, const shardlm_
     srv->sched = s;
     srv->tok = tok;
     srv->tpl = tpl;
+    srv->tool_format = shardlm_toolfmt_detect(tpl);
     atomic_store_explicit(&srv->phase, SRV_READY, memory_order_release);
 }
 
