@@ -28,6 +28,7 @@ typedef enum {
 
 #define SHARDLM_TOOLS_MAX 128     /* tools per request, as OpenAI */
 #define SHARDLM_TOOL_NAME_MAX 64  /* [a-zA-Z0-9_-]{1,64}, as OpenAI */
+#define SHARDLM_TOOL_CALLS_MAX 16 /* calls in one answer: so a model cannot call for ever */
 
 /* "hermes", "llama3", "mistral", "mistral-args", "granite" or "none". */
 const char *shardlm_toolfmt_name(shardlm_toolfmt f);
@@ -59,7 +60,7 @@ void shardlm_toolfmt_call_id(shardlm_toolfmt f, uint64_t seed, char out[32]);
 /* The grammar for one answer of tool calls in format f: n tools named
  * names[i] whose arguments follow params[i] (a JSON Schema; NULL: no
  * arguments, the object {}), one call or, when parallel and the format
- * allows it, one or more. only >= 0 restricts it to tool `only`. For a lazy
+ * allows it, one to SHARDLM_TOOL_CALLS_MAX. only >= 0 restricts it to tool `only`. For a lazy
  * grammar (tool_choice "auto") the same grammar is used from a trigger on.
  * SHARDLM_EINPUT with why naming the tool ("tools[2].function.parameters:
  * ...") when a schema cannot be compiled. */

@@ -211,8 +211,14 @@ int shardlm_toolcall_grammar(shardlm_toolfmt f, const char *const *names, const 
     int many = parallel && shardlm_toolfmt_parallel(f);
     sbuf b = {0};
     put(&b, "root ::= %s", w.before);
-    if (many && w.between[0]) put(&b, "tc-call ( \"%s\" tc-call )*", w.between);
-    else put(&b, many ? "tc-call+" : "tc-call", NULL);
+    char rep[32];
+    snprintf(rep, sizeof rep, "{0,%d}", SHARDLM_TOOL_CALLS_MAX - 1);
+    if (many) {
+        put(&b, "tc-call ( \"%s\" tc-call )", w.between);
+        put(&b, "%s", rep);
+    } else {
+        put(&b, "%s", "tc-call");
+    }
     put(&b, "%s\n", w.after);
     put(&b, "tc-call ::= \"%s\" tc-fn", w.call_open);
     put(&b, w.call_close[0] ? " \"%s\"\n" : "%s\n", w.call_close);
