@@ -119,6 +119,13 @@ static int check_stream_options(const cJSON *o, shardlm_server_err *e)
     return SHARDLM_OK;
 }
 
+const char *shardlm_server_field(size_t i, unsigned *endpoints)
+{
+    if (i >= sizeof fields / sizeof fields[0]) return NULL;
+    *endpoints = fields[i].where;
+    return fields[i].name;
+}
+
 int shardlm_server_check_fields(shardlm_api_kind kind, const cJSON *o, shardlm_server_err *e)
 {
     const cJSON *k;

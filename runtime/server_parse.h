@@ -108,6 +108,9 @@ int shardlm_server_parse_loose(shardlm_api_kind kind, const char *body, size_t l
  * the endpoint (docs/API.md's table); the fields this server refuses, or
  * takes only with certain values, are refused here by name. */
 int shardlm_server_check_fields(shardlm_api_kind kind, const cJSON *o, shardlm_server_err *e);
+/* Field i of that list (NULL past its end) and its endpoints, a bit set
+ * of 1 << shardlm_api_kind. */
+const char *shardlm_server_field(size_t i, unsigned *endpoints);
 
 /* server_tools.c: tools, tool_choice and parallel_tool_calls of a chat
  * body into r (each tool's parameters schema checked by compiling it). */
