@@ -170,6 +170,26 @@ static wrapper wrapper_of(shardlm_toolfmt f)
     }
 }
 
+/* Arguments are written compactly, as templates render them (tojson):
+ * at most one space between tokens, where structured outputs also allow a
+ * newline and indentation. A small model that loves whitespace then
+ * cannot spend its answer on it. Rewrites the schema's rule NAME-ws. */
+static int compact_ws(sbuf *b, const char *name)
+{
+    char head[48];
+    int k = snprintf(head, sizeof head, "\n%s-ws ::= ", name);
+    char *at = b->s ? strstr(b->s, head) : NULL;
+    if (!at) return SHARDLM_OK; /* the schema needs no whitespace */
+    char *def = at + k, *eol = strchr(def, '\n');
+    const char *tight = "\" \"?";
+    size_t old = (size_t)(eol - def), neu = strlen(tight);
+    if (neu > old) return SHARDLM_EINPUT; /* cannot happen: the original is longer */
+    memcpy(def, tight, neu);
+    memmove(def + neu, eol, b->n - (size_t)(eol - b->s) + 1);
+    b->n -= old - neu;
+    return SHARDLM_OK;
+}
+
 static int tool_rules(const char *const *names, const cJSON *const *params, int n, int only, sbuf *b, char *why,
                       size_t cap, const wrapper *w)
 {
@@ -193,6 +213,7 @@ static int tool_rules(const char *const *names, const cJSON *const *params, int 
         snprintf(rule, sizeof rule, "tool%d", i);
         rc = shardlm_json_schema_gbnf(params[i] ? params[i] : empty, rule, &b->s, &b->n, err, sizeof err);
         if (rc == SHARDLM_EINPUT) snprintf(why, cap, "tools[%d].function.parameters: %s", i, err);
+        if (!rc) rc = compact_ws(b, rule);
     }
     cJSON_Delete(empty);
     return rc;
