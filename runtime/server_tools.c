@@ -14,12 +14,7 @@
 
 #define INVALID "invalid_request_error"
 
-static int bad(shardlm_server_err *e, const char *param, const char *fmt, const char *a, const char *b)
-{
-    char msg[512];
-    snprintf(msg, sizeof msg, fmt, a, b);
-    return shardlm_server_err_set(e, 400, INVALID, NULL, param, "%s", msg);
-}
+#define bad(e, param, ...) shardlm_server_err_set(e, 400, INVALID, NULL, param, __VA_ARGS__)
 
 static int valid_name(const char *s)
 {
@@ -51,13 +46,13 @@ static int parse_tool(const cJSON *t, int i, shardlm_server_tool *out, shardlm_s
     static const char *const fn_keys[] = {"name", "description", "parameters", "strict", NULL};
     char at[48];
     snprintf(at, sizeof at, "tools[%d]", i);
-    if (!cJSON_IsObject(t)) return bad(e, "tools", "%s must be an object%s", at, "");
+    if (!cJSON_IsObject(t)) return bad(e, "tools", "%s must be an object", at);
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(t, "type");
     if (!cJSON_IsString(type) || strcmp(type->valuestring, "function"))
-        return bad(e, "tools", "%s.type must be \"function\" (the only kind of tool supported)%s", at, "");
+        return bad(e, "tools", "%s.type must be \"function\" (the only kind of tool supported)", at);
     if (only_keys(t, tool_keys, at, e)) return SHARDLM_EINPUT;
     const cJSON *fn = cJSON_GetObjectItemCaseSensitive(t, "function");
-    if (!cJSON_IsObject(fn)) return bad(e, "tools", "%s.function must be an object%s", at, "");
+    if (!cJSON_IsObject(fn)) return bad(e, "tools", "%s.function must be an object", at);
     snprintf(at, sizeof at, "tools[%d].function", i);
     if (only_keys(fn, fn_keys, at, e)) return SHARDLM_EINPUT;
     const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
@@ -65,13 +60,13 @@ static int parse_tool(const cJSON *t, int i, shardlm_server_tool *out, shardlm_s
     const cJSON *params = cJSON_GetObjectItemCaseSensitive(fn, "parameters");
     const cJSON *strict = cJSON_GetObjectItemCaseSensitive(fn, "strict");
     if (!cJSON_IsString(name) || !valid_name(name->valuestring))
-        return bad(e, "tools", "%s.name must be 1 to 64 letters, digits, '_' or '-'%s", at, "");
+        return bad(e, "tools", "%s.name must be 1 to 64 letters, digits, '_' or '-'", at);
     if (desc && !cJSON_IsNull(desc) && !cJSON_IsString(desc))
-        return bad(e, "tools", "%s.description must be a string%s", at, "");
+        return bad(e, "tools", "%s.description must be a string", at);
     if (strict && !cJSON_IsNull(strict) && !cJSON_IsBool(strict))
-        return bad(e, "tools", "%s.strict must be a boolean%s", at, "");
+        return bad(e, "tools", "%s.strict must be a boolean", at);
     if (params && !cJSON_IsNull(params) && !cJSON_IsObject(params))
-        return bad(e, "tools", "%s.parameters must be a JSON Schema object%s", at, "");
+        return bad(e, "tools", "%s.parameters must be a JSON Schema object", at);
     snprintf(out->name, sizeof out->name, "%s", name->valuestring);
     if (cJSON_IsObject(params) && !(out->params = cJSON_Duplicate(params, 1))) return SHARDLM_ENOMEM;
     /* compiled now only to refuse what the grammar cannot honour */
@@ -97,9 +92,9 @@ static int parse_choice(const cJSON *c, shardlm_server_req *r, shardlm_server_er
                                                   : (shardlm_tool_choice)-1;
         if ((int)r->tool_choice < 0)
             return bad(e, "tool_choice", "tool_choice must be \"none\", \"auto\", \"required\" or "
-                                         "{\"type\": \"function\", \"function\": {\"name\": ...}}%s%s", "", "");
+                                         "{\"type\": \"function\", \"function\": {\"name\": ...}}");
         if (r->tool_choice == SHARDLM_TOOL_CHOICE_REQUIRED && !r->n_tools)
-            return bad(e, "tool_choice", "tool_choice \"required\" needs tools%s%s", "", "");
+            return bad(e, "tool_choice", "tool_choice \"required\" needs tools");
         if (!r->n_tools) r->tool_choice = SHARDLM_TOOL_CHOICE_NONE; /* "auto" with nothing to call */
         return SHARDLM_OK;
     }
@@ -108,15 +103,15 @@ static int parse_choice(const cJSON *c, shardlm_server_req *r, shardlm_server_er
     const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
     if (!cJSON_IsObject(c) || !cJSON_IsString(type) || strcmp(type->valuestring, "function") || !cJSON_IsString(name))
         return bad(e, "tool_choice", "tool_choice must be \"none\", \"auto\", \"required\" or "
-                                     "{\"type\": \"function\", \"function\": {\"name\": ...}}%s%s", "", "");
+                                     "{\"type\": \"function\", \"function\": {\"name\": ...}}");
     for (int i = 0; i < r->n_tools; i++)
         if (!strcmp(r->tools[i].name, name->valuestring)) {
             r->tool_choice = SHARDLM_TOOL_CHOICE_NAMED;
             r->tool_named = i;
             return SHARDLM_OK;
         }
-    return bad(e, "tool_choice", "tool_choice names the function '%.64s', which is not in tools%s",
-               name->valuestring, "");
+    return bad(e, "tool_choice", "tool_choice names the function '%.64s', which is not in tools",
+               name->valuestring);
 }
 
 int shardlm_server_parse_tools(const cJSON *o, shardlm_server_req *r, shardlm_server_err *e)
@@ -125,13 +120,13 @@ int shardlm_server_parse_tools(const cJSON *o, shardlm_server_req *r, shardlm_se
     const cJSON *par = cJSON_GetObjectItemCaseSensitive(o, "parallel_tool_calls");
     r->parallel_tool_calls = 1; /* OpenAI's default */
     if (par && !cJSON_IsNull(par)) {
-        if (!cJSON_IsBool(par)) return bad(e, "parallel_tool_calls", "parallel_tool_calls must be a boolean%s%s", "", "");
+        if (!cJSON_IsBool(par)) return bad(e, "parallel_tool_calls", "parallel_tool_calls must be a boolean");
         r->parallel_tool_calls = cJSON_IsTrue(par);
     }
     if (tools && !cJSON_IsNull(tools)) {
         int n = cJSON_IsArray(tools) ? cJSON_GetArraySize(tools) : -1;
         if (n < 1 || n > SHARDLM_TOOLS_MAX)
-            return bad(e, "tools", "tools must be an array of 1 to 128 tools%s%s", "", "");
+            return bad(e, "tools", "tools must be an array of 1 to 128 tools");
         if (!(r->tools = calloc((size_t)n, sizeof *r->tools))) return SHARDLM_ENOMEM;
         const cJSON *t;
         cJSON_ArrayForEach(t, tools) {
@@ -140,7 +135,7 @@ int shardlm_server_parse_tools(const cJSON *o, shardlm_server_req *r, shardlm_se
             if (rc) return rc;
             for (int j = 0; j < r->n_tools - 1; j++)
                 if (!strcmp(r->tools[j].name, r->tools[r->n_tools - 1].name))
-                    return bad(e, "tools", "tools name the function '%s' twice%s", r->tools[j].name, "");
+                    return bad(e, "tools", "tools name the function '%s' twice", r->tools[j].name);
         }
     }
     return parse_choice(cJSON_GetObjectItemCaseSensitive(o, "tool_choice"), r, e);
@@ -170,10 +165,10 @@ int shardlm_server_tools_setup(shardlm_server_req *r, shardlm_toolfmt fmt, const
         return bad(e, "tools", "this server's chat template renders no tool-call format it can parse (Hermes/Qwen "
                                "<tool_call>, Llama 3 JSON, Mistral [TOOL_CALLS], Granite <|tool_call|>): start serve "
                                "with --chat-template naming a template for tool calling, or send tool_choice "
-                               "\"none\"%s%s", "", "");
+                               "\"none\"");
     if (r->grammar)
         return bad(e, "tools", "tools with tool_choice other than \"none\" cannot be combined with a "
-                               "response_format of type json_object or json_schema, or with grammar%s%s", "", "");
+                               "response_format of type json_object or json_schema, or with grammar");
     const char *names[SHARDLM_TOOLS_MAX];
     const cJSON *params[SHARDLM_TOOLS_MAX];
     for (int i = 0; i < r->n_tools; i++) names[i] = r->tools[i].name, params[i] = r->tools[i].params;
