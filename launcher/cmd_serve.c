@@ -320,6 +320,10 @@ static int serve_main(serve_opts *o, shardlm_launch **launch, shardlm_node *n, s
             shardlm_engine_n_ctx(n->engine), o->sched.prefix_caching ? "on" : "off");
     shardlm_server_set_n_ctx(srv, shardlm_engine_n_ctx(n->engine));
     shardlm_server_attach(srv, s, n->tok, tpl);
+    const char *tools = shardlm_server_tool_format(srv);
+    fprintf(stderr, "shardlm: tool calls: %s%s\n", tools,
+            strcmp(tools, "none") ? " format (from the chat template)"
+                                  : " (the chat template renders no tool-call format; tool_choice must be \"none\")");
     fprintf(stderr, "shardlm: ready on http://%s:%d\n", o->http.host ? o->http.host : "127.0.0.1",
             shardlm_server_port(srv));
     pthread_t watcher;

@@ -84,6 +84,10 @@ int shardlm_grammar_vocab_new(int32_t n, const char *const *bytes, const uint32_
  * produces it (byte tokens as their raw byte), EOS as the one
  * end-of-generation token. */
 int shardlm_grammar_vocab_from_tokenizer(const shardlm_tokenizer *tok, shardlm_grammar_vocab **out);
+/* The same, except that the tokens as_text[0..n) (control tokens such as
+ * [TOOL_CALLS]) spell their piece, as the scheduler then outputs them. */
+int shardlm_grammar_vocab_from_tokenizer_as_text(const shardlm_tokenizer *tok, const int32_t *as_text, int n_as_text,
+                                                 shardlm_grammar_vocab **out);
 void shardlm_grammar_vocab_free(shardlm_grammar_vocab *v);
 int32_t shardlm_grammar_vocab_n(const shardlm_grammar_vocab *v);
 

@@ -358,18 +358,30 @@ static size_t token_text(const shardlm_tokenizer *tok, int32_t id, int32_t prev,
 
 int shardlm_grammar_vocab_from_tokenizer(const shardlm_tokenizer *tok, shardlm_grammar_vocab **out)
 {
+    return shardlm_grammar_vocab_from_tokenizer_as_text(tok, NULL, 0, out);
+}
+
+int shardlm_grammar_vocab_from_tokenizer_as_text(const shardlm_tokenizer *tok, const int32_t *as_text, int n_as_text,
+                                                 shardlm_grammar_vocab **out)
+{
     int32_t n = shardlm_tokenizer_n_vocab(tok), bos = shardlm_tokenizer_bos(tok), eos = shardlm_tokenizer_eos(tok);
     char **txt = calloc((size_t)n * 2, sizeof *txt);
     uint32_t *len = calloc((size_t)n * 2, sizeof *len);
     char buf[4096];
     int rc = txt && len ? SHARDLM_OK : SHARDLM_ENOMEM;
-    for (int32_t i = 0; !rc && i < n; i++)
+    for (int32_t i = 0; !rc && i < n; i++) {
+        int raw = 0;
+        for (int k = 0; k < n_as_text; k++) raw |= as_text[k] == i;
         for (int lead = 0; lead < 2 && !rc; lead++) {
-            size_t k = token_text(tok, i, lead ? bos : -1, buf, sizeof buf);
+            size_t k = 0;
+            const char *piece = raw ? shardlm_tokenizer_piece(tok, i, &k) : NULL;
+            if (raw && piece && k <= sizeof buf) memcpy(buf, piece, k);
+            else k = token_text(tok, i, lead ? bos : -1, buf, sizeof buf);
             if (k && !(txt[lead * n + i] = malloc(k))) rc = SHARDLM_ENOMEM;
             if (k && !rc) memcpy(txt[lead * n + i], buf, k);
             len[lead * n + i] = (uint32_t)k;
         }
+    }
     int use_lead = bos >= 0;
     if (!rc)
         rc = shardlm_grammar_vocab_new(n, (const char *const *)txt, len, use_lead ? (const char *const *)txt + n : NULL,

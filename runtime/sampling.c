@@ -526,6 +526,22 @@ static void fill_logprobs(const float *x, int n, int32_t tok, int top, shardlm_l
 
 /* ---- the sampler ---- */
 
+void shardlm_logits_ban(float *logits, int n_vocab, const int32_t *ids, int n, int unless_alone)
+{
+    if (unless_alone) {
+        int banned = 0, possible = 0;
+        for (int i = 0; i < n; i++) {
+            int dup = 0;
+            for (int j = 0; j < i; j++) dup |= ids[j] == ids[i];
+            banned += !dup && ids[i] >= 0 && ids[i] < n_vocab && logits[ids[i]] > -INFINITY;
+        }
+        for (int32_t t = 0; t < n_vocab && possible <= banned; t++) possible += logits[t] > -INFINITY;
+        if (possible <= banned) return;
+    }
+    for (int i = 0; i < n; i++)
+        if (ids[i] >= 0 && ids[i] < n_vocab) logits[ids[i]] = -INFINITY;
+}
+
 int32_t shardlm_seq_sample(shardlm_seq_sampler *s, const shardlm_sampling_params *p, float *logits, int n_vocab,
                            shardlm_logprobs *out)
 {

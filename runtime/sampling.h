@@ -98,6 +98,10 @@ void shardlm_seq_sampler_free(shardlm_seq_sampler *s);
 typedef int (*shardlm_logits_hook)(void *ctx, float *logits, int n_vocab);
 void shardlm_seq_sampler_set_hook(shardlm_seq_sampler *s, shardlm_logits_hook fn, void *ctx);
 
+/* Sets logits[ids[i]] to -INFINITY (ids outside [0, n_vocab) are skipped).
+ * unless_alone: not when that would leave no token possible. */
+void shardlm_logits_ban(float *logits, int n_vocab, const int32_t *ids, int n, int unless_alone);
+
 /* Records a token as generated without sampling it (it then counts for
  * the penalties). shardlm_seq_sample records its own picks. */
 int shardlm_seq_sampler_accept(shardlm_seq_sampler *s, int32_t token);
@@ -144,6 +148,41 @@ size_t shardlm_stopper_feed(shardlm_stopper *s, const char *piece, size_t n, con
 
 /* At the end of the sequence: the held-back text (none after a stop). */
 size_t shardlm_stopper_flush(shardlm_stopper *s, const char **text);
+
+/* ---- grammar triggers ---- */
+
+/* A lazy grammar (tool calls with tool_choice "auto") applies only once
+ * the output contains one of its trigger strings; the trigger text and all
+ * that follows it are then the grammar's. at_start: the trigger counts only
+ * where the output begins (after any whitespace). */
+typedef struct {
+    const char *text; /* 1..64 bytes */
+    int at_start;
+} shardlm_grammar_trigger;
+
+#define SHARDLM_TRIGGER_MAX 4
+#define SHARDLM_TRIGGER_MAX_LEN 64
+
+/* Watches the output text for the first trigger, across token boundaries. */
+typedef struct {
+    char text[SHARDLM_TRIGGER_MAX][SHARDLM_TRIGGER_MAX_LEN + 1];
+    size_t len[SHARDLM_TRIGGER_MAX];
+    int at_start[SHARDLM_TRIGGER_MAX];
+    int n, fired;
+    int lead_done; /* the output's first non-whitespace byte has been judged */
+    char *buf;     /* the output since the earliest place a trigger may still start */
+    size_t n_buf, cap;
+} shardlm_trigger_scan;
+
+/* Copies the n triggers (1..4, each 1..64 bytes, else SHARDLM_EINPUT). */
+int shardlm_trigger_scan_init(shardlm_trigger_scan *t, const shardlm_grammar_trigger *tr, int n);
+void shardlm_trigger_scan_free(shardlm_trigger_scan *t);
+/* Feeds the next piece of output text. Returns 1 when a trigger matched
+ * (first by position): *from and *len are then the output from the start of
+ * that trigger to the end of the text fed, which the grammar must take;
+ * later feeds return 0. Returns 0 while none has matched, -1 when out of
+ * memory. */
+int shardlm_trigger_scan_feed(shardlm_trigger_scan *t, const char *piece, size_t n, const char **from, size_t *len);
 
 /* ---- finish reason ---- */
 

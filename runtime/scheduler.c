@@ -37,8 +37,23 @@ typedef struct sched_seq {
     shardlm_grammar_state *gst;   /* made on the engine thread at the first sample */
     const shardlm_grammar_vocab *gvocab;
     int lead;                     /* the prompt ends with BOS (the first piece loses its space) */
+    shardlm_trigger_scan trig;    /* a lazy grammar waits for a trigger (trig.n > 0) */
+    int32_t as_text[SHARDLM_SCHED_MAX_AS_TEXT]; /* sorted */
+    int n_as_text;
+    int32_t stop_ids[SHARDLM_SCHED_MAX_STOP_IDS];
+    int n_stop_ids, min_tokens, ignore_eos, admitted, failed;
+    int32_t bos;
+    const shardlm_tokenizer *tok; /* the scheduler's, for the EOG set in the sampler hook */
     struct sched_seq *next; /* inbox / waiting list */
 } sched_seq;
+
+/* A grammar vocabulary in which some control tokens spell their piece. */
+typedef struct sched_gvocab {
+    int32_t ids[SHARDLM_SCHED_MAX_AS_TEXT];
+    int n;
+    shardlm_grammar_vocab *v;
+    struct sched_gvocab *next;
+} sched_gvocab;
 
 struct shardlm_sched {
     shardlm_engine *e;
@@ -69,6 +84,7 @@ struct shardlm_sched {
     shardlm_grammar_vocab *gvocab; /* the tokens as bytes, built at the first grammar request */
     char *piece; /* one token's text: shardlm_detok_max bytes */
     size_t piece_cap;
+    sched_gvocab *gvariants;       /* the same with control tokens as text, one per set asked for */
 };
 
 /* ---- one sequence ---- */
@@ -79,11 +95,33 @@ static void seq_free(sched_seq *q)
     shardlm_seq_sampler_free(q->smp);
     shardlm_grammar_state_free(q->gst);
     shardlm_grammar_unref(q->grammar);
+    shardlm_trigger_scan_free(&q->trig);
     shardlm_stopper_free(&q->stop);
     free(q->tokens);
     free(q->bias);
     free(q);
 }
+
+static int cmp_id(const void *a, const void *b)
+{
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Copies n ids (bounded by sched_check), sorted. */
+static void seq_copy_ids(int32_t *dst, int *n_dst, const int32_t *src, int n)
+{
+    if (n > 0) memcpy(dst, src, (size_t)n * sizeof *dst);
+    *n_dst = n > 0 ? n : 0;
+    qsort(dst, (size_t)*n_dst, sizeof *dst, cmp_id);
+}
+
+static int has_id(const int32_t *ids, int n, int32_t id)
+{
+    return n > 0 && bsearch(&id, ids, (size_t)n, sizeof *ids, cmp_id) != NULL;
+}
+
+static int seq_hook(void *ctx, float *logits, int n_vocab);
 
 static sched_seq *seq_new(const shardlm_sched *s, const shardlm_request_desc *d, shardlm_request_cb cb)
 {
@@ -111,6 +149,17 @@ static sched_seq *seq_new(const shardlm_sched *s, const shardlm_request_desc *d,
     q->detok.prev = d->prompt[d->n_prompt - 1]; /* so a leading space after BOS alone is dropped */
     q->grammar = shardlm_grammar_ref(d->grammar);
     q->lead = q->detok.prev == shardlm_tokenizer_bos(s->tok);
+    if (d->n_triggers > 0 && shardlm_trigger_scan_init(&q->trig, d->triggers, d->n_triggers)) {
+        seq_free(q);
+        return NULL;
+    }
+    seq_copy_ids(q->as_text, &q->n_as_text, d->as_text, d->n_as_text);
+    seq_copy_ids(q->stop_ids, &q->n_stop_ids, d->stop_token_ids, d->n_stop_token_ids);
+    q->min_tokens = d->min_tokens;
+    q->ignore_eos = d->ignore_eos;
+    q->bos = shardlm_tokenizer_bos(s->tok);
+    q->tok = s->tok;
+    if (q->min_tokens > 0) shardlm_seq_sampler_set_hook(q->smp, seq_hook, q);
     return q;
 }
 
@@ -265,6 +314,8 @@ static void sched_admit(shardlm_sched *s)
         q->n_computed = shardlm_kv_seq_begin(s->kv, &q->kv, q->tokens, q->n_tokens);
         q->has_kv = 1;
         s->running[s->n_running++] = q;
+        if (!q->admitted && q->cb.on_admit) q->cb.on_admit(q->cb.ctx, q->n_computed > 0 ? q->n_computed : 0);
+        q->admitted = 1;
     }
 }
 
@@ -339,11 +390,48 @@ static void emit(sched_seq *q, const char *text, size_t len, int32_t tok, const 
     if (q->cb.on_token) q->cb.on_token(q->cb.ctx, text, len, tok, lp);
 }
 
+/* A token's text: its detokenized text, or its piece when it is one of
+ * the request's control tokens shown as text. */
+static size_t seq_piece(const shardlm_sched *s, sched_seq *q, int32_t tok, char *buf, size_t cap)
+{
+    if (!has_id(q->as_text, q->n_as_text, tok)) return shardlm_detok_push(s->tok, &q->detok, tok, buf, cap);
+    size_t n = shardlm_detok_flush(&q->detok, buf, cap), len = 0;
+    const char *p = shardlm_tokenizer_piece(s->tok, tok, &len);
+    if (!p || len > cap - n) len = 0;
+    if (len) memcpy(buf + n, p, len);
+    q->detok.prev = tok;
+    return n + len;
+}
+
+static int seq_grammar_begin(shardlm_sched *s, sched_seq *q);
+
+/* A lazy grammar: once a trigger shows in the output, the grammar starts
+ * there and takes the text from the trigger on (and any UTF-8 lead byte
+ * detok still holds). Text it refuses leaves the request unconstrained. */
+static void seq_watch(shardlm_sched *s, sched_seq *q, const char *piece, size_t n)
+{
+    const char *from;
+    size_t len;
+    int hit = shardlm_trigger_scan_feed(&q->trig, piece, n, &from, &len);
+    if (hit < 0) q->failed = 1;
+    if (hit <= 0) return;
+    if (seq_grammar_begin(s, q)) {
+        q->failed = 1;
+        return;
+    }
+    if (shardlm_grammar_accept_bytes(q->gst, from, len) ||
+        (q->detok.n_pend && shardlm_grammar_accept_bytes(q->gst, q->detok.pend, (size_t)q->detok.n_pend))) {
+        shardlm_grammar_state_free(q->gst);
+        q->gst = NULL;
+    }
+}
+
 /* Decodes a sampled token and passes the text through the stop strings.
  * Returns 1 when a stop string matched. */
-static int seq_text(const shardlm_sched *s, sched_seq *q, int32_t tok, const shardlm_logprobs *lp)
+static int seq_text(shardlm_sched *s, sched_seq *q, int32_t tok, const shardlm_logprobs *lp)
 {
-    size_t n = shardlm_detok_push(s->tok, &q->detok, tok, s->piece, s->piece_cap);
+    size_t n = seq_piece(s, q, tok, s->piece, s->piece_cap);
+    if (q->trig.n && !q->gst) seq_watch(s, q, s->piece, n);
     const char *out = NULL;
     int stopped = 0;
     size_t k = shardlm_stopper_feed(&q->stop, s->piece, n, &out, &stopped);
@@ -364,19 +452,65 @@ static void seq_flush(sched_seq *q)
     if (!stopped && (k = shardlm_stopper_flush(&q->stop, &out)) > 0) emit(q, out, k, -1, NULL);
 }
 
-/* The sampler's hook for a constrained sequence: its grammar's mask, and
- * -inf for model rows the tokenizer does not have. */
-static int grammar_hook(void *ctx, float *logits, int n_vocab)
+/* The tokens that end a request: EOS and BOS (unless ignore_eos), and its
+ * stop_token_ids. */
+static int seq_is_end(const shardlm_sched *s, const sched_seq *q, int32_t tok)
+{
+    if (has_id(q->stop_ids, q->n_stop_ids, tok)) return 1;
+    /* the model's end-of-generation tokens, and BOS, as llama2.c's run.c
+     * (models trained on BOS-separated documents start the next one) */
+    return !q->ignore_eos && (shardlm_tokenizer_is_eog(s->tok, tok) || tok == shardlm_tokenizer_bos(s->tok));
+}
+
+/* The sampler's hook: a constrained sequence's grammar mask (and -inf for
+ * model rows the tokenizer does not have), then min_tokens. */
+static int seq_hook(void *ctx, float *logits, int n_vocab)
 {
     sched_seq *q = ctx;
-    int32_t n = shardlm_grammar_vocab_n(q->gvocab);
-    if (n > n_vocab) {
-        shardlm_err_set("the tokenizer has %d tokens but the model only %d", n, n_vocab);
-        return SHARDLM_EINPUT;
+    if (q->gst) {
+        int32_t n = shardlm_grammar_vocab_n(q->gvocab);
+        if (n > n_vocab) {
+            shardlm_err_set("the tokenizer has %d tokens but the model only %d", n, n_vocab);
+            return SHARDLM_EINPUT;
+        }
+        int rc = shardlm_grammar_apply(q->gst, q->gvocab, logits);
+        for (int32_t i = n; i < n_vocab; i++) logits[i] = -INFINITY;
+        if (rc) return rc;
     }
-    int rc = shardlm_grammar_apply(q->gst, q->gvocab, logits);
-    for (int32_t i = n; i < n_vocab; i++) logits[i] = -INFINITY;
-    return rc;
+    if (q->n_gen < q->min_tokens) { /* min_tokens: no end token yet, unless a grammar allows nothing else */
+        int32_t ban[SHARDLM_SCHED_MAX_STOP_IDS + SHARDLM_SCHED_MAX_EOG + 1];
+        int nb = 0;
+        if (!q->ignore_eos) {
+            size_t ne = shardlm_tokenizer_eog(q->tok, ban, SHARDLM_SCHED_MAX_EOG);
+            nb = (int)(ne < SHARDLM_SCHED_MAX_EOG ? ne : SHARDLM_SCHED_MAX_EOG);
+            if (q->bos >= 0) ban[nb++] = q->bos;
+        }
+        for (int i = 0; i < q->n_stop_ids; i++) ban[nb++] = q->stop_ids[i];
+        shardlm_logits_ban(logits, n_vocab, ban, nb, q->gst != NULL);
+    }
+    return SHARDLM_OK;
+}
+
+/* The grammar vocabulary for q: the model's, or the variant in which q's
+ * control tokens spell their pieces (built once per set). */
+static const shardlm_grammar_vocab *sched_vocab(shardlm_sched *s, const sched_seq *q)
+{
+    if (!q->n_as_text) {
+        if (!s->gvocab && shardlm_grammar_vocab_from_tokenizer(s->tok, &s->gvocab)) return NULL;
+        return s->gvocab;
+    }
+    for (sched_gvocab *g = s->gvariants; g; g = g->next)
+        if (g->n == q->n_as_text && !memcmp(g->ids, q->as_text, (size_t)g->n * sizeof *g->ids)) return g->v;
+    sched_gvocab *g = calloc(1, sizeof *g);
+    if (!g || shardlm_grammar_vocab_from_tokenizer_as_text(s->tok, q->as_text, q->n_as_text, &g->v)) {
+        free(g);
+        return NULL;
+    }
+    memcpy(g->ids, q->as_text, (size_t)q->n_as_text * sizeof *g->ids);
+    g->n = q->n_as_text;
+    g->next = s->gvariants;
+    s->gvariants = g;
+    return g->v;
 }
 
 /* A constrained sequence's grammar state and the sampler hook, on the
@@ -384,10 +518,10 @@ static int grammar_hook(void *ctx, float *logits, int n_vocab)
 static int seq_grammar_begin(shardlm_sched *s, sched_seq *q)
 {
     if (q->gst) return SHARDLM_OK;
-    if (!s->gvocab && shardlm_grammar_vocab_from_tokenizer(s->tok, &s->gvocab)) return SHARDLM_ENOMEM;
-    if (shardlm_grammar_state_new(q->grammar, q->lead, &q->gst)) return SHARDLM_ENOMEM;
-    q->gvocab = s->gvocab;
-    shardlm_seq_sampler_set_hook(q->smp, grammar_hook, q);
+    if (!(q->gvocab = sched_vocab(s, q))) return SHARDLM_ENOMEM;
+    /* a lazy grammar starts after some output: no first-token lead */
+    if (shardlm_grammar_state_new(q->grammar, q->trig.n ? 0 : q->lead, &q->gst)) return SHARDLM_ENOMEM;
+    shardlm_seq_sampler_set_hook(q->smp, seq_hook, q);
     return SHARDLM_OK;
 }
 
@@ -395,7 +529,7 @@ static int seq_grammar_begin(shardlm_sched *s, sched_seq *q)
 static void seq_sample(shardlm_sched *s, sched_seq *q, float *row)
 {
     shardlm_logprobs lp;
-    if (q->grammar && seq_grammar_begin(s, q)) {
+    if (q->grammar && !q->trig.n && seq_grammar_begin(s, q)) {
         seq_end(s, q, SHARDLM_END_ERROR);
         return;
     }
@@ -408,10 +542,12 @@ static void seq_sample(shardlm_sched *s, sched_seq *q, float *row)
     pthread_mutex_lock(&s->mu);
     s->st.generation_tokens++;
     pthread_mutex_unlock(&s->mu);
-    /* the model's end-of-generation tokens, and BOS, as llama2.c's run.c
-     * (models trained on BOS-separated documents start the next one) */
-    int eos = shardlm_tokenizer_is_eog(s->tok, tok) || tok == shardlm_tokenizer_bos(s->tok);
+    int eos = seq_is_end(s, q, tok);
     int stopped = eos ? 0 : seq_text(s, q, tok, q->params.logprobs ? &lp : NULL);
+    if (q->failed) {
+        seq_end(s, q, SHARDLM_END_ERROR);
+        return;
+    }
     /* a grammar that can only end now ends here, without a step for the EOS */
     int done = q->gst && !eos && shardlm_grammar_must_end(q->gst);
     shardlm_finish_reason f =
@@ -562,6 +698,11 @@ void shardlm_sched_free(shardlm_sched *s)
     }
     shardlm_kv_free(s->kv);
     shardlm_grammar_vocab_free(s->gvocab);
+    for (sched_gvocab *g = s->gvariants, *next; g; g = next) {
+        next = g->next;
+        shardlm_grammar_vocab_free(g->v);
+        free(g);
+    }
     free(s->running); free(s->b_tokens); free(s->b_pos); free(s->b_seq); free(s->b_want);
     free(s->b_tables); free(s->b_table_len); free(s->b_seqs); free(s->logits); free(s->cancels);
     free(s->piece);
@@ -587,6 +728,27 @@ static int sched_check(const shardlm_sched *s, const shardlm_request_desc *d)
             shardlm_err_set("prompt token %d is outside the vocabulary (0..%d)", d->prompt[i], s->vocab - 1);
             return SHARDLM_EINPUT;
         }
+    if (d->n_triggers > 0 && !d->grammar) {
+        shardlm_err_set("grammar triggers need a grammar");
+        return SHARDLM_EINPUT;
+    }
+    if (d->n_as_text < 0 || d->n_as_text > SHARDLM_SCHED_MAX_AS_TEXT || d->n_stop_token_ids < 0 ||
+        d->n_stop_token_ids > SHARDLM_SCHED_MAX_STOP_IDS) {
+        shardlm_err_set("stop_token_ids takes at most %d ids, and at most %d control tokens are shown as text",
+                        SHARDLM_SCHED_MAX_STOP_IDS, SHARDLM_SCHED_MAX_AS_TEXT);
+        return SHARDLM_EINPUT;
+    }
+    for (int i = 0; i < d->n_as_text + d->n_stop_token_ids; i++) {
+        int32_t id = i < d->n_as_text ? d->as_text[i] : d->stop_token_ids[i - d->n_as_text];
+        if (id < 0 || id >= s->vocab) {
+            shardlm_err_set("token %d is outside the vocabulary (0..%d)", id, s->vocab - 1);
+            return SHARDLM_EINPUT;
+        }
+    }
+    if (d->min_tokens < 0 || (d->max_tokens > 0 && d->min_tokens > d->max_tokens)) {
+        shardlm_err_set("min_tokens must be in [0, max_tokens], got %d", d->min_tokens);
+        return SHARDLM_EINPUT;
+    }
     char why[256];
     return shardlm_sampling_params_check(&d->params, s->vocab, why, sizeof why);
 }

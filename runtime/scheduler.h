@@ -44,6 +44,9 @@ typedef struct {
     /* Exactly once per accepted request, last. */
     void (*on_end)(void *ctx, shardlm_end why, int prompt_tokens, int completion_tokens);
     void *ctx;
+    /* Optional: once, when the request is first admitted, the number of
+     * its prompt tokens the prefix cache served (usage's cached_tokens). */
+    void (*on_admit)(void *ctx, int cached_tokens);
 } shardlm_request_cb;
 
 typedef struct {
@@ -59,7 +62,26 @@ typedef struct {
      * in it; the request ends with SHARDLM_END_STOP as soon as the grammar
      * can only end. */
     shardlm_grammar *grammar;
+    /* n_triggers > 0 makes the grammar lazy: it applies only from the
+     * first trigger in the output on, and the trigger's text is its start
+     * (tool calls with tool_choice "auto"). Copied. */
+    const shardlm_grammar_trigger *triggers;
+    int n_triggers;
+    /* Control tokens whose piece is output as text (tool-call markers such
+     * as [TOOL_CALLS]); the grammar spells them as that text. Copied; at
+     * most SHARDLM_SCHED_MAX_AS_TEXT. */
+    const int32_t *as_text;
+    int n_as_text;
+    int min_tokens;               /* end tokens are masked until this many tokens were generated */
+    const int32_t *stop_token_ids; /* copied; ending on one is "stop", its text is not output */
+    int n_stop_token_ids;         /* 0..SHARDLM_SCHED_MAX_STOP_IDS */
+    int ignore_eos;               /* EOS (and BOS) are ordinary tokens: only max_tokens, the context,
+                                     stop strings and stop_token_ids end the request */
 } shardlm_request_desc;
+
+#define SHARDLM_SCHED_MAX_AS_TEXT 8
+#define SHARDLM_SCHED_MAX_STOP_IDS 64
+#define SHARDLM_SCHED_MAX_EOG 32 /* end-of-generation tokens min_tokens holds back */
 
 typedef struct {
     int running, waiting;

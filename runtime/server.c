@@ -384,10 +384,13 @@ void shardlm_server_attach(shardlm_server *srv, shardlm_sched *s, const shardlm_
     srv->sched = s;
     srv->tok = tok;
     srv->tpl = tpl;
+    srv->tool_format = shardlm_toolfmt_detect(tpl);
     atomic_store_explicit(&srv->phase, SRV_READY, memory_order_release);
 }
 
 void shardlm_server_set_n_ctx(shardlm_server *srv, int n_ctx) { srv->n_ctx = n_ctx; }
+
+const char *shardlm_server_tool_format(const shardlm_server *srv) { return shardlm_toolfmt_name(srv->tool_format); }
 
 void shardlm_server_set_failed(shardlm_server *srv, const char *why)
 {

@@ -44,6 +44,9 @@ void shardlm_server_attach(shardlm_server *srv, shardlm_sched *s, const shardlm_
 void shardlm_server_set_n_ctx(shardlm_server *srv, int n_ctx);
 /* Marks the engine as failed: /health and completions answer 503 with why. */
 void shardlm_server_set_failed(shardlm_server *srv, const char *why);
+/* The tool-call format found in the attached chat template
+ * (shardlm_toolfmt_name: "hermes", ..., or "none"). */
+const char *shardlm_server_tool_format(const shardlm_server *srv);
 /* The bound port (useful with port 0). */
 int shardlm_server_port(const shardlm_server *srv);
 /* Stops accepting, cancels what is in flight, waits for connection

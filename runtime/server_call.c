@@ -39,8 +39,11 @@ struct srv_call {
     int submitted[SHARDLM_SERVER_MAX_N];
     uint64_t ids[SHARDLM_SERVER_MAX_N];
     srv_slot slots[SHARDLM_SERVER_MAX_N];
-    int prompt_tokens, completion_tokens;
+    int prompt_tokens, completion_tokens, cached_tokens;
     int any_error;
+    char (*tool_names)[SHARDLM_TOOL_NAME_MAX + 1]; /* chat with tools: what ci.tool_names points at */
+    const char **tool_name_ptrs;
+    srv_stream_choice sc[SHARDLM_SERVER_MAX_N];
     /* engine thread only: latency bookkeeping */
     double t0, t_last[SHARDLM_SERVER_MAX_N];
     int n_tok[SHARDLM_SERVER_MAX_N];
@@ -79,6 +82,9 @@ static void call_free(srv_call *c)
         free(ev);
     }
     free(c->pend);
+    for (int i = 0; i < SHARDLM_SERVER_MAX_N; i++) shardlm_toolparse_free(c->sc[i].tp);
+    free(c->tool_names);
+    free(c->tool_name_ptrs);
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->cv);
     free(c);
@@ -113,6 +119,16 @@ static void on_token(void *ctx, const char *text, size_t len, int32_t token, con
     pthread_mutex_lock(&c->mu);
     push_locked(c, ev);
     pthread_mutex_unlock(&c->mu);
+}
+
+/* The prefix cache's share of the prompt, as choice 0 found it. */
+static void on_admit(void *ctx, int cached_tokens)
+{
+    srv_slot *sl = ctx;
+    if (sl->choice) return;
+    pthread_mutex_lock(&sl->call->mu);
+    sl->call->cached_tokens = cached_tokens;
+    pthread_mutex_unlock(&sl->call->mu);
 }
 
 static void on_end(void *ctx, shardlm_end why, int prompt_tokens, int completion_tokens)
@@ -178,11 +194,24 @@ static void submit_error(shardlm_server *srv, int rc, const shardlm_server_req *
 static int submit_all(srv_call *c, const shardlm_server_req *r, const int32_t *ids, int n_ids,
                       shardlm_server_err *e)
 {
-    shardlm_request_desc d = {ids, n_ids, r->params, r->max_tokens, (const char *const *)r->stop, r->n_stop, 0,
-                               r->grammar};
+    shardlm_request_desc d = {.prompt = ids,
+                              .n_prompt = n_ids,
+                              .params = r->params,
+                              .max_tokens = r->max_tokens,
+                              .stop = (const char *const *)r->stop,
+                              .n_stop = r->n_stop,
+                              .grammar = r->grammar,
+                              .triggers = r->triggers,
+                              .n_triggers = r->n_triggers,
+                              .as_text = r->as_text,
+                              .n_as_text = r->n_as_text,
+                              .min_tokens = r->min_tokens,
+                              .stop_token_ids = r->stop_ids,
+                              .n_stop_token_ids = r->n_stop_ids,
+                              .ignore_eos = r->ignore_eos};
     for (int i = 0; i < c->ci.n; i++) {
         d.choice = (uint32_t)i;
-        shardlm_request_cb cb = {on_token, on_end, &c->slots[i]};
+        shardlm_request_cb cb = {.on_token = on_token, .on_end = on_end, .ctx = &c->slots[i], .on_admit = on_admit};
         pthread_mutex_lock(&c->mu);
         c->refs++; /* before submit: on_end may come before submit returns */
         pthread_mutex_unlock(&c->mu);
@@ -313,7 +342,7 @@ static enum MHD_Result answer_json(srv_call *c)
         }
         if (w == WAIT_OK && c->n_ended == c->ci.n) break;
     }
-    int prompt = c->prompt_tokens, completion = c->completion_tokens;
+    srv_usage u = {c->prompt_tokens, c->completion_tokens, c->cached_tokens};
     pthread_mutex_unlock(&c->mu);
     enum MHD_Result res;
     if (w == WAIT_GONE) {
@@ -323,7 +352,7 @@ static enum MHD_Result answer_json(srv_call *c)
         wait_error(c, w, &e);
         res = srv_respond_err(c->srv, c->conn, &e);
     } else {
-        char *body = srv_body_final(&c->ci, ch, prompt, completion);
+        char *body = srv_body_final(&c->ci, ch, u);
         res = body ? srv_respond(c->srv, c->conn, 200, "application/json", body) : MHD_NO;
         free(body);
     }
@@ -343,7 +372,10 @@ static int set_pending(srv_call *c, char *s)
 
 static char *stream_tail(srv_call *c)
 {
-    char *usage = c->ci.include_usage ? srv_sse_usage(&c->ci, c->prompt_tokens, c->completion_tokens) : NULL;
+    pthread_mutex_lock(&c->mu);
+    srv_usage u = {c->prompt_tokens, c->completion_tokens, c->cached_tokens};
+    pthread_mutex_unlock(&c->mu);
+    char *usage = c->ci.include_usage ? srv_sse_usage(&c->ci, u) : NULL;
     size_t n = (usage ? strlen(usage) : 0) + 16;
     char *s = malloc(n);
     if (s) snprintf(s, n, "%sdata: [DONE]\n\n", usage ? usage : "");
@@ -383,7 +415,7 @@ static int stream_next(srv_call *c)
         }
         c->last_event = shardlm_now_s();
         int nothing = 0;
-        char *s = srv_sse_event(&c->ci, ev, &nothing);
+        char *s = srv_sse_event(&c->ci, &c->sc[ev->choice], ev, &nothing);
         free(ev);
         if (!nothing) return set_pending(c, s);
     }
@@ -420,6 +452,23 @@ static enum MHD_Result answer_stream(srv_call *c)
 
 /* ---- the call ---- */
 
+/* The tool names the answer's parser knows (the request is freed before
+ * the answer is made). */
+static int call_tools(srv_call *c, const shardlm_server_req *r)
+{
+    c->tool_names = calloc((size_t)r->n_tools, sizeof *c->tool_names);
+    c->tool_name_ptrs = calloc((size_t)r->n_tools, sizeof *c->tool_name_ptrs);
+    if (!c->tool_names || !c->tool_name_ptrs) return 0;
+    for (int i = 0; i < r->n_tools; i++) {
+        memcpy(c->tool_names[i], r->tools[i].name, sizeof c->tool_names[i]);
+        c->tool_name_ptrs[i] = c->tool_names[i];
+    }
+    c->ci.tool_format = r->tool_format;
+    c->ci.tool_names = c->tool_name_ptrs;
+    c->ci.n_tools = r->n_tools;
+    return 1;
+}
+
 static srv_call *call_new(shardlm_server *srv, struct MHD_Connection *conn, const shardlm_server_req *r)
 {
     srv_call *c = calloc(1, sizeof *c);
@@ -433,11 +482,21 @@ static srv_call *call_new(shardlm_server *srv, struct MHD_Connection *conn, cons
     c->refs = 1;
     c->stream = r->stream;
     c->t0 = c->last_event = shardlm_now_s();
-    c->ci = (srv_call_info){r->kind, srv->model, srv->tok, "", (long)time(NULL), r->n, r->params.logprobs,
-                            r->params.top_logprobs, r->include_usage};
+    c->ci = (srv_call_info){.kind = r->kind,
+                            .model = srv->model,
+                            .tok = srv->tok,
+                            .created = (long)time(NULL),
+                            .n = r->n,
+                            .logprobs = r->params.logprobs,
+                            .top_logprobs = r->params.top_logprobs,
+                            .include_usage = r->include_usage};
     snprintf(c->ci.id, sizeof c->ci.id, "%s-%llx%08llx", r->kind == SHARDLM_API_CHAT ? "chatcmpl" : "cmpl",
              (unsigned long long)srv->started, (unsigned long long)atomic_fetch_add(&srv->next_id, 1));
     for (int i = 0; i < r->n; i++) c->slots[i] = (srv_slot){c, i};
+    if (r->tool_format != SHARDLM_TOOLFMT_NONE && !call_tools(c, r)) {
+        call_free(c);
+        return NULL;
+    }
     return c;
 }
 
@@ -484,6 +543,7 @@ enum MHD_Result srv_call_handle(shardlm_server *srv, struct MHD_Connection *conn
     int32_t *ids = NULL;
     int n_ids = 0;
     int rc = shardlm_server_parse(kind, body, len, shardlm_tokenizer_n_vocab(srv->tok), &r, &e);
+    if (!rc) rc = shardlm_server_tools_setup(&r, srv->tool_format, srv->tok, &e);
     if (!rc) rc = shardlm_server_prompt_ids(&r, srv->tok, srv->tpl, &ids, &n_ids, &e);
     srv_call *c = rc ? NULL : call_new(srv, conn, &r);
     if (!rc && !c) rc = shardlm_server_err_set(&e, 500, "server_error", NULL, NULL, "out of memory");

@@ -118,7 +118,7 @@ char *shardlm_server_apply_template(const char *body, size_t len, const shardlm_
 {
     shardlm_server_req r;
     char *text = NULL;
-    int rc = shardlm_server_parse(SHARDLM_API_CHAT, body, len, shardlm_tokenizer_n_vocab(tok), &r, e);
+    int rc = shardlm_server_parse_loose(SHARDLM_API_CHAT, body, len, shardlm_tokenizer_n_vocab(tok), &r, e);
     if (!rc) rc = shardlm_server_render_chat(&r, tpl, &text, NULL, e);
     shardlm_server_req_free(&r);
     if (rc) return NULL;
@@ -182,7 +182,7 @@ static int tokenize_vllm(const char *body, size_t len, const cJSON *o, const sha
         return encode_text(tok, p->valuestring, add, 1, ids, n);
     }
     shardlm_server_req r;
-    int rc = shardlm_server_parse(SHARDLM_API_CHAT, body, len, shardlm_tokenizer_n_vocab(tok), &r, e);
+    int rc = shardlm_server_parse_loose(SHARDLM_API_CHAT, body, len, shardlm_tokenizer_n_vocab(tok), &r, e);
     if (!rc) rc = shardlm_server_prompt_ids(&r, tok, tpl, ids, n, e);
     shardlm_server_req_free(&r);
     return rc;

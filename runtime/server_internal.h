@@ -74,22 +74,51 @@ typedef struct {
     char id[48];
     long created;
     int n, logprobs, top_logprobs, include_usage;
+    /* chat with tools: the answer is parsed in this format (NONE: text) */
+    shardlm_toolfmt tool_format;
+    const char *const *tool_names;
+    int n_tools;
 } srv_call_info;
+
+/* A streamed choice's state. */
+typedef struct {
+    size_t text_offset;    /* completions: bytes of text sent, for logprobs' text_offset */
+    shardlm_toolparse *tp; /* chat with tools: the choice's parser (made at its first event) */
+} srv_stream_choice;
 
 /* ---- response bodies (server_resp.c) ---- */
 
 /* Appends an event to a choice (non-streaming). */
 int srv_choice_add(const srv_call_info *ci, srv_choice *c, const srv_event *ev);
 void srv_choice_free(srv_choice *c);
-/* The whole non-streaming body; prompt and completion token counts for usage. */
-char *srv_body_final(const srv_call_info *ci, srv_choice *ch, int prompt_tokens, int completion_tokens);
-/* One SSE event ("data: {...}\n\n") for a token or an end; NULL when there
- * is nothing to send (empty text without logprobs) or out of memory. */
-char *srv_sse_event(const srv_call_info *ci, const srv_event *ev, int *nothing);
+/* Token counts for usage: prompt (once), completion (all choices), and the
+ * prompt tokens the prefix cache served. */
+typedef struct {
+    int prompt, completion, cached;
+} srv_usage;
+
+/* The whole non-streaming body. */
+char *srv_body_final(const srv_call_info *ci, srv_choice *ch, srv_usage u);
+/* The SSE events ("data: {...}\n\n") for a token or an end; NULL when
+ * there is nothing to send (no text, no call, no logprobs) or out of
+ * memory. */
+char *srv_sse_event(const srv_call_info *ci, srv_stream_choice *sc, const srv_event *ev, int *nothing);
 /* Chat: the first chunk of a choice, delta {"role":"assistant","content":""}. */
 char *srv_sse_role(const srv_call_info *ci, int choice);
 /* The usage chunk (choices: []) sent before [DONE] when asked for. */
-char *srv_sse_usage(const srv_call_info *ci, int prompt_tokens, int completion_tokens);
+char *srv_sse_usage(const srv_call_info *ci, srv_usage u);
+
+/* ---- chat answers with tool calls (server_resp_tools.c) ---- */
+
+/* A parser for the call's tool format and names. */
+int srv_tools_parser(const srv_call_info *ci, shardlm_toolparse **out);
+/* The message of a whole answer: content (null when only calls came) and
+ * tool_calls; *n_calls says how many. NULL when out of memory. */
+cJSON *srv_tools_message(const srv_call_info *ci, int choice, const char *text, size_t len, int *n_calls);
+/* The deltas (an array of delta objects) for more text of a streamed
+ * choice; final: the choice ended (held-back text comes out). */
+cJSON *srv_tools_deltas(const srv_call_info *ci, int choice, shardlm_toolparse *tp, const char *text, size_t len,
+                        int final);
 /* An error as an SSE event, for a stream that cannot finish. */
 char *srv_sse_error(const shardlm_server_err *e);
 /* {"object":"list","data":[{"id":model,...}]} */
@@ -105,6 +134,7 @@ struct shardlm_server {
     struct MHD_Daemon *d;
     char *host, *api_key, *model;
     char *tpl_error; /* why there is no chat template, or NULL */
+    shardlm_toolfmt tool_format; /* what the template renders for tool calls */
     int n_ctx;       /* 0: unknown */
     size_t max_body;
     double timeout_s;

@@ -149,6 +149,30 @@ static int parse_logit_bias(const cJSON *o, int n_vocab, shardlm_server_req *r, 
     return SHARDLM_OK;
 }
 
+/* vLLM's min_tokens, stop_token_ids and ignore_eos. */
+static int parse_extensions(const cJSON *o, int n_vocab, shardlm_server_req *r, shardlm_server_err *e)
+{
+    double min = 0;
+    int rc = get_int(o, "min_tokens", 0, 1e9, &min, e);
+    if (rc || (rc = get_bool(o, "ignore_eos", &r->ignore_eos, e))) return rc;
+    r->min_tokens = (int)min;
+    if (r->max_tokens > 0 && r->min_tokens > r->max_tokens)
+        return shardlm_server_err_set(e, 400, INVALID, NULL, "min_tokens",
+                                      "min_tokens (%d) must not exceed max_tokens (%d)", r->min_tokens, r->max_tokens);
+    const cJSON *ids = cJSON_GetObjectItemCaseSensitive(o, "stop_token_ids"), *t;
+    if (!ids || cJSON_IsNull(ids)) return SHARDLM_OK;
+    if (!cJSON_IsArray(ids) || cJSON_GetArraySize(ids) > SHARDLM_SERVER_MAX_STOP_IDS)
+        return bad(e, "stop_token_ids", "%s must be an array of at most 64 token ids%s", "");
+    cJSON_ArrayForEach(t, ids) {
+        double d = t->valuedouble;
+        if (!cJSON_IsNumber(t) || d != floor(d) || d < 0 || d >= n_vocab)
+            return shardlm_server_err_set(e, 400, INVALID, NULL, "stop_token_ids",
+                                          "stop_token_ids must be token ids in [0, %d)", n_vocab);
+        r->stop_ids[r->n_stop_ids++] = (int32_t)d;
+    }
+    return SHARDLM_OK;
+}
+
 /* The fields both endpoints share: sampling, n, stop, stream. */
 static int parse_common(const cJSON *o, int n_vocab, shardlm_server_req *r, shardlm_server_err *e)
 {
@@ -193,6 +217,7 @@ static int parse_common(const cJSON *o, int n_vocab, shardlm_server_req *r, shar
         r->include_usage = cJSON_IsTrue(iu);
     }
     if ((rc = parse_stop(o, r, e))) return rc;
+    if ((rc = parse_extensions(o, n_vocab, r, e))) return rc;
     return parse_logit_bias(o, n_vocab, r, e);
 }
 
@@ -315,6 +340,10 @@ static int parse_messages(const cJSON *o, shardlm_server_req *r, shardlm_server_
             snprintf(param, sizeof param, "messages[%zu].content", i);
             return bad(e, param, "%s is required for this role%s", "");
         }
+        if (!strcmp(known, "tool") && !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(msg, "tool_call_id"))) {
+            snprintf(param, sizeof param, "messages[%zu].tool_call_id", i);
+            return bad(e, param, "%s is required (a string: the id of the call this answers)%s", "");
+        }
     }
     return SHARDLM_OK;
 }
@@ -323,6 +352,7 @@ static int parse_chat(const cJSON *o, shardlm_server_req *r, shardlm_server_err 
 {
     int rc = parse_messages(o, r, e);
     if (!rc) rc = shardlm_server_chat_vars(o, r, e);
+    if (!rc) rc = shardlm_server_parse_tools(o, r, e);
     if (rc) return rc;
     double top = 0;
     if ((rc = get_bool(o, "logprobs", &r->params.logprobs, e))) return rc;
@@ -343,8 +373,8 @@ static int final_check(shardlm_server_req *r, int n_vocab, shardlm_server_err *e
     return shardlm_server_err_set(e, 400, INVALID, NULL, param, "%s", why);
 }
 
-int shardlm_server_parse(shardlm_api_kind kind, const char *body, size_t len, int n_vocab, shardlm_server_req *r,
-                         shardlm_server_err *e)
+static int parse_body(shardlm_api_kind kind, const char *body, size_t len, int n_vocab, int strict,
+                      shardlm_server_req *r, shardlm_server_err *e)
 {
     memset(r, 0, sizeof *r);
     r->kind = kind;
@@ -355,6 +385,7 @@ int shardlm_server_parse(shardlm_api_kind kind, const char *body, size_t len, in
     if (!o) return shardlm_server_err_set(e, 400, INVALID, NULL, NULL, "the body is not valid JSON");
     int rc = SHARDLM_OK;
     if (!cJSON_IsObject(o)) rc = shardlm_server_err_set(e, 400, INVALID, NULL, NULL, "the body must be a JSON object");
+    if (!rc && strict) rc = shardlm_server_check_fields(kind, o, e);
     if (!rc) rc = kind == SHARDLM_API_CHAT ? parse_chat(o, r, e) : parse_completions(o, n_vocab, r, e);
     if (!rc) rc = parse_common(o, n_vocab, r, e);
     if (!rc) rc = final_check(r, n_vocab, e);
@@ -364,8 +395,22 @@ int shardlm_server_parse(shardlm_api_kind kind, const char *body, size_t len, in
     return rc;
 }
 
+int shardlm_server_parse(shardlm_api_kind kind, const char *body, size_t len, int n_vocab, shardlm_server_req *r,
+                         shardlm_server_err *e)
+{
+    return parse_body(kind, body, len, n_vocab, 1, r, e);
+}
+
+int shardlm_server_parse_loose(shardlm_api_kind kind, const char *body, size_t len, int n_vocab,
+                               shardlm_server_req *r, shardlm_server_err *e)
+{
+    return parse_body(kind, body, len, n_vocab, 0, r, e);
+}
+
 void shardlm_server_req_free(shardlm_server_req *r)
 {
+    for (int i = 0; i < r->n_tools; i++) cJSON_Delete(r->tools[i].params);
+    free(r->tools);
     free(r->prompt_text);
     free(r->prompt_ids);
     for (size_t i = 0; i < r->n_msgs; i++) free((char *)r->msgs[i].content);

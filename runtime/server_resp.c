@@ -131,12 +131,14 @@ static cJSON *envelope(const srv_call_info *ci, const char *object)
     return o;
 }
 
-static cJSON *usage(int prompt_tokens, int completion_tokens)
+static cJSON *usage(srv_usage n)
 {
     cJSON *u = cJSON_CreateObject();
-    cJSON_AddNumberToObject(u, "prompt_tokens", prompt_tokens);
-    cJSON_AddNumberToObject(u, "completion_tokens", completion_tokens);
-    cJSON_AddNumberToObject(u, "total_tokens", prompt_tokens + completion_tokens);
+    cJSON_AddNumberToObject(u, "prompt_tokens", n.prompt);
+    cJSON_AddNumberToObject(u, "completion_tokens", n.completion);
+    cJSON_AddNumberToObject(u, "total_tokens", n.prompt + n.completion);
+    cJSON *d = cJSON_AddObjectToObject(u, "prompt_tokens_details");
+    cJSON_AddNumberToObject(d, "cached_tokens", n.cached);
     return u;
 }
 
@@ -166,15 +168,30 @@ static void add_logprobs(const srv_call_info *ci, cJSON *choice, cJSON *lp)
     }
 }
 
-char *srv_body_final(const srv_call_info *ci, srv_choice *ch, int prompt_tokens, int completion_tokens)
+/* "stop" with calls in the answer is "tool_calls", as OpenAI says it. */
+static const char *finish_with_calls(const char *finish, int n_calls)
+{
+    return n_calls && finish && !strcmp(finish, "stop") ? "tool_calls" : finish;
+}
+
+char *srv_body_final(const srv_call_info *ci, srv_choice *ch, srv_usage u)
 {
     int chat = ci->kind == SHARDLM_API_CHAT;
     cJSON *o = envelope(ci, chat ? "chat.completion" : "text_completion");
     cJSON *arr = cJSON_AddArrayToObject(o, "choices");
     for (int i = 0; arr && i < ci->n; i++) {
         cJSON *c = cJSON_CreateObject();
+        int calls = 0;
         cJSON_AddNumberToObject(c, "index", i);
-        if (chat) {
+        if (chat && ci->tool_format != SHARDLM_TOOLFMT_NONE) {
+            cJSON *m = srv_tools_message(ci, i, ch[i].text, ch[i].len, &calls);
+            if (!m) {
+                cJSON_Delete(c);
+                cJSON_Delete(o);
+                return NULL;
+            }
+            cJSON_AddItemToObject(c, "message", m);
+        } else if (chat) {
             cJSON *m = cJSON_AddObjectToObject(c, "message");
             cJSON_AddStringToObject(m, "role", "assistant");
             cJSON_AddStringToObject(m, "content", ch[i].text ? ch[i].text : "");
@@ -183,10 +200,10 @@ char *srv_body_final(const srv_call_info *ci, srv_choice *ch, int prompt_tokens,
         }
         add_logprobs(ci, c, ch[i].lp);
         ch[i].lp = NULL; /* now owned by the tree */
-        add_str_or_null(c, "finish_reason", ch[i].finish);
+        add_str_or_null(c, "finish_reason", finish_with_calls(ch[i].finish, calls));
         cJSON_AddItemToArray(arr, c);
     }
-    cJSON_AddItemToObject(o, "usage", usage(prompt_tokens, completion_tokens));
+    cJSON_AddItemToObject(o, "usage", usage(u));
     return print_free(o);
 }
 
@@ -216,10 +233,73 @@ static cJSON *chunk(const srv_call_info *ci, int choice, cJSON **c_out)
     return o;
 }
 
-char *srv_sse_event(const srv_call_info *ci, const srv_event *ev, int *nothing)
+/* One token's logprobs as its chunk carries them. */
+static cJSON *event_logprobs(const srv_call_info *ci, const srv_event *ev, size_t offset)
+{
+    if (!ev->has_lp) return NULL;
+    cJSON *lp;
+    if (ci->kind == SHARDLM_API_CHAT) {
+        lp = cJSON_CreateArray();
+        cJSON_AddItemToArray(lp, chat_lp_entry(ci, &ev->lp));
+    } else {
+        lp = cmpl_lp_new();
+        cmpl_lp_add(ci, lp, &ev->lp, offset);
+    }
+    return lp;
+}
+
+/* Concatenates SSE texts, freeing them. */
+static char *sse_cat(char *a, char *b)
+{
+    if (!a || !b) {
+        free(a);
+        return b;
+    }
+    size_t na = strlen(a), nb = strlen(b);
+    char *t = realloc(a, na + nb + 1);
+    if (t) memcpy(t + na, b, nb + 1);
+    else free(a);
+    free(b);
+    return t;
+}
+
+/* A chat choice with tools: one chunk per delta the parser gives (the
+ * token's logprobs on the first), then the finish chunk at the end. */
+static char *sse_tools(const srv_call_info *ci, srv_stream_choice *sc, const srv_event *ev, int *nothing)
+{
+    if (!sc->tp && srv_tools_parser(ci, &sc->tp)) return NULL;
+    cJSON *ds = srv_tools_deltas(ci, ev->choice, sc->tp, ev->text, ev->len, ev->is_end);
+    if (!ds) return NULL;
+    char *out = NULL;
+    cJSON *lp = event_logprobs(ci, ev, 0);
+    int n = cJSON_GetArraySize(ds);
+    if (!n && lp) cJSON_AddItemToArray(ds, cJSON_CreateObject()), n = 1;
+    for (int i = 0; i < n; i++) {
+        cJSON *c, *o = chunk(ci, ev->choice, &c), *d = cJSON_DetachItemFromArray(ds, 0);
+        if (!cJSON_GetArraySize(d) && lp) cJSON_AddStringToObject(d, "content", "");
+        cJSON_AddItemToObject(c, "delta", d);
+        add_logprobs(ci, c, i == 0 ? lp : NULL);
+        add_str_or_null(c, "finish_reason", NULL);
+        out = sse_cat(out, sse(o));
+    }
+    if (!n) cJSON_Delete(lp);
+    cJSON_Delete(ds);
+    if (ev->is_end) {
+        cJSON *c, *o = chunk(ci, ev->choice, &c);
+        cJSON_AddObjectToObject(c, "delta");
+        add_logprobs(ci, c, NULL);
+        add_str_or_null(c, "finish_reason", finish_with_calls(finish_str(ev->why), shardlm_toolparse_n_calls(sc->tp)));
+        out = sse_cat(out, sse(o));
+    }
+    *nothing = out == NULL && !ev->is_end;
+    return out;
+}
+
+char *srv_sse_event(const srv_call_info *ci, srv_stream_choice *sc, const srv_event *ev, int *nothing)
 {
     int chat = ci->kind == SHARDLM_API_CHAT;
     *nothing = 0;
+    if (chat && ci->tool_format != SHARDLM_TOOLFMT_NONE) return sse_tools(ci, sc, ev, nothing);
     if (!ev->is_end && ev->len == 0 && !ev->has_lp) {
         *nothing = 1;
         return NULL;
@@ -231,15 +311,8 @@ char *srv_sse_event(const srv_call_info *ci, const srv_event *ev, int *nothing)
     } else {
         cJSON_AddStringToObject(c, "text", ev->is_end ? "" : ev->text);
     }
-    cJSON *lp = NULL;
-    if (ev->has_lp && chat) {
-        lp = cJSON_CreateArray();
-        cJSON_AddItemToArray(lp, chat_lp_entry(ci, &ev->lp));
-    } else if (ev->has_lp) {
-        lp = cmpl_lp_new();
-        cmpl_lp_add(ci, lp, &ev->lp, 0);
-    }
-    add_logprobs(ci, c, lp);
+    add_logprobs(ci, c, event_logprobs(ci, ev, sc->text_offset));
+    sc->text_offset += ev->len;
     add_str_or_null(c, "finish_reason", ev->is_end ? finish_str(ev->why) : NULL);
     return sse(o);
 }
@@ -255,12 +328,12 @@ char *srv_sse_role(const srv_call_info *ci, int choice)
     return sse(o);
 }
 
-char *srv_sse_usage(const srv_call_info *ci, int prompt_tokens, int completion_tokens)
+char *srv_sse_usage(const srv_call_info *ci, srv_usage u)
 {
     int chat = ci->kind == SHARDLM_API_CHAT;
     cJSON *o = envelope(ci, chat ? "chat.completion.chunk" : "text_completion");
     cJSON_AddArrayToObject(o, "choices");
-    cJSON_AddItemToObject(o, "usage", usage(prompt_tokens, completion_tokens));
+    cJSON_AddItemToObject(o, "usage", usage(u));
     return sse(o);
 }
 

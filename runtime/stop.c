@@ -1,7 +1,9 @@
-/* stop.c - stop strings matched across token boundaries, and the finish
- * reason. The stopper keeps the text that could still turn into a stop
- * string (plus an unfinished UTF-8 character) and releases it as soon as it
- * cannot; a matched stop string and whatever follows it are dropped. */
+/* stop.c - text matched across token boundaries: stop strings, the
+ * triggers of lazy grammars, and the finish reason. The stopper keeps the
+ * text that could still turn into a stop string (plus an unfinished UTF-8
+ * character) and releases it as soon as it cannot; a matched stop string and
+ * whatever follows it are dropped. The trigger scan keeps only the text a
+ * trigger could still start in. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -139,6 +141,103 @@ size_t shardlm_stopper_flush(shardlm_stopper *s, const char **text)
     *text = stopper_text(s);
     s->n_out = s->n_buf;
     return s->n_out;
+}
+
+/* ---- grammar triggers ---- */
+
+int shardlm_trigger_scan_init(shardlm_trigger_scan *t, const shardlm_grammar_trigger *tr, int n)
+{
+    memset(t, 0, sizeof *t);
+    if (n < 1 || n > SHARDLM_TRIGGER_MAX) {
+        shardlm_err_set("a lazy grammar takes 1 to %d triggers, got %d", SHARDLM_TRIGGER_MAX, n);
+        return SHARDLM_EINPUT;
+    }
+    for (int i = 0; i < n; i++) {
+        size_t len = tr[i].text ? strlen(tr[i].text) : 0;
+        if (len == 0 || len > SHARDLM_TRIGGER_MAX_LEN) {
+            shardlm_err_set("grammar triggers must be 1 to %d bytes, trigger %d is %zu", SHARDLM_TRIGGER_MAX_LEN, i,
+                            len);
+            return SHARDLM_EINPUT;
+        }
+        memcpy(t->text[i], tr[i].text, len + 1);
+        t->len[i] = len;
+        t->at_start[i] = tr[i].at_start;
+    }
+    t->n = n;
+    return SHARDLM_OK;
+}
+
+void shardlm_trigger_scan_free(shardlm_trigger_scan *t)
+{
+    free(t->buf);
+    t->buf = NULL;
+    t->n_buf = t->cap = 0;
+}
+
+static int is_ws(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+/* The earliest trigger in the buffer (its offset), or (size_t)-1; k is the
+ * output's first non-whitespace byte while the start is undecided. */
+static size_t trigger_find(shardlm_trigger_scan *t, size_t k)
+{
+    size_t best = (size_t)-1;
+    int open = 0; /* an at-start trigger may still match at k */
+    for (int i = 0; i < t->n; i++) {
+        if (t->at_start[i]) {
+            if (t->lead_done || k == t->n_buf) {
+                open |= !t->lead_done;
+                continue;
+            }
+            size_t have = t->n_buf - k < t->len[i] ? t->n_buf - k : t->len[i];
+            if (memcmp(t->buf + k, t->text[i], have)) continue;
+            if (have == t->len[i] && k < best) best = k;
+            open |= have < t->len[i];
+            continue;
+        }
+        const char *hit = memmem(t->buf, t->n_buf, t->text[i], t->len[i]);
+        if (hit && (size_t)(hit - t->buf) < best) best = (size_t)(hit - t->buf);
+    }
+    if (!open) t->lead_done = 1;
+    return best;
+}
+
+int shardlm_trigger_scan_feed(shardlm_trigger_scan *t, const char *piece, size_t n, const char **from, size_t *len)
+{
+    if (t->fired || !t->n) return 0;
+    if (t->n_buf + n > t->cap) {
+        size_t cap = t->cap ? t->cap : 128;
+        while (cap < t->n_buf + n) cap *= 2;
+        char *b = realloc(t->buf, cap);
+        if (!b) {
+            shardlm_err_set("out of memory watching for grammar triggers");
+            return -1;
+        }
+        t->buf = b;
+        t->cap = cap;
+    }
+    if (n) memcpy(t->buf + t->n_buf, piece, n);
+    t->n_buf += n;
+    size_t k = 0;
+    while (!t->lead_done && k < t->n_buf && is_ws(t->buf[k])) k++;
+    size_t at = trigger_find(t, t->lead_done ? t->n_buf : k);
+    if (at != (size_t)-1) {
+        t->fired = 1;
+        *from = t->buf + at;
+        *len = t->n_buf - at;
+        return 1;
+    }
+    /* a later match starts within the last (longest - 1) bytes, or at k */
+    size_t keep = 0;
+    for (int i = 0; i < t->n; i++)
+        if (t->len[i] - 1 > keep) keep = t->len[i] - 1;
+    size_t drop = t->n_buf > keep ? t->n_buf - keep : 0;
+    if (!t->lead_done && k < drop) drop = k;
+    memmove(t->buf, t->buf + drop, t->n_buf - drop);
+    t->n_buf -= drop;
+    return 0;
 }
 
 shardlm_finish_reason shardlm_finish_decide(int is_eos, int stop_matched, int n_generated, int max_tokens,

@@ -93,11 +93,12 @@ static uint64_t submit(rig *r, sink *k, slot *sl, int i, const char *prompt, int
     int32_t toks[256];
     size_t n = 0;
     cr_assert_eq(shardlm_tokenizer_encode(r->node.tok, prompt, strlen(prompt), 1, toks, 256, &n), 0);
-    shardlm_request_desc d = {toks, (int)n, shardlm_sampling_params_default(), max_tokens, NULL, 0, 0, NULL};
+    shardlm_request_desc d = {.prompt = toks, .n_prompt = (int)n, .params = shardlm_sampling_params_default(),
+                              .max_tokens = max_tokens};
     d.params.temperature = 0;
     sl->k = k;
     sl->i = i;
-    shardlm_request_cb cb = {on_token, on_end, sl};
+    shardlm_request_cb cb = {.on_token = on_token, .on_end = on_end, .ctx = sl};
     uint64_t id = 0;
     cr_assert_eq(shardlm_sched_submit(r->sched, &d, cb, &id), 0, "%s", shardlm_err_get());
     return id;
@@ -236,7 +237,7 @@ Test(sched, prompt_longer_than_context_is_refused_naming_both)
     rig_up(&r, 4.0, 8, 1);
     int32_t toks[600];
     for (int i = 0; i < 600; i++) toks[i] = 300;
-    shardlm_request_desc d = {toks, 600, shardlm_sampling_params_default(), 8, NULL, 0, 0, NULL};
+    shardlm_request_desc d = {.prompt = toks, .n_prompt = 600, .params = shardlm_sampling_params_default(), .max_tokens = 8};
     shardlm_request_cb cb = {0};
     uint64_t id;
     cr_assert_eq(shardlm_sched_submit(r.sched, &d, cb, &id), SHARDLM_EINPUT);

@@ -375,14 +375,14 @@ Test(server_parse, chat_vars_carry_tools_calls_and_kwargs)
         "{\"messages\":[{\"role\":\"developer\",\"content\":[{\"type\":\"text\",\"text\":\"a\"},{\"type\":\"text\","
         "\"text\":\"b\"}]},{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"c1\",\"type\":"
         "\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"x\\\": 1}\"}}]},{\"role\":\"tool\","
-        "\"tool_call_id\":\"c1\",\"content\":\"2\"}],\"tools\":[{\"type\":\"function\"}],"
+        "\"tool_call_id\":\"c1\",\"content\":\"2\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],"
         "\"add_generation_prompt\":false,\"chat_template_kwargs\":{\"enable_thinking\":false}}";
     cr_assert_eq(parse(CH, body, &r, &e), SHARDLM_OK, "%s", e.message);
     cr_assert_str_eq(r.chat_vars,
                      "{\"messages\":[{\"role\":\"system\",\"content\":\"ab\"},{\"role\":\"assistant\",\"content\":null,"
                      "\"tool_calls\":[{\"id\":\"c1\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":"
                      "{\"x\":1}}}]},{\"role\":\"tool\",\"content\":\"2\",\"tool_call_id\":\"c1\"}],\"tools\":[{\"type\":"
-                     "\"function\"}],\"add_generation_prompt\":false,\"enable_thinking\":false}");
+                     "\"function\",\"function\":{\"name\":\"f\"}}],\"add_generation_prompt\":false,\"enable_thinking\":false}");
     shardlm_server_req_free(&r);
     cr_assert_eq(parse(CH, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":{}}", &r, &e), SHARDLM_EINPUT);
     cr_assert_str_eq(e.param, "tools");

@@ -192,11 +192,11 @@ static uint64_t submit(rig *r, sink *k, slot *sl, int i, const char *prompt, sha
     int32_t toks[256];
     size_t n = 0;
     cr_assert_eq(shardlm_tokenizer_encode(r->node.tok, prompt, strlen(prompt), 1, toks, 256, &n), 0);
-    shardlm_request_desc d = {toks, (int)n, p, max_tokens, NULL, 0, 0, g};
+    shardlm_request_desc d = {.prompt = toks, .n_prompt = (int)n, .params = p, .max_tokens = max_tokens, .grammar = g};
     sl->k = k;
     sl->i = i;
     uint64_t id = 0;
-    cr_assert_eq(shardlm_sched_submit(r->sched, &d, (shardlm_request_cb){on_token, on_end, sl}, &id), 0, "%s",
+    cr_assert_eq(shardlm_sched_submit(r->sched, &d, (shardlm_request_cb){.on_token = on_token, .on_end = on_end, .ctx = sl}, &id), 0, "%s",
                  shardlm_err_get());
     return id;
 }

@@ -1,6 +1,9 @@
 /* test_util.c - see test_util.h. */
 #include "test_util.h"
 
+#include "shardlm_common.h"
+#include "shardlm_gguf.h"
+
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -270,4 +273,111 @@ void tu_assert_no_children(void)
     errno = 0;
     cr_assert_eq(waitpid(-1, NULL, WNOHANG), -1, "a child process was left behind");
     cr_assert_eq(errno, ECHILD);
+}
+
+/* ---- rewriting a GGUF's vocabulary ---- */
+
+static int copy_tensor(void *ctx, uint64_t i, void *dst, uint64_t nbytes)
+{
+    memcpy(dst, shardlm_gguf_tensor_at(ctx, i)->data, nbytes);
+    return 0;
+}
+
+/* Copies scalar or array key `key` of g into w. */
+static void copy_kv(shardlm_gguf_writer *w, const shardlm_gguf *g, uint64_t i, const char *key)
+{
+    shardlm_gguf_vtype t = shardlm_gguf_kv_type(g, i);
+    if (t == SHARDLM_GGUF_STRING) {
+        shardlm_gguf_str v;
+        cr_assert_eq(shardlm_gguf_get_str(g, key, &v), 0);
+        char *z = strndup(v.ptr, v.len);
+        shardlm_gguf_writer_str(w, key, z);
+        free(z);
+    } else if (t == SHARDLM_GGUF_ARRAY) {
+        shardlm_gguf_vtype elem;
+        uint64_t n;
+        const void *data;
+        cr_assert_eq(shardlm_gguf_get_arr(g, key, &elem, &n, &data), 0);
+        cr_assert_neq(elem, SHARDLM_GGUF_STRING, "string arrays are written by the caller");
+        shardlm_gguf_writer_arr(w, key, elem, data, n);
+    } else {
+        unsigned char raw[8] = {0};
+        double f = 0;
+        int64_t s64 = 0;
+        uint64_t u = 0;
+        int b = 0;
+        if (t == SHARDLM_GGUF_FLOAT32 || t == SHARDLM_GGUF_FLOAT64) {
+            shardlm_gguf_get_f64(g, key, &f);
+            float f32 = (float)f;
+            memcpy(raw, t == SHARDLM_GGUF_FLOAT32 ? (void *)&f32 : (void *)&f, t == SHARDLM_GGUF_FLOAT32 ? 4 : 8);
+        } else if (t == SHARDLM_GGUF_BOOL) {
+            shardlm_gguf_get_bool(g, key, &b);
+            raw[0] = (unsigned char)b;
+        } else if (t == SHARDLM_GGUF_INT8 || t == SHARDLM_GGUF_INT16 || t == SHARDLM_GGUF_INT32 ||
+                   t == SHARDLM_GGUF_INT64) {
+            shardlm_gguf_get_i64(g, key, &s64);
+            memcpy(raw, &s64, 8);
+        } else {
+            shardlm_gguf_get_u64(g, key, &u);
+            memcpy(raw, &u, 8);
+        }
+        shardlm_gguf_writer_scalar(w, key, t, raw);
+    }
+}
+
+void tu_gguf_with_control_tokens(const char *in, const char *out, const int32_t *ids, const char *const *pieces,
+                                 int n)
+{
+    shardlm_gguf *g;
+    cr_assert_eq(shardlm_gguf_open(in, &g), 0, "%s", shardlm_err_get());
+    shardlm_gguf_writer *w = shardlm_gguf_writer_new((uint32_t)shardlm_gguf_alignment(g));
+    for (uint64_t i = 0; i < shardlm_gguf_n_kv(g); i++) {
+        shardlm_gguf_str k = shardlm_gguf_kv_key(g, i);
+        char key[256];
+        snprintf(key, sizeof key, "%.*s", (int)k.len, k.ptr);
+        if (!strcmp(key, "tokenizer.ggml.tokens")) {
+            shardlm_gguf_vtype elem;
+            uint64_t nt;
+            const void *data;
+            cr_assert_eq(shardlm_gguf_get_arr(g, key, &elem, &nt, &data), 0);
+            char **v = calloc(nt, sizeof *v);
+            for (uint64_t j = 0; j < nt; j++) {
+                shardlm_gguf_str e;
+                cr_assert_eq(shardlm_gguf_arr_str(g, key, j, &e), 0);
+                v[j] = strndup(e.ptr, e.len);
+                for (int x = 0; x < n; x++)
+                    if ((uint64_t)ids[x] == j) free(v[j]), v[j] = strdup(pieces[x]);
+            }
+            shardlm_gguf_writer_arr_str(w, key, (const char *const *)v, nt);
+            for (uint64_t j = 0; j < nt; j++) free(v[j]);
+            free(v);
+        } else if (!strcmp(key, "tokenizer.ggml.token_type")) {
+            shardlm_gguf_vtype elem;
+            uint64_t nt;
+            const void *data;
+            cr_assert_eq(shardlm_gguf_get_arr(g, key, &elem, &nt, &data), 0);
+            cr_assert_eq(elem, SHARDLM_GGUF_INT32);
+            int32_t *ty = malloc(nt * sizeof *ty);
+            memcpy(ty, data, nt * sizeof *ty);
+            for (int x = 0; x < n; x++) ty[ids[x]] = 3;
+            shardlm_gguf_writer_arr(w, key, SHARDLM_GGUF_INT32, ty, nt);
+            free(ty);
+        } else if (shardlm_gguf_kv_type(g, i) == SHARDLM_GGUF_ARRAY) {
+            shardlm_gguf_vtype elem;
+            uint64_t nt;
+            const void *data;
+            cr_assert_eq(shardlm_gguf_get_arr(g, key, &elem, &nt, &data), 0);
+            if (elem == SHARDLM_GGUF_STRING) continue; /* merges and the like: none in the test models */
+            copy_kv(w, g, i, key);
+        } else {
+            copy_kv(w, g, i, key);
+        }
+    }
+    for (uint64_t i = 0; i < shardlm_gguf_n_tensors(g); i++) {
+        const shardlm_gguf_tensor *t = shardlm_gguf_tensor_at(g, i);
+        shardlm_gguf_writer_tensor(w, t->name, t->type, t->n_dims, t->ne);
+    }
+    cr_assert_eq(shardlm_gguf_writer_write(w, out, copy_tensor, g), 0, "%s", shardlm_err_get());
+    shardlm_gguf_writer_free(w);
+    shardlm_gguf_close(g);
 }

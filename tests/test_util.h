@@ -65,4 +65,10 @@ char *tu_read_file(const char *path, size_t *len);
 /* Writes a file; returns 0 on success. */
 int tu_write_file(const char *path, const void *data, size_t len);
 
+/* Copies the GGUF at in to out with tokens ids[i] renamed pieces[i] and
+ * made control tokens (token_type 3), e.g. to give a small model a
+ * "[TOOL_CALLS]" token. Asserts on failure. */
+void tu_gguf_with_control_tokens(const char *in, const char *out, const int32_t *ids, const char *const *pieces,
+                                 int n);
+
 #endif

@@ -44,7 +44,8 @@ await check('completion (greedy) equals the reference text', async () => {
   assert.equal(r.choices[0].index, 0);
   assert.equal(r.choices[0].text, reference);
   assert.equal(r.choices[0].finish_reason, 'length');
-  assert.deepEqual(r.usage, { prompt_tokens: 5, completion_tokens: 60, total_tokens: 65 });
+  assert.deepEqual(r.usage,
+    { prompt_tokens: 5, completion_tokens: 60, total_tokens: 65, prompt_tokens_details: { cached_tokens: 0 } });
 });
 
 await check('streamed completion equals the reference text, with usage', async () => {
@@ -59,7 +60,8 @@ await check('streamed completion equals the reference text, with usage', async (
   assert.equal(ends[0].finish_reason, 'length');
   const last = chunks[chunks.length - 1];
   assert.deepEqual(last.choices, []);
-  assert.deepEqual(last.usage, { prompt_tokens: 5, completion_tokens: 60, total_tokens: 65 });
+  assert.deepEqual(last.usage,
+    { prompt_tokens: 5, completion_tokens: 60, total_tokens: 65, prompt_tokens_details: { cached_tokens: 0 } });
   assert.ok(chunks.every((c) => c.object === 'text_completion'));
 });
 
@@ -122,6 +124,31 @@ await check('chat logprobs with top_logprobs', async () => {
   }
 });
 
+await check('streamed logprobs equal the non-streamed ones, field by field (text_offset too)', async () => {
+  const req = { model, prompt: PROMPT, max_tokens: 24, temperature: 0, logprobs: 3 };
+  const whole = (await client.completions.create(req)).choices[0].logprobs;
+  const got = { tokens: [], token_logprobs: [], top_logprobs: [], text_offset: [] };
+  for (const c of await collect(await client.completions.create({ ...req, stream: true })))
+    for (const ch of c.choices) if (ch.logprobs) for (const k of Object.keys(got)) got[k].push(...ch.logprobs[k]);
+  assert.deepEqual(got, whole);
+  assert.deepEqual(whole.text_offset.slice(0, 5), [0, 1, 7, 11, 13], 'each token where its text starts');
+  const creq = { model, messages: [{ role: 'user', content: 'Tell me a story.' }], max_tokens: 16, temperature: 0,
+    logprobs: true, top_logprobs: 2 };
+  const cwhole = (await client.chat.completions.create(creq)).choices[0].logprobs.content;
+  const cgot = [];
+  for (const c of await collect(await client.chat.completions.create({ ...creq, stream: true })))
+    for (const ch of c.choices) if (ch.logprobs) cgot.push(...ch.logprobs.content);
+  assert.deepEqual(cgot, cwhole);
+});
+
+await check('usage counts the prompt tokens the prefix cache served', async () => {
+  const long = `${PROMPT}, there was a little girl named Lily. She loved to play outside in the park.`;
+  const a = await client.completions.create({ model, prompt: long, max_tokens: 2 });
+  const b = await client.completions.create({ model, prompt: long, max_tokens: 2 });
+  assert.ok(a.usage.prompt_tokens > 16);
+  assert.equal(b.usage.prompt_tokens_details.cached_tokens, Math.floor((b.usage.prompt_tokens - 1) / 16) * 16);
+});
+
 await check('the client sees a 400 as BadRequestError', async () => {
   await assert.rejects(
     client.completions.create({ model, prompt: PROMPT, temperature: 5 }),
@@ -157,6 +184,13 @@ const bad = [
     err('top_logprobs needs logprobs to be true', 'top_logprobs')],
   ['/v1/chat/completions', '{"messages":[{"role":"user","content":"x"}],"stream":1}', 400,
     err('stream must be a boolean', 'stream')],
+  ['/v1/completions', '{"prompt":"x","temprature":0.5}', 400,
+    err('Unrecognized request argument supplied: temprature', 'temprature')],
+  ['/v1/chat/completions', JSON.stringify({ messages: [{ role: 'user', content: 'x' }], tool_choice: 'required',
+    tools: [{ type: 'function', function: { name: 'f' } }] }), 400,
+    err('this server\'s chat template renders no tool-call format it can parse (Hermes/Qwen <tool_call>, Llama 3 ' +
+      'JSON, Mistral [TOOL_CALLS], Granite <|tool_call|>): start serve with --chat-template naming a template for ' +
+      'tool calling, or send tool_choice "none"', 'tools')],
   ['/v1/nothing', '{}', 404, err('no such endpoint: /v1/nothing', null, 'not_found')],
 ];
 

@@ -8,7 +8,11 @@
 # requests against each alone (concurrency.mjs; also on a KV pool too small
 # for them, so they are preempted), 401/404/405/413/429, an engine failure
 # (a killed worker) and an orderly SIGTERM. structured.mjs checks
-# response_format/grammar on stories260K and on llama-2-tiny-random.
+# response_format/grammar on stories260K and on llama-2-tiny-random;
+# fields.mjs walks docs/API.md's table of request fields; tools.mjs checks
+# tool calls on stories260K with the Hermes 3 template and on a synthetic
+# model with the Qwen2.5, Mistral Nemo, Mistral Small 3.2 and Llama 3.1
+# templates.
 #   run.sh SHARDLM_BIN SHARED_DIR
 # Exit 0: passed; 77: skipped (no model, node or curl outside CI); else failed.
 set -euo pipefail
@@ -47,7 +51,8 @@ command -v curl >/dev/null || skip "curl is not installed"
 # ---- the openai package, installed once into the cache ----
 CACHE=${SHARDLM_E2E_CACHE:-$SRC/.cache/e2e-openai}
 mkdir -p "$CACHE"
-cp "$HERE/package.json" "$HERE/openai_client.mjs" "$HERE/concurrency.mjs" "$HERE/structured.mjs" "$CACHE/"
+cp "$HERE/package.json" "$HERE/openai_client.mjs" "$HERE/concurrency.mjs" "$HERE/structured.mjs" \
+  "$HERE/fields.mjs" "$HERE/tools.mjs" "$CACHE/"
 WANT=$(node -p "require('$HERE/package.json').dependencies.openai")
 HAVE=$(node -p "try { require('$CACHE/node_modules/openai/package.json').version } catch { '' }")
 if [ "$HAVE" != "$WANT" ]; then
@@ -166,6 +171,29 @@ RANDOM_PID=$SRV_PID
   fail "structured.mjs failed on llama-2-tiny-random"
 kill -TERM "$RANDOM_PID"
 ok "structured outputs validate on stories260K and on a random model with the Llama 2 vocabulary"
+
+# ---- every request field, and tool calls ----
+TPLS=$SHARED/models/templates
+[ -d "$TPLS" ] || skip "$TPLS is missing"
+start tools --world-size 2 --chat-template "$TPLS/NousResearch-Hermes-3-Llama-3.1-8B-tool_use.jinja" \
+  --model-name stories-tools
+TOOLS_PID=$SRV_PID
+(cd "$CACHE" && timeout 300 node fields.mjs "http://127.0.0.1:$PORT" "" stories-tools "$SRC/docs/API.md") ||
+  fail "fields.mjs: a request field does not behave as docs/API.md says"
+(cd "$CACHE" && EOS_BIAS=12 timeout 300 node tools.mjs "http://127.0.0.1:$PORT" stories-tools hermes 10) ||
+  fail "tools.mjs failed on stories260K with the Hermes 3 template"
+kill -TERM "$TOOLS_PID"
+SYNTH=$WORK/synth.gguf
+"$BIN" synth -o "$SYNTH" --dim 64 --layers 2 --heads 4 --kv-heads 2 --ffn 128 --vocab 512 --context 8192 \
+  --seed 11 >"$WORK/synth.log" 2>&1 || fail "synth failed"
+for pair in Qwen-Qwen2.5-7B-Instruct:hermes mistralai-Mistral-Nemo-Instruct-2407:mistral \
+            Mistral-Small-3.2-24B-Instruct-2506:mistral-args meta-llama-Llama-3.1-8B-Instruct:llama3; do
+  MODEL=$SYNTH start "synth-${pair##*:}" --chat-template "$TPLS/${pair%%:*}.jinja" --model-name synth
+  (cd "$CACHE" && timeout 300 node tools.mjs "http://127.0.0.1:$PORT" synth "${pair##*:}" 6) ||
+    fail "tools.mjs failed on a synthetic model with ${pair%%:*}"
+  kill -TERM "$SRV_PID"
+done
+ok "every field of docs/API.md's table; tool calls validate on stories260K and a synthetic model, 5 templates"
 
 # ---- a client that disconnects mid-stream frees its sequences ----
 curl -sSN --max-time 0.5 "${A[@]}" "$BASE/v1/completions" \

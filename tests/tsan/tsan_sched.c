@@ -59,9 +59,10 @@ static void *client(void *arg)
         int32_t toks[64];
         size_t n = 0;
         shardlm_tokenizer_encode(node.tok, p, strlen(p), 1, toks, 64, &n);
-        shardlm_request_desc d = {toks, (int)n, shardlm_sampling_params_default(), 24, NULL, 0, 0, NULL};
+        shardlm_request_desc d = {.prompt = toks, .n_prompt = (int)n, .params = shardlm_sampling_params_default(),
+                                  .max_tokens = 24};
         d.params.temperature = 0;
-        shardlm_request_cb cb = {on_token, on_end, r};
+        shardlm_request_cb cb = {.on_token = on_token, .on_end = on_end, .ctx = r};
         uint64_t id;
         if (shardlm_sched_submit(sched, &d, cb, &id)) return (void *)1;
         if (i == PER - 1 && c == 0) shardlm_sched_cancel(sched, id);
