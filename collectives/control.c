@@ -30,6 +30,7 @@ struct shardlm_ctrl {
     int (*watch)(void *ctx);
     void *watch_ctx;
     shardlm_ctrl_weights_req *wreq; /* rank 0: what each worker's Hello asked of its weights */
+    uint64_t *hb_wait_ns; /* rank 0: since when each worker owes a heartbeat answer (0: none; made at the first) */
 };
 
 int shardlm_ctrl_port(const shardlm_ctrl *c)
@@ -585,6 +586,7 @@ void shardlm_ctrl_close(shardlm_ctrl *c)
         if (c->fds[r] >= 0) close(c->fds[r]);
     free(c->fds);
     free(c->wreq);
+    free(c->hb_wait_ns);
     free(c->buf);
     free(c);
 }
@@ -607,4 +609,102 @@ shardlm_ctrl_weights_req shardlm_ctrl_weights_request(const shardlm_ctrl *c, int
     shardlm_ctrl_weights_req none = {0, 0, 0};
     if (!c || !c->wreq || rank < 1 || rank >= c->world) return none;
     return c->wreq[rank];
+}
+
+/* ---- supervision: heartbeats, shutdown notices, re-forming ---- */
+
+void shardlm_ctrl_reset_workers(shardlm_ctrl *c)
+{
+    if (!c || c->listen_fd < 0) return; /* rank 0 only */
+    for (int r = 1; r < c->world; r++) {
+        if (c->fds[r] >= 0) close(c->fds[r]);
+        c->fds[r] = -1;
+        c->wreq[r] = (shardlm_ctrl_weights_req){0, 0, 0};
+    }
+    free(c->hb_wait_ns);
+    c->hb_wait_ns = NULL;
+}
+
+int shardlm_ctrl_send_shutdown(shardlm_ctrl *c, const char *reason, int rejoin, int timeout_ms)
+{
+    if (!c || c->listen_fd < 0) return SHARDLM_EINPUT;
+    Shardlm__Shutdown sd = SHARDLM__SHUTDOWN__INIT;
+    sd.reason = (char *)(reason ? reason : "");
+    sd.rejoin = rejoin != 0;
+    Shardlm__Envelope env = SHARDLM__ENVELOPE__INIT;
+    env.msg_case = SHARDLM__ENVELOPE__MSG_SHUTDOWN;
+    env.shutdown = &sd;
+    uint64_t deadline = shardlm_now_ns() + (uint64_t)timeout_ms * 1000000ull;
+    int rc = SHARDLM_OK;
+    for (int r = 1; r < c->world; r++) { /* every worker that can still be told, not only up to the first dead one */
+        char who[32];
+        snprintf(who, sizeof who, "rank %d", r);
+        int one = c->fds[r] >= 0 ? send_env(c->fds[r], &env, deadline, who) : SHARDLM_EPEER;
+        if (one && !rc) rc = one;
+    }
+    return rc;
+}
+
+int shardlm_ctrl_send_heartbeat(shardlm_ctrl *c, int timeout_ms)
+{
+    if (!c || c->listen_fd >= 0 || c->fds[0] < 0) return SHARDLM_EINPUT; /* workers only */
+    Shardlm__Heartbeat hb = SHARDLM__HEARTBEAT__INIT;
+    hb.now_ns = shardlm_now_ns();
+    Shardlm__Envelope env = SHARDLM__ENVELOPE__INIT;
+    env.msg_case = SHARDLM__ENVELOPE__MSG_HEARTBEAT;
+    env.heartbeat = &hb;
+    return send_env(c->fds[0], &env, shardlm_now_ns() + (uint64_t)timeout_ms * 1000000ull, c->peer);
+}
+
+/* Reads what worker r has sent since the last heartbeat without waiting
+ * for more: its answers (and any late Fault, which is ignored here).
+ * Returns 1 when its connection is gone. */
+static int hb_drain(shardlm_ctrl *c, int r, uint64_t now)
+{
+    char who[32];
+    snprintf(who, sizeof who, "rank %d", r);
+    for (int guard = 0; guard < 64; guard++) {
+        struct pollfd pf = {c->fds[r], POLLIN, 0};
+        if (poll(&pf, 1, 0) <= 0) return 0;
+        Shardlm__Envelope *env = NULL;
+        int rc = recv_env(c, c->fds[r], now + 200000000ull, who, &env); /* a frame that starts arrives whole */
+        if (rc == SHARDLM_ETIMEDOUT) return 0;
+        if (rc) return 1;
+        if (env->msg_case == SHARDLM__ENVELOPE__MSG_HEARTBEAT) c->hb_wait_ns[r] = 0;
+        shardlm__envelope__free_unpacked(env, NULL);
+    }
+    return 0;
+}
+
+int shardlm_ctrl_heartbeat(shardlm_ctrl *c, int timeout_ms, int lost_after_ms, char *why, size_t cap)
+{
+    if (!c || c->listen_fd < 0) return -1; /* rank 0 only */
+    uint64_t now = shardlm_now_ns();
+    if (!c->hb_wait_ns && !(c->hb_wait_ns = calloc((size_t)c->world, sizeof *c->hb_wait_ns))) return -1;
+    Shardlm__Heartbeat hb = SHARDLM__HEARTBEAT__INIT;
+    hb.now_ns = now;
+    Shardlm__Envelope env = SHARDLM__ENVELOPE__INIT;
+    env.msg_case = SHARDLM__ENVELOPE__MSG_HEARTBEAT;
+    env.heartbeat = &hb;
+    uint64_t deadline = now + (uint64_t)timeout_ms * 1000000ull;
+    for (int r = 1; r < c->world; r++) {
+        char who[32];
+        snprintf(who, sizeof who, "rank %d", r);
+        if (c->fds[r] < 0 || hb_drain(c, r, now)) {
+            snprintf(why, cap, "rank %d is lost: its control connection closed between steps", r);
+            return r;
+        }
+        uint64_t owed = c->hb_wait_ns[r]; /* only unanswered heartbeats count, not time spent stepping */
+        if (lost_after_ms > 0 && owed && now - owed > (uint64_t)lost_after_ms * 1000000ull) {
+            snprintf(why, cap, "rank %d is lost: no answer to heartbeats for %llu ms (--heartbeat-timeout-ms %d)", r,
+                     (unsigned long long)((now - owed) / 1000000ull), lost_after_ms);
+            return r;
+        }
+        if (!owed) c->hb_wait_ns[r] = now;
+        if (send_env(c->fds[r], &env, deadline, who)) {
+            snprintf(why, cap, "rank %d is lost: a heartbeat could not be sent (%s)", r, shardlm_err_get());
+            return r;
+        }
+    }
+    return 0;
 }

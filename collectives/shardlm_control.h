@@ -90,4 +90,22 @@ shardlm_ctrl_weights_req shardlm_ctrl_weights_request(const shardlm_ctrl *c, int
 int shardlm_ctrl_connect_weights(const char *host, int port, shardlm_ctrl_hello *mine,
                                  const shardlm_ctrl_weights_req *want, int timeout_ms, shardlm_ctrl **out);
 
+/* ---- supervision (serve keeps running when a rank is lost) ---- */
+
+/* Rank 0: closes every worker connection but keeps listening, so
+ * shardlm_ctrl_accept_all can take the re-formed cluster's workers. */
+void shardlm_ctrl_reset_workers(shardlm_ctrl *c);
+/* Rank 0: Shutdown to every worker still connected (best effort, each
+ * bounded by timeout_ms). rejoin: the cluster re-forms, a worker that can
+ * should reconnect rather than exit. Returns the first failure. */
+int shardlm_ctrl_send_shutdown(shardlm_ctrl *c, const char *reason, int rejoin, int timeout_ms);
+/* Rank 0, while idle: reads the workers' answers to earlier heartbeats,
+ * then sends each a new one. Returns the first lost worker (its control
+ * connection closed, or no answer for lost_after_ms; 0 turns that check
+ * off) with one line in why, or 0 when every worker is alive; -1 on
+ * allocation failure. */
+int shardlm_ctrl_heartbeat(shardlm_ctrl *c, int timeout_ms, int lost_after_ms, char *why, size_t cap);
+/* Worker: answers a heartbeat. */
+int shardlm_ctrl_send_heartbeat(shardlm_ctrl *c, int timeout_ms);
+
 #endif

@@ -3,9 +3,11 @@
  * binds the HTTP port (answering 503 "loading" meanwhile), brings the ranks
  * up like `generate` (local workers with --world-size, or RING_CONFIG),
  * then runs the scheduler's engine loop on the main thread until SIGINT or
- * SIGTERM. A watcher thread turns a signal into an orderly stop: the
- * server cancels what is in flight, the engine loop ends, workers are told
- * to shut down. */
+ * SIGTERM. A lost rank does not end it: the cluster re-forms behind the
+ * HTTP server (serve_heal.c). A watcher thread turns a signal into an
+ * orderly stop: SIGTERM first drains (no new requests, those in flight
+ * finish), SIGINT cancels what is in flight; the engine loop ends, workers
+ * are told to shut down. */
 #include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
@@ -17,6 +19,7 @@
 
 #include "node.h"
 #include "scheduler.h"
+#include "serve_heal.h"
 #include "server.h"
 #include "shardlm_text.h"
 #include "shardlm_cli.h"
@@ -31,6 +34,9 @@ typedef struct {
     int world;
     const char *chat_template;
     double failed_grace_s;
+    int hb_ms, hb_timeout_ms; /* --heartbeat-ms, --heartbeat-timeout-ms */
+    double drain_s;           /* --drain-timeout */
+    int no_heal;              /* --no-heal: a lost rank ends serve, as before */
 } serve_opts;
 
 static void serve_usage(FILE *f)
@@ -65,6 +71,10 @@ static void serve_usage(FILE *f)
             "      --device DEV                cpu (default), cuda or cuda:K\n"
             "      --weights-from rank0        local workers get their shards from rank 0, not the file\n"
             "      --weights-cache DIR         the local workers' weights cache (see `shardlm worker`)\n"
+            "      --heartbeat-ms MS           idle heartbeat interval on the control channel (default 2000)\n"
+            "      --heartbeat-timeout-ms MS   a worker that answers no heartbeat this long is lost (default 10000)\n"
+            "      --drain-timeout S           SIGTERM: how long requests in flight may finish (default 30)\n"
+            "      --no-heal                   a lost rank stops serve (exit 1) instead of re-forming the cluster\n"
             "Under mpirun every rank runs this same command: rank 0 serves HTTP, the others\n"
             "become workers (`mpirun -np 4 shardlm serve -m MODEL`).\n");
 }
@@ -113,6 +123,10 @@ static int serve_opt(serve_opts *o, int c, const char *arg)
     case 'G': o->node.weights_cache = arg; return 0;
     case 'X': if (strcmp(arg, "f32") && strcmp(arg, "q8")) return -1; o->node.comm_q8 = !strcmp(arg, "q8"); return 0;
     case 'V': o->node.kv_type = shardlm_node_kv_type_parse(arg); return o->node.kv_type < 0 ? -1 : 0;
+    case 'e': if (serve_int(arg, 10, 3600000, &v)) return -1; o->hb_ms = (int)v; return 0;
+    case 'E': if (serve_int(arg, 100, 86400000, &v)) return -1; o->hb_timeout_ms = (int)v; return 0;
+    case 'g': if (serve_int(arg, 0, 86400, &v)) return -1; o->drain_s = (double)v; return 0;
+    case 'n': o->no_heal = 1; return 0;
     default: return -1;
     }
 }
@@ -133,7 +147,9 @@ static int serve_parse(int argc, char **argv, serve_opts *o)
         {"comm", required_argument, 0, 'c'},     {"device", required_argument, 0, 'D'},
         {"weights-from", required_argument, 0, 'w'}, {"weights-cache", required_argument, 0, 'G'},
         {"kv-cache-type", required_argument, 0, 'V'}, {"comm-dtype", required_argument, 0, 'X'},
-        {"ring-transport", required_argument, 0, 'r'}, {"numa", no_argument, 0, 'U'}, {0, 0, 0, 0}};
+        {"ring-transport", required_argument, 0, 'r'}, {"numa", no_argument, 0, 'U'},
+        {"heartbeat-ms", required_argument, 0, 'e'}, {"heartbeat-timeout-ms", required_argument, 0, 'E'},
+        {"drain-timeout", required_argument, 0, 'g'}, {"no-heal", no_argument, 0, 'n'}, {0, 0, 0, 0}};
     int c, idx = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:h", opts, &idx)) != -1) {
@@ -160,6 +176,14 @@ static int serve_parse(int argc, char **argv, serve_opts *o)
         fprintf(stderr, "shardlm serve: %s\n", wbad);
         return SHARDLM_EINPUT;
     }
+    if (o->hb_timeout_ms <= o->hb_ms) {
+        fprintf(stderr, "shardlm serve: --heartbeat-timeout-ms %d must be longer than --heartbeat-ms %d\n",
+                o->hb_timeout_ms, o->hb_ms);
+        return SHARDLM_EINPUT;
+    }
+    /* local workers reconnect after a loss, and give up on a silent rank 0 */
+    o->node.rejoin = !o->no_heal;
+    o->node.idle_timeout_ms = o->hb_timeout_ms + o->hb_ms;
     o->node.max_batch = o->sched.max_num_batched_tokens;
     o->node.kv_cache_mb = o->sched.kv_cache_mb;
     o->node.block_size = o->sched.block_size;
@@ -220,7 +244,34 @@ static void serve_on_signal(int sig)
 typedef struct {
     shardlm_server *srv;
     shardlm_sched *sched;
+    double drain_s;
 } serve_watch;
+
+/* SIGTERM: no new requests; waits until those in flight (and queued) are
+ * answered, or the drain timeout. */
+static void serve_drain(serve_watch *w)
+{
+    shardlm_sched_stats st;
+    shardlm_sched_stats_get(w->sched, &st);
+    fprintf(stderr, "shardlm: SIGTERM: draining (new requests get 503; %d running, %d queued; up to %.0f s)\n",
+            st.running, st.waiting, w->drain_s);
+    shardlm_server_drain(w->srv);
+    double t0 = shardlm_now_s();
+    for (;;) {
+        shardlm_sched_stats_get(w->sched, &st);
+        int left = st.running + st.waiting + shardlm_server_in_flight(w->srv);
+        if (!left) {
+            fprintf(stderr, "shardlm: drained in %.1f s\n", shardlm_now_s() - t0);
+            return;
+        }
+        if (shardlm_now_s() - t0 >= w->drain_s || serve_signals > 1) {
+            fprintf(stderr, "shardlm: drain timeout (%.0f s): cancelling %d request(s) still in flight\n", w->drain_s,
+                    left);
+            return;
+        }
+        usleep(20000);
+    }
+}
 
 static void *serve_watcher(void *arg)
 {
@@ -228,7 +279,8 @@ static void *serve_watcher(void *arg)
     unsigned char b = 0;
     while (read(serve_pipe[0], &b, 1) < 0 && errno == EINTR) {
     }
-    if (b) fprintf(stderr, "shardlm: signal %d: stopping (cancelling requests in flight)\n", b);
+    if (b == SIGTERM) serve_drain(w);
+    else if (b) fprintf(stderr, "shardlm: signal %d: stopping (cancelling requests in flight)\n", b);
     shardlm_server_stop(w->srv); /* while the engine still runs, so cancels complete */
     shardlm_sched_stop(w->sched);
     return NULL;
@@ -285,7 +337,7 @@ static void serve_model_name(serve_opts *o, char *buf, size_t cap)
  * answering 503 for a short grace so clients and probes can see why. */
 static int serve_run(serve_opts *o, shardlm_server *srv, shardlm_sched *s, pthread_t *watcher)
 {
-    serve_watch w = {srv, s};
+    serve_watch w = {srv, s, o->drain_s};
     if (pthread_create(watcher, NULL, serve_watcher, &w)) return SHARDLM_ERUNTIME;
     int rc = shardlm_sched_run(s);
     if (rc) {
@@ -320,6 +372,17 @@ static int serve_main(serve_opts *o, shardlm_launch **launch, shardlm_node *n, s
             shardlm_engine_n_ctx(n->engine), o->sched.prefix_caching ? "on" : "off");
     shardlm_server_set_n_ctx(srv, shardlm_engine_n_ctx(n->engine));
     shardlm_server_attach(srv, s, n->tok, tpl);
+    shardlm_serve_heal_ctx heal = {&o->node, n, *launch, 10000, NULL};
+    shardlm_sched_set_heartbeat(s, o->hb_ms);
+    shardlm_engine_set_heartbeat_timeout(n->engine, o->hb_timeout_ms);
+    if (n->world > 1 && !o->no_heal && !n->mpi && !strcmp(n->comm_kind, "ring")) {
+        if (!*launch) heal.attempt_ms = o->node.connect_timeout_ms;
+        shardlm_sched_set_heal(s, shardlm_serve_heal, &heal);
+        fprintf(stderr, "shardlm: supervision: a lost rank fails the requests in flight, then the cluster re-forms "
+                "(%s; heartbeat every %d ms, lost after %d ms)\n",
+                *launch ? "local workers are restarted" : "workers come back through their supervisor", o->hb_ms,
+                o->hb_timeout_ms);
+    }
     const char *tools = shardlm_server_tool_format(srv);
     fprintf(stderr, "shardlm: tool calls: %s%s\n", tools,
             strcmp(tools, "none") ? " format (from the chat template)"
@@ -340,7 +403,7 @@ int shardlm_cmd_serve(int argc, char **argv)
                     .http = {.port = 8080},
                     .sched = {.max_num_seqs = 32, .max_num_batched_tokens = 512, .max_queue = 256,
                               .block_size = 16, .kv_cache_mb = 256, .prefix_caching = 1},
-                    .world = 1, .failed_grace_s = 5};
+                    .world = 1, .failed_grace_s = 5, .hb_ms = 2000, .hb_timeout_ms = 10000, .drain_s = 30};
     int rc = serve_parse(argc, argv, &o);
     if (rc == 1) return 0;
     if (rc) return 2;

@@ -20,7 +20,10 @@ static void worker_usage(FILE *f)
                "      --ring-config PATH      ring config (default: $RING_CONFIG)\n"
                "      --timeout-ms MS         collective and control timeout (default 30000)\n"
                "      --connect-timeout-ms MS ring and control set-up deadline (default 60000)\n"
-               "      --idle-timeout-ms MS    longest wait for rank 0's next message (default 600000)\n"
+               "      --idle-timeout-ms MS    longest wait for rank 0's next message (default 600000; rank 0\n"
+               "                              sends a heartbeat every --heartbeat-ms while idle)\n"
+               "      --rejoin                when rank 0 or the ring is lost, or rank 0 re-forms the cluster,\n"
+               "                              connect again (until it succeeds) instead of exiting 1\n"
                "      --threads N             kernel threads (default: physical cores / SHARDLM_LOCAL_WORLD_SIZE)\n"
                "      --pin-threads           pin each kernel thread to a core\n"
                "      --comm KIND             auto (default), ring or nccl: the same as rank 0's\n"
@@ -41,7 +44,7 @@ int shardlm_cmd_worker(int argc, char **argv)
         {"weights-from", required_argument, 0, 'w'},    {"weights-cache", required_argument, 0, 'W'},
         {"comm", required_argument, 0, 'K'},           {"device", required_argument, 0, 'D'},
         {"ring-transport", required_argument, 0, 'R'}, {"numa", no_argument, 0, 'U'},
-        {0, 0, 0, 0}};
+        {"rejoin", no_argument, 0, 'Z'},               {0, 0, 0, 0}};
     shardlm_node_opts o = {.ring_config = getenv("RING_CONFIG"), .timeout_ms = 30000, .connect_timeout_ms = 60000,
                            .load_timeout_ms = 600000, .max_batch = 1, .isq = -1};
     const char *lws = getenv("SHARDLM_LOCAL_WORLD_SIZE");
@@ -61,6 +64,7 @@ int shardlm_cmd_worker(int argc, char **argv)
         case 'K': o.comm = optarg; break;
         case 'R': if (shardlm_node_ring_transport_check(optarg, "worker")) return 2; o.ring_transport = optarg; break;
         case 'U': o.numa = 1; break;
+        case 'Z': o.rejoin = 1; break;
         case 'D': o.device = optarg; break;
         case 'w': o.weights_from = optarg; break;
         case 'W': o.weights_cache = optarg; break;

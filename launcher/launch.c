@@ -34,6 +34,7 @@ struct shardlm_launch {
     char dir[64];
     char paths[LAUNCH_MAX_CHILDREN][96];
     struct sigaction old_int, old_term;
+    char **argv; /* copied, for shardlm_launch_respawn */
 };
 
 /* Read by the signal handler: the live children of the current launch. */
@@ -211,6 +212,11 @@ int shardlm_launch_start(int world, int first_rank, const shardlm_ring_config *c
         launch_install_signals(l);
         launch_sig_n = world;
     }
+    int argc = 0;
+    while (argv[argc]) argc++;
+    if (rc == SHARDLM_OK && !(l->argv = calloc((size_t)argc + 1, sizeof *l->argv))) rc = SHARDLM_ENOMEM;
+    for (int i = 0; rc == SHARDLM_OK && i < argc; i++)
+        if (!(l->argv[i] = strdup(argv[i]))) rc = SHARDLM_ENOMEM;
     for (int r = first_rank; r < world && rc == SHARDLM_OK; r++) rc = launch_spawn(l, r, argv);
     if (rc) {
         shardlm_launch_free(l);
@@ -338,5 +344,28 @@ void shardlm_launch_free(shardlm_launch *l)
     for (int r = 0; r < l->world; r++)
         if (l->paths[r][0]) unlink(l->paths[r]);
     rmdir(l->dir);
+    for (int i = 0; l->argv && l->argv[i]; i++) free(l->argv[i]);
+    free(l->argv);
     free(l);
+}
+
+int shardlm_launch_respawn(shardlm_launch *l, int rank)
+{
+    if (!l || rank < l->first_rank || rank >= l->world || !l->argv) {
+        shardlm_err_set("launch: rank %d is not one of ours", rank);
+        return SHARDLM_EINPUT;
+    }
+    if (l->pid[rank]) { /* still there (stopped, or hung): it must go first */
+        int st = 0;
+        if (kill(-l->pid[rank], SIGKILL) != 0) kill(l->pid[rank], SIGKILL);
+        while (waitpid(l->pid[rank], &st, 0) < 0 && errno == EINTR) {
+        }
+        launch_reaped(l, rank, st);
+    }
+    return launch_spawn(l, rank, l->argv);
+}
+
+int shardlm_launch_alive(const shardlm_launch *l, int rank)
+{
+    return l && rank >= 0 && rank < l->world && l->pid[rank] != 0;
 }

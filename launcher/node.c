@@ -432,7 +432,8 @@ int shardlm_node_mpi_dispatch(const shardlm_node_opts *o, int local_world, const
     return rank > 0 ? shardlm_node_worker_main(o, 600000, who) : -1;
 }
 
-int shardlm_node_worker_main(const shardlm_node_opts *o, int idle_ms, const char *who)
+/* One life of a worker: bring-up, then rank 0's steps. */
+static int node_worker_once(const shardlm_node_opts *o, int idle_ms, const char *who, int *rank)
 {
     shardlm_node n = {0};
     int rc = shardlm_node_open(o, &n);
@@ -443,8 +444,44 @@ int shardlm_node_worker_main(const shardlm_node_opts *o, int idle_ms, const char
     if (!rc) rc = shardlm_node_report_memory(&n, "loaded");
     if (!rc) rc = shardlm_engine_worker_loop(n.engine, idle_ms);
     if (rc) fprintf(stderr, "shardlm %s (rank %d): %s\n", who, n.rank, shardlm_err_get());
+    if (n.rank) *rank = n.rank;
     shardlm_node_close(&n);
-    return shardlm_exit_code(rc);
+    return rc;
+}
+
+int shardlm_node_worker_main(const shardlm_node_opts *o, int idle_ms, const char *who)
+{
+    int rank = 0;
+    for (;;) {
+        int rc = node_worker_once(o, idle_ms, who, &rank);
+        /* a refused handshake or a bad flag will not get better by retrying */
+        if (!o->rejoin || rc == SHARDLM_OK || rc == SHARDLM_EINPUT)
+            return shardlm_exit_code(rc);
+        fprintf(stderr, "shardlm %s (rank %d): --rejoin: connecting to rank 0 again\n", who, rank);
+        usleep(200000);
+    }
+}
+
+int shardlm_node_reform(const shardlm_node_opts *o, shardlm_node *n)
+{
+    if (n->mpi || strcmp(n->comm_kind, "ring")) {
+        shardlm_err_set("--comm %s cannot re-form without a restart; only the ring can", n->comm_kind);
+        return SHARDLM_EINPUT;
+    }
+    if (n->comm) shardlm_comm_destroy(n->comm);
+    n->comm = NULL;
+    shardlm_ctrl_reset_workers(n->ctrl);
+    shardlm_gguf *g = NULL;
+    int n_ctx = shardlm_engine_n_ctx(n->engine), max_batch = o->max_batch, isq = o->isq;
+    int rc = shardlm_gguf_open(o->model_path, &g);
+    if (!rc) rc = node_handshake(o, n, shardlm_gguf_fingerprint(g), &n_ctx, &max_batch, &isq, NULL);
+    if (!rc) rc = shardlm_weights_serve(n->ctrl, g, n->world, o->timeout_ms);
+    shardlm_gguf_close(g);
+    if (!rc) rc = node_comm(o, n);
+    if (!rc) rc = shardlm_comm_barrier(n->comm, o->load_timeout_ms);
+    if (!rc) rc = shardlm_node_report_memory(n, "re-formed");
+    if (!rc) shardlm_engine_rebind(n->engine, n->comm, n->ctrl);
+    return rc;
 }
 
 int shardlm_node_report_memory(shardlm_node *n, const char *when)
@@ -486,9 +523,16 @@ int shardlm_node_spawn_local(shardlm_node_opts *o, int world, shardlm_launch **o
     o->local_ranks = world;
     int threads = o->n_threads > 0 ? o->n_threads : shardlm_cpu_physical_cores() / world;
     snprintf(thr, sizeof thr, "%d", threads > 0 ? threads : 1);
-    char *argv[24] = {(char *)shardlm_cli_self(), "worker", "--timeout-ms", tmo, "--connect-timeout-ms", ctmo,
+    char idle[32];
+    char *argv[28] = {(char *)shardlm_cli_self(), "worker", "--timeout-ms", tmo, "--connect-timeout-ms", ctmo,
                       "--threads", thr};
     int a = 8;
+    if (o->rejoin) argv[a++] = "--rejoin";
+    if (o->idle_timeout_ms > 0) {
+        snprintf(idle, sizeof idle, "%d", o->idle_timeout_ms);
+        argv[a++] = "--idle-timeout-ms";
+        argv[a++] = idle;
+    }
     if (o->weights_from) { /* the workers get their bytes from rank 0 instead of reading the file */
         argv[a++] = "--weights-from";
         argv[a++] = (char *)o->weights_from;

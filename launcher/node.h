@@ -34,6 +34,8 @@ typedef struct {
     const char *device;      /* --device: NULL or "cpu", "cuda" or "cuda:K" */
     const char *weights_from;  /* "rank0": workers get their shard's bytes from rank 0 (launcher/weights.h) */
     const char *weights_cache; /* workers' weights cache directory (NULL: the default) */
+    int rejoin;                /* worker: after losing rank 0 or the ring, connect again instead of exiting */
+    int idle_timeout_ms;       /* local workers (spawn_local): their --idle-timeout-ms; 0: their default */
 } shardlm_node_opts;
 
 typedef struct {
@@ -83,6 +85,14 @@ int shardlm_node_ring_transport_check(const char *value, const char *who);
 
 /* --kv-cache-type: "f32", "f16" or "q8_0" -> its shardlm_dtype; -1 otherwise. */
 int shardlm_node_kv_type_parse(const char *name);
+
+/* Rank 0 of a ring cluster, after a rank was lost: drops its ring and
+ * worker connections (the control listener stays), accepts the workers
+ * again (the handshake checks fingerprint and world size as at start-up;
+ * o->watch is polled meanwhile), serves their weights, connects the ring,
+ * and points the engine at the new communicator. The model, tokenizer and
+ * KV pool of rank 0 are kept. */
+int shardlm_node_reform(const shardlm_node_opts *o, shardlm_node *n);
 
 /* Brings the rank up. Returns a status; the error text says what failed. */
 int shardlm_node_open(const shardlm_node_opts *o, shardlm_node *n);

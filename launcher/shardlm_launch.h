@@ -35,6 +35,11 @@ void shardlm_launch_kill(shardlm_launch *l, int sig);
 int shardlm_launch_wait_any(shardlm_launch *l, int timeout_ms, int *status);
 /* The wait status of a rank that has been reaped (0 before that). */
 int shardlm_launch_status(const shardlm_launch *l, int rank);
+/* Starts rank `rank` again with the same command and config (serve's
+ * supervision); a child still running there is SIGKILLed and reaped first. */
+int shardlm_launch_respawn(shardlm_launch *l, int rank);
+/* Whether rank `rank`'s child is running (not yet reaped). */
+int shardlm_launch_alive(const shardlm_launch *l, int rank);
 /* Reaps everything, removes the temporary directory and frees l. */
 void shardlm_launch_free(shardlm_launch *l);
 

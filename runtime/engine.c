@@ -19,6 +19,7 @@ struct shardlm_engine {
     shardlm_pool *pool;
     int32_t *ident; /* blocks 0..n-1 in order: the table of single-sequence steps */
     int lost_rank;  /* rank 0: the worker a failed step was traced to (0: none) */
+    int hb_lost_ms; /* rank 0: a worker silent this long between steps is lost (0: off) */
 };
 
 /* Rank 0 waits this long after a failed collective for the workers' Fault
@@ -146,23 +147,32 @@ int shardlm_engine_step(shardlm_engine *e, const int32_t *tokens, const int32_t 
 int shardlm_engine_heartbeat(shardlm_engine *e)
 {
     if (!e->ctrl) return SHARDLM_OK;
-    Shardlm__Heartbeat hb = SHARDLM__HEARTBEAT__INIT;
-    hb.now_ns = shardlm_now_ns();
-    Shardlm__Envelope env = SHARDLM__ENVELOPE__INIT;
-    env.msg_case = SHARDLM__ENVELOPE__MSG_HEARTBEAT;
-    env.heartbeat = &hb;
-    return shardlm_ctrl_broadcast(e->ctrl, &env, e->timeout_ms);
+    char why[384];
+    int lost = shardlm_ctrl_heartbeat(e->ctrl, e->timeout_ms, e->hb_lost_ms, why, sizeof why);
+    if (lost <= 0) return SHARDLM_OK;
+    e->lost_rank = lost;
+    shardlm_err_set("%s", why);
+    return SHARDLM_EPEER;
+}
+
+void shardlm_engine_set_heartbeat_timeout(shardlm_engine *e, int lost_after_ms) { e->hb_lost_ms = lost_after_ms; }
+
+void shardlm_engine_rebind(shardlm_engine *e, shardlm_comm *comm, shardlm_ctrl *ctrl)
+{
+    e->comm = comm;
+    e->ctrl = ctrl;
+    e->step_id = 0; /* the re-formed workers count from the start */
+    e->lost_rank = 0;
 }
 
 void shardlm_engine_shutdown(shardlm_engine *e, const char *reason)
 {
-    if (!e->ctrl) return;
-    Shardlm__Shutdown sd = SHARDLM__SHUTDOWN__INIT;
-    sd.reason = (char *)reason;
-    Shardlm__Envelope env = SHARDLM__ENVELOPE__INIT;
-    env.msg_case = SHARDLM__ENVELOPE__MSG_SHUTDOWN;
-    env.shutdown = &sd;
-    shardlm_ctrl_broadcast(e->ctrl, &env, 1000); /* best effort: a dead worker cannot be told */
+    if (e->ctrl) shardlm_ctrl_send_shutdown(e->ctrl, reason, 0, 1000); /* best effort: a dead worker cannot be told */
+}
+
+void shardlm_engine_reform_notice(shardlm_engine *e, const char *reason)
+{
+    if (e->ctrl) shardlm_ctrl_send_shutdown(e->ctrl, reason, 1, 500);
 }
 
 /* Checks that a Step's arrays agree before any rank acts on it (the
@@ -215,9 +225,15 @@ int shardlm_engine_worker_loop(shardlm_engine *e, int idle_timeout_ms)
             if (rc) engine_report_fault(e);
             break;
         case SHARDLM__ENVELOPE__MSG_SHUTDOWN:
+            if (env->shutdown->rejoin) { /* not the end: the worker that can reconnects */
+                shardlm_err_set("rank 0 is re-forming the cluster: %s", env->shutdown->reason);
+                rc = SHARDLM_EPEER;
+                break;
+            }
             shardlm__envelope__free_unpacked(env, NULL);
             return SHARDLM_OK;
         case SHARDLM__ENVELOPE__MSG_HEARTBEAT:
+            rc = shardlm_ctrl_send_heartbeat(e->ctrl, e->timeout_ms); /* rank 0 watches for the answer */
             break;
         default:
             shardlm_err_set("unexpected control message %d from rank 0", (int)env->msg_case);

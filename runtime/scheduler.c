@@ -85,6 +85,9 @@ struct shardlm_sched {
     char *piece; /* one token's text: shardlm_detok_max bytes */
     size_t piece_cap;
     sched_gvocab *gvariants;       /* the same with control tokens as text, one per set asked for */
+    shardlm_sched_heal_fn heal;    /* NULL: a lost rank ends the loop */
+    void *heal_ctx;
+    int hb_ms;                     /* idle wait before a heartbeat */
 };
 
 /* ---- one sequence ---- */
@@ -256,13 +259,14 @@ static int sched_intake(shardlm_sched *s)
     while (!s->stopping && !s->inbox && !s->n_cancels && !s->n_running && !s->n_waiting) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += 2;
+        long ns = ts.tv_nsec + (long)(s->hb_ms % 1000) * 1000000L;
+        ts.tv_sec += s->hb_ms / 1000 + ns / 1000000000L;
+        ts.tv_nsec = ns % 1000000000L;
         if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) == ETIMEDOUT) {
             pthread_mutex_unlock(&s->mu);
             int rc = shardlm_engine_heartbeat(s->e); /* workers bound their idle wait */
             pthread_mutex_lock(&s->mu);
             if (rc) {
-                s->st.healthy = 0;
                 pthread_mutex_unlock(&s->mu);
                 return -1;
             }
@@ -592,13 +596,64 @@ static void sched_fail_all(shardlm_sched *s)
     }
 }
 
+/* Every request in flight ends with an error; the KV pool is forgotten
+ * (the re-formed workers start empty, so no prefix may be trusted), and
+ * queued requests, preempted ones included, wait for the cluster. */
+static int sched_drop_in_flight(shardlm_sched *s)
+{
+    int n = s->n_running;
+    while (s->n_running) seq_end(s, s->running[0], SHARDLM_END_ERROR);
+    shardlm_kv *kv = NULL;
+    int rc = shardlm_kv_new(shardlm_kv_n_blocks(s->kv), shardlm_kv_block_size(s->kv), s->o.prefix_caching, &kv);
+    if (rc) return rc;
+    shardlm_kv_free(s->kv);
+    s->kv = kv;
+    pthread_mutex_lock(&s->mu);
+    s->st.failed_in_flight += (uint64_t)n;
+    pthread_mutex_unlock(&s->mu);
+    return SHARDLM_OK;
+}
+
+/* After a failed step or heartbeat: without a heal callback, every request
+ * ends and the loop returns rc; with one, the requests in flight fail and
+ * the loop resumes once the cluster is back. */
+static int sched_recover(shardlm_sched *s, int rc)
+{
+    char why[384];
+    snprintf(why, sizeof why, "%s", shardlm_err_get());
+    pthread_mutex_lock(&s->mu);
+    s->st.healthy = 0;
+    s->st.healing = s->heal != NULL;
+    snprintf(s->st.reason, sizeof s->st.reason, "%s", why);
+    snprintf(s->st.last_error, sizeof s->st.last_error, "%s", why);
+    pthread_mutex_unlock(&s->mu);
+    int hrc = s->heal ? sched_drop_in_flight(s) : rc;
+    publish_stats(s);
+    if (!hrc) hrc = s->heal(s->heal_ctx, s, why);
+    pthread_mutex_lock(&s->mu);
+    s->st.healing = 0;
+    if (!hrc) {
+        s->st.healthy = 1;
+        s->st.reason[0] = 0;
+        s->st.heals++;
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (!hrc) return SHARDLM_OK;
+    snprintf(why, sizeof why, "%s", shardlm_err_get());
+    sched_fail_all(s);
+    shardlm_err_set("%s", why);
+    return hrc;
+}
+
 int shardlm_sched_run(shardlm_sched *s)
 {
     for (;;) {
         int stop = sched_intake(s);
+        if (stop < 0 && sched_recover(s, SHARDLM_EPEER)) return shardlm_sched_stopping(s) ? SHARDLM_OK : SHARDLM_EPEER;
+        if (stop < 0) continue;
         if (stop) { /* every request still held ends now: none is silently lost */
             sched_fail_all(s);
-            return stop < 0 ? SHARDLM_EPEER : SHARDLM_OK;
+            return SHARDLM_OK;
         }
         sched_admit(s);
         int nb, ns;
@@ -611,14 +666,9 @@ int shardlm_sched_run(shardlm_sched *s)
         shardlm_batch b = {nb, s->b_tokens, s->b_pos, s->b_seq, s->b_want, ns, s->b_tables, s->b_table_len};
         int rc = shardlm_engine_step_batch(s->e, &b, s->logits);
         if (rc) {
-            char why[256];
-            snprintf(why, sizeof why, "%s", shardlm_err_get());
-            pthread_mutex_lock(&s->mu);
-            s->st.healthy = 0;
-            pthread_mutex_unlock(&s->mu);
-            sched_fail_all(s);
-            shardlm_err_set("%s", why);
-            return rc;
+            int hrc = sched_recover(s, rc);
+            if (hrc) return shardlm_sched_stopping(s) && s->heal ? SHARDLM_OK : hrc;
+            continue;
         }
         pthread_mutex_lock(&s->mu);
         s->st.steps++;
@@ -668,6 +718,7 @@ int shardlm_sched_new(shardlm_engine *e, const shardlm_tokenizer *tok, const sha
     if (o->max_num_batched_tokens > 0 && o->max_num_batched_tokens < s->max_batch)
         s->max_batch = o->max_num_batched_tokens;
     s->next_id = 1;
+    s->hb_ms = 2000;
     s->st.healthy = 1;
     s->piece_cap = shardlm_detok_max(tok);
     s->piece = malloc(s->piece_cap);
@@ -763,7 +814,7 @@ int shardlm_sched_submit(shardlm_sched *s, const shardlm_request_desc *d, shardl
         return SHARDLM_EINPUT;
     }
     pthread_mutex_lock(&s->mu);
-    if (!s->st.healthy || s->stopping) rc = SHARDLM_ERUNTIME;
+    if ((!s->st.healthy && !s->heal) || s->stopping) rc = SHARDLM_ERUNTIME; /* while healing, requests queue */
     else if (s->o.max_queue > 0 && s->st.waiting >= s->o.max_queue) rc = SHARDLM_EBUSY;
     if (!rc) {
         q->id = s->next_id++;
@@ -808,6 +859,22 @@ void shardlm_sched_stats_get(shardlm_sched *s, shardlm_sched_stats *out)
 }
 
 int shardlm_sched_n_ctx(const shardlm_sched *s) { return s->n_ctx; }
+
+int shardlm_sched_stopping(shardlm_sched *s)
+{
+    pthread_mutex_lock(&s->mu);
+    int v = s->stopping;
+    pthread_mutex_unlock(&s->mu);
+    return v;
+}
+
+void shardlm_sched_set_heal(shardlm_sched *s, shardlm_sched_heal_fn fn, void *ctx)
+{
+    s->heal = fn;
+    s->heal_ctx = ctx;
+}
+
+void shardlm_sched_set_heartbeat(shardlm_sched *s, int interval_ms) { s->hb_ms = interval_ms > 0 ? interval_ms : 2000; }
 
 void shardlm_sched_stop(shardlm_sched *s)
 {

@@ -92,8 +92,20 @@ typedef struct {
     uint64_t preemptions;
     double allreduce_seconds;             /* total time in all-reduce, all steps */
     uint64_t steps;
-    int healthy;                          /* 0 once the engine has failed */
+    int healthy;                          /* 0 while the engine is down (failed, or re-forming) */
+    int healing;                          /* 1 while a heal callback re-forms the cluster */
+    uint64_t heals;                       /* times the cluster re-formed */
+    uint64_t failed_in_flight;            /* requests ended by a lost rank */
+    char reason[384];                     /* while !healthy: why (names the lost rank) */
+    char last_error[384];                 /* the last engine failure, kept after a heal */
 } shardlm_sched_stats;
+
+/* Called on the engine thread after a step (or a heartbeat) failed: the
+ * requests in flight have ended with SHARDLM_END_ERROR, queued ones wait.
+ * It brings the cluster back (blocking) and returns SHARDLM_OK to resume,
+ * or a status to give up (every request still held then ends with
+ * SHARDLM_END_ERROR). why is the failure, naming the lost rank. */
+typedef int (*shardlm_sched_heal_fn)(void *ctx, shardlm_sched *s, const char *why);
 
 /* The scheduler borrows engine and tokenizer. bytes_per_token is one
  * token's KV size on one rank, for sizing the pool from kv_cache_mb. */
@@ -118,5 +130,13 @@ int shardlm_sched_n_ctx(const shardlm_sched *s);
  * ends with SHARDLM_END_ERROR). */
 int shardlm_sched_run(shardlm_sched *s);
 void shardlm_sched_stop(shardlm_sched *s);
+/* 1 once shardlm_sched_stop was called (a heal callback polls it). */
+int shardlm_sched_stopping(shardlm_sched *s);
+/* With a heal callback, a lost rank no longer ends the engine loop: see
+ * shardlm_sched_heal_fn. Set before shardlm_sched_run. */
+void shardlm_sched_set_heal(shardlm_sched *s, shardlm_sched_heal_fn fn, void *ctx);
+/* How long the engine thread waits while idle before a heartbeat (0: the
+ * default, 2000 ms). Set before shardlm_sched_run. */
+void shardlm_sched_set_heartbeat(shardlm_sched *s, int interval_ms);
 
 #endif

@@ -82,11 +82,20 @@ static enum MHD_Result serve_health(shardlm_server *srv, struct MHD_Connection *
 {
     int phase = phase_of(srv);
     char body[700];
-    if (phase == SRV_READY) {
+    if (atomic_load(&srv->draining)) {
+        snprintf(body, sizeof body, "{\"status\":\"draining\",\"reason\":\"stopping: requests in flight finish, "
+                 "new ones are refused\"}");
+    } else if (phase == SRV_READY) {
         shardlm_sched_stats st;
         shardlm_sched_stats_get(srv->sched, &st);
         if (st.healthy) return srv_respond(srv, conn, 200, "application/json", "{\"status\":\"ok\"}");
-        snprintf(body, sizeof body, "{\"status\":\"failed\",\"reason\":\"the engine failed (a rank was lost)\"}");
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "status", st.healing ? "healing" : "failed");
+        cJSON_AddStringToObject(o, "reason", st.reason[0] ? st.reason : "the engine failed (a rank was lost)");
+        char *s = cJSON_PrintUnformatted(o);
+        cJSON_Delete(o);
+        snprintf(body, sizeof body, "%s", s ? s : "{\"status\":\"failed\"}");
+        free(s);
     } else if (phase == SRV_LOADING) {
         snprintf(body, sizeof body, "{\"status\":\"loading\",\"reason\":\"the model is loading\"}");
     } else {
@@ -240,6 +249,9 @@ static enum MHD_Result serve_post(shardlm_server *srv, struct MHD_Connection *co
     int phase = phase_of(srv);
     if (atomic_load(&srv->stopping))
         return respond_simple(srv, conn, 503, "server_error", "shutting_down", "the server is shutting down");
+    if (atomic_load(&srv->draining))
+        return respond_simple(srv, conn, 503, "server_error", "shutting_down",
+                              "the server is draining (SIGTERM): requests in flight finish, new ones are refused");
     if (phase == SRV_LOADING)
         return respond_simple(srv, conn, 503, "server_error", "model_loading", "the model is loading; retry later");
     if (phase == SRV_FAILED) {
@@ -398,6 +410,8 @@ void shardlm_server_set_failed(shardlm_server *srv, const char *why)
     snprintf(srv->failed_why, sizeof srv->failed_why, "%s", why ? why : "the engine failed");
     atomic_store_explicit(&srv->phase, SRV_FAILED, memory_order_release);
 }
+
+void shardlm_server_drain(shardlm_server *srv) { atomic_store(&srv->draining, 1); }
 
 int shardlm_server_port(const shardlm_server *srv)
 {

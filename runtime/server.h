@@ -47,6 +47,11 @@ void shardlm_server_set_failed(shardlm_server *srv, const char *why);
 /* The tool-call format found in the attached chat template
  * (shardlm_toolfmt_name: "hermes", ..., or "none"). */
 const char *shardlm_server_tool_format(const shardlm_server *srv);
+/* SIGTERM: from now on new requests get 503 and /health says "draining";
+ * those in flight go on. */
+void shardlm_server_drain(shardlm_server *srv);
+/* HTTP requests not yet fully answered (a drain waits for 0). */
+int shardlm_server_in_flight(shardlm_server *srv);
 /* The bound port (useful with port 0). */
 int shardlm_server_port(const shardlm_server *srv);
 /* Stops accepting, cancels what is in flight, waits for connection

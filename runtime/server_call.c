@@ -314,14 +314,26 @@ static srv_event *pop_locked(srv_call *c)
 
 static void wait_error(srv_call *c, int w, shardlm_server_err *e)
 {
-    if (w == WAIT_TIMEOUT)
+    if (w == WAIT_TIMEOUT) {
         shardlm_server_err_set(e, 504, "server_error", "timeout", NULL,
                                "no answer from the engine within %.0f s", c->srv->timeout_s);
-    else if (w == WAIT_STOPPING)
+    } else if (w == WAIT_STOPPING) {
         shardlm_server_err_set(e, 503, "server_error", "shutting_down", NULL, "the server is shutting down");
-    else
+    } else { /* the scheduler's last failure names the lost rank */
+        shardlm_sched_stats st;
+        shardlm_sched_stats_get(c->srv->sched, &st);
         shardlm_server_err_set(e, 503, "server_error", "engine_unavailable", NULL, "the engine failed: %s",
-                               failed_why(c->srv, "a rank was lost"));
+                               failed_why(c->srv, st.last_error[0] ? st.last_error : "a rank was lost"));
+    }
+}
+
+int shardlm_server_in_flight(shardlm_server *srv)
+{
+    int n = 0;
+    pthread_mutex_lock(&srv->calls_mu);
+    for (srv_call *c = srv->calls; c; c = c->next) n++;
+    pthread_mutex_unlock(&srv->calls_mu);
+    return n;
 }
 
 /* ---- answering ---- */

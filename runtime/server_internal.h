@@ -142,6 +142,7 @@ struct shardlm_server {
     long started;
     _Atomic int phase;
     _Atomic int stopping;
+    _Atomic int draining; /* SIGTERM: new requests get 503, those in flight finish */
     char failed_why[512];
     shardlm_sched *sched; /* set before phase becomes SRV_READY */
     const shardlm_tokenizer *tok;

@@ -48,14 +48,28 @@ int shardlm_engine_step_batch(shardlm_engine *e, const shardlm_batch *b, float *
  * (the step waited up to 1.5 s for the workers' Fault reports, and the
  * error text names that rank and why), or -1 when none was. */
 int shardlm_engine_lost_rank(const shardlm_engine *e);
-/* Rank 0, while idle: tells the workers it is alive. */
+/* Rank 0, while idle: tells the workers it is alive and reads their
+ * answers. SHARDLM_EPEER when a worker is lost (its connection closed, or
+ * it has not answered within the heartbeat timeout); the error text and
+ * shardlm_engine_lost_rank name it. */
 int shardlm_engine_heartbeat(shardlm_engine *e);
+/* Rank 0: a worker that has not answered heartbeats for lost_after_ms is
+ * lost (0, the default: only a closed connection counts). */
+void shardlm_engine_set_heartbeat_timeout(shardlm_engine *e, int lost_after_ms);
 /* Rank 0: tells the workers to exit (best effort). */
 void shardlm_engine_shutdown(shardlm_engine *e, const char *reason);
+/* Rank 0, after a rank was lost: tells the workers still connected that
+ * the cluster re-forms (their loop returns SHARDLM_EPEER). Best effort. */
+void shardlm_engine_reform_notice(shardlm_engine *e, const char *reason);
+/* Rank 0, once the cluster has re-formed: the engine steps over the new
+ * communicator and control channel (its model and KV pool are kept; the
+ * scheduler forgets what the old pool held). */
+void shardlm_engine_rebind(shardlm_engine *e, shardlm_comm *comm, shardlm_ctrl *ctrl);
 
-/* Worker: runs steps until rank 0 sends Shutdown (returns SHARDLM_OK) or
- * something fails (returns its status). idle_timeout_ms bounds the wait for
- * the next message. */
+/* Worker: runs steps until rank 0 sends Shutdown (returns SHARDLM_OK; a
+ * Shutdown that asks the cluster to re-form returns SHARDLM_EPEER) or
+ * something fails (returns its status). Answers rank 0's heartbeats.
+ * idle_timeout_ms bounds the wait for the next message. */
 int shardlm_engine_worker_loop(shardlm_engine *e, int idle_timeout_ms);
 
 #endif
