@@ -296,6 +296,23 @@ int shardlm_ctrl_accept_all(shardlm_ctrl *c, const shardlm_ctrl_hello *mine, int
     return SHARDLM_OK;
 }
 
+/* connect() bounded by ms: a blocking one to a host behind a dead link
+ * waits for the kernel's SYN retries (minutes), and the retry loop would
+ * notice a restored link only that late. */
+static int connect_bounded(int fd, const struct sockaddr *sa, socklen_t len, int ms)
+{
+    int fl = fcntl(fd, F_GETFL, 0);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK)) return -1;
+    int rc = connect(fd, sa, len);
+    if (rc && errno == EINPROGRESS) {
+        struct pollfd pf = {fd, POLLOUT, 0};
+        int err = 0;
+        socklen_t el = sizeof err;
+        rc = poll(&pf, 1, ms) == 1 && !getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) && !err ? 0 : -1;
+    }
+    return rc || fcntl(fd, F_SETFL, fl) ? -1 : 0;
+}
+
 static int ctrl_connect_once(const char *host, int port, int *out_fd)
 {
     char ps[16];
@@ -307,7 +324,7 @@ static int ctrl_connect_once(const char *host, int port, int *out_fd)
     for (struct addrinfo *a = res; a; a = a->ai_next) {
         int fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
         if (fd < 0) continue;
-        if (connect(fd, a->ai_addr, a->ai_addrlen) == 0) {
+        if (connect_bounded(fd, a->ai_addr, a->ai_addrlen, 1000) == 0) {
             tune_socket(fd);
             *out_fd = fd;
             rc = SHARDLM_OK;

@@ -133,7 +133,13 @@ static void sched_metrics(tbuf *b, const shardlm_sched_stats *st, const char *mo
            st->allreduce_seconds);
     metric(b, "allreduce_seconds_per_step", "gauge", "Mean time a step spends in all-reduce.", model,
            st->steps ? st->allreduce_seconds / (double)st->steps : 0.0);
-    metric(b, "engine_healthy", "gauge", "1 while every rank is up, 0 once the engine failed.", model, st->healthy);
+    metric(b, "engine_healthy", "gauge", "1 while every rank is up, 0 while the engine is down or re-forming.",
+           model, st->healthy);
+    metric(b, "cluster_healing", "gauge", "1 while the cluster re-forms after a lost rank.", model, st->healing);
+    metric(b, "cluster_reforms_total", "counter", "Times the cluster re-formed after a lost rank.", model,
+           (double)st->heals);
+    metric(b, "requests_failed_in_flight_total", "counter", "Requests in flight when a rank was lost.", model,
+           (double)st->failed_in_flight);
 }
 
 char *srv_metrics_render(srv_metrics *m, const shardlm_sched_stats *st, const char *model)
