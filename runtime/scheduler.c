@@ -616,7 +616,8 @@ static int sched_drop_in_flight(shardlm_sched *s)
 
 /* After a failed step or heartbeat: without a heal callback, every request
  * ends and the loop returns rc; with one, the requests in flight fail and
- * the loop resumes once the cluster is back. */
+ * the loop resumes once the cluster is back (SHARDLM_OK). 1: a stop ended
+ * the healing (every request has ended). */
 static int sched_recover(shardlm_sched *s, int rc)
 {
     char why[384];
@@ -639,18 +640,22 @@ static int sched_recover(shardlm_sched *s, int rc)
     }
     pthread_mutex_unlock(&s->mu);
     if (!hrc) return SHARDLM_OK;
+    int asked = s->heal && shardlm_sched_stopping(s); /* a stop ended the healing: not a failure */
     snprintf(why, sizeof why, "%s", shardlm_err_get());
     sched_fail_all(s);
     shardlm_err_set("%s", why);
-    return hrc;
+    return asked ? 1 : hrc;
 }
 
 int shardlm_sched_run(shardlm_sched *s)
 {
     for (;;) {
         int stop = sched_intake(s);
-        if (stop < 0 && sched_recover(s, SHARDLM_EPEER)) return shardlm_sched_stopping(s) ? SHARDLM_OK : SHARDLM_EPEER;
-        if (stop < 0) continue;
+        if (stop < 0) {
+            int hrc = sched_recover(s, SHARDLM_EPEER);
+            if (hrc) return hrc > 0 ? SHARDLM_OK : hrc;
+            continue;
+        }
         if (stop) { /* every request still held ends now: none is silently lost */
             sched_fail_all(s);
             return SHARDLM_OK;
@@ -667,7 +672,7 @@ int shardlm_sched_run(shardlm_sched *s)
         int rc = shardlm_engine_step_batch(s->e, &b, s->logits);
         if (rc) {
             int hrc = sched_recover(s, rc);
-            if (hrc) return shardlm_sched_stopping(s) && s->heal ? SHARDLM_OK : hrc;
+            if (hrc) return hrc > 0 ? SHARDLM_OK : hrc;
             continue;
         }
         pthread_mutex_lock(&s->mu);
