@@ -324,9 +324,16 @@ static void bench_print(const bench_opts *o, const shardlm_node *n, const double
         return;
     }
     printf("{\"model\":\"%s\",\"weights_bytes\":%llu,\"world_size\":%d,\"threads\":%d,\"isa\":\"%s\",\"pp\":%d,"
-           "\"tg\":%d,\"pp_tok_s\":%.3f,\"tg_tok_s\":%.3f,\"pp_samples\":[",
+           "\"tg\":%d,\"pp_tok_s\":%.3f,\"tg_tok_s\":%.3f,",
            o->node.model_path, (unsigned long long)wb, n->world, n->n_threads, shardlm_kernels_isa(), o->pp, o->tg,
            mpp, mtg);
+    printf("\"kernels\":{");
+    for (size_t k = 0; k < SHARDLM_KERNELS_N_DTYPES; k++) {
+        char kb[48];
+        printf("%s\"%s\":\"%s\"", k ? "," : "", shardlm_dtype_name(shardlm_kernels_dtypes[k]),
+               shardlm_kernels_kernel(shardlm_kernels_dtypes[k], kb, sizeof kb));
+    }
+    printf("},\"pp_samples\":[");
     for (int i = 0; o->pp && i < reps; i++) printf("%s%.3f", i ? "," : "", pp[i]);
     printf("],\"tg_samples\":[");
     for (int i = 0; o->tg && i < reps; i++) printf("%s%.3f", i ? "," : "", tg[i]);
