@@ -5,7 +5,8 @@
 //                                                  shardlm needs of them; exit 1 naming each fault
 //   node manifests.mjs env FILE                    the StatefulSet container's env as
 //                                                  NAME=VALUE lines, "#from NAME" for a
-//                                                  valueFrom, "#arg A" for each argument
+//                                                  valueFrom, "#arg A" for each argument,
+//                                                  "#mount PATH VOLUME" for each mount
 // Run with NODE_PATH-free imports: the caller sets the working directory to
 // where kubernetes-models and yaml are installed (tests/k8s/run.sh).
 import { readFileSync } from "node:fs";
@@ -147,6 +148,7 @@ function env(file) {
   const c = ss.spec.template.spec.containers.find((x) => x.name === "shardlm");
   for (const e of c.env || []) console.log(e.valueFrom ? `#from ${e.name}` : `${e.name}=${e.value}`);
   for (const a of c.args || []) console.log(`#arg ${a}`);
+  for (const m of c.volumeMounts || []) console.log(`#mount ${m.mountPath} ${m.name}`);
 }
 
 const [cmd, ...rest] = process.argv.slice(2);
