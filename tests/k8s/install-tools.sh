@@ -10,6 +10,8 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 DIR=${1:-$HERE/../../.cache/k8s-tools}
 mkdir -p "$DIR"
 DIR=$(cd "$DIR" && pwd)
+exec 9>"$DIR/.lock"  # the tests that call this may run at once
+flock 9
 if cmp -s "$HERE/package.json" "$DIR/package.json" && [ -x "$DIR/kubectl" ] && [ -d "$DIR/node_modules/kubernetes-models" ]; then
   exit 0
 fi
