@@ -95,6 +95,7 @@ if [ "$rank" -eq 0 ]; then
   fi
   model=${SHARDLM_MODEL:-/data/model.gguf}
   wait_s=${SHARDLM_MODEL_WAIT_S:-0}
+  case $wait_s in ''|*[!0-9]*) die "SHARDLM_MODEL_WAIT_S='$wait_s': expected whole seconds" ;; esac
   waited=0
   while [ ! -f "$model" ] && [ "$waited" -lt "$wait_s" ]; do
     [ $((waited % 60)) -ne 0 ] ||

@@ -82,6 +82,13 @@ pod shardlm-0 2 SHARDLM_API_KEY_FILE="$WORK/none"; expect 2 "has no API key" "no
 pod shardlm-0 2 SHARDLM_API_KEY_FILE="$WORK/none" SHARDLM_ALLOW_NO_API_KEY=1; expect 0 "ran: serve" "no API key, allowed"
 pod shardlm-1 2 SHARDLM_CLUSTER_TOKEN_FILE="$WORK/none"; expect 2 "SHARDLM_CLUSTER_TOKEN_FILE=$WORK/none does not exist" "missing token"
 pod shardlm-0 2 SHARDLM_MODEL="$WORK/none.gguf"; expect 1 "the model $WORK/none.gguf does not exist" "no model"
+pod shardlm-0 2 SHARDLM_MODEL_WAIT_S=soon; expect 2 "SHARDLM_MODEL_WAIT_S='soon': expected whole seconds" "wait not a number"
+( sleep 1; printf 'gguf' >"$WORK/late.gguf" ) &
+pod shardlm-0 2 SHARDLM_MODEL="$WORK/late.gguf" SHARDLM_MODEL_WAIT_S=20
+wait
+expect 0 "ran: serve -m $WORK/late.gguf" "a model copied in late"
+expect 0 "entrypoint: waiting for $WORK/late.gguf (0 of 20 s); copy it in with kubectl cp" "the wait's message"
+ok "rank 0 waits for a model copied in after it started (SHARDLM_MODEL_WAIT_S)"
 ok "refused: world size 3, 0 or unset, ordinal 4 of 4, no ordinal, no API key, a missing token file, no model"
 
 # ---- the probe of a worker, and a stale ready file ----
