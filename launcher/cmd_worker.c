@@ -28,7 +28,9 @@ static void worker_usage(FILE *f)
                "                              on one host, TCP across hosts), tcp or shm\n"
                "      --numa                  pin this rank to its share of the NUMA nodes and cores (its place:\n"
                "                              $SHARDLM_LOCAL_RANK, else rank mod SHARDLM_LOCAL_WORLD_SIZE)\n"
-               "      --device DEV            cpu (default), cuda or cuda:K\n");
+               "      --device DEV            cpu (default), cuda or cuda:K\n"
+               "      --ready-file PATH       create PATH once joined and loaded, remove it when this rank stops\n"
+               "                              following rank 0 (a readiness probe: `test -f PATH`)\n");
 }
 
 int shardlm_cmd_worker(int argc, char **argv)
@@ -41,7 +43,7 @@ int shardlm_cmd_worker(int argc, char **argv)
         {"weights-from", required_argument, 0, 'w'},    {"weights-cache", required_argument, 0, 'W'},
         {"comm", required_argument, 0, 'K'},           {"device", required_argument, 0, 'D'},
         {"ring-transport", required_argument, 0, 'R'}, {"numa", no_argument, 0, 'U'},
-        {0, 0, 0, 0}};
+        {"ready-file", required_argument, 0, 'Y'},     {0, 0, 0, 0}};
     shardlm_node_opts o = {.ring_config = getenv("RING_CONFIG"), .timeout_ms = 30000, .connect_timeout_ms = 60000,
                            .load_timeout_ms = 600000, .max_batch = 1, .isq = -1};
     const char *lws = getenv("SHARDLM_LOCAL_WORLD_SIZE");
@@ -64,6 +66,7 @@ int shardlm_cmd_worker(int argc, char **argv)
         case 'D': o.device = optarg; break;
         case 'w': o.weights_from = optarg; break;
         case 'W': o.weights_cache = optarg; break;
+        case 'Y': o.ready_file = optarg; break;
         case 'h': worker_usage(stdout); return 0;
         default: worker_usage(stderr); return 2;
         }

@@ -34,6 +34,7 @@ typedef struct {
     const char *device;      /* --device: NULL or "cpu", "cuda" or "cuda:K" */
     const char *weights_from;  /* "rank0": workers get their shard's bytes from rank 0 (launcher/weights.h) */
     const char *weights_cache; /* workers' weights cache directory (NULL: the default) */
+    const char *ready_file;    /* worker: exists only while this rank is up and following rank 0 */
 } shardlm_node_opts;
 
 typedef struct {
@@ -68,7 +69,9 @@ int shardlm_node_mpi_rank(const shardlm_node_opts *o, int *rank);
  * as rank 0 (or was not started by mpirun). local_world is --world-size. */
 int shardlm_node_mpi_dispatch(const shardlm_node_opts *o, int local_world, const char *who);
 /* A whole worker rank: open, report memory, run rank 0's steps until told to
- * stop (or idle_ms passes without a message). Returns the exit status. */
+ * stop (or idle_ms passes without a message). With o->ready_file, that file
+ * is removed first, created once the rank is up and removed when the steps
+ * end. Returns the exit status. */
 int shardlm_node_worker_main(const shardlm_node_opts *o, int idle_ms, const char *who);
 
 /* Spawns world-1 local `shardlm worker` processes for o's model on a
