@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "shardlm_auth.h"
 #include "node.h"
 #include "numa.h"
 #include "shardlm_cuda.h"
@@ -369,7 +370,11 @@ int shardlm_node_open(const shardlm_node_opts *o, shardlm_node *n)
     memset(n, 0, sizeof *n);
     n->kv_type = o->kv_type; /* rank 0's choice; workers learn it in the handshake */
     n->comm_q8 = o->comm_q8;
-    int rc = node_config(o, n);
+    int rc = shardlm_auth_from_env(); /* SHARDLM_CLUSTER_TOKEN(_FILE); spawned workers inherit it */
+    if (!rc) rc = node_config(o, n);
+    if (!rc && n->world > 1 && !shardlm_auth_enabled())
+        fprintf(stderr, "shardlm: warning: no cluster token (SHARDLM_CLUSTER_TOKEN): the control and ring ports "
+                        "accept any peer on every interface\n");
     if (!rc) rc = node_device(o, n);
     if (!rc) rc = node_numa(o, n);
     if (rc) return rc;

@@ -5,7 +5,7 @@ set -euo pipefail
 
 PKGS=(build-essential cmake pkg-config git
       libuv1-dev libcjson-dev libprotobuf-c-dev protobuf-c-compiler
-      libcriterion-dev libmicrohttpd-dev curl
+      libcriterion-dev libmicrohttpd-dev libssl-dev curl
       mpich libmpich-dev iproute2 procps ccache mold
       yamllint unzip)
 # Node.js and npm drive the end-to-end API test with the official openai
