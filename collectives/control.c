@@ -118,6 +118,15 @@ static int recv_env(shardlm_ctrl *c, int fd, uint64_t deadline, const char *who,
         shardlm_err_set("control channel to %s: undecodable message of %u bytes", who, n);
         return SHARDLM_EPEER;
     }
+    shardlm_ctrl_limits lim = {.world = c->world};
+    if ((rc = shardlm_ctrl_check(*out, &lim))) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", shardlm_err_get());
+        shardlm_err_set("control channel to %s: %s", who, why);
+        shardlm__envelope__free_unpacked(*out, NULL);
+        *out = NULL;
+        return rc;
+    }
     return SHARDLM_OK;
 }
 

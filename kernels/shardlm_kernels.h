@@ -113,6 +113,9 @@ int shardlm_cpu_physical_cores(void);
 
 /* ---- optimised CPU kernels (SIMD path chosen once from cpuid) ---- */
 
+/* CPUID.1:ECX.F16C (clang 14's __builtin_cpu_supports has no "f16c"); 0 off x86. */
+int shardlm_cpu_has_f16c(void);
+
 /* Same result as shardlm_ref_matmul, for every supported type (and Q4_0_R8
  * / Q8_0_R4: bitwise the result of the plain matrix).
  * For the quantised types the activations are quantised to 8-bit blocks

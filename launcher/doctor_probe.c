@@ -67,7 +67,7 @@ static void cpu_simd(cJSON *arr)
     if (__builtin_cpu_supports("avx")) cJSON_AddItemToArray(arr, cJSON_CreateString("avx"));
     if (__builtin_cpu_supports("avx2")) cJSON_AddItemToArray(arr, cJSON_CreateString("avx2"));
     if (__builtin_cpu_supports("fma")) cJSON_AddItemToArray(arr, cJSON_CreateString("fma"));
-    if (__builtin_cpu_supports("f16c")) cJSON_AddItemToArray(arr, cJSON_CreateString("f16c"));
+    if (shardlm_cpu_has_f16c()) cJSON_AddItemToArray(arr, cJSON_CreateString("f16c"));
     if (__builtin_cpu_supports("avx512f")) cJSON_AddItemToArray(arr, cJSON_CreateString("avx512f"));
     if (__builtin_cpu_supports("avx512bw")) cJSON_AddItemToArray(arr, cJSON_CreateString("avx512bw"));
     if (__builtin_cpu_supports("avx512vl")) cJSON_AddItemToArray(arr, cJSON_CreateString("avx512vl"));

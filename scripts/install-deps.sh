@@ -7,7 +7,8 @@ PKGS=(build-essential cmake pkg-config git
       libuv1-dev libcjson-dev libprotobuf-c-dev protobuf-c-compiler
       libcriterion-dev libmicrohttpd-dev libssl-dev curl
       mpich libmpich-dev iproute2 procps ccache mold
-      yamllint unzip)
+      yamllint unzip
+      clang libclang-rt-14-dev)  # clang + libFuzzer: scripts/fuzz.sh
 # Node.js and npm drive the end-to-end API test with the official openai
 # client. A machine may already have them from elsewhere (NodeSource's
 # nodejs bundles npm): only install Debian's when the commands are missing.

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #if defined(__SSE2__)
+#include <cpuid.h>
 #include <emmintrin.h>
 #endif
 
@@ -19,6 +20,16 @@
 static const shardlm_isa_ops *g_isa;
 static pthread_once_t g_isa_once = PTHREAD_ONCE_INIT;
 
+int shardlm_cpu_has_f16c(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) != 0;
+#else
+    return 0;
+#endif
+}
+
 /* NULL when the name is unknown or the CPU lacks that path. */
 static const shardlm_isa_ops *isa_lookup(const char *name, int *known)
 {
@@ -27,7 +38,7 @@ static const shardlm_isa_ops *isa_lookup(const char *name, int *known)
 #if defined(__x86_64__)
     __builtin_cpu_init();
     int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-               __builtin_cpu_supports("f16c");
+               shardlm_cpu_has_f16c();
     int avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                  __builtin_cpu_supports("avx512vl");
     int vnni = avx512 && __builtin_cpu_supports("avx512vnni");
