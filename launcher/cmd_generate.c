@@ -2,7 +2,6 @@
  * --world-size W it spawns W-1 local workers on a loopback ring; with
  * RING_CONFIG set it is rank 0 of a ring started by hand. stdout carries
  * exactly the generated text; progress and figures go to stderr. */
-#include <getopt.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -12,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "flags.h"
 #include "node.h"
 #include "shardlm_cli.h"
 #include "shardlm_common.h"
@@ -32,43 +32,6 @@ typedef struct {
     const char *grammar_file; /* --grammar or --json-schema */
     int json_schema;
 } gen_opts;
-
-static void gen_usage(FILE *f)
-{
-    fprintf(f,
-            "usage: shardlm generate -m MODEL [options]\n"
-            "  -m, --model PATH          GGUF model file\n"
-            "  -p, --prompt TEXT         prompt, after BOS where the model adds one\n"
-            "                            (default: start from BOS alone)\n"
-            "      --prompt-ids IDS      the prompt as token ids (e.g. 1,403,407), no BOS added\n"
-            "  -n, --n-new N             tokens to generate (default 256)\n"
-            "      --temp T              temperature, 0 = greedy (default 1.0)\n"
-            "      --top-p P             nucleus sampling threshold (default 0.9)\n"
-            "      --seed S              sampler seed (default: time)\n"
-            "      --world-size W        spawn W-1 local workers (default 1, or RING_CONFIG's)\n"
-            "      --echo                print the prompt before the generated text\n"
-            "      --ctx N               context length (default: the model's)\n"
-            "      --timeout-ms MS       collective timeout (default 30000)\n"
-            "      --threads N           kernel threads per rank (default: its share of the cores)\n"
-            "      --pin-threads         pin each kernel thread to a core\n"
-            "      --isq q8_0|q4_0       quantise F32/F16/BF16 weights while loading each shard\n"
-            "      --kv-cache-type T     KV cache element type: f32 (default), f16, q8_0\n"
-            "      --comm-dtype f32|q8   all-reduce wire format (default f32; q8: Q8_0 blocks)\n"
-            "      --logits-out FILE     append each step's logits (f32) to FILE\n"
-            "      --ids-out FILE        write the generated token ids to FILE, one per line\n"
-            "      --ignore-eos          do not stop at EOS or BOS: always generate N tokens\n"
-            "      --grammar FILE        constrain the output to a GBNF grammar (llama.cpp's syntax)\n"
-            "      --json-schema FILE    constrain the output to JSON valid against a JSON Schema\n"
-            "      --comm KIND           collective backend: auto (default), ring, mpi, nccl\n"
-            "      --ring-transport T    the ring's hops: auto (default: shared memory between ranks\n"
-            "                            on one host, TCP across hosts), tcp or shm\n"
-            "      --numa                pin each local rank to its share of the NUMA nodes and cores\n"
-            "      --device DEV          cpu (default), cuda or cuda:K\n"
-            "      --weights-from rank0  local workers get their shards from rank 0, not the file\n"
-            "      --weights-cache DIR   the local workers' weights cache (see `shardlm worker`)\n"
-            "Under mpirun every rank runs this same command: rank 0 generates, the others\n"
-            "become workers (`mpirun -np 4 shardlm generate -m MODEL`).\n");
-}
 
 /* --prompt-ids: decimal ids separated by commas or spaces. Their range is
  * checked against the vocabulary once the model is open (gen_prompt). */
@@ -98,76 +61,44 @@ static int gen_parse_ids(const char *s, gen_opts *o)
     return SHARDLM_OK;
 }
 
+static int gen_flag(void *ctx, const shardlm_flag_value *v)
+{
+    gen_opts *o = ctx;
+    switch (v->flag->id) {
+    case F_WORLD: o->world = (int)v->i; return 0;
+    case F_PROMPT: o->prompt = v->str; return 0;
+    case F_PROMPT_IDS: return gen_parse_ids(v->str, o) ? -1 : 0;
+    case F_N_NEW: o->n_new = (int)v->i; return 0;
+    case F_TEMP: o->temp = (float)v->d; return 0;
+    case F_TOP_P:
+        if (v->d <= 0) {
+            fprintf(stderr, "shardlm generate: invalid value '%s' for --top-p (above 0, at most 1)\n", v->str);
+            return -1;
+        }
+        o->top_p = (float)v->d;
+        return 0;
+    case F_SEED: o->seed = (uint64_t)v->i; return 0;
+    case F_ECHO: o->echo = 1; return 0;
+    case F_LOGITS_OUT: o->logits_out = v->str; return 0;
+    case F_IDS_OUT: o->ids_out = v->str; return 0;
+    case F_IGNORE_EOS: o->ignore_eos = 1; return 0;
+    case F_GRAMMAR:
+    case F_JSON_SCHEMA:
+        if (o->grammar_file) {
+            fprintf(stderr, "shardlm generate: --grammar and --json-schema are given more than once\n");
+            return -1;
+        }
+        o->grammar_file = v->str;
+        o->json_schema = v->flag->id == F_JSON_SCHEMA;
+        return 0;
+    default: return shardlm_node_flag(&o->node, v, "generate");
+    }
+}
+
 static int gen_parse(int argc, char **argv, gen_opts *o)
 {
-    static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'},   {"prompt", required_argument, 0, 'p'},
-        {"n-new", required_argument, 0, 'n'},   {"temp", required_argument, 0, 'T'},
-        {"top-p", required_argument, 0, 'P'},   {"seed", required_argument, 0, 'S'},
-        {"world-size", required_argument, 0, 'W'}, {"echo", no_argument, 0, 'E'},
-        {"ctx", required_argument, 0, 'C'},     {"timeout-ms", required_argument, 0, 't'},
-        {"logits-out", required_argument, 0, 'L'}, {"help", no_argument, 0, 'h'},
-        {"threads", required_argument, 0, 'j'},  {"pin-threads", no_argument, 0, 'J'},
-        {"isq", required_argument, 0, 'Q'},      {"comm", required_argument, 0, 'K'},
-        {"device", required_argument, 0, 'D'},   {"kv-cache-type", required_argument, 0, 'V'},
-        {"comm-dtype", required_argument, 0, 'X'},  {"prompt-ids", required_argument, 0, 'I'},
-        {"ids-out", required_argument, 0, 'O'},     {"ignore-eos", no_argument, 0, 'e'},
-        {"comm-dtype", required_argument, 0, 'X'}, {"ring-transport", required_argument, 0, 'R'},
-        {"numa", no_argument, 0, 'U'},
-        {"weights-from", required_argument, 0, 'w'}, {"weights-cache", required_argument, 0, 'G'},
-        {"grammar", required_argument, 0, 'g'},  {"json-schema", required_argument, 0, 'J' + 256},
-        {0, 0, 0, 0}};
-    int c;
-    char *end;
-    optind = 1;
-#define BAD(name)                                                                              \
-    do {                                                                                       \
-        fprintf(stderr, "shardlm generate: invalid value '%s' for %s\n", optarg, name);        \
-        return SHARDLM_EINPUT;                                                                 \
-    } while (0)
-    while ((c = getopt_long(argc, argv, "m:p:n:h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'm': o->node.model_path = optarg; break;
-        case 'p': o->prompt = optarg; break;
-        case 'n': o->n_new = (int)strtol(optarg, &end, 10); if (*end || o->n_new < 0) BAD("-n"); break;
-        case 'T': o->temp = strtof(optarg, &end); if (*end || !(o->temp >= 0 && o->temp < 1e6)) BAD("--temp"); break;
-        case 'P': o->top_p = strtof(optarg, &end); if (*end || !(o->top_p > 0 && o->top_p <= 1)) BAD("--top-p"); break;
-        case 'S': o->seed = strtoull(optarg, &end, 10); if (*end) BAD("--seed"); break;
-        case 'W': o->world = (int)strtol(optarg, &end, 10); if (*end || o->world < 1 || o->world > 64 || (o->world & (o->world - 1))) BAD("--world-size (a power of two, 1..64)"); break;
-        case 'E': o->echo = 1; break;
-        case 'C': o->node.n_ctx = (int)strtol(optarg, &end, 10); if (*end || o->node.n_ctx < 1) BAD("--ctx"); break;
-        case 't': o->node.timeout_ms = (int)strtol(optarg, &end, 10); if (*end || o->node.timeout_ms < 1) BAD("--timeout-ms"); break;
-        case 'L': o->logits_out = optarg; break;
-        case 'O': o->ids_out = optarg; break;
-        case 'e': o->ignore_eos = 1; break;
-        case 'I': { int rc = gen_parse_ids(optarg, o); if (rc) return rc; break; }
-        case 'j': o->node.n_threads = (int)strtol(optarg, &end, 10); if (*end || o->node.n_threads < 1 || o->node.n_threads > 1024) BAD("--threads"); break;
-        case 'J': o->node.pin_threads = 1; break;
-        case 'Q': o->node.isq = shardlm_dtype_parse(optarg); if (o->node.isq != SHARDLM_DT_Q8_0 && o->node.isq != SHARDLM_DT_Q4_0) BAD("--isq (q8_0 or q4_0)"); break;
-        case 'K': o->node.comm = optarg; break;
-        case 'R': if (shardlm_node_ring_transport_check(optarg, "generate")) return SHARDLM_EINPUT; o->node.ring_transport = optarg; break;
-        case 'U': o->node.numa = 1; break;
-        case 'D': o->node.device = optarg; break;
-        case 'X': if (strcmp(optarg, "f32") && strcmp(optarg, "q8")) BAD("--comm-dtype (f32 or q8)"); o->node.comm_q8 = !strcmp(optarg, "q8"); break;
-        case 'V': o->node.kv_type = shardlm_node_kv_type_parse(optarg); if (o->node.kv_type < 0) BAD("--kv-cache-type (f32, f16 or q8_0)"); break;
-        case 'w': o->node.weights_from = optarg; break;
-        case 'G': o->node.weights_cache = optarg; break;
-        case 'g': case 'J' + 256:
-            if (o->grammar_file) {
-                fprintf(stderr, "shardlm generate: --grammar and --json-schema are given more than once\n");
-                return SHARDLM_EINPUT;
-            }
-            o->grammar_file = optarg;
-            o->json_schema = c != 'g';
-            break;
-        case 'h': gen_usage(stdout); return 1;
-        default: gen_usage(stderr); return SHARDLM_EINPUT;
-        }
-    }
-    if (optind < argc) {
-        fprintf(stderr, "shardlm generate: unexpected argument '%s'\n", argv[optind]);
-        return SHARDLM_EINPUT;
-    }
+    int rc = shardlm_flags_parse("generate", argc, argv, gen_flag, o, NULL);
+    if (rc) return rc > 0 ? 1 : SHARDLM_EINPUT;
     if (o->prompt && o->prompt_ids) {
         fprintf(stderr, "shardlm generate: give the prompt as text (-p) or as ids (--prompt-ids), not both\n");
         return SHARDLM_EINPUT;
