@@ -19,6 +19,7 @@
 #include "shardlm_launch.h"
 #include "grammar.h"
 #include "sampling.h"
+#include "scheduler.h"
 
 typedef struct {
     shardlm_node_opts node;
@@ -121,14 +122,16 @@ typedef struct {
     shardlm_node *node;
     shardlm_launch *launch;
     FILE *logits_file, *ids_file;
-    float *logits;
     int vocab;
-    double prefill_s, decode_s;
-    int n_prompt, n_decoded;
+    /* the one request, as the scheduler reports it (engine thread = this one) */
+    shardlm_sched *sched;
+    double t_submit, t_first, t_end;
+    int n_prompt, n_gen;
+    shardlm_finish_reason why;
 } gen_run;
 
 /* Names the rank that went away after a failed step, if one can be found. */
-static void gen_report_loss(gen_run *g, int rc)
+static void gen_report_loss(gen_run *g)
 {
     int lost = -1, st = 0;
     if (shardlm_engine_lost_rank(g->node->engine) > 0) { /* the engine traced it from the workers' faults */
@@ -147,36 +150,6 @@ static void gen_report_loss(gen_run *g, int rc)
         fprintf(stderr, "shardlm: rank %d is lost: %s\n", lost, shardlm_err_get());
     else
         fprintf(stderr, "shardlm: %s\n", shardlm_err_get());
-    (void)rc;
-}
-
-static int gen_step(gen_run *g, const int32_t *toks, const int32_t *pos, const uint8_t *want, int n)
-{
-    int rc = shardlm_engine_step(g->node->engine, toks, pos, want, n, g->logits);
-    if (!rc && g->logits_file && fwrite(g->logits, sizeof(float), (size_t)g->vocab, g->logits_file) != (size_t)g->vocab)
-        fprintf(stderr, "shardlm: short write to the logits file\n");
-    return rc;
-}
-
-/* Feeds the prompt in batches; the logits of its last token come back. */
-static int gen_prefill(gen_run *g, const int32_t *toks, int n, int max_batch)
-{
-    double t0 = shardlm_now_s();
-    for (int start = 0; start < n; start += max_batch) {
-        int m = n - start < max_batch ? n - start : max_batch;
-        int32_t pos[m];
-        uint8_t want[m];
-        for (int i = 0; i < m; i++) {
-            pos[i] = start + i;
-            /* with --logits-out every prompt position is stepped one by one */
-            want[i] = g->logits_file || start + i == n - 1;
-        }
-        int rc = gen_step(g, toks + start, pos, want, m);
-        if (rc) return rc;
-    }
-    g->prefill_s = shardlm_now_s() - t0;
-    g->n_prompt = n;
-    return SHARDLM_OK;
 }
 
 static void gen_emit(const shardlm_tokenizer *tok, shardlm_detok *d, int32_t id)
@@ -191,76 +164,33 @@ static void gen_emit(const shardlm_tokenizer *tok, shardlm_detok *d, int32_t id)
     free(big);
 }
 
-/* --grammar / --json-schema: the sampler's hook masks each step. */
-typedef struct {
-    shardlm_grammar_vocab *vocab;
-    shardlm_grammar_state *state;
-} gen_constraint;
+/* ---- the scheduler's callbacks: generate is a client like serve's ---- */
 
-static int gen_mask(void *ctx, float *logits, int n_vocab)
+static void gen_on_token(void *ctx, const char *text, size_t len, int32_t token, const shardlm_logprobs *lp)
 {
-    gen_constraint *c = ctx;
-    int32_t n = shardlm_grammar_vocab_n(c->vocab);
-    if (n > n_vocab) return SHARDLM_EINPUT;
-    for (int32_t i = n; i < n_vocab; i++) logits[i] = -INFINITY;
-    return shardlm_grammar_apply(c->state, c->vocab, logits);
+    gen_run *g = ctx;
+    (void)lp;
+    if (token >= 0 && !g->t_first) g->t_first = shardlm_now_s();
+    if (token >= 0 && g->ids_file) fprintf(g->ids_file, "%d\n", (int)token);
+    fwrite(text, 1, len, stdout); /* streamed to the terminal token by token */
+    fflush(stdout);
 }
 
-static int gen_constraint_open(const gen_opts *o, const shardlm_tokenizer *tok, int lead, gen_constraint *c)
+static void gen_on_end(void *ctx, shardlm_finish_reason why, int prompt_tokens, int completion_tokens)
 {
-    shardlm_grammar *gr;
-    int rc = shardlm_grammar_from_file(o->grammar_file, o->json_schema, &gr);
-    if (rc) return rc;
-    rc = shardlm_grammar_vocab_from_tokenizer(tok, &c->vocab);
-    if (!rc) rc = shardlm_grammar_state_new(gr, lead, &c->state);
-    shardlm_grammar_unref(gr); /* the state holds it */
-    return rc;
+    gen_run *g = ctx;
+    g->t_end = shardlm_now_s();
+    g->why = why;
+    g->n_prompt = prompt_tokens;
+    g->n_gen = completion_tokens;
+    shardlm_sched_stop(g->sched); /* the engine loop ends after this step */
 }
 
-static int gen_decode(gen_run *g, const gen_opts *o, shardlm_detok *d, int pos)
+static void gen_on_logits(void *ctx, const float *row, int n_vocab)
 {
-    const shardlm_tokenizer *tok = g->node->tok;
-    gen_constraint con = {0};
-    /* the same per-sequence sampler as `serve`, with temperature and top_p */
-    shardlm_sampling_params sp = shardlm_sampling_params_default();
-    sp.temperature = o->temp;
-    sp.top_p = o->top_p;
-    sp.seed = o->seed;
-    sp.has_seed = 1;
-    shardlm_seq_sampler *smp;
-    if (shardlm_seq_sampler_new(&sp, NULL, 0, 0, &smp)) return SHARDLM_ENOMEM;
-    int n_ctx = shardlm_engine_n_ctx(g->node->engine), rc = SHARDLM_OK;
-    if (o->grammar_file && (rc = gen_constraint_open(o, tok, d->prev == shardlm_tokenizer_bos(tok), &con))) {
-        shardlm_seq_sampler_free(smp);
-        return rc;
-    }
-    if (con.state) shardlm_seq_sampler_set_hook(smp, gen_mask, &con);
-    double t0 = shardlm_now_s();
-    for (int i = 0; i < o->n_new; i++) {
-        int32_t next = shardlm_seq_sample(smp, &sp, g->logits, g->vocab, NULL);
-        if (next < 0 || (con.state && shardlm_grammar_accept_token(con.state, con.vocab, next))) {
-            rc = next < 0 ? SHARDLM_ENOMEM : SHARDLM_ERUNTIME;
-            break;
-        }
-        /* the model's end-of-generation tokens, and BOS, as llama2.c's run.c */
-        if (!o->ignore_eos && (shardlm_tokenizer_is_eog(tok, next) || next == shardlm_tokenizer_bos(tok))) break;
-        if (g->ids_file) fprintf(g->ids_file, "%d\n", (int)next);
-        gen_emit(tok, d, next);
-        if (i + 1 == o->n_new || (con.state && shardlm_grammar_must_end(con.state))) break;
-        if (pos >= n_ctx) {
-            fprintf(stderr, "shardlm: stopping at the context length (%d)\n", n_ctx);
-            break;
-        }
-        uint8_t want = 1;
-        if ((rc = gen_step(g, &next, &pos, &want, 1))) break;
-        pos++;
-        g->n_decoded++;
-    }
-    g->decode_s = shardlm_now_s() - t0;
-    shardlm_seq_sampler_free(smp);
-    shardlm_grammar_state_free(con.state);
-    shardlm_grammar_vocab_free(con.vocab);
-    return rc;
+    gen_run *g = ctx;
+    if (fwrite(row, sizeof(float), (size_t)n_vocab, g->logits_file) != (size_t)n_vocab)
+        fprintf(stderr, "shardlm: short write to the logits file\n");
 }
 
 /* The prompt's tokens: -p encoded with BOS, or --prompt-ids as given. */
@@ -284,6 +214,39 @@ static int gen_prompt(const gen_run *g, const gen_opts *o, int32_t **toks, size_
     return SHARDLM_OK;
 }
 
+/* One request of the scheduler, with serve's sampler, end tokens, grammar
+ * and finish reasons; the engine loop runs on this thread until it ends. */
+static int gen_request(gen_run *g, const gen_opts *o, const int32_t *toks, int n)
+{
+    shardlm_sched_opts so = {.max_num_seqs = 1, .max_num_batched_tokens = shardlm_engine_max_batch(g->node->engine),
+                             .max_queue = 1, .block_size = g->node->block_size};
+    shardlm_request_desc d = {.prompt = toks, .n_prompt = n, .max_tokens = o->n_new, .ignore_eos = o->ignore_eos};
+    d.params = shardlm_sampling_params_default();
+    d.params.temperature = o->temp;
+    d.params.top_p = o->top_p;
+    d.params.seed = o->seed;
+    d.params.has_seed = 1;
+    shardlm_request_cb cb = {gen_on_token, gen_on_end, g, NULL, g->logits_file ? gen_on_logits : NULL};
+    shardlm_grammar *gr = NULL;
+    uint64_t id;
+    int rc = o->grammar_file ? shardlm_grammar_from_file(o->grammar_file, o->json_schema, &gr) : SHARDLM_OK;
+    d.grammar = gr;
+    if (!rc) rc = shardlm_sched_new(g->node->engine, g->node->tok, &so, &g->sched);
+    g->t_submit = shardlm_now_s();
+    if (!rc) rc = shardlm_sched_submit(g->sched, &d, cb, &id);
+    shardlm_grammar_unref(gr); /* the request holds its own reference */
+    if (!rc) rc = shardlm_sched_run(g->sched);
+    if (!rc && g->why == SHARDLM_FINISH_ERROR) {
+        shardlm_err_set("generation failed (out of memory, or the grammar refused every token)");
+        rc = SHARDLM_ERUNTIME;
+    }
+    if (!rc && g->why == SHARDLM_FINISH_LENGTH && g->n_gen < o->n_new)
+        fprintf(stderr, "shardlm: stopping at the context length (%d)\n", shardlm_sched_n_ctx(g->sched));
+    shardlm_sched_free(g->sched);
+    g->sched = NULL;
+    return rc;
+}
+
 static int gen_generate(gen_run *g, const gen_opts *o)
 {
     const shardlm_tokenizer *tok = g->node->tok;
@@ -301,31 +264,33 @@ static int gen_generate(gen_run *g, const gen_opts *o)
     }
     shardlm_detok d;
     shardlm_detok_init(&d);
-    if (!rc && o->echo)
-        for (size_t i = 0; i < n; i++) gen_emit(tok, &d, toks[i]);
-    else if (!rc)
-        d.prev = toks[n - 1]; /* after BOS alone, the first piece's leading space is dropped */
-    int max_batch = g->logits_file ? 1 : 256;
-    if (!rc && o->n_new > 0) rc = gen_prefill(g, toks, (int)n, max_batch);
-    if (!rc && o->n_new > 0) rc = gen_decode(g, o, &d, (int)n);
     char tail[16];
-    size_t k = shardlm_detok_flush(&d, tail, sizeof tail);
-    fwrite(tail, 1, k, stdout);
+    for (size_t i = 0; !rc && o->echo && i < n; i++) gen_emit(tok, &d, toks[i]);
+    fwrite(tail, 1, shardlm_detok_flush(&d, tail, sizeof tail), stdout);
+    if (!rc && o->n_new > 0) rc = gen_request(g, o, toks, (int)n);
     fputc('\n', stdout);
     fflush(stdout);
     free(toks);
     return rc;
 }
 
+/* Prompt tokens/s: from submitting to the first token (the prompt's steps);
+ * decode tokens/s: the steps after it, one per token but the first. */
 static void gen_summary(const gen_run *g, const shardlm_node *n)
 {
     fprintf(stderr, "shardlm: world size %d, %d thread(s) per rank (%s kernels), shard load %.2f s, rank 0 resident "
             "%.1f MiB at exit\n", n->world, n->n_threads, shardlm_kernels_isa(), n->load_s,
             (double)shardlm_rss_bytes() / 1048576.0);
-    if (g->prefill_s > 0)
-        fprintf(stderr, "shardlm: prompt %d tokens, %.1f tok/s\n", g->n_prompt, g->n_prompt / g->prefill_s);
-    if (g->decode_s > 0 && g->n_decoded > 0)
-        fprintf(stderr, "shardlm: decode %d tokens, %.1f tok/s\n", g->n_decoded, g->n_decoded / g->decode_s);
+    if (g->t_first > g->t_submit)
+        fprintf(stderr, "shardlm: prompt %d tokens, %.1f tok/s\n", g->n_prompt, g->n_prompt / (g->t_first - g->t_submit));
+    if (g->n_gen > 0) {
+        double dt = g->t_end - g->t_first;
+        if (g->n_gen > 1 && dt > 0)
+            fprintf(stderr, "shardlm: decode %d tokens, %.1f tok/s (finish: %s)\n", g->n_gen, (g->n_gen - 1) / dt,
+                    shardlm_finish_reason_str(g->why));
+        else
+            fprintf(stderr, "shardlm: decode %d token (finish: %s)\n", g->n_gen, shardlm_finish_reason_str(g->why));
+    }
 }
 
 static int gen_open(gen_opts *o, gen_run *g, shardlm_node *n)
@@ -354,8 +319,7 @@ static int gen_open(gen_opts *o, gen_run *g, shardlm_node *n)
                         shardlm_model_hparams(n->model)->vocab);
         return SHARDLM_EINPUT;
     }
-    g->logits = malloc((size_t)g->vocab * sizeof(float));
-    return g->logits ? SHARDLM_OK : SHARDLM_ENOMEM;
+    return SHARDLM_OK;
 }
 
 int shardlm_cmd_generate(int argc, char **argv)
@@ -388,7 +352,7 @@ int shardlm_cmd_generate(int argc, char **argv)
     if (rc) fprintf(stderr, "shardlm: %s\n", shardlm_err_get());
     if (!rc) {
         rc = gen_generate(&g, &o);
-        if (rc) gen_report_loss(&g, rc);
+        if (rc) gen_report_loss(&g);
         else gen_summary(&g, &n);
     }
     if (n.engine) shardlm_engine_shutdown(n.engine, rc ? "rank 0 failed" : "done");
@@ -407,7 +371,6 @@ int shardlm_cmd_generate(int argc, char **argv)
         fprintf(stderr, "shardlm: cannot write %s\n", o.ids_out);
         rc = SHARDLM_ERUNTIME;
     }
-    free(g.logits);
     free(o.prompt_ids);
     return shardlm_exit_code(rc);
 }
