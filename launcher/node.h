@@ -4,6 +4,7 @@
 #ifndef SHARDLM_NODE_H
 #define SHARDLM_NODE_H
 
+#include "flags.h"
 #include "shardlm_gguf.h"
 #include "shardlm_launch.h"
 #include "shardlm_ring.h"
@@ -86,6 +87,11 @@ int shardlm_node_ring_transport_check(const char *value, const char *who);
 
 /* --kv-cache-type: "f32", "f16" or "q8_0" -> its shardlm_dtype; -1 otherwise. */
 int shardlm_node_kv_type_parse(const char *name);
+
+/* One of the node's flags from the table (launcher/flags.h) into o:
+ * -m, --ctx, --timeout-ms, --comm, ... Returns 0, or -1 after printing one
+ * line naming the flag (who is the command). */
+int shardlm_node_flag(shardlm_node_opts *o, const shardlm_flag_value *v, const char *who);
 
 /* Brings the rank up. Returns a status; the error text says what failed. */
 int shardlm_node_open(const shardlm_node_opts *o, shardlm_node *n);
