@@ -32,6 +32,29 @@ typedef struct {
     double failed_grace_s;
 } serve_opts;
 
+/* --api-key-file: the key is the file's first line, so a Kubernetes
+ * Secret mounted as a file works with or without a trailing newline. The
+ * copy lives as long as the process (the server keeps its own). */
+static int serve_read_key(const char *path, const char **key)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "shardlm serve: --api-key-file %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    static char buf[4096];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    buf[strcspn(buf, "\r\n")] = 0;
+    if (!buf[0]) {
+        fprintf(stderr, "shardlm serve: --api-key-file %s: the file is empty\n", path);
+        return -1;
+    }
+    *key = buf;
+    return 0;
+}
+
 static int serve_flag(void *ctx, const shardlm_flag_value *v)
 {
     serve_opts *o = ctx;
@@ -56,6 +79,10 @@ static int serve_flag(void *ctx, const shardlm_flag_value *v)
     case F_CHAT_TEMPLATE: o->chat_template = v->str; return 0;
     case F_MAX_BODY_KB: o->http.max_body_bytes = (size_t)v->i * 1024; return 0;
     case F_REQUEST_TIMEOUT: o->http.request_timeout_s = (double)v->i; return 0;
+    case F_API_KEY_FILE: return serve_read_key(v->str, &o->http.api_key);
+    case F_MAX_PROMPT: o->http.max_prompt_tokens = (int)v->i; return 0;
+    case F_MAX_CONNS: o->http.max_connections = (int)v->i; return 0;
+    case F_HTTP_TIMEOUT: o->http.idle_timeout_s = (int)v->i; return 0;
     default: return shardlm_node_flag(&o->node, v, "serve");
     }
 }

@@ -70,6 +70,10 @@ static const shardlm_flag flags[] = {
     {F_CHAT_TEMPLATE, "chat-template", 0, STR, "FILE", 0, 0, "the model's", "Jinja chat template", S},
     {F_MAX_BODY_KB, "max-body-kb", 0, INT, "KB", 1, 1 << 20, "1024", "largest request body", S},
     {F_REQUEST_TIMEOUT, "request-timeout", 0, INT, "S", 1, 86400, "600", "longest wait on the engine per request", S},
+    {F_API_KEY_FILE, "api-key-file", 0, STR, "FILE", 0, 0, NULL, "read the API key from FILE (its first line)", S},
+    {F_MAX_PROMPT, "max-prompt-tokens", 0, INT, "N", 0, 1 << 24, "the context", "longest prompt accepted (400 over it)", S},
+    {F_MAX_CONNS, "max-connections", 0, INT, "N", 1, 65536, "4096", "concurrent HTTP connections (one thread each)", S},
+    {F_HTTP_TIMEOUT, "http-timeout", 0, INT, "S", 1, 86400, "request-timeout + 30", "close a connection silent for S seconds", S},
     /* bench, named as llama-bench names them */
     {F_N_PROMPT, "n-prompt", 'p', INT, "N", 0, 100000, "128", "prompt tokens processed as one batch (0: skip)", B},
     {F_N_GEN, "n-gen", 'n', INT, "N", 0, 100000, "128", "decode steps of one token each (0: skip)", B},

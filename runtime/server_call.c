@@ -194,6 +194,13 @@ static void submit_error(shardlm_server *srv, int rc, const shardlm_server_req *
 static int submit_all(srv_call *c, const shardlm_server_req *r, const int32_t *ids, int n_ids,
                       shardlm_server_err *e)
 {
+    if (c->srv->max_prompt > 0 && n_ids > c->srv->max_prompt) {
+        shardlm_server_err_set(e, 400, "invalid_request_error", "prompt_too_long",
+                               r->kind == SHARDLM_API_CHAT ? "messages" : "prompt",
+                               "the prompt is %d tokens; this server accepts at most %d (--max-prompt-tokens)", n_ids,
+                               c->srv->max_prompt);
+        return -1;
+    }
     shardlm_request_desc d = {.prompt = ids,
                               .n_prompt = n_ids,
                               .params = r->params,

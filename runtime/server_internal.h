@@ -136,6 +136,7 @@ struct shardlm_server {
     char *tpl_error; /* why there is no chat template, or NULL */
     shardlm_toolfmt tool_format; /* what the template renders for tool calls */
     int n_ctx;       /* 0: unknown */
+    int max_prompt;  /* 0: no limit but the context */
     size_t max_body;
     double timeout_s;
     int port;
