@@ -7,6 +7,7 @@
  * clients; MHD's connection limit bounds the threads. */
 #include <arpa/inet.h>
 #include <netdb.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -331,6 +332,21 @@ static char *label_safe(const char *s)
     return t;
 }
 
+/* One thread and one descriptor per connection: make sure the descriptor
+ * limit is not what refuses connections first, and say so if it must be. */
+static void server_raise_nofile(unsigned conns)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl)) return;
+    rlim_t want = (rlim_t)conns + 256;
+    if (rl.rlim_cur >= want) return;
+    rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= want ? want : rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    if (rl.rlim_cur < want)
+        fprintf(stderr, "shardlm: warning: the descriptor limit (%llu, ulimit -n) is below --max-connections %u + 256\n",
+                (unsigned long long)rl.rlim_cur, conns);
+}
+
 static int server_fields(shardlm_server *srv, const shardlm_server_opts *o)
 {
     const char *key = o->api_key ? o->api_key : getenv("SHARDLM_API_KEY");
@@ -340,6 +356,7 @@ static int server_fields(shardlm_server *srv, const shardlm_server_opts *o)
     srv->tpl_error = o->chat_template_error ? strdup(o->chat_template_error) : NULL;
     srv->max_body = o->max_body_bytes ? o->max_body_bytes : DEFAULT_MAX_BODY;
     srv->timeout_s = o->request_timeout_s > 0 ? o->request_timeout_s : 600;
+    srv->max_prompt = o->max_prompt_tokens > 0 ? o->max_prompt_tokens : 0;
     srv->started = (long)time(NULL);
     if (!srv->host || !srv->model || (key && key[0] && !srv->api_key)) return SHARDLM_ENOMEM;
     return SHARDLM_OK;
@@ -372,9 +389,11 @@ int shardlm_server_start(const shardlm_server_opts *o, shardlm_sched *s, const s
     }
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL |
                      (v6 ? MHD_USE_IPv6 : 0);
-    unsigned limit = o->max_connections > 0 ? (unsigned)o->max_connections : 512;
-    /* idle keep-alive connections close after the request timeout (plus slack) */
-    unsigned idle = (unsigned)srv->timeout_s + 30;
+    unsigned limit = o->max_connections > 0 ? (unsigned)o->max_connections : 4096;
+    server_raise_nofile(limit);
+    /* by default a connection may stay silent as long as a request may wait
+     * on the engine (plus slack), so a slow non-streamed answer is not cut */
+    unsigned idle = o->idle_timeout_s > 0 ? (unsigned)o->idle_timeout_s : (unsigned)srv->timeout_s + 30;
     srv->d = MHD_start_daemon(flags, (uint16_t)o->port, NULL, NULL, on_access, srv, MHD_OPTION_SOCK_ADDR, &ss,
                               MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_CONNECTION_LIMIT, limit,
                               MHD_OPTION_CONNECTION_TIMEOUT, idle, MHD_OPTION_END);

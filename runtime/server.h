@@ -27,7 +27,9 @@ typedef struct {
     size_t max_body_bytes;   /* 0: 1 MiB; larger bodies get 413 */
     const char *model_name;  /* id in /v1/models and every response */
     double request_timeout_s;/* 0: 600; longest wait on the engine per request (streams: between events) */
-    int max_connections;     /* 0: 512 concurrent connections (one thread each) */
+    int max_connections;     /* 0: 4096 concurrent connections (one thread each) */
+    int idle_timeout_s;      /* 0: request_timeout_s + 30; a connection silent this long is closed */
+    int max_prompt_tokens;   /* 0: only the context bounds a prompt; longer ones get 400 */
     const char *chat_template_error; /* why tpl is NULL: chat and /apply-template answer 400 with it */
 } shardlm_server_opts;
 
