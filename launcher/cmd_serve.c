@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "node.h"
+#include "shardlm_auth.h"
 #include "scheduler.h"
 #include "serve_heal.h"
 #include "server.h"
@@ -38,23 +39,14 @@ typedef struct {
     int no_heal;              /* --no-heal: a lost rank ends serve, as before */
 } serve_opts;
 
-/* --api-key-file: the key is the file's first line, so a Kubernetes
- * Secret mounted as a file works with or without a trailing newline. The
- * copy lives as long as the process (the server keeps its own). */
+/* --api-key-file: read like the cluster token's file (trailing newline
+ * dropped, so a mounted Secret works); the copy lives as long as the
+ * process (the server keeps its own). */
 static int serve_read_key(const char *path, const char **key)
 {
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        fprintf(stderr, "shardlm serve: --api-key-file %s: %s\n", path, strerror(errno));
-        return -1;
-    }
     static char buf[4096];
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    buf[strcspn(buf, "\r\n")] = 0;
-    if (!buf[0]) {
-        fprintf(stderr, "shardlm serve: --api-key-file %s: the file is empty\n", path);
+    if (shardlm_auth_read_secret(path, buf, sizeof buf)) {
+        fprintf(stderr, "shardlm serve: --api-key-file: %s\n", shardlm_err_get());
         return -1;
     }
     *key = buf;

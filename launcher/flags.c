@@ -40,6 +40,7 @@ static const shardlm_flag flags[] = {
     {F_DEVICE, "device", 0, STR, "cpu|cuda|cuda:K", 0, 0, "cpu", "where the shard runs", G | S | W | B},
     {F_WEIGHTS_FROM, "weights-from", 0, STR, "rank0", 0, 0, NULL, "workers get their shards from rank 0, not the model file", G | S | W},
     {F_WEIGHTS_CACHE, "weights-cache", 0, STR, "DIR", 0, 0, "$SHARDLM_WEIGHTS_CACHE, else ~/.cache/shardlm/weights", "where workers keep received shards", G | S | W},
+    {F_CLUSTER_TOKEN_FILE, "cluster-token-file", 0, STR, "FILE", 0, 0, "$SHARDLM_CLUSTER_TOKEN(_FILE)", "the cluster token (first line of FILE) that every rank-to-rank connection proves", G | S | W | B},
     {F_RING_CONFIG, "ring-config", 0, STR, "PATH", 0, 0, "$RING_CONFIG", "this rank's ring config", W},
     {F_IDLE_TIMEOUT, "idle-timeout-ms", 0, INT, "MS", 1, 1 << 30, "600000", "longest wait for rank 0's next message (rank 0 sends a heartbeat every --heartbeat-ms while idle)", W},
     {F_READY_FILE, "ready-file", 0, STR, "PATH", 0, 0, NULL, "create PATH once joined and loaded, remove it when this rank stops following rank 0 (a readiness probe: test -f PATH)", W},

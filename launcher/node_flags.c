@@ -1,10 +1,12 @@
 /* node_flags.c - the node's flags (launcher/flags.h) into shardlm_node_opts,
  * one place for every command that brings a rank up. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "flags.h"
 #include "node.h"
+#include "shardlm_auth.h"
 #include "shardlm_common.h"
 
 /* --device: cpu, cuda or cuda:K with K a device number. */
@@ -13,6 +15,19 @@ static int node_flag_device_ok(const char *s)
     if (!strcmp(s, "cpu") || !strcmp(s, "cuda")) return 1;
     if (strncmp(s, "cuda:", 5) || !s[5]) return 0;
     return strspn(s + 5, "0123456789") == strlen(s + 5);
+}
+
+/* --cluster-token-file wins over the environment. The variables are set
+ * to the file so that locally spawned workers prove the same token. */
+static int node_flag_token_file(const char *path, const char *who)
+{
+    if (shardlm_auth_load_file(path)) {
+        fprintf(stderr, "shardlm %s: --cluster-token-file: %s\n", who, shardlm_err_get());
+        return -1;
+    }
+    unsetenv("SHARDLM_CLUSTER_TOKEN");
+    setenv("SHARDLM_CLUSTER_TOKEN_FILE", path, 1);
+    return 0;
 }
 
 int shardlm_node_flag(shardlm_node_opts *n, const shardlm_flag_value *v, const char *who)
@@ -35,6 +50,7 @@ int shardlm_node_flag(shardlm_node_opts *n, const shardlm_flag_value *v, const c
     case F_RING_CONFIG: n->ring_config = v->str; return 0;
     case F_READY_FILE: n->ready_file = v->str; return 0;
     case F_REJOIN: n->rejoin = 1; return 0;
+    case F_CLUSTER_TOKEN_FILE: return node_flag_token_file(v->str, who);
     case F_DEVICE:
         if (!node_flag_device_ok(v->str)) {
             fprintf(stderr, "shardlm %s: invalid value '%s' for --device (cpu, cuda or cuda:K)\n", who, v->str);

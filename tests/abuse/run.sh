@@ -70,7 +70,7 @@ kill -0 "$SRV" 2>/dev/null || fail "serve died"
 # a missing or empty key file is refused by name at start-up
 : >"$WORK/empty"
 if out=$("$BIN" serve -m "$MODEL" --port 0 --api-key-file "$WORK/empty" 2>&1); then fail "an empty key file was accepted"; fi
-grep -q -- "--api-key-file $WORK/empty: the file is empty" <<<"$out" || fail "empty key file message: $out"
+grep -q -- "--api-key-file: secret file $WORK/empty is empty" <<<"$out" || fail "empty key file message: $out"
 if out=$("$BIN" serve -m "$MODEL" --port 0 --api-key-file "$WORK/nope" 2>&1); then fail "a missing key file was accepted"; fi
-grep -q -- "--api-key-file $WORK/nope: No such file" <<<"$out" || fail "missing key file message: $out"
+grep -q -- "--api-key-file: cannot read secret file $WORK/nope: No such file" <<<"$out" || fail "missing key file message: $out"
 echo "abuse: PASS"
