@@ -43,6 +43,9 @@ typedef struct sched_seq {
     int32_t stop_ids[SHARDLM_SCHED_MAX_STOP_IDS];
     int n_stop_ids, min_tokens, ignore_eos, admitted, failed;
     int32_t bos;
+    int32_t draft[SHARDLM_SPEC_MAX_TOKENS]; /* this step's draft tokens, after tokens[n_computed] */
+    int n_draft;
+    shardlm_spec_seq *spec;       /* a draft model's state for this sequence (NULL: none) */
     const shardlm_tokenizer *tok; /* the scheduler's, for the EOG set in the sampler hook */
     struct sched_seq *next; /* inbox / waiting list */
 } sched_seq;
@@ -93,6 +96,7 @@ static void seq_free(sched_seq *q)
 {
     if (!q) return;
     shardlm_seq_sampler_free(q->smp);
+    shardlm_spec_seq_free(q->spec);
     shardlm_grammar_state_free(q->gst);
     shardlm_grammar_unref(q->grammar);
     shardlm_trigger_scan_free(&q->trig);
@@ -341,17 +345,25 @@ static sched_seq *sched_victim(shardlm_sched *s, int nb_seqs)
     return NULL;
 }
 
-/* Adds up to `budget` of q's uncomputed tokens to the step; returns how many. */
-static int sched_add(shardlm_sched *s, sched_seq *q, int budget, int *nb, int *ns)
+static int sched_draft(shardlm_sched *s, sched_seq *q, int spare);
+
+/* Adds up to `budget` of q's uncomputed tokens to the step, and a decoding
+ * sequence's draft tokens within `spare`; returns how many. */
+static int sched_add(shardlm_sched *s, sched_seq *q, int budget, int spare, int *nb, int *ns)
 {
     int k = q->n_tokens - q->n_computed;
     if (k > budget) k = budget;
     if (k <= 0) return 0;
+    q->n_draft = 0;
     while (shardlm_kv_seq_reserve(s->kv, &q->kv, q->n_computed + k) != SHARDLM_OK) {
         sched_seq *v = sched_victim(s, *ns);
         if (!v || v == q) return 0; /* waits for a later step */
         sched_preempt(s, v);
     }
+    /* drafts take blocks only when they are free: never a preemption */
+    if (k == 1 && spare > 0 && (q->n_draft = sched_draft(s, q, spare)) > 0 &&
+        shardlm_kv_seq_reserve(s->kv, &q->kv, q->n_computed + 1 + q->n_draft) != SHARDLM_OK)
+        q->n_draft = 0;
     int si = (*ns)++;
     s->b_seqs[si] = q;
     s->b_tables[si] = q->kv.blocks;
@@ -363,22 +375,48 @@ static int sched_add(shardlm_sched *s, sched_seq *q, int budget, int *nb, int *n
         s->b_seq[i] = si;
         s->b_want[i] = q->n_computed + j == q->n_tokens - 1;
     }
+    for (int j = 0; j < q->n_draft; j++) { /* verified together: a row each */
+        int i = (*nb)++;
+        s->b_tokens[i] = q->draft[j];
+        s->b_pos[i] = q->n_computed + 1 + j;
+        s->b_seq[i] = si;
+        s->b_want[i] = 1;
+    }
     q->chunk = k;
-    return k;
+    return k + q->n_draft;
+}
+
+/* Draft tokens for a decoding sequence, within spare and what the request
+ * and the context can still take: a step yields at most n_draft + 1 tokens,
+ * and the last draft's position must be inside the context. */
+static int sched_draft(shardlm_sched *s, sched_seq *q, int spare)
+{
+    const shardlm_spec_opts *o = &s->o.spec;
+    if (o->mode == SHARDLM_SPEC_OFF) return 0;
+    int k = o->n_tokens < spare ? o->n_tokens : spare;
+    if (k > s->n_ctx - 1 - q->n_computed) k = s->n_ctx - 1 - q->n_computed;
+    if (q->max_tokens > 0 && k > q->max_tokens - q->n_gen - 1) k = q->max_tokens - q->n_gen - 1;
+    if (k < 1) return 0;
+    int n = shardlm_spec_propose(o, &q->spec, q->tokens, q->n_tokens, k, q->draft);
+    return n > 0 ? n : 0; /* a draft model that fails only costs the speed-up */
 }
 
 /* Decode tokens first (one per running sequence), then prefill chunks, in
  * arrival order, within --max-num-batched-tokens. */
 static int sched_build(shardlm_sched *s, int *nb, int *ns)
 {
-    int budget = s->max_batch;
+    int budget = s->max_batch, n_dec = 0;
     *nb = *ns = 0;
+    for (int i = 0; i < s->n_running; i++) n_dec += s->running[i]->n_tokens - s->running[i]->n_computed == 1;
     for (int pass = 0; pass < 2; pass++)
         for (int i = 0; i < s->n_running && budget > 0; i++) {
             sched_seq *q = s->running[i];
             int decode = q->n_tokens - q->n_computed == 1;
             if (decode != (pass == 0)) continue;
-            budget -= sched_add(s, q, budget, nb, ns);
+            /* drafts only from what is left once every decoding sequence has its token */
+            int spare = decode ? budget - n_dec : 0;
+            n_dec -= decode;
+            budget -= sched_add(s, q, budget, spare, nb, ns);
         }
     return *nb;
 }
@@ -525,19 +563,21 @@ static int seq_grammar_begin(shardlm_sched *s, sched_seq *q)
     return SHARDLM_OK;
 }
 
-/* Samples the next token of a sequence whose logits came back. */
-static void seq_sample(shardlm_sched *s, sched_seq *q, float *row)
+/* Samples the next token of a sequence whose logits came back. Returns 1
+ * when the sequence ended (q is freed), else 0 with the token in *out. */
+static int seq_sample(shardlm_sched *s, sched_seq *q, float *row, int32_t *out)
 {
     shardlm_logprobs lp;
     if (q->grammar && !q->trig.n && seq_grammar_begin(s, q)) {
         seq_end(s, q, SHARDLM_END_ERROR);
-        return;
+        return 1;
     }
     int32_t tok = shardlm_seq_sample(q->smp, &q->params, row, s->vocab, q->params.logprobs ? &lp : NULL);
     if (tok < 0 || seq_append(q, tok) || (q->gst && shardlm_grammar_accept_token(q->gst, q->gvocab, tok))) {
         seq_end(s, q, SHARDLM_END_ERROR);
-        return;
+        return 1;
     }
+    *out = tok;
     q->n_gen++;
     pthread_mutex_lock(&s->mu);
     s->st.generation_tokens++;
@@ -546,15 +586,41 @@ static void seq_sample(shardlm_sched *s, sched_seq *q, float *row)
     int stopped = eos ? 0 : seq_text(s, q, tok, q->params.logprobs ? &lp : NULL);
     if (q->failed) {
         seq_end(s, q, SHARDLM_END_ERROR);
-        return;
+        return 1;
     }
     /* a grammar that can only end now ends here, without a step for the EOS */
     int done = q->gst && !eos && shardlm_grammar_must_end(q->gst);
     shardlm_finish_reason f =
         shardlm_finish_decide(eos, stopped || done, q->n_gen, q->max_tokens, q->n_tokens >= s->n_ctx);
-    if (f == SHARDLM_FINISH_NONE) return;
+    if (f == SHARDLM_FINISH_NONE) return 0;
     if (!stopped) seq_flush(q);
     seq_end(s, q, f == SHARDLM_FINISH_STOP ? SHARDLM_END_STOP : SHARDLM_END_LENGTH);
+    return 1;
+}
+
+/* A decoding sequence with drafts: row i predicts the token after draft
+ * i-1. Each row is sampled as if it were the only one; draft i is kept
+ * (its KV, computed this step, becomes the sequence's) while the sample
+ * equals it, and the first sample that differs is the step's last token.
+ * The KV of rejected drafts is returned with the blocks that held only them. */
+static void seq_verify(shardlm_sched *s, sched_seq *q, float *rows)
+{
+    int nd = q->n_draft, acc = 0;
+    for (int i = 0; i <= nd; i++) {
+        int32_t tok;
+        if (seq_sample(s, q, rows + (size_t)i * s->vocab, &tok)) break; /* ended; q is freed */
+        if (i == nd || tok != q->draft[i]) {
+            shardlm_kv_seq_trim(s->kv, &q->kv, q->n_computed + 1);
+            break;
+        }
+        acc++;
+        shardlm_kv_seq_commit(s->kv, &q->kv, q->tokens, ++q->n_computed);
+    }
+    pthread_mutex_lock(&s->mu);
+    s->st.spec_drafts++;
+    s->st.spec_draft_tokens += (uint64_t)nd;
+    s->st.spec_accepted += (uint64_t)acc;
+    pthread_mutex_unlock(&s->mu);
 }
 
 static void sched_after_step(shardlm_sched *s, int ns)
@@ -564,11 +630,15 @@ static void sched_after_step(shardlm_sched *s, int ns)
         sched_seq *q = s->b_seqs[k];
         q->n_computed += q->chunk;
         shardlm_kv_seq_commit(s->kv, &q->kv, q->tokens, q->n_computed);
-        q->want_row = q->n_computed == q->n_tokens ? row++ : -1;
+        q->want_row = q->n_computed == q->n_tokens ? row : -1;
+        row += q->want_row >= 0 ? 1 + q->n_draft : 0;
     }
     for (int k = 0; k < ns; k++) {
         sched_seq *q = s->b_seqs[k];
-        if (q->want_row >= 0) seq_sample(s, q, s->logits + (size_t)q->want_row * s->vocab);
+        int32_t tok;
+        if (q->want_row < 0) continue;
+        if (q->n_draft > 0) seq_verify(s, q, s->logits + (size_t)q->want_row * s->vocab);
+        else seq_sample(s, q, s->logits + (size_t)q->want_row * s->vocab, &tok);
     }
 }
 
@@ -641,7 +711,9 @@ static int sched_alloc_step(shardlm_sched *s)
     s->b_tables = malloc((size_t)S * sizeof *s->b_tables);
     s->b_table_len = malloc((size_t)S * sizeof(int));
     s->b_seqs = malloc((size_t)S * sizeof *s->b_seqs);
-    s->logits = malloc((size_t)S * (size_t)s->vocab * sizeof(float));
+    int rows = S * (1 + (s->o.spec.mode ? s->o.spec.n_tokens : 0)); /* verified drafts: a row each */
+    if (rows > B) rows = B > S ? B : S;
+    s->logits = malloc((size_t)rows * (size_t)s->vocab * sizeof(float));
     s->cap_cancels = 64;
     s->cancels = malloc((size_t)s->cap_cancels * sizeof(uint64_t));
     return s->running && s->b_tokens && s->b_pos && s->b_seq && s->b_want && s->b_tables && s->b_table_len &&
@@ -657,6 +729,7 @@ int shardlm_sched_new(shardlm_engine *e, const shardlm_tokenizer *tok, const sha
         shardlm_err_set("--max-seqs must be at least 1 and --max-queue not negative");
         return SHARDLM_EINPUT;
     }
+    if (shardlm_spec_opts_check(&o->spec)) return SHARDLM_EINPUT;
     shardlm_sched *s = calloc(1, sizeof *s);
     if (!s) return SHARDLM_ENOMEM;
     s->e = e;

@@ -16,6 +16,7 @@
 #include "grammar.h"
 #include "sampling.h"
 #include "shardlm_runtime.h"
+#include "spec.h"
 #include "shardlm_text.h"
 
 typedef struct shardlm_sched shardlm_sched;
@@ -27,6 +28,7 @@ typedef struct {
     int block_size;             /* --block-size: 8, 16 or 32 */
     double kv_cache_mb;         /* --kv-cache-mb: the pool, per rank */
     int prefix_caching;         /* 0 with --no-prefix-cache */
+    shardlm_spec_opts spec;     /* speculative decoding (--spec ...); zeroed: off */
 } shardlm_sched_opts;
 
 typedef enum {
@@ -92,6 +94,9 @@ typedef struct {
     uint64_t preemptions;
     double allreduce_seconds;             /* total time in all-reduce, all steps */
     uint64_t steps;
+    /* speculative decoding, vLLM's spec_decode counters: verify steps of one
+     * sequence that had drafts, draft tokens proposed, draft tokens accepted */
+    uint64_t spec_drafts, spec_draft_tokens, spec_accepted;
     int healthy;                          /* 0 once the engine has failed */
 } shardlm_sched_stats;
 
