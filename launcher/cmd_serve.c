@@ -23,6 +23,7 @@
 #include "shardlm_common.h"
 #include "weights.h"
 #include "shardlm_launch.h"
+#include "spec_cli.h"
 
 typedef struct {
     shardlm_node_opts node;
@@ -31,6 +32,7 @@ typedef struct {
     int world;
     const char *chat_template;
     double failed_grace_s;
+    shardlm_spec_cli spec;
 } serve_opts;
 
 static void serve_usage(FILE *f)
@@ -65,6 +67,7 @@ static void serve_usage(FILE *f)
             "      --device DEV                cpu (default), cuda or cuda:K\n"
             "      --weights-from rank0        local workers get their shards from rank 0, not the file\n"
             "      --weights-cache DIR         the local workers' weights cache (see `shardlm worker`)\n"
+            SHARDLM_SPEC_CLI_USAGE
             "Under mpirun every rank runs this same command: rank 0 serves HTTP, the others\n"
             "become workers (`mpirun -np 4 shardlm serve -m MODEL`).\n");
 }
@@ -113,7 +116,7 @@ static int serve_opt(serve_opts *o, int c, const char *arg)
     case 'G': o->node.weights_cache = arg; return 0;
     case 'X': if (strcmp(arg, "f32") && strcmp(arg, "q8")) return -1; o->node.comm_q8 = !strcmp(arg, "q8"); return 0;
     case 'V': o->node.kv_type = shardlm_node_kv_type_parse(arg); return o->node.kv_type < 0 ? -1 : 0;
-    default: return -1;
+    default: return shardlm_spec_cli_opt(&o->spec, c, arg, NULL) > 0 ? 0 : -1;
     }
 }
 
@@ -133,7 +136,8 @@ static int serve_parse(int argc, char **argv, serve_opts *o)
         {"comm", required_argument, 0, 'c'},     {"device", required_argument, 0, 'D'},
         {"weights-from", required_argument, 0, 'w'}, {"weights-cache", required_argument, 0, 'G'},
         {"kv-cache-type", required_argument, 0, 'V'}, {"comm-dtype", required_argument, 0, 'X'},
-        {"ring-transport", required_argument, 0, 'r'}, {"numa", no_argument, 0, 'U'}, {0, 0, 0, 0}};
+        {"ring-transport", required_argument, 0, 'r'}, {"numa", no_argument, 0, 'U'}, SHARDLM_SPEC_CLI_OPTIONS,
+        {0, 0, 0, 0}};
     int c, idx = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:h", opts, &idx)) != -1) {
@@ -158,6 +162,10 @@ static int serve_parse(int argc, char **argv, serve_opts *o)
     const char *wbad = shardlm_weights_flags_check(o->node.model_path, o->node.weights_from, 0);
     if (wbad) {
         fprintf(stderr, "shardlm serve: %s\n", wbad);
+        return SHARDLM_EINPUT;
+    }
+    if (shardlm_spec_cli_check(&o->spec)) {
+        fprintf(stderr, "shardlm serve: %s\n", shardlm_err_get());
         return SHARDLM_EINPUT;
     }
     o->node.max_batch = o->sched.max_num_batched_tokens;
@@ -310,6 +318,8 @@ static int serve_main(serve_opts *o, shardlm_launch **launch, shardlm_node *n, s
     fprintf(stderr, "shardlm: listening on http://%s:%d (model \"%s\"; loading)\n",
             o->http.host ? o->http.host : "127.0.0.1", shardlm_server_port(srv), o->http.model_name);
     rc = serve_open(o, launch, n);
+    if (!rc) rc = shardlm_spec_cli_open(&o->spec, n, o->node.model_path);
+    o->sched.spec = o->spec.spec;
     if (!rc) rc = shardlm_sched_new(n->engine, n->tok, &o->sched, &s);
     if (rc) {
         shardlm_server_stop(srv);
@@ -318,6 +328,9 @@ static int serve_main(serve_opts *o, shardlm_launch **launch, shardlm_node *n, s
     fprintf(stderr, "shardlm: KV pool: %d blocks x %d tokens = %d tokens (%.1f MiB per rank); context %d; "
             "prefix cache %s\n", n->kv_blocks, n->block_size, n->kv_blocks * n->block_size, o->sched.kv_cache_mb,
             shardlm_engine_n_ctx(n->engine), o->sched.prefix_caching ? "on" : "off");
+    char spec[512];
+    shardlm_spec_cli_describe(&o->spec, spec, sizeof spec);
+    fprintf(stderr, "shardlm: speculative decoding: %s\n", spec);
     shardlm_server_set_n_ctx(srv, shardlm_engine_n_ctx(n->engine));
     shardlm_server_attach(srv, s, n->tok, tpl);
     const char *tools = shardlm_server_tool_format(srv);
@@ -341,6 +354,7 @@ int shardlm_cmd_serve(int argc, char **argv)
                     .sched = {.max_num_seqs = 32, .max_num_batched_tokens = 512, .max_queue = 256,
                               .block_size = 16, .kv_cache_mb = 256, .prefix_caching = 1},
                     .world = 1, .failed_grace_s = 5};
+    shardlm_spec_cli_init(&o.spec);
     int rc = serve_parse(argc, argv, &o);
     if (rc == 1) return 0;
     if (rc) return 2;
@@ -365,5 +379,6 @@ int shardlm_cmd_serve(int argc, char **argv)
         shardlm_launch_free(launch);
     }
     shardlm_chat_template_free(tpl);
+    shardlm_spec_cli_close(&o.spec);
     return shardlm_exit_code(rc);
 }

@@ -431,3 +431,83 @@ Test(spec, draft_with_another_vocabulary_is_refused_naming_both_files, .timeout 
     cr_assert_null(dr);
     shardlm_node_close(&n);
 }
+
+/* ---- serve ---- */
+
+static tu_result curl_get(const char *url, const char *body)
+{
+    char *post[] = {"/usr/bin/curl", "-s", "-m", "30", "-H", "content-type: application/json", "-d", (char *)body,
+                    (char *)url, NULL};
+    char *get[] = {"/usr/bin/curl", "-s", "-m", "10", (char *)url, NULL};
+    return tu_run(body ? post : get, NULL, 40);
+}
+
+static double metric_value(const char *text, const char *name)
+{
+    const char *p = text;
+    while ((p = strstr(p, name))) {
+        if (p > text && p[-1] == '\n' && p[strlen(name)] == '{') {
+            const char *v = strchr(p, '}');
+            return v ? strtod(v + 1, NULL) : -1;
+        }
+        p += strlen(name);
+    }
+    return -1;
+}
+
+/* `serve --world-size 2 --spec ngram`: the golden text over HTTP, and the
+ * spec_decode counters in /metrics. */
+Test(spec, serve_world_size_2_counts_drafts_in_metrics, .timeout = 120)
+{
+    cr_assert(access("/usr/bin/curl", X_OK) == 0, "/usr/bin/curl is missing (scripts/install-deps.sh installs it)");
+    char err[600], port_s[16], base[64], url[128];
+    snprintf(err, sizeof err, "%s/serve.err", tu_tmpdir());
+    int port = 21000 + (int)(getpid() % 20000);
+    snprintf(port_s, sizeof port_s, "%d", port);
+    snprintf(base, sizeof base, "http://127.0.0.1:%d", port);
+    char *argv[] = {(char *)tu_bin(), "serve", "-m", (char *)model_path(), "--port", port_s, "--world-size", "2",
+                    "--spec", "ngram", "--spec-tokens", "4", "--kv-cache-mb", "4", NULL};
+    pid_t pid = tu_spawn(argv, NULL, NULL, err);
+    int up = 0;
+    snprintf(url, sizeof url, "%s/health", base);
+    for (int i = 0; i < 300 && !up; i++) {
+        char *h[] = {"/usr/bin/curl", "-s", "-f", "-m", "2", url, NULL};
+        tu_result r = tu_run(h, NULL, 5);
+        up = r.exit_code == 0;
+        tu_result_free(&r);
+        if (!up) usleep(100000);
+    }
+    snprintf(url, sizeof url, "%s/v1/completions", base);
+    tu_result r = curl_get(url, "{\"prompt\":\"\",\"max_tokens\":64,\"temperature\":0}");
+    snprintf(url, sizeof url, "%s/metrics", base);
+    tu_result m = curl_get(url, NULL);
+    kill(pid, SIGTERM);
+    int code = tu_wait(pid, 20);
+    char *e = tu_read_file(err, NULL);
+    cr_assert(up, "server never became healthy:\n%s", e);
+    cr_assert(strstr(e, "speculative decoding: ngram") != NULL, "start-up log:\n%s", e);
+    cr_assert(strstr(r.out, "\"text\":\"Once upon a time, there was a little girl named Lily. She loved to play "
+                            "outside in the park. One day, she saw a big, red ball.") != NULL,
+              "response: %s", r.out);
+    double drafts = metric_value(m.out, "shardlm:spec_decode_num_drafts_total");
+    double dtoks = metric_value(m.out, "shardlm:spec_decode_num_draft_tokens_total");
+    double acc = metric_value(m.out, "shardlm:spec_decode_num_accepted_tokens_total");
+    cr_assert_gt(drafts, 0, "metrics:\n%s", m.out);
+    cr_assert_geq(dtoks, drafts);
+    cr_assert_gt(acc, 0, "metrics:\n%s", m.out);
+    cr_assert_leq(acc, dtoks);
+    cr_assert_eq(code, 0, "serve exit %d:\n%s", code, e);
+    free(e);
+    tu_result_free(&r);
+    tu_result_free(&m);
+}
+
+Test(spec, serve_refuses_a_draft_with_another_vocabulary, .timeout = 60)
+{
+    char *argv[] = {(char *)tu_bin(), "serve", "-m", (char *)model_path(), "--port", "0", "--draft-model",
+                    (char *)tu_shared("models/llama-2-tiny-random.gguf"), NULL};
+    tu_result r = tu_run(argv, NULL, 30);
+    cr_assert_eq(r.exit_code, 2, "exit %d: %s", r.exit_code, r.err);
+    cr_assert(strstr(r.err, "llama-2-tiny-random.gguf") && strstr(r.err, "stories260K.gguf"), "%s", r.err);
+    tu_result_free(&r);
+}
