@@ -10,17 +10,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench_spec.h"
 #include "grammar.h"
 #include "node.h"
 #include "sampling.h"
 #include "shardlm_cli.h"
 #include "shardlm_common.h"
+#include "spec_cli.h"
 
 typedef struct {
     shardlm_node_opts node;
     int pp, tg, reps, world, json, batch;
     const char *grammar_file; /* --grammar / --json-schema: also time the token mask */
     int json_schema;
+    shardlm_spec_cli spec;    /* --spec: also decode -n tokens through the scheduler, off and on */
 } bench_opts;
 
 /* What the constrained-decoding pass measured. */
@@ -44,7 +47,10 @@ static void bench_usage(FILE *f)
                "  --pin-threads  pin each kernel thread to a core\n"
                "  --ring-transport auto|tcp|shm  the ring's hops (default auto: shared memory on one host)\n"
                "  --numa  pin each local rank to its share of the NUMA nodes and cores\n"
-               "  --json one object: pp_tok_s, tg_tok_s, their samples, weights_bytes, ...\n");
+               "  --json one object: pp_tok_s, tg_tok_s, their samples, weights_bytes, ...\n"
+               "With --spec ngram|draft, also -n tokens of one greedy request through the scheduler with\n"
+               "speculation off and on (alternating -r rounds), on a repetitive prompt and a story:\n"
+               SHARDLM_SPEC_CLI_USAGE);
 }
 
 static int bench_parse(int argc, char **argv, bench_opts *o)
@@ -55,12 +61,16 @@ static int bench_parse(int argc, char **argv, bench_opts *o)
         {"pin-threads", no_argument, 0, 'P'}, {"help", no_argument, 0, 'h'}, {"isq", required_argument, 0, 'Q'},
         {"kv-cache-type", required_argument, 0, 'V'}, {"batch", required_argument, 0, 'B'},
         {"grammar", required_argument, 0, 'g'}, {"json-schema", required_argument, 0, 'S'}, 
-        {"ring-transport", required_argument, 0, 'R'}, {"numa", no_argument, 0, 'U'}, {0, 0, 0, 0}};
+        {"ring-transport", required_argument, 0, 'R'}, {"numa", no_argument, 0, 'U'}, SHARDLM_SPEC_CLI_OPTIONS,
+        {0, 0, 0, 0}};
     int c;
     char *end;
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:t:p:n:r:h", opts, NULL)) != -1) {
         long v = optarg ? strtol(optarg, &end, 10) : 0;
+        int sc = shardlm_spec_cli_opt(&o->spec, c, optarg, "bench");
+        if (sc < 0) return SHARDLM_EINPUT;
+        if (sc > 0) continue;
         if (c == 'Q') {
             o->node.isq = shardlm_dtype_parse(optarg);
             if (o->node.isq != SHARDLM_DT_Q8_0 && o->node.isq != SHARDLM_DT_Q4_0) {
@@ -119,6 +129,10 @@ static int bench_parse(int argc, char **argv, bench_opts *o)
         return SHARDLM_EINPUT;
     }
     shardlm_grammar_unref(gr);
+    if (shardlm_spec_cli_check(&o->spec) || (o->spec.spec.mode && o->tg < 1)) {
+        fprintf(stderr, "shardlm bench: %s\n", o->tg < 1 ? "--spec needs -n decode steps" : shardlm_err_get());
+        return SHARDLM_EINPUT;
+    }
     if (o->grammar_file && o->tg < 1) {
         fprintf(stderr, "shardlm bench: --%s needs -n decode steps\n", o->json_schema ? "json-schema" : "grammar");
         return SHARDLM_EINPUT;
@@ -303,7 +317,7 @@ static void bench_print_mask(const bench_opts *o, const shardlm_node *n, const b
 }
 
 static void bench_print(const bench_opts *o, const shardlm_node *n, const double *pp, const double *tg,
-                        const double *tb, int reps, const bench_mask *m)
+                        const double *tb, int reps, const bench_mask *m, const char *spec_json)
 {
     double mpp = o->pp ? median(pp, reps) : 0, mtg = o->tg ? median(tg, reps) : 0;
     double mtb = o->batch && o->tg ? median(tb, reps) : 0;
@@ -338,6 +352,7 @@ static void bench_print(const bench_opts *o, const shardlm_node *n, const double
         printf("]");
     }
     if (o->grammar_file) bench_print_mask(o, n, m);
+    if (spec_json) printf(",\"spec_decode\":[%s]", spec_json);
     printf("}\n");
 }
 
@@ -366,7 +381,15 @@ static int bench_run(const bench_opts *o, shardlm_node *n)
     }
     bench_mask bm = {0};
     if (!rc && o->grammar_file) rc = bench_grammar_run(o, n, logits, vocab, &bm);
-    if (!rc) bench_print(o, n, pp, tg, tb, o->reps, &bm);
+    static char spec_json[4096];
+    int spec_on = o->spec.spec.mode != SHARDLM_SPEC_OFF;
+    if (!rc && !o->json) bench_print(o, n, pp, tg, tb, o->reps, &bm, NULL);
+    if (!rc && spec_on) { /* a second table; in JSON, one more field of the object */
+        char label[32];
+        snprintf(label, sizeof label, "%s k=%d", shardlm_spec_mode_name(o->spec.spec.mode), o->spec.spec.n_tokens);
+        rc = shardlm_bench_spec(n, &o->spec.spec, label, o->tg, o->reps, o->json, spec_json, sizeof spec_json);
+    }
+    if (!rc && o->json) bench_print(o, n, pp, tg, tb, o->reps, &bm, spec_on ? spec_json : NULL);
     free(toks);
     free(logits);
     return rc;
@@ -376,6 +399,7 @@ int shardlm_cmd_bench(int argc, char **argv)
 {
     bench_opts o = {.node = {.timeout_ms = 60000, .connect_timeout_ms = 60000, .load_timeout_ms = 600000, .isq = -1},
                     .pp = 128, .tg = 128, .reps = 3, .world = 1};
+    shardlm_spec_cli_init(&o.spec);
     int rc = bench_parse(argc, argv, &o);
     if (rc) return rc == 1 ? 0 : 2;
     if (o.reps > 64) o.reps = 64;
@@ -386,12 +410,18 @@ int shardlm_cmd_bench(int argc, char **argv)
      * a pool is reported, not overrun. */
     if (o.batch) o.node.kv_cache_mb = 512;
     o.node.n_ctx = (o.pp > o.tg ? o.pp : o.tg) + 8;
+    if (o.spec.spec.mode) { /* the prompts, the drafts, and room for a prompt chunk */
+        o.node.n_ctx += 256;
+        if (o.node.max_batch < 64) o.node.max_batch = 64;
+    }
     shardlm_launch *l = NULL;
     shardlm_node n = {0};
     if (o.world > 1) rc = shardlm_node_spawn_local(&o.node, o.world, &l);
     if (!rc) rc = shardlm_node_open(&o.node, &n);
     if (!rc) rc = shardlm_node_report_memory(&n, "loaded");
+    if (!rc) rc = shardlm_spec_cli_open(&o.spec, &n, o.node.model_path);
     if (!rc) rc = bench_run(&o, &n);
+    shardlm_spec_cli_close(&o.spec);
     if (rc) fprintf(stderr, "shardlm bench: %s\n", shardlm_err_get());
     if (n.engine) shardlm_engine_shutdown(n.engine, "bench done");
     shardlm_node_close(&n);
