@@ -17,8 +17,10 @@
 #include "shardlm_common.h"
 #include "weights.h"
 #include "shardlm_launch.h"
+#include "gen_spec.h"
 #include "grammar.h"
 #include "sampling.h"
+#include "spec_cli.h"
 
 typedef struct {
     shardlm_node_opts node;
@@ -31,6 +33,7 @@ typedef struct {
     int n_prompt_ids, ignore_eos;
     const char *grammar_file; /* --grammar or --json-schema */
     int json_schema;
+    shardlm_spec_cli spec;    /* --spec: the request runs through the scheduler (gen_spec.c) */
 } gen_opts;
 
 static void gen_usage(FILE *f)
@@ -66,6 +69,7 @@ static void gen_usage(FILE *f)
             "      --device DEV          cpu (default), cuda or cuda:K\n"
             "      --weights-from rank0  local workers get their shards from rank 0, not the file\n"
             "      --weights-cache DIR   the local workers' weights cache (see `shardlm worker`)\n"
+            SHARDLM_SPEC_CLI_USAGE
             "Under mpirun every rank runs this same command: rank 0 generates, the others\n"
             "become workers (`mpirun -np 4 shardlm generate -m MODEL`).\n");
 }
@@ -116,7 +120,7 @@ static int gen_parse(int argc, char **argv, gen_opts *o)
         {"numa", no_argument, 0, 'U'},
         {"weights-from", required_argument, 0, 'w'}, {"weights-cache", required_argument, 0, 'G'},
         {"grammar", required_argument, 0, 'g'},  {"json-schema", required_argument, 0, 'J' + 256},
-        {0, 0, 0, 0}};
+        SHARDLM_SPEC_CLI_OPTIONS, {0, 0, 0, 0}};
     int c;
     char *end;
     optind = 1;
@@ -161,11 +165,21 @@ static int gen_parse(int argc, char **argv, gen_opts *o)
             o->json_schema = c != 'g';
             break;
         case 'h': gen_usage(stdout); return 1;
-        default: gen_usage(stderr); return SHARDLM_EINPUT;
+        default: {
+            int sc = shardlm_spec_cli_opt(&o->spec, c, optarg, "generate");
+            if (sc > 0) break;
+            if (!sc) gen_usage(stderr);
+            return SHARDLM_EINPUT;
+        }
         }
     }
     if (optind < argc) {
         fprintf(stderr, "shardlm generate: unexpected argument '%s'\n", argv[optind]);
+        return SHARDLM_EINPUT;
+    }
+    if (shardlm_spec_cli_check(&o->spec) || (o->spec.spec.mode && o->logits_out)) {
+        fprintf(stderr, "shardlm generate: %s\n",
+                o->logits_out ? "--logits-out steps one token at a time: not with --spec" : shardlm_err_get());
         return SHARDLM_EINPUT;
     }
     if (o->prompt && o->prompt_ids) {
@@ -194,6 +208,7 @@ typedef struct {
     int vocab;
     double prefill_s, decode_s;
     int n_prompt, n_decoded;
+    shardlm_gen_spec_result spec; /* --spec */
 } gen_run;
 
 /* Names the rank that went away after a failed step, if one can be found. */
@@ -353,6 +368,21 @@ static int gen_prompt(const gen_run *g, const gen_opts *o, int32_t **toks, size_
     return SHARDLM_OK;
 }
 
+/* --spec: the scheduler generates (and writes the text); figures as gen_decode's. */
+static int gen_spec(gen_run *g, const gen_opts *o, const int32_t *toks, int n)
+{
+    shardlm_grammar *gr = NULL;
+    int rc = o->grammar_file ? shardlm_grammar_from_file(o->grammar_file, o->json_schema, &gr) : SHARDLM_OK;
+    shardlm_gen_spec_req r = {toks, n, o->n_new, o->ignore_eos, o->temp, o->top_p, o->seed, gr, g->ids_file};
+    if (!rc) rc = shardlm_gen_spec_run(g->node, &o->spec.spec, &r, &g->spec);
+    shardlm_grammar_unref(gr);
+    g->n_prompt = n;
+    g->prefill_s = g->spec.prefill_s;
+    g->decode_s = g->spec.decode_s;
+    g->n_decoded = g->spec.n_gen > 0 ? g->spec.n_gen - 1 : 0; /* the first token comes from the prompt's step */
+    return rc;
+}
+
 static int gen_generate(gen_run *g, const gen_opts *o)
 {
     const shardlm_tokenizer *tok = g->node->tok;
@@ -375,8 +405,9 @@ static int gen_generate(gen_run *g, const gen_opts *o)
     else if (!rc)
         d.prev = toks[n - 1]; /* after BOS alone, the first piece's leading space is dropped */
     int max_batch = g->logits_file ? 1 : 256;
-    if (!rc && o->n_new > 0) rc = gen_prefill(g, toks, (int)n, max_batch);
-    if (!rc && o->n_new > 0) rc = gen_decode(g, o, &d, (int)n);
+    if (!rc && o->n_new > 0 && o->spec.spec.mode) rc = gen_spec(g, o, toks, (int)n);
+    else if (!rc && o->n_new > 0) rc = gen_prefill(g, toks, (int)n, max_batch);
+    if (!rc && o->n_new > 0 && !o->spec.spec.mode) rc = gen_decode(g, o, &d, (int)n);
     char tail[16];
     size_t k = shardlm_detok_flush(&d, tail, sizeof tail);
     fwrite(tail, 1, k, stdout);
@@ -395,6 +426,10 @@ static void gen_summary(const gen_run *g, const shardlm_node *n)
         fprintf(stderr, "shardlm: prompt %d tokens, %.1f tok/s\n", g->n_prompt, g->n_prompt / g->prefill_s);
     if (g->decode_s > 0 && g->n_decoded > 0)
         fprintf(stderr, "shardlm: decode %d tokens, %.1f tok/s\n", g->n_decoded, g->n_decoded / g->decode_s);
+    if (g->spec.drafts > 0)
+        fprintf(stderr, "shardlm: speculative decoding: %llu of %llu draft tokens accepted (%.3f) in %llu drafts\n",
+                (unsigned long long)g->spec.accepted, (unsigned long long)g->spec.draft_tokens,
+                (double)g->spec.accepted / (double)g->spec.draft_tokens, (unsigned long long)g->spec.drafts);
 }
 
 static int gen_open(gen_opts *o, gen_run *g, shardlm_node *n)
@@ -416,6 +451,7 @@ static int gen_open(gen_opts *o, gen_run *g, shardlm_node *n)
         rc = SHARDLM_EINPUT;
     }
     if (!rc) rc = shardlm_node_report_memory(n, "loaded");
+    if (!rc) rc = shardlm_spec_cli_open(&o->spec, n, o->node.model_path);
     if (rc) return rc;
     g->vocab = shardlm_tokenizer_n_vocab(n->tok);
     if (g->vocab != shardlm_model_hparams(n->model)->vocab) {
@@ -433,6 +469,7 @@ int shardlm_cmd_generate(int argc, char **argv)
                            .max_batch = 256, .isq = -1},
                   .n_new = 256, .world = 1, .temp = 1.0f, .top_p = 0.9f};
     o.seed = (uint64_t)time(NULL);
+    shardlm_spec_cli_init(&o.spec);
     int rc = gen_parse(argc, argv, &o);
     if (rc) free(o.prompt_ids);
     if (rc == 1) return 0;
@@ -478,5 +515,6 @@ int shardlm_cmd_generate(int argc, char **argv)
     }
     free(g.logits);
     free(o.prompt_ids);
+    shardlm_spec_cli_close(&o.spec);
     return shardlm_exit_code(rc);
 }

@@ -511,3 +511,75 @@ Test(spec, serve_refuses_a_draft_with_another_vocabulary, .timeout = 60)
     cr_assert(strstr(r.err, "llama-2-tiny-random.gguf") && strstr(r.err, "stories260K.gguf"), "%s", r.err);
     tu_result_free(&r);
 }
+
+/* ---- generate ---- */
+
+static tu_result gen(const char *const *extra)
+{
+    char *argv[32];
+    int a = 0;
+    argv[a++] = (char *)tu_bin();
+    argv[a++] = "generate";
+    argv[a++] = "-m";
+    argv[a++] = (char *)model_path();
+    while (*extra) argv[a++] = (char *)*extra++;
+    argv[a] = NULL;
+    return tu_run(argv, NULL, 120);
+}
+
+static unsigned long long accepted_in(const char *err)
+{
+    const char *p = strstr(err, "speculative decoding: ");
+    return p ? strtoull(p + strlen("speculative decoding: "), NULL, 10) : 0;
+}
+
+Test(spec, generate_world_size_2_prints_the_golden_text, .timeout = 120)
+{
+    char *want = tu_read_file(tu_shared("models/stories260K.greedy.txt"), NULL);
+    cr_assert_not_null(want);
+    const char *x[] = {"--temp", "0", "-n", "256", "--world-size", "2", "--spec", "ngram", NULL};
+    tu_result r = gen(x);
+    cr_assert_eq(r.exit_code, 0, "exit %d:\n%s", r.exit_code, r.err);
+    cr_assert_str_eq(r.out, want, "n-gram speculation changed generate's greedy text");
+    cr_assert(strstr(r.err, "decode 255 tokens") != NULL, "%s", r.err);
+    cr_assert_gt(accepted_in(r.err), 0, "no accepted drafts reported:\n%s", r.err);
+    free(want);
+    tu_result_free(&r);
+}
+
+/* generate's own loop and the scheduler with drafts sample alike: the same
+ * seed gives the same text. */
+Test(spec, generate_seeded_text_is_the_same_with_and_without_spec, .timeout = 120)
+{
+    const char *a[] = {"--temp", "1", "--seed", "7", "-n", "160", "-p", "The cat sat. The cat sat. The cat sat.",
+                       "--echo", NULL};
+    const char *b[] = {"--temp", "1", "--seed", "7", "-n", "160", "-p", "The cat sat. The cat sat. The cat sat.",
+                       "--echo", "--spec", "draft", "--draft-model", model_path(), "--spec-tokens", "3", NULL};
+    tu_result ra = gen(a), rb = gen(b);
+    cr_assert_eq(ra.exit_code, 0, "%s", ra.err);
+    cr_assert_eq(rb.exit_code, 0, "%s", rb.err);
+    cr_assert_gt(strlen(ra.out), 60);
+    cr_assert_str_eq(rb.out, ra.out);
+    cr_assert_gt(accepted_in(rb.err), 0, "%s", rb.err);
+    tu_result_free(&ra);
+    tu_result_free(&rb);
+}
+
+Test(spec, generate_refuses_bad_spec_flags_by_name)
+{
+    const char *a[] = {"--spec", "medusa", NULL};
+    tu_result r = gen(a);
+    cr_assert_eq(r.exit_code, 2);
+    cr_assert(strstr(r.err, "--spec") != NULL, "%s", r.err);
+    tu_result_free(&r);
+    const char *b[] = {"--spec", "ngram", "--spec-ngram", "0", NULL};
+    r = gen(b);
+    cr_assert_eq(r.exit_code, 2);
+    cr_assert(strstr(r.err, "--spec-ngram") != NULL, "%s", r.err);
+    tu_result_free(&r);
+    const char *c[] = {"--spec", "ngram", "--logits-out", "/dev/null", NULL};
+    r = gen(c);
+    cr_assert_eq(r.exit_code, 2);
+    cr_assert(strstr(r.err, "--logits-out") != NULL, "%s", r.err);
+    tu_result_free(&r);
+}
