@@ -75,6 +75,11 @@ static int draft_load(shardlm_spec_draft *d, const char *path, const shardlm_tok
     if (rc) shardlm_err_set("--draft-model %s: %s", path, shardlm_err_get());
     if (!rc) rc = draft_vocab_check(dt, target_tok, path, target_path);
     if (!rc && (rc = shardlm_model_load(g, 1, 0, NULL, &d->m))) shardlm_err_set("--draft-model %s: %s", path, shardlm_err_get());
+    if (!rc && shardlm_model_hparams(d->m)->vocab != shardlm_tokenizer_n_vocab(dt)) { /* its argmax must be a token */
+        shardlm_err_set("--draft-model %s: the model has %d output rows but its tokenizer %d tokens", path,
+                        shardlm_model_hparams(d->m)->vocab, (int)shardlm_tokenizer_n_vocab(dt));
+        rc = SHARDLM_EINPUT;
+    }
     shardlm_tokenizer_free(dt);
     shardlm_gguf_close(g);
     return rc;
