@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "shardlm_auth.h"
 #include "shardlm_common.h"
 #include "shardlm_control.h"
 
@@ -96,6 +97,11 @@ static int recv_env(shardlm_ctrl *c, int fd, uint64_t deadline, const char *who,
     int rc = io_full(fd, h, 4, 0, deadline, who);
     if (rc) return rc;
     uint32_t n = (uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 | (uint32_t)h[3] << 24;
+    if (memcmp(h, "SLMA", 4) == 0) {
+        shardlm_err_set("control channel to %s: the peer starts a cluster-token handshake, but no cluster token "
+                        "is configured here (--cluster-token-file or SHARDLM_CLUSTER_TOKEN)", who);
+        return SHARDLM_EINPUT;
+    }
     if (n > CTRL_MAX_FRAME) {
         shardlm_err_set("control channel to %s: frame of %u bytes is over the %u-byte limit", who, n, CTRL_MAX_FRAME);
         return SHARDLM_EPEER;
@@ -111,6 +117,15 @@ static int recv_env(shardlm_ctrl *c, int fd, uint64_t deadline, const char *who,
     if (!*out) {
         shardlm_err_set("control channel to %s: undecodable message of %u bytes", who, n);
         return SHARDLM_EPEER;
+    }
+    shardlm_ctrl_limits lim = {.world = c->world};
+    if ((rc = shardlm_ctrl_check(*out, &lim))) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", shardlm_err_get());
+        shardlm_err_set("control channel to %s: %s", who, why);
+        shardlm__envelope__free_unpacked(*out, NULL);
+        *out = NULL;
+        return rc;
     }
     return SHARDLM_OK;
 }
@@ -258,6 +273,22 @@ static int accept_one(shardlm_ctrl *c, int fd, const shardlm_ctrl_hello *mine, u
     return rank;
 }
 
+/* A stranger gets a few seconds to prove the token, so one silent
+ * connection cannot hold the accept loop until the whole deadline. */
+#define CTRL_AUTH_MS 5000
+
+static int ctrl_auth_accepted(int fd, uint64_t deadline)
+{
+    char who[96];
+    peer_name(fd, who, sizeof who);
+    uint64_t d = shardlm_now_ns() + CTRL_AUTH_MS * 1000000ull;
+    int srv = 1;
+    const char *w = who;
+    int rc = shardlm_auth_handshake(&fd, &srv, 1, d < deadline ? d : deadline, &w);
+    if (rc) fprintf(stderr, "shardlm: refused a control connection from %s: %s\n", who, shardlm_err_get());
+    return rc;
+}
+
 int shardlm_ctrl_accept_all(shardlm_ctrl *c, const shardlm_ctrl_hello *mine, int timeout_ms)
 {
     uint64_t deadline = shardlm_now_ns() + (uint64_t)timeout_ms * 1000000ull;
@@ -279,6 +310,10 @@ int shardlm_ctrl_accept_all(shardlm_ctrl *c, const shardlm_ctrl_hello *mine, int
         int fd = accept4(c->listen_fd, NULL, NULL, SOCK_CLOEXEC);
         if (fd < 0) continue;
         tune_socket(fd);
+        if (ctrl_auth_accepted(fd, deadline)) {
+            close(fd);
+            continue;
+        }
         int rank = accept_one(c, fd, mine, deadline);
         if (rank == SHARDLM_EINPUT) {
             close(fd);
@@ -381,7 +416,11 @@ static int ctrl_connect(const char *host, int port, shardlm_ctrl_hello *mine, co
         usleep((useconds_t)delay_ms * 1000);
         if (delay_ms < 500) delay_ms *= 2;
     }
-    int rc = ctrl_handshake(c, mine, want, deadline);
+    int cli = 0;
+    const char *w = c->peer;
+    int rc = shardlm_auth_handshake(&c->fds[0], &cli, 1, deadline, &w);
+    if (rc) rc = SHARDLM_EINPUT; /* a wrong token does not get better by retrying */
+    if (!rc) rc = ctrl_handshake(c, mine, want, deadline);
     if (rc) {
         shardlm_ctrl_close(c);
         return rc;

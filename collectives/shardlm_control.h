@@ -90,4 +90,19 @@ shardlm_ctrl_weights_req shardlm_ctrl_weights_request(const shardlm_ctrl *c, int
 int shardlm_ctrl_connect_weights(const char *host, int port, shardlm_ctrl_hello *mine,
                                  const shardlm_ctrl_weights_req *want, int timeout_ms, shardlm_ctrl **out);
 
+/* What a receiver knows to check a decoded message against (control_check.c);
+ * 0: not known yet, that bound is not checked. */
+typedef struct {
+    int world;     /* ranks: Fault.rank and Fault.peer */
+    int max_batch; /* Step tokens */
+    int n_vocab;   /* Step token ids */
+    int n_ctx;     /* Step positions */
+    int kv_blocks; /* Step block ids and table lengths */
+} shardlm_ctrl_limits;
+
+/* Validates one decoded Envelope (sizes, ranks, counts, ids) before use:
+ * SHARDLM_OK, or SHARDLM_EPEER with the error text naming the message and
+ * field. Every frame the control channel receives goes through it. */
+int shardlm_ctrl_check(const Shardlm__Envelope *env, const shardlm_ctrl_limits *lim);
+
 #endif

@@ -113,6 +113,9 @@ int shardlm_cpu_physical_cores(void);
 
 /* ---- optimised CPU kernels (SIMD path chosen once from cpuid) ---- */
 
+/* CPUID.1:ECX.F16C (clang 14's __builtin_cpu_supports has no "f16c"); 0 off x86. */
+int shardlm_cpu_has_f16c(void);
+
 /* Same result as shardlm_ref_matmul, for every supported type (and Q4_0_R8
  * / Q8_0_R4: bitwise the result of the plain matrix).
  * For the quantised types the activations are quantised to 8-bit blocks
@@ -231,5 +234,14 @@ const char *shardlm_kernels_isa(void);
  * name is unknown or the CPU lacks it (the path is then unchanged). Not
  * thread-safe against kernels running concurrently. */
 int shardlm_kernels_force_isa(const char *name);
+/* The kernel the path in use runs for a weight matrix of type t, as
+ * "LAYOUT/ISA": the layout after shardlm_repack (e.g. "q4_0_r8") and the
+ * narrowest path whose table holds that kernel (an "avx512vnni" path may
+ * run "avx2" kernels it does not beat). Writes at most len bytes to buf and
+ * returns buf; "none" for a type without a kernel. */
+const char *shardlm_kernels_kernel(shardlm_dtype t, char *buf, size_t len);
+/* Every weight type with kernels, for reports (doctor, bench --json). */
+#define SHARDLM_KERNELS_N_DTYPES 15
+extern const shardlm_dtype shardlm_kernels_dtypes[SHARDLM_KERNELS_N_DTYPES];
 
 #endif

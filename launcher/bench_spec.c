@@ -33,7 +33,7 @@ static void spec_on_token(void *ctx, const char *text, size_t len, int32_t tok, 
     pthread_mutex_unlock(&k->mu);
 }
 
-static void spec_on_end(void *ctx, shardlm_end why, int np, int nc)
+static void spec_on_end(void *ctx, shardlm_finish_reason why, int np, int nc)
 {
     spec_sink *k = ctx;
     (void)why, (void)np, (void)nc;

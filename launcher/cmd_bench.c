@@ -4,7 +4,6 @@
  * decode steps from an empty context (tg); the medians are reported. With
  * --batch B it also runs B sequences decoding together, one token of each
  * per step over the paged KV cache, as `serve` batches its users (tgB). */
-#include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,97 +31,33 @@ typedef struct {
     int tokens, docs;
 } bench_mask;
 
-static void bench_usage(FILE *f)
+static int bench_flag(void *ctx, const shardlm_flag_value *v)
 {
-    fprintf(f, "usage: shardlm bench -m MODEL [-t THREADS] [-p 128] [-n 128] [-r 3] [--world-size W] [--json]\n"
-               "  -p N   prompt tokens processed as one batch (0: skip)\n"
-               "  -n N   decode steps of one token each (0: skip)\n"
-               "  -r N   repetitions; the median is reported\n"
-               "  -t N   kernel threads per rank (default: its share of the cores)\n"
-               "  --isq q8_0|q4_0  quantise F32/F16/BF16 weights while loading\n"
-               "  --kv-cache-type f32|f16|q8_0  KV cache element type (default f32)\n"
-               "  --batch B  also decode B sequences together for -n steps (aggregate tok/s; B <= 256)\n"
-               "  --grammar FILE | --json-schema FILE  also decode -n tokens constrained by the grammar and\n"
-               "         report the token mask's cost per token against the decode step's\n"
-               "  --pin-threads  pin each kernel thread to a core\n"
-               "  --ring-transport auto|tcp|shm  the ring's hops (default auto: shared memory on one host)\n"
-               "  --numa  pin each local rank to its share of the NUMA nodes and cores\n"
-               "  --json one object: pp_tok_s, tg_tok_s, their samples, weights_bytes, ...\n"
-               "With --spec ngram|draft, also -n tokens of one greedy request through the scheduler with\n"
-               "speculation off and on (alternating -r rounds), on a repetitive prompt and a story:\n"
-               SHARDLM_SPEC_CLI_USAGE);
+    bench_opts *o = ctx;
+    switch (v->flag->id) {
+    case F_WORLD: o->world = (int)v->i; return 0;
+    case F_N_PROMPT: o->pp = (int)v->i; return 0;
+    case F_N_GEN: o->tg = (int)v->i; return 0;
+    case F_REPS: o->reps = (int)v->i; return 0;
+    case F_BATCH: o->batch = (int)v->i; return 0;
+    case F_JSON: o->json = 1; return 0;
+    case F_GRAMMAR:
+    case F_JSON_SCHEMA:
+        if (o->grammar_file) {
+            fprintf(stderr, "shardlm bench: --grammar and --json-schema are given more than once\n");
+            return -1;
+        }
+        o->grammar_file = v->str;
+        o->json_schema = v->flag->id == F_JSON_SCHEMA;
+        return 0;
+    default: return shardlm_spec_cli_apply(&o->spec, v) ? 0 : shardlm_node_flag(&o->node, v, "bench");
+    }
 }
 
 static int bench_parse(int argc, char **argv, bench_opts *o)
 {
-    static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'}, {"threads", required_argument, 0, 't'},
-        {"world-size", required_argument, 0, 'W'}, {"json", no_argument, 0, 'J'},
-        {"pin-threads", no_argument, 0, 'P'}, {"help", no_argument, 0, 'h'}, {"isq", required_argument, 0, 'Q'},
-        {"kv-cache-type", required_argument, 0, 'V'}, {"batch", required_argument, 0, 'B'},
-        {"grammar", required_argument, 0, 'g'}, {"json-schema", required_argument, 0, 'S'}, 
-        {"ring-transport", required_argument, 0, 'R'}, {"numa", no_argument, 0, 'U'}, SHARDLM_SPEC_CLI_OPTIONS,
-        {0, 0, 0, 0}};
-    int c;
-    char *end;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "m:t:p:n:r:h", opts, NULL)) != -1) {
-        long v = optarg ? strtol(optarg, &end, 10) : 0;
-        int sc = shardlm_spec_cli_opt(&o->spec, c, optarg, "bench");
-        if (sc < 0) return SHARDLM_EINPUT;
-        if (sc > 0) continue;
-        if (c == 'Q') {
-            o->node.isq = shardlm_dtype_parse(optarg);
-            if (o->node.isq != SHARDLM_DT_Q8_0 && o->node.isq != SHARDLM_DT_Q4_0) {
-                fprintf(stderr, "shardlm bench: invalid value '%s' for --isq (q8_0 or q4_0)\n", optarg);
-                return SHARDLM_EINPUT;
-            }
-            continue;
-        }
-        if (c == 'g' || c == 'S') {
-            if (o->grammar_file) {
-                fprintf(stderr, "shardlm bench: --grammar and --json-schema are given more than once\n");
-                return SHARDLM_EINPUT;
-            }
-            o->grammar_file = optarg;
-            o->json_schema = c == 'S';
-            continue;
-        }
-        if (c == 'V') {
-            if ((o->node.kv_type = shardlm_node_kv_type_parse(optarg)) < 0) {
-                fprintf(stderr, "shardlm bench: invalid value '%s' for --kv-cache-type (f32, f16 or q8_0)\n", optarg);
-                return SHARDLM_EINPUT;
-            }
-            continue;
-        }
-        if (c == 'R') {
-            if (shardlm_node_ring_transport_check(optarg, "bench")) return SHARDLM_EINPUT;
-            o->node.ring_transport = optarg;
-            continue;
-        }
-        if (optarg && c != 'm' && (*end || v < 0 || v > 100000)) {
-            fprintf(stderr, "shardlm bench: invalid value '%s' for -%c\n", optarg, c == 'W' ? 'W' : c);
-            return SHARDLM_EINPUT;
-        }
-        switch (c) {
-        case 'm': o->node.model_path = optarg; break;
-        case 't': o->node.n_threads = (int)v; break;
-        case 'p': o->pp = (int)v; break;
-        case 'n': o->tg = (int)v; break;
-        case 'r': o->reps = v > 0 ? (int)v : 1; break;
-        case 'W': o->world = (int)v; break;
-        case 'J': o->json = 1; break;
-        case 'B': o->batch = (int)v; break;
-        case 'P': o->node.pin_threads = 1; break;
-        case 'U': o->node.numa = 1; break;
-        case 'h': bench_usage(stdout); return 1;
-        default: bench_usage(stderr); return SHARDLM_EINPUT;
-        }
-    }
-    if (o->batch > 256) {
-        fprintf(stderr, "shardlm bench: --batch %d is more than 256\n", o->batch);
-        return SHARDLM_EINPUT;
-    }
+    int rc = shardlm_flags_parse("bench", argc, argv, bench_flag, o, NULL);
+    if (rc) return rc > 0 ? 1 : SHARDLM_EINPUT;
     shardlm_grammar *gr = NULL; /* a bad grammar fails before any rank starts */
     if (o->grammar_file && shardlm_grammar_from_file(o->grammar_file, o->json_schema, &gr)) {
         fprintf(stderr, "shardlm bench: %s\n", shardlm_err_get());
@@ -137,9 +72,8 @@ static int bench_parse(int argc, char **argv, bench_opts *o)
         fprintf(stderr, "shardlm bench: --%s needs -n decode steps\n", o->json_schema ? "json-schema" : "grammar");
         return SHARDLM_EINPUT;
     }
-    if (!o->node.model_path || o->world < 1 || (o->world & (o->world - 1))) {
-        fprintf(stderr, "shardlm bench: %s\n", !o->node.model_path ? "-m MODEL is required"
-                                                                    : "--world-size must be a power of two");
+    if (!o->node.model_path) {
+        fprintf(stderr, "shardlm bench: -m MODEL is required\n");
         return SHARDLM_EINPUT;
     }
     return SHARDLM_OK;
@@ -338,9 +272,16 @@ static void bench_print(const bench_opts *o, const shardlm_node *n, const double
         return;
     }
     printf("{\"model\":\"%s\",\"weights_bytes\":%llu,\"world_size\":%d,\"threads\":%d,\"isa\":\"%s\",\"pp\":%d,"
-           "\"tg\":%d,\"pp_tok_s\":%.3f,\"tg_tok_s\":%.3f,\"pp_samples\":[",
+           "\"tg\":%d,\"pp_tok_s\":%.3f,\"tg_tok_s\":%.3f,",
            o->node.model_path, (unsigned long long)wb, n->world, n->n_threads, shardlm_kernels_isa(), o->pp, o->tg,
            mpp, mtg);
+    printf("\"kernels\":{");
+    for (size_t k = 0; k < SHARDLM_KERNELS_N_DTYPES; k++) {
+        char kb[48];
+        printf("%s\"%s\":\"%s\"", k ? "," : "", shardlm_dtype_name(shardlm_kernels_dtypes[k]),
+               shardlm_kernels_kernel(shardlm_kernels_dtypes[k], kb, sizeof kb));
+    }
+    printf("},\"pp_samples\":[");
     for (int i = 0; o->pp && i < reps; i++) printf("%s%.3f", i ? "," : "", pp[i]);
     printf("],\"tg_samples\":[");
     for (int i = 0; o->tg && i < reps; i++) printf("%s%.3f", i ? "," : "", tg[i]);
@@ -402,7 +343,6 @@ int shardlm_cmd_bench(int argc, char **argv)
     shardlm_spec_cli_init(&o.spec);
     int rc = bench_parse(argc, argv, &o);
     if (rc) return rc == 1 ? 0 : 2;
-    if (o.reps > 64) o.reps = 64;
     o.node.max_batch = o.pp > 1 ? o.pp : 1;
     if (o.batch > o.node.max_batch) o.node.max_batch = o.batch;
     /* --batch needs the paged KV pool: 512 MiB per rank holds 16 sequences

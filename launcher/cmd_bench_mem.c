@@ -61,19 +61,26 @@ int shardlm_cmd_bench_mem(int argc, char **argv)
                                          {"json", no_argument, 0, 'J'},          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     optind = 1;
-    while ((c = getopt_long(argc, argv, "t:h", opts, NULL)) != -1) {
-        if (c == 't') threads = atoi(optarg);
-        else if (c == 's') mib = atoi(optarg);
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":t:h", opts, NULL)) != -1) {
+        char *end = NULL;
+        long v = optarg ? strtol(optarg, &end, 10) : 0;
+        int bad = optarg && (!*optarg || *end);
+        if (c == 't' && !bad && v >= 1 && v <= 256) threads = (int)v;
+        else if (c == 's' && !bad && v >= 16 && v <= 8192) mib = (int)v;
         else if (c == 'J') json = 1;
-        else {
-            FILE *f = c == 'h' ? stdout : stderr;
-            fprintf(f, "usage: shardlm bench-mem [-t THREADS] [--mib SIZE_PER_ARRAY] [--json]\n");
-            return c == 'h' ? 0 : 2;
+        else if (c == 'h') {
+            printf("usage: shardlm bench-mem [-t THREADS] [--mib SIZE_PER_ARRAY] [--json]\n");
+            return 0;
+        } else if (c == 't' || c == 's') {
+            fprintf(stderr, "shardlm bench-mem: invalid value '%s' for %s (an integer in %s)\n", optarg,
+                    c == 't' ? "-t" : "--mib", c == 't' ? "1..256" : "16..8192");
+            return 2;
+        } else {
+            fprintf(stderr, "shardlm bench-mem: unknown or incomplete option '%s' (try 'shardlm bench-mem --help')\n",
+                    argv[optind - 1]);
+            return 2;
         }
-    }
-    if (threads < 1 || threads > 256 || mib < 16 || mib > 8192) {
-        fprintf(stderr, "shardlm bench-mem: threads must be 1..256 and --mib 16..8192\n");
-        return 2;
     }
     mem_job j = {.n = (size_t)mib << 17}; /* a multiple of 8 elements */
     j.a = malloc(j.n * sizeof(double));

@@ -78,8 +78,7 @@ static int doctor_parse(int argc, char **argv, int *json, const char **cfg, int 
             doctor_usage(stdout);
             return 1;
         } else {
-            fprintf(stderr, "shardlm doctor: unknown or incomplete option '%s'\n", a);
-            doctor_usage(stderr);
+            fprintf(stderr, "shardlm doctor: unknown or incomplete option '%s' (try 'shardlm doctor --help')\n", a);
             return 2;
         }
     }

@@ -2,7 +2,6 @@
  * --world-size W it spawns W-1 local workers on a loopback ring; with
  * RING_CONFIG set it is rank 0 of a ring started by hand. stdout carries
  * exactly the generated text; progress and figures go to stderr. */
-#include <getopt.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -12,14 +11,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "flags.h"
 #include "node.h"
 #include "shardlm_cli.h"
 #include "shardlm_common.h"
 #include "weights.h"
 #include "shardlm_launch.h"
-#include "gen_spec.h"
 #include "grammar.h"
 #include "sampling.h"
+#include "scheduler.h"
 #include "spec_cli.h"
 
 typedef struct {
@@ -33,46 +33,8 @@ typedef struct {
     int n_prompt_ids, ignore_eos;
     const char *grammar_file; /* --grammar or --json-schema */
     int json_schema;
-    shardlm_spec_cli spec;    /* --spec: the request runs through the scheduler (gen_spec.c) */
+    shardlm_spec_cli spec;    /* --spec: the scheduler verifies drafts (runtime/spec.c) */
 } gen_opts;
-
-static void gen_usage(FILE *f)
-{
-    fprintf(f,
-            "usage: shardlm generate -m MODEL [options]\n"
-            "  -m, --model PATH          GGUF model file\n"
-            "  -p, --prompt TEXT         prompt, after BOS where the model adds one\n"
-            "                            (default: start from BOS alone)\n"
-            "      --prompt-ids IDS      the prompt as token ids (e.g. 1,403,407), no BOS added\n"
-            "  -n, --n-new N             tokens to generate (default 256)\n"
-            "      --temp T              temperature, 0 = greedy (default 1.0)\n"
-            "      --top-p P             nucleus sampling threshold (default 0.9)\n"
-            "      --seed S              sampler seed (default: time)\n"
-            "      --world-size W        spawn W-1 local workers (default 1, or RING_CONFIG's)\n"
-            "      --echo                print the prompt before the generated text\n"
-            "      --ctx N               context length (default: the model's)\n"
-            "      --timeout-ms MS       collective timeout (default 30000)\n"
-            "      --threads N           kernel threads per rank (default: its share of the cores)\n"
-            "      --pin-threads         pin each kernel thread to a core\n"
-            "      --isq q8_0|q4_0       quantise F32/F16/BF16 weights while loading each shard\n"
-            "      --kv-cache-type T     KV cache element type: f32 (default), f16, q8_0\n"
-            "      --comm-dtype f32|q8   all-reduce wire format (default f32; q8: Q8_0 blocks)\n"
-            "      --logits-out FILE     append each step's logits (f32) to FILE\n"
-            "      --ids-out FILE        write the generated token ids to FILE, one per line\n"
-            "      --ignore-eos          do not stop at EOS or BOS: always generate N tokens\n"
-            "      --grammar FILE        constrain the output to a GBNF grammar (llama.cpp's syntax)\n"
-            "      --json-schema FILE    constrain the output to JSON valid against a JSON Schema\n"
-            "      --comm KIND           collective backend: auto (default), ring, mpi, nccl\n"
-            "      --ring-transport T    the ring's hops: auto (default: shared memory between ranks\n"
-            "                            on one host, TCP across hosts), tcp or shm\n"
-            "      --numa                pin each local rank to its share of the NUMA nodes and cores\n"
-            "      --device DEV          cpu (default), cuda or cuda:K\n"
-            "      --weights-from rank0  local workers get their shards from rank 0, not the file\n"
-            "      --weights-cache DIR   the local workers' weights cache (see `shardlm worker`)\n"
-            SHARDLM_SPEC_CLI_USAGE
-            "Under mpirun every rank runs this same command: rank 0 generates, the others\n"
-            "become workers (`mpirun -np 4 shardlm generate -m MODEL`).\n");
-}
 
 /* --prompt-ids: decimal ids separated by commas or spaces. Their range is
  * checked against the vocabulary once the model is open (gen_prompt). */
@@ -102,81 +64,44 @@ static int gen_parse_ids(const char *s, gen_opts *o)
     return SHARDLM_OK;
 }
 
+static int gen_flag(void *ctx, const shardlm_flag_value *v)
+{
+    gen_opts *o = ctx;
+    switch (v->flag->id) {
+    case F_WORLD: o->world = (int)v->i; return 0;
+    case F_PROMPT: o->prompt = v->str; return 0;
+    case F_PROMPT_IDS: return gen_parse_ids(v->str, o) ? -1 : 0;
+    case F_N_NEW: o->n_new = (int)v->i; return 0;
+    case F_TEMP: o->temp = (float)v->d; return 0;
+    case F_TOP_P:
+        if (v->d <= 0) {
+            fprintf(stderr, "shardlm generate: invalid value '%s' for --top-p (above 0, at most 1)\n", v->str);
+            return -1;
+        }
+        o->top_p = (float)v->d;
+        return 0;
+    case F_SEED: o->seed = (uint64_t)v->i; return 0;
+    case F_ECHO: o->echo = 1; return 0;
+    case F_LOGITS_OUT: o->logits_out = v->str; return 0;
+    case F_IDS_OUT: o->ids_out = v->str; return 0;
+    case F_IGNORE_EOS: o->ignore_eos = 1; return 0;
+    case F_GRAMMAR:
+    case F_JSON_SCHEMA:
+        if (o->grammar_file) {
+            fprintf(stderr, "shardlm generate: --grammar and --json-schema are given more than once\n");
+            return -1;
+        }
+        o->grammar_file = v->str;
+        o->json_schema = v->flag->id == F_JSON_SCHEMA;
+        return 0;
+    default: return shardlm_spec_cli_apply(&o->spec, v) ? 0 : shardlm_node_flag(&o->node, v, "generate");
+    }
+}
+
 static int gen_parse(int argc, char **argv, gen_opts *o)
 {
-    static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'},   {"prompt", required_argument, 0, 'p'},
-        {"n-new", required_argument, 0, 'n'},   {"temp", required_argument, 0, 'T'},
-        {"top-p", required_argument, 0, 'P'},   {"seed", required_argument, 0, 'S'},
-        {"world-size", required_argument, 0, 'W'}, {"echo", no_argument, 0, 'E'},
-        {"ctx", required_argument, 0, 'C'},     {"timeout-ms", required_argument, 0, 't'},
-        {"logits-out", required_argument, 0, 'L'}, {"help", no_argument, 0, 'h'},
-        {"threads", required_argument, 0, 'j'},  {"pin-threads", no_argument, 0, 'J'},
-        {"isq", required_argument, 0, 'Q'},      {"comm", required_argument, 0, 'K'},
-        {"device", required_argument, 0, 'D'},   {"kv-cache-type", required_argument, 0, 'V'},
-        {"comm-dtype", required_argument, 0, 'X'},  {"prompt-ids", required_argument, 0, 'I'},
-        {"ids-out", required_argument, 0, 'O'},     {"ignore-eos", no_argument, 0, 'e'},
-        {"comm-dtype", required_argument, 0, 'X'}, {"ring-transport", required_argument, 0, 'R'},
-        {"numa", no_argument, 0, 'U'},
-        {"weights-from", required_argument, 0, 'w'}, {"weights-cache", required_argument, 0, 'G'},
-        {"grammar", required_argument, 0, 'g'},  {"json-schema", required_argument, 0, 'J' + 256},
-        SHARDLM_SPEC_CLI_OPTIONS, {0, 0, 0, 0}};
-    int c;
-    char *end;
-    optind = 1;
-#define BAD(name)                                                                              \
-    do {                                                                                       \
-        fprintf(stderr, "shardlm generate: invalid value '%s' for %s\n", optarg, name);        \
-        return SHARDLM_EINPUT;                                                                 \
-    } while (0)
-    while ((c = getopt_long(argc, argv, "m:p:n:h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'm': o->node.model_path = optarg; break;
-        case 'p': o->prompt = optarg; break;
-        case 'n': o->n_new = (int)strtol(optarg, &end, 10); if (*end || o->n_new < 0) BAD("-n"); break;
-        case 'T': o->temp = strtof(optarg, &end); if (*end || !(o->temp >= 0 && o->temp < 1e6)) BAD("--temp"); break;
-        case 'P': o->top_p = strtof(optarg, &end); if (*end || !(o->top_p > 0 && o->top_p <= 1)) BAD("--top-p"); break;
-        case 'S': o->seed = strtoull(optarg, &end, 10); if (*end) BAD("--seed"); break;
-        case 'W': o->world = (int)strtol(optarg, &end, 10); if (*end || o->world < 1 || o->world > 64 || (o->world & (o->world - 1))) BAD("--world-size (a power of two, 1..64)"); break;
-        case 'E': o->echo = 1; break;
-        case 'C': o->node.n_ctx = (int)strtol(optarg, &end, 10); if (*end || o->node.n_ctx < 1) BAD("--ctx"); break;
-        case 't': o->node.timeout_ms = (int)strtol(optarg, &end, 10); if (*end || o->node.timeout_ms < 1) BAD("--timeout-ms"); break;
-        case 'L': o->logits_out = optarg; break;
-        case 'O': o->ids_out = optarg; break;
-        case 'e': o->ignore_eos = 1; break;
-        case 'I': { int rc = gen_parse_ids(optarg, o); if (rc) return rc; break; }
-        case 'j': o->node.n_threads = (int)strtol(optarg, &end, 10); if (*end || o->node.n_threads < 1 || o->node.n_threads > 1024) BAD("--threads"); break;
-        case 'J': o->node.pin_threads = 1; break;
-        case 'Q': o->node.isq = shardlm_dtype_parse(optarg); if (o->node.isq != SHARDLM_DT_Q8_0 && o->node.isq != SHARDLM_DT_Q4_0) BAD("--isq (q8_0 or q4_0)"); break;
-        case 'K': o->node.comm = optarg; break;
-        case 'R': if (shardlm_node_ring_transport_check(optarg, "generate")) return SHARDLM_EINPUT; o->node.ring_transport = optarg; break;
-        case 'U': o->node.numa = 1; break;
-        case 'D': o->node.device = optarg; break;
-        case 'X': if (strcmp(optarg, "f32") && strcmp(optarg, "q8")) BAD("--comm-dtype (f32 or q8)"); o->node.comm_q8 = !strcmp(optarg, "q8"); break;
-        case 'V': o->node.kv_type = shardlm_node_kv_type_parse(optarg); if (o->node.kv_type < 0) BAD("--kv-cache-type (f32, f16 or q8_0)"); break;
-        case 'w': o->node.weights_from = optarg; break;
-        case 'G': o->node.weights_cache = optarg; break;
-        case 'g': case 'J' + 256:
-            if (o->grammar_file) {
-                fprintf(stderr, "shardlm generate: --grammar and --json-schema are given more than once\n");
-                return SHARDLM_EINPUT;
-            }
-            o->grammar_file = optarg;
-            o->json_schema = c != 'g';
-            break;
-        case 'h': gen_usage(stdout); return 1;
-        default: {
-            int sc = shardlm_spec_cli_opt(&o->spec, c, optarg, "generate");
-            if (sc > 0) break;
-            if (!sc) gen_usage(stderr);
-            return SHARDLM_EINPUT;
-        }
-        }
-    }
-    if (optind < argc) {
-        fprintf(stderr, "shardlm generate: unexpected argument '%s'\n", argv[optind]);
-        return SHARDLM_EINPUT;
-    }
+    int rc = shardlm_flags_parse("generate", argc, argv, gen_flag, o, NULL);
+    if (rc) return rc > 0 ? 1 : SHARDLM_EINPUT;
     if (shardlm_spec_cli_check(&o->spec) || (o->spec.spec.mode && o->logits_out)) {
         fprintf(stderr, "shardlm generate: %s\n",
                 o->logits_out ? "--logits-out steps one token at a time: not with --spec" : shardlm_err_get());
@@ -204,15 +129,17 @@ typedef struct {
     shardlm_node *node;
     shardlm_launch *launch;
     FILE *logits_file, *ids_file;
-    float *logits;
     int vocab;
-    double prefill_s, decode_s;
-    int n_prompt, n_decoded;
-    shardlm_gen_spec_result spec; /* --spec */
+    /* the one request, as the scheduler reports it (engine thread = this one) */
+    shardlm_sched *sched;
+    double t_submit, t_first, t_end;
+    int n_prompt, n_gen;
+    shardlm_finish_reason why;
+    shardlm_sched_stats st; /* at the end: the spec_decode counters */
 } gen_run;
 
 /* Names the rank that went away after a failed step, if one can be found. */
-static void gen_report_loss(gen_run *g, int rc)
+static void gen_report_loss(gen_run *g)
 {
     int lost = -1, st = 0;
     if (shardlm_engine_lost_rank(g->node->engine) > 0) { /* the engine traced it from the workers' faults */
@@ -231,36 +158,6 @@ static void gen_report_loss(gen_run *g, int rc)
         fprintf(stderr, "shardlm: rank %d is lost: %s\n", lost, shardlm_err_get());
     else
         fprintf(stderr, "shardlm: %s\n", shardlm_err_get());
-    (void)rc;
-}
-
-static int gen_step(gen_run *g, const int32_t *toks, const int32_t *pos, const uint8_t *want, int n)
-{
-    int rc = shardlm_engine_step(g->node->engine, toks, pos, want, n, g->logits);
-    if (!rc && g->logits_file && fwrite(g->logits, sizeof(float), (size_t)g->vocab, g->logits_file) != (size_t)g->vocab)
-        fprintf(stderr, "shardlm: short write to the logits file\n");
-    return rc;
-}
-
-/* Feeds the prompt in batches; the logits of its last token come back. */
-static int gen_prefill(gen_run *g, const int32_t *toks, int n, int max_batch)
-{
-    double t0 = shardlm_now_s();
-    for (int start = 0; start < n; start += max_batch) {
-        int m = n - start < max_batch ? n - start : max_batch;
-        int32_t pos[m];
-        uint8_t want[m];
-        for (int i = 0; i < m; i++) {
-            pos[i] = start + i;
-            /* with --logits-out every prompt position is stepped one by one */
-            want[i] = g->logits_file || start + i == n - 1;
-        }
-        int rc = gen_step(g, toks + start, pos, want, m);
-        if (rc) return rc;
-    }
-    g->prefill_s = shardlm_now_s() - t0;
-    g->n_prompt = n;
-    return SHARDLM_OK;
 }
 
 static void gen_emit(const shardlm_tokenizer *tok, shardlm_detok *d, int32_t id)
@@ -275,76 +172,33 @@ static void gen_emit(const shardlm_tokenizer *tok, shardlm_detok *d, int32_t id)
     free(big);
 }
 
-/* --grammar / --json-schema: the sampler's hook masks each step. */
-typedef struct {
-    shardlm_grammar_vocab *vocab;
-    shardlm_grammar_state *state;
-} gen_constraint;
+/* ---- the scheduler's callbacks: generate is a client like serve's ---- */
 
-static int gen_mask(void *ctx, float *logits, int n_vocab)
+static void gen_on_token(void *ctx, const char *text, size_t len, int32_t token, const shardlm_logprobs *lp)
 {
-    gen_constraint *c = ctx;
-    int32_t n = shardlm_grammar_vocab_n(c->vocab);
-    if (n > n_vocab) return SHARDLM_EINPUT;
-    for (int32_t i = n; i < n_vocab; i++) logits[i] = -INFINITY;
-    return shardlm_grammar_apply(c->state, c->vocab, logits);
+    gen_run *g = ctx;
+    (void)lp;
+    if (token >= 0 && !g->t_first) g->t_first = shardlm_now_s();
+    if (token >= 0 && g->ids_file) fprintf(g->ids_file, "%d\n", (int)token);
+    fwrite(text, 1, len, stdout); /* streamed to the terminal token by token */
+    fflush(stdout);
 }
 
-static int gen_constraint_open(const gen_opts *o, const shardlm_tokenizer *tok, int lead, gen_constraint *c)
+static void gen_on_end(void *ctx, shardlm_finish_reason why, int prompt_tokens, int completion_tokens)
 {
-    shardlm_grammar *gr;
-    int rc = shardlm_grammar_from_file(o->grammar_file, o->json_schema, &gr);
-    if (rc) return rc;
-    rc = shardlm_grammar_vocab_from_tokenizer(tok, &c->vocab);
-    if (!rc) rc = shardlm_grammar_state_new(gr, lead, &c->state);
-    shardlm_grammar_unref(gr); /* the state holds it */
-    return rc;
+    gen_run *g = ctx;
+    g->t_end = shardlm_now_s();
+    g->why = why;
+    g->n_prompt = prompt_tokens;
+    g->n_gen = completion_tokens;
+    shardlm_sched_stop(g->sched); /* the engine loop ends after this step */
 }
 
-static int gen_decode(gen_run *g, const gen_opts *o, shardlm_detok *d, int pos)
+static void gen_on_logits(void *ctx, const float *row, int n_vocab)
 {
-    const shardlm_tokenizer *tok = g->node->tok;
-    gen_constraint con = {0};
-    /* the same per-sequence sampler as `serve`, with temperature and top_p */
-    shardlm_sampling_params sp = shardlm_sampling_params_default();
-    sp.temperature = o->temp;
-    sp.top_p = o->top_p;
-    sp.seed = o->seed;
-    sp.has_seed = 1;
-    shardlm_seq_sampler *smp;
-    if (shardlm_seq_sampler_new(&sp, NULL, 0, 0, &smp)) return SHARDLM_ENOMEM;
-    int n_ctx = shardlm_engine_n_ctx(g->node->engine), rc = SHARDLM_OK;
-    if (o->grammar_file && (rc = gen_constraint_open(o, tok, d->prev == shardlm_tokenizer_bos(tok), &con))) {
-        shardlm_seq_sampler_free(smp);
-        return rc;
-    }
-    if (con.state) shardlm_seq_sampler_set_hook(smp, gen_mask, &con);
-    double t0 = shardlm_now_s();
-    for (int i = 0; i < o->n_new; i++) {
-        int32_t next = shardlm_seq_sample(smp, &sp, g->logits, g->vocab, NULL);
-        if (next < 0 || (con.state && shardlm_grammar_accept_token(con.state, con.vocab, next))) {
-            rc = next < 0 ? SHARDLM_ENOMEM : SHARDLM_ERUNTIME;
-            break;
-        }
-        /* the model's end-of-generation tokens, and BOS, as llama2.c's run.c */
-        if (!o->ignore_eos && (shardlm_tokenizer_is_eog(tok, next) || next == shardlm_tokenizer_bos(tok))) break;
-        if (g->ids_file) fprintf(g->ids_file, "%d\n", (int)next);
-        gen_emit(tok, d, next);
-        if (i + 1 == o->n_new || (con.state && shardlm_grammar_must_end(con.state))) break;
-        if (pos >= n_ctx) {
-            fprintf(stderr, "shardlm: stopping at the context length (%d)\n", n_ctx);
-            break;
-        }
-        uint8_t want = 1;
-        if ((rc = gen_step(g, &next, &pos, &want, 1))) break;
-        pos++;
-        g->n_decoded++;
-    }
-    g->decode_s = shardlm_now_s() - t0;
-    shardlm_seq_sampler_free(smp);
-    shardlm_grammar_state_free(con.state);
-    shardlm_grammar_vocab_free(con.vocab);
-    return rc;
+    gen_run *g = ctx;
+    if (fwrite(row, sizeof(float), (size_t)n_vocab, g->logits_file) != (size_t)n_vocab)
+        fprintf(stderr, "shardlm: short write to the logits file\n");
 }
 
 /* The prompt's tokens: -p encoded with BOS, or --prompt-ids as given. */
@@ -368,18 +222,37 @@ static int gen_prompt(const gen_run *g, const gen_opts *o, int32_t **toks, size_
     return SHARDLM_OK;
 }
 
-/* --spec: the scheduler generates (and writes the text); figures as gen_decode's. */
-static int gen_spec(gen_run *g, const gen_opts *o, const int32_t *toks, int n)
+/* One request of the scheduler, with serve's sampler, end tokens, grammar
+ * and finish reasons; the engine loop runs on this thread until it ends. */
+static int gen_request(gen_run *g, const gen_opts *o, const int32_t *toks, int n)
 {
+    shardlm_sched_opts so = {.max_num_seqs = 1, .max_num_batched_tokens = shardlm_engine_max_batch(g->node->engine),
+                             .max_queue = 1, .block_size = g->node->block_size, .spec = o->spec.spec};
+    shardlm_request_desc d = {.prompt = toks, .n_prompt = n, .max_tokens = o->n_new, .ignore_eos = o->ignore_eos};
+    d.params = shardlm_sampling_params_default();
+    d.params.temperature = o->temp;
+    d.params.top_p = o->top_p;
+    d.params.seed = o->seed;
+    d.params.has_seed = 1;
+    shardlm_request_cb cb = {gen_on_token, gen_on_end, g, NULL, g->logits_file ? gen_on_logits : NULL};
     shardlm_grammar *gr = NULL;
+    uint64_t id;
     int rc = o->grammar_file ? shardlm_grammar_from_file(o->grammar_file, o->json_schema, &gr) : SHARDLM_OK;
-    shardlm_gen_spec_req r = {toks, n, o->n_new, o->ignore_eos, o->temp, o->top_p, o->seed, gr, g->ids_file};
-    if (!rc) rc = shardlm_gen_spec_run(g->node, &o->spec.spec, &r, &g->spec);
-    shardlm_grammar_unref(gr);
-    g->n_prompt = n;
-    g->prefill_s = g->spec.prefill_s;
-    g->decode_s = g->spec.decode_s;
-    g->n_decoded = g->spec.n_gen > 0 ? g->spec.n_gen - 1 : 0; /* the first token comes from the prompt's step */
+    d.grammar = gr;
+    if (!rc) rc = shardlm_sched_new(g->node->engine, g->node->tok, &so, &g->sched);
+    g->t_submit = shardlm_now_s();
+    if (!rc) rc = shardlm_sched_submit(g->sched, &d, cb, &id);
+    shardlm_grammar_unref(gr); /* the request holds its own reference */
+    if (!rc) rc = shardlm_sched_run(g->sched);
+    if (!rc && g->why == SHARDLM_FINISH_ERROR) {
+        shardlm_err_set("generation failed (out of memory, or the grammar refused every token)");
+        rc = SHARDLM_ERUNTIME;
+    }
+    if (!rc && g->why == SHARDLM_FINISH_LENGTH && g->n_gen < o->n_new)
+        fprintf(stderr, "shardlm: stopping at the context length (%d)\n", shardlm_sched_n_ctx(g->sched));
+    if (g->sched) shardlm_sched_stats_get(g->sched, &g->st);
+    shardlm_sched_free(g->sched);
+    g->sched = NULL;
     return rc;
 }
 
@@ -400,36 +273,37 @@ static int gen_generate(gen_run *g, const gen_opts *o)
     }
     shardlm_detok d;
     shardlm_detok_init(&d);
-    if (!rc && o->echo)
-        for (size_t i = 0; i < n; i++) gen_emit(tok, &d, toks[i]);
-    else if (!rc)
-        d.prev = toks[n - 1]; /* after BOS alone, the first piece's leading space is dropped */
-    int max_batch = g->logits_file ? 1 : 256;
-    if (!rc && o->n_new > 0 && o->spec.spec.mode) rc = gen_spec(g, o, toks, (int)n);
-    else if (!rc && o->n_new > 0) rc = gen_prefill(g, toks, (int)n, max_batch);
-    if (!rc && o->n_new > 0 && !o->spec.spec.mode) rc = gen_decode(g, o, &d, (int)n);
     char tail[16];
-    size_t k = shardlm_detok_flush(&d, tail, sizeof tail);
-    fwrite(tail, 1, k, stdout);
+    for (size_t i = 0; !rc && o->echo && i < n; i++) gen_emit(tok, &d, toks[i]);
+    fwrite(tail, 1, shardlm_detok_flush(&d, tail, sizeof tail), stdout);
+    if (!rc && o->n_new > 0) rc = gen_request(g, o, toks, (int)n);
     fputc('\n', stdout);
     fflush(stdout);
     free(toks);
     return rc;
 }
 
+/* Prompt tokens/s: from submitting to the first token (the prompt's steps);
+ * decode tokens/s: the steps after it, one per token but the first. */
 static void gen_summary(const gen_run *g, const shardlm_node *n)
 {
     fprintf(stderr, "shardlm: world size %d, %d thread(s) per rank (%s kernels), shard load %.2f s, rank 0 resident "
             "%.1f MiB at exit\n", n->world, n->n_threads, shardlm_kernels_isa(), n->load_s,
             (double)shardlm_rss_bytes() / 1048576.0);
-    if (g->prefill_s > 0)
-        fprintf(stderr, "shardlm: prompt %d tokens, %.1f tok/s\n", g->n_prompt, g->n_prompt / g->prefill_s);
-    if (g->decode_s > 0 && g->n_decoded > 0)
-        fprintf(stderr, "shardlm: decode %d tokens, %.1f tok/s\n", g->n_decoded, g->n_decoded / g->decode_s);
-    if (g->spec.drafts > 0)
+    if (g->t_first > g->t_submit)
+        fprintf(stderr, "shardlm: prompt %d tokens, %.1f tok/s\n", g->n_prompt, g->n_prompt / (g->t_first - g->t_submit));
+    if (g->n_gen > 0) {
+        double dt = g->t_end - g->t_first;
+        if (g->n_gen > 1 && dt > 0)
+            fprintf(stderr, "shardlm: decode %d tokens, %.1f tok/s (finish: %s)\n", g->n_gen, (g->n_gen - 1) / dt,
+                    shardlm_finish_reason_str(g->why));
+        else
+            fprintf(stderr, "shardlm: decode %d token (finish: %s)\n", g->n_gen, shardlm_finish_reason_str(g->why));
+    }
+    if (g->st.spec_drafts > 0)
         fprintf(stderr, "shardlm: speculative decoding: %llu of %llu draft tokens accepted (%.3f) in %llu drafts\n",
-                (unsigned long long)g->spec.accepted, (unsigned long long)g->spec.draft_tokens,
-                (double)g->spec.accepted / (double)g->spec.draft_tokens, (unsigned long long)g->spec.drafts);
+                (unsigned long long)g->st.spec_accepted, (unsigned long long)g->st.spec_draft_tokens,
+                (double)g->st.spec_accepted / (double)g->st.spec_draft_tokens, (unsigned long long)g->st.spec_drafts);
 }
 
 static int gen_open(gen_opts *o, gen_run *g, shardlm_node *n)
@@ -459,8 +333,7 @@ static int gen_open(gen_opts *o, gen_run *g, shardlm_node *n)
                         shardlm_model_hparams(n->model)->vocab);
         return SHARDLM_EINPUT;
     }
-    g->logits = malloc((size_t)g->vocab * sizeof(float));
-    return g->logits ? SHARDLM_OK : SHARDLM_ENOMEM;
+    return SHARDLM_OK;
 }
 
 int shardlm_cmd_generate(int argc, char **argv)
@@ -494,7 +367,7 @@ int shardlm_cmd_generate(int argc, char **argv)
     if (rc) fprintf(stderr, "shardlm: %s\n", shardlm_err_get());
     if (!rc) {
         rc = gen_generate(&g, &o);
-        if (rc) gen_report_loss(&g, rc);
+        if (rc) gen_report_loss(&g);
         else gen_summary(&g, &n);
     }
     if (n.engine) shardlm_engine_shutdown(n.engine, rc ? "rank 0 failed" : "done");
@@ -513,7 +386,6 @@ int shardlm_cmd_generate(int argc, char **argv)
         fprintf(stderr, "shardlm: cannot write %s\n", o.ids_out);
         rc = SHARDLM_ERUNTIME;
     }
-    free(g.logits);
     free(o.prompt_ids);
     shardlm_spec_cli_close(&o.spec);
     return shardlm_exit_code(rc);

@@ -15,7 +15,7 @@
 
 static void info_usage(FILE *f)
 {
-    fputs("usage: shardlm info MODEL.gguf\n"
+    fputs("usage: shardlm info MODEL.gguf   (or: shardlm info -m MODEL.gguf)\n"
           "\n"
           "Prints the GGUF header (version, alignment, size, fingerprint), the\n"
           "architecture's hyperparameters and whether shardlm runs it (and if not,\n"
@@ -25,7 +25,8 @@ static void info_usage(FILE *f)
           "added, the end-of-generation ids). Files shardlm cannot run are described\n"
           "all the same.\n"
           "\n"
-          "  -h, --help   show this help\n",
+          "  -m, --model PATH   the GGUF file (as every other command takes it)\n"
+          "  -h, --help         show this help\n",
           f);
 }
 
@@ -201,24 +202,35 @@ static void print_tokenizer(const shardlm_gguf *g)
 
 int shardlm_cmd_info(int argc, char **argv)
 {
-    static const struct option longopts[] = {{"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    static const struct option longopts[] = {{"help", no_argument, 0, 'h'}, {"model", required_argument, 0, 'm'},
+                                             {0, 0, 0, 0}};
     opterr = 0;
     optind = 1;
     int c;
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+    const char *path = NULL;
+    while ((c = getopt_long(argc, argv, ":hm:", longopts, NULL)) != -1) {
         if (c == 'h') {
             info_usage(stdout);
             return 0;
         }
-        fprintf(stderr, "shardlm: unknown option %s (try `shardlm info --help`)\n", argv[optind - 1]);
+        if (c == 'm' && !path) {
+            path = optarg;
+            continue;
+        }
+        if (c == 'm' || c == ':')
+            fprintf(stderr, "shardlm info: %s (try 'shardlm info --help')\n",
+                    c == 'm' ? "-m is given more than once" : "option -m needs a value (PATH)");
+        else
+            fprintf(stderr, "shardlm info: unknown option '%s' (try 'shardlm info --help')\n", argv[optind - 1]);
         return 2;
     }
-    if (argc - optind != 1) {
-        fprintf(stderr, "shardlm: info takes exactly one MODEL.gguf (try `shardlm info --help`)\n");
+    if (argc - optind != !path) {
+        fprintf(stderr, "shardlm info: give exactly one MODEL.gguf, as -m MODEL or as the argument "
+                "(try 'shardlm info --help')\n");
         return 2;
     }
     shardlm_gguf *g;
-    int rc = shardlm_gguf_open(argv[optind], &g);
+    int rc = shardlm_gguf_open(path ? path : argv[optind], &g);
     if (rc != SHARDLM_OK) {
         fprintf(stderr, "shardlm: %s\n", shardlm_err_get());
         return shardlm_exit_code(rc);

@@ -7,29 +7,22 @@
 #include <string.h>
 #include <sys/wait.h>
 
+#include "flags.h"
 #include "shardlm_cli.h"
 #include "shardlm_common.h"
 #include "shardlm_launch.h"
 
 #define LAUNCH_GRACE_MS 3000
 
-static void launch_usage(FILE *f)
-{
-    fprintf(f, "usage: shardlm launch -n W [--timeout S] -- COMMAND [ARGS...]\n"
-               "  Runs W copies of COMMAND (ranks 0..W-1) on a loopback ring. Each gets\n"
-               "  RING_CONFIG (its ring config file) and SHARDLM_RANK in its environment.\n"
-               "  -n W          number of ranks: a power of two, 1..1024\n"
-               "  --timeout S   kill every rank and fail after S seconds (default: none)\n"
-               "Exits 0 when every rank exits 0; otherwise reports the first failing rank,\n"
-               "stops the others and exits 1.\n");
-}
+typedef struct {
+    int world, timeout_s;
+} launch_opts;
 
-static int launch_parse_int(const char *s, int lo, int hi, int *out)
+static int launch_flag(void *ctx, const shardlm_flag_value *v)
 {
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (!*s || *end || v < lo || v > hi) return -1;
-    *out = (int)v;
+    launch_opts *o = ctx;
+    if (v->flag->id == F_LAUNCH_WORLD) o->world = (int)v->i;
+    else o->timeout_s = (int)v->i; /* F_LAUNCH_TIMEOUT, the only other */
     return 0;
 }
 
@@ -69,36 +62,13 @@ static int launch_supervise(shardlm_launch *l, int world, int timeout_s)
 
 int shardlm_cmd_launch(int argc, char **argv)
 {
-    int world = 0, timeout_s = 0, i = 1;
-    for (; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--")) {
-            i++;
-            break;
-        }
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            launch_usage(stdout);
-            return 0;
-        }
-        if ((!strcmp(a, "-n") || !strcmp(a, "--world-size")) && i + 1 < argc) {
-            if (launch_parse_int(argv[++i], 1, 1024, &world) || (world & (world - 1))) {
-                fprintf(stderr, "shardlm launch: -n %s: expected a power of two in 1..1024\n", argv[i]);
-                return 2;
-            }
-        } else if (!strcmp(a, "--timeout") && i + 1 < argc) {
-            if (launch_parse_int(argv[++i], 1, 86400 * 7, &timeout_s)) {
-                fprintf(stderr, "shardlm launch: --timeout %s: expected seconds (a positive integer)\n", argv[i]);
-                return 2;
-            }
-        } else {
-            fprintf(stderr, "shardlm launch: unexpected argument '%s'\n", a);
-            launch_usage(stderr);
-            return 2;
-        }
-    }
+    launch_opts o = {0, 0};
+    int i = argc, prc = shardlm_flags_parse("launch", argc, argv, launch_flag, &o, &i);
+    if (prc) return prc > 0 ? 0 : 2;
+    int world = o.world, timeout_s = o.timeout_s;
     if (world == 0 || i >= argc) {
-        fprintf(stderr, "shardlm launch: %s\n", world == 0 ? "-n W is required" : "no COMMAND after --");
-        launch_usage(stderr);
+        fprintf(stderr, "shardlm launch: %s (try 'shardlm launch --help')\n",
+                world == 0 ? "-n W is required" : "no COMMAND after --");
         return 2;
     }
     shardlm_ring_config *cfgs = calloc((size_t)world, sizeof *cfgs);

@@ -7,7 +7,6 @@
  * server cancels what is in flight, the engine loop ends, workers are told
  * to shut down. */
 #include <errno.h>
-#include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -35,130 +34,38 @@ typedef struct {
     shardlm_spec_cli spec;
 } serve_opts;
 
-static void serve_usage(FILE *f)
+static int serve_flag(void *ctx, const shardlm_flag_value *v)
 {
-    fprintf(f,
-            "usage: shardlm serve -m MODEL [options]\n"
-            "  -m, --model PATH                GGUF model file\n"
-            "      --world-size W              spawn W-1 local workers (default 1, or RING_CONFIG's)\n"
-            "      --host H                    address to bind (default 127.0.0.1)\n"
-            "      --port P                    port (default 8080; 0 picks a free one)\n"
-            "      --api-key K                 require Authorization: Bearer K on /v1 (or SHARDLM_API_KEY)\n"
-            "      --model-name NAME           model id in /v1/models and responses (default: file name)\n"
-            "      --max-seqs N                sequences per step (default 32)\n"
-            "      --max-num-batched-tokens N  tokens per step (default 512)\n"
-            "      --max-queue N               waiting requests before 429 (default 256)\n"
-            "      --block-size 8|16|32        tokens per KV block (default 16)\n"
-            "      --kv-cache-mb MB            KV pool per rank (default 256)\n"
-            "      --kv-cache-type T           KV cache element type: f32 (default), f16, q8_0\n"
-            "      --comm-dtype f32|q8         all-reduce wire format (default f32; q8: Q8_0 blocks)\n"
-            "      --no-prefix-cache           turn prefix caching off\n"
-            "      --chat-template FILE        Jinja chat template instead of the model's\n"
-            "      --max-body-kb KB            largest request body (default 1024)\n"
-            "      --request-timeout S         longest wait on the engine per request (default 600)\n"
-            "      --ctx N                     context length (default: the model's)\n"
-            "      --threads N                 kernel threads per rank (default: its share of the cores)\n"
-            "      --pin-threads               pin each kernel thread to a core\n"
-            "      --timeout-ms MS             collective timeout (default 30000)\n"
-            "      --comm KIND                 collective backend: auto (default), ring, mpi, nccl\n"
-            "      --ring-transport T          the ring's hops: auto (default: shared memory between ranks\n"
-            "                                  on one host, TCP across hosts), tcp or shm\n"
-            "      --numa                      pin each local rank to its share of the NUMA nodes and cores\n"
-            "      --device DEV                cpu (default), cuda or cuda:K\n"
-            "      --weights-from rank0        local workers get their shards from rank 0, not the file\n"
-            "      --weights-cache DIR         the local workers' weights cache (see `shardlm worker`)\n"
-            SHARDLM_SPEC_CLI_USAGE
-            "Under mpirun every rank runs this same command: rank 0 serves HTTP, the others\n"
-            "become workers (`mpirun -np 4 shardlm serve -m MODEL`).\n");
-}
-
-static int serve_int(const char *s, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || *end || !*s || v < lo || v > hi) return -1;
-    *out = v;
-    return 0;
-}
-
-/* One option; -1 for a bad value. */
-static int serve_opt(serve_opts *o, int c, const char *arg)
-{
-    long v = 0;
-    switch (c) {
-    case 'm': o->node.model_path = arg; return 0;
-    case 'W': if (serve_int(arg, 1, 64, &v) || (v & (v - 1))) return -1; o->world = (int)v; return 0;
-    case 'H': o->http.host = arg; return 0;
-    case 'p': if (serve_int(arg, 0, 65535, &v)) return -1; o->http.port = (int)v; return 0;
-    case 'k': o->http.api_key = arg; return 0;
-    case 'N': o->http.model_name = arg; return 0;
-    case 's': if (serve_int(arg, 1, 4096, &v)) return -1; o->sched.max_num_seqs = (int)v; return 0;
-    case 'b': if (serve_int(arg, 1, 1 << 20, &v)) return -1; o->sched.max_num_batched_tokens = (int)v; return 0;
-    case 'q': if (serve_int(arg, 0, 1 << 20, &v)) return -1; o->sched.max_queue = (int)v; return 0;
-    case 'B': if (serve_int(arg, 8, 32, &v) || (v != 8 && v != 16 && v != 32)) return -1;
-              o->sched.block_size = (int)v; return 0;
-    case 'K': { char *end; double mb = strtod(arg, &end); if (*end || !(mb > 0 && mb < 1e7)) return -1;
-                o->sched.kv_cache_mb = mb; return 0; }
-    case 'P': o->sched.prefix_caching = 0; return 0;
-    case 'T': o->chat_template = arg; return 0;
-    case 'L': if (serve_int(arg, 1, 1 << 20, &v)) return -1; o->http.max_body_bytes = (size_t)v * 1024; return 0;
-    case 'R': if (serve_int(arg, 1, 86400, &v)) return -1; o->http.request_timeout_s = (double)v; return 0;
-    case 'C': if (serve_int(arg, 1, 1 << 24, &v)) return -1; o->node.n_ctx = (int)v; return 0;
-    case 'j': if (serve_int(arg, 1, 1024, &v)) return -1; o->node.n_threads = (int)v; return 0;
-    case 'J': o->node.pin_threads = 1; return 0;
-    case 't': if (serve_int(arg, 1, 1 << 30, &v)) return -1; o->node.timeout_ms = (int)v; return 0;
-    case 'c': o->node.comm = arg; return 0;
-    case 'r': { shardlm_ring_transport t; if (shardlm_ring_transport_parse(arg, &t)) return -1; o->node.ring_transport = arg; return 0; }
-    case 'U': o->node.numa = 1; return 0;
-    case 'D': o->node.device = arg; return 0;
-    case 'w': o->node.weights_from = arg; return 0;
-    case 'G': o->node.weights_cache = arg; return 0;
-    case 'X': if (strcmp(arg, "f32") && strcmp(arg, "q8")) return -1; o->node.comm_q8 = !strcmp(arg, "q8"); return 0;
-    case 'V': o->node.kv_type = shardlm_node_kv_type_parse(arg); return o->node.kv_type < 0 ? -1 : 0;
-    default: return shardlm_spec_cli_opt(&o->spec, c, arg, NULL) > 0 ? 0 : -1;
+    serve_opts *o = ctx;
+    switch (v->flag->id) {
+    case F_WORLD: o->world = (int)v->i; return 0;
+    case F_HOST: o->http.host = v->str; return 0;
+    case F_PORT: o->http.port = (int)v->i; return 0;
+    case F_API_KEY: o->http.api_key = v->str; return 0;
+    case F_MODEL_NAME: o->http.model_name = v->str; return 0;
+    case F_MAX_SEQS: o->sched.max_num_seqs = (int)v->i; return 0;
+    case F_MAX_BATCHED: o->sched.max_num_batched_tokens = (int)v->i; return 0;
+    case F_MAX_QUEUE: o->sched.max_queue = (int)v->i; return 0;
+    case F_BLOCK_SIZE: o->sched.block_size = atoi(v->str); return 0; /* one of 8|16|32, checked */
+    case F_KV_MB:
+        if (v->d <= 0) {
+            fprintf(stderr, "shardlm serve: invalid value '%s' for --kv-cache-mb (above 0)\n", v->str);
+            return -1;
+        }
+        o->sched.kv_cache_mb = v->d;
+        return 0;
+    case F_NO_PREFIX: o->sched.prefix_caching = 0; return 0;
+    case F_CHAT_TEMPLATE: o->chat_template = v->str; return 0;
+    case F_MAX_BODY_KB: o->http.max_body_bytes = (size_t)v->i * 1024; return 0;
+    case F_REQUEST_TIMEOUT: o->http.request_timeout_s = (double)v->i; return 0;
+    default: return shardlm_spec_cli_apply(&o->spec, v) ? 0 : shardlm_node_flag(&o->node, v, "serve");
     }
 }
 
 static int serve_parse(int argc, char **argv, serve_opts *o)
 {
-    static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'}, {"world-size", required_argument, 0, 'W'},
-        {"host", required_argument, 0, 'H'}, {"port", required_argument, 0, 'p'},
-        {"api-key", required_argument, 0, 'k'}, {"model-name", required_argument, 0, 'N'},
-        {"max-seqs", required_argument, 0, 's'}, {"max-num-batched-tokens", required_argument, 0, 'b'},
-        {"max-queue", required_argument, 0, 'q'}, {"block-size", required_argument, 0, 'B'},
-        {"kv-cache-mb", required_argument, 0, 'K'}, {"no-prefix-cache", no_argument, 0, 'P'},
-        {"chat-template", required_argument, 0, 'T'}, {"max-body-kb", required_argument, 0, 'L'},
-        {"request-timeout", required_argument, 0, 'R'}, {"ctx", required_argument, 0, 'C'},
-        {"threads", required_argument, 0, 'j'}, {"pin-threads", no_argument, 0, 'J'},
-        {"timeout-ms", required_argument, 0, 't'}, {"help", no_argument, 0, 'h'},
-        {"comm", required_argument, 0, 'c'},     {"device", required_argument, 0, 'D'},
-        {"weights-from", required_argument, 0, 'w'}, {"weights-cache", required_argument, 0, 'G'},
-        {"kv-cache-type", required_argument, 0, 'V'}, {"comm-dtype", required_argument, 0, 'X'},
-        {"ring-transport", required_argument, 0, 'r'}, {"numa", no_argument, 0, 'U'}, SHARDLM_SPEC_CLI_OPTIONS,
-        {0, 0, 0, 0}};
-    int c, idx = 0;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "m:h", opts, &idx)) != -1) {
-        if (c == 'h') {
-            serve_usage(stdout);
-            return 1;
-        }
-        if (c == '?') {
-            serve_usage(stderr);
-            return SHARDLM_EINPUT;
-        }
-        if (serve_opt(o, c, optarg)) {
-            fprintf(stderr, "shardlm serve: invalid value '%s' for --%s\n", optarg ? optarg : "",
-                    c == 'm' ? "model" : opts[idx].name);
-            return SHARDLM_EINPUT;
-        }
-    }
-    if (optind < argc) {
-        fprintf(stderr, "shardlm serve: unexpected argument '%s'\n", argv[optind]);
-        return SHARDLM_EINPUT;
-    }
+    int rc = shardlm_flags_parse("serve", argc, argv, serve_flag, o, NULL);
+    if (rc) return rc > 0 ? 1 : SHARDLM_EINPUT;
     const char *wbad = shardlm_weights_flags_check(o->node.model_path, o->node.weights_from, 0);
     if (wbad) {
         fprintf(stderr, "shardlm serve: %s\n", wbad);

@@ -67,7 +67,7 @@ static void cpu_simd(cJSON *arr)
     if (__builtin_cpu_supports("avx")) cJSON_AddItemToArray(arr, cJSON_CreateString("avx"));
     if (__builtin_cpu_supports("avx2")) cJSON_AddItemToArray(arr, cJSON_CreateString("avx2"));
     if (__builtin_cpu_supports("fma")) cJSON_AddItemToArray(arr, cJSON_CreateString("fma"));
-    if (__builtin_cpu_supports("f16c")) cJSON_AddItemToArray(arr, cJSON_CreateString("f16c"));
+    if (shardlm_cpu_has_f16c()) cJSON_AddItemToArray(arr, cJSON_CreateString("f16c"));
     if (__builtin_cpu_supports("avx512f")) cJSON_AddItemToArray(arr, cJSON_CreateString("avx512f"));
     if (__builtin_cpu_supports("avx512bw")) cJSON_AddItemToArray(arr, cJSON_CreateString("avx512bw"));
     if (__builtin_cpu_supports("avx512vl")) cJSON_AddItemToArray(arr, cJSON_CreateString("avx512vl"));
@@ -98,13 +98,20 @@ void shardlm_doctor_probe_cpu(shardlm_doctor *d)
     cJSON *arr = cJSON_AddArrayToObject(c, "simd");
     cpu_simd(arr);
     cJSON_AddStringToObject(c, "kernels", shardlm_kernels_isa());
+    /* The path may keep a narrower kernel it does not beat: say which, per type. */
+    cJSON *per = cJSON_AddObjectToObject(c, "kernel_by_type");
+    char kb[48], kq4[48], kq8[48];
+    for (size_t k = 0; k < SHARDLM_KERNELS_N_DTYPES; k++)
+        cJSON_AddStringToObject(per, shardlm_dtype_name(shardlm_kernels_dtypes[k]),
+                                shardlm_kernels_kernel(shardlm_kernels_dtypes[k], kb, sizeof kb));
     size_t n = 0;
     cJSON *it;
     cJSON_ArrayForEach(it, arr) n += (size_t)snprintf(simd + n, n < sizeof simd ? sizeof simd - n : 0, "%s%s",
                                                       n ? " " : "", it->valuestring);
-    shardlm_doctor_check(d, "cpu", 1, "%s; %ld logical CPUs, %d physical cores; SIMD: %s; kernels: %s", model,
-                         sysconf(_SC_NPROCESSORS_ONLN), shardlm_cpu_physical_cores(), n ? simd : "none",
-                         shardlm_kernels_isa());
+    shardlm_doctor_check(d, "cpu", 1, "%s; %ld logical CPUs, %d physical cores; SIMD: %s; kernels: %s (q4_0: %s, q8_0: %s)",
+                         model, sysconf(_SC_NPROCESSORS_ONLN), shardlm_cpu_physical_cores(), n ? simd : "none",
+                         shardlm_kernels_isa(), shardlm_kernels_kernel(SHARDLM_DT_Q4_0, kq4, sizeof kq4),
+                         shardlm_kernels_kernel(SHARDLM_DT_Q8_0, kq8, sizeof kq8));
 }
 
 /* The NUMA nodes `--numa` would spread ranks over. */

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "flags.h"
 #include "shardlm_cli.h"
 
 static const struct {
@@ -35,6 +36,10 @@ int main(int argc, char **argv)
     if (argc < 2) {
         usage(stderr);
         return 2;
+    }
+    if (!strcmp(argv[1], "help") && argc > 2 && !strcmp(argv[2], "--markdown")) {
+        shardlm_flags_markdown(stdout); /* docs/CLI.md's flag tables; tests/cli/docs_check.sh compares */
+        return 0;
     }
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         usage(stdout);

@@ -1,5 +1,7 @@
 /* node.c - see node.h. */
 #include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <sched.h>
@@ -9,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "shardlm_auth.h"
 #include "node.h"
 #include "numa.h"
 #include "shardlm_cuda.h"
@@ -367,7 +370,11 @@ int shardlm_node_open(const shardlm_node_opts *o, shardlm_node *n)
     memset(n, 0, sizeof *n);
     n->kv_type = o->kv_type; /* rank 0's choice; workers learn it in the handshake */
     n->comm_q8 = o->comm_q8;
-    int rc = node_config(o, n);
+    int rc = shardlm_auth_from_env(); /* SHARDLM_CLUSTER_TOKEN(_FILE); spawned workers inherit it */
+    if (!rc) rc = node_config(o, n);
+    if (!rc && n->world > 1 && !shardlm_auth_enabled())
+        fprintf(stderr, "shardlm: warning: no cluster token (SHARDLM_CLUSTER_TOKEN): the control and ring ports "
+                        "accept any peer on every interface\n");
     if (!rc) rc = node_device(o, n);
     if (!rc) rc = node_numa(o, n);
     if (rc) return rc;
@@ -432,16 +439,57 @@ int shardlm_node_mpi_dispatch(const shardlm_node_opts *o, int local_world, const
     return rank > 0 ? shardlm_node_worker_main(o, 600000, who) : -1;
 }
 
+/* --ready-file: a stale file from an earlier run must not say "ready", and
+ * a path that cannot be written is better refused now than after loading. */
+static int node_ready_clear(const char *path)
+{
+    if (unlink(path) && errno != ENOENT) {
+        shardlm_err_set("--ready-file %s: cannot remove the old file: %s", path, strerror(errno));
+        return SHARDLM_EINPUT;
+    }
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        shardlm_err_set("--ready-file %s: cannot create it: %s", path, strerror(errno));
+        return SHARDLM_EINPUT;
+    }
+    close(fd);
+    unlink(path);
+    return SHARDLM_OK;
+}
+
+/* Written to a temporary name and renamed, so a probe never sees it half made. */
+static int node_ready_mark(const char *path, int rank)
+{
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    int ok = f && fprintf(f, "rank %d: joined rank 0, weights loaded\n", rank) > 0;
+    if (f && fclose(f)) ok = 0;
+    if (!ok || rename(tmp, path)) {
+        shardlm_err_set("--ready-file %s: cannot write it: %s", path, strerror(errno));
+        unlink(tmp);
+        return SHARDLM_ERUNTIME;
+    }
+    return SHARDLM_OK;
+}
+
 int shardlm_node_worker_main(const shardlm_node_opts *o, int idle_ms, const char *who)
 {
     shardlm_node n = {0};
-    int rc = shardlm_node_open(o, &n);
+    int rc = o->ready_file ? node_ready_clear(o->ready_file) : SHARDLM_OK;
+    if (rc) {
+        fprintf(stderr, "shardlm %s: %s\n", who, shardlm_err_get());
+        return shardlm_exit_code(rc);
+    }
+    rc = shardlm_node_open(o, &n);
     if (!rc && n.rank == 0) {
         shardlm_err_set("rank 0 cannot run as a worker");
         rc = SHARDLM_EINPUT;
     }
     if (!rc) rc = shardlm_node_report_memory(&n, "loaded");
+    if (!rc && o->ready_file) rc = node_ready_mark(o->ready_file, n.rank);
     if (!rc) rc = shardlm_engine_worker_loop(n.engine, idle_ms);
+    if (o->ready_file) unlink(o->ready_file); /* no longer following rank 0 */
     if (rc) fprintf(stderr, "shardlm %s (rank %d): %s\n", who, n.rank, shardlm_err_get());
     shardlm_node_close(&n);
     return shardlm_exit_code(rc);

@@ -4,6 +4,7 @@
 #ifndef SHARDLM_NODE_H
 #define SHARDLM_NODE_H
 
+#include "flags.h"
 #include "shardlm_gguf.h"
 #include "shardlm_launch.h"
 #include "shardlm_ring.h"
@@ -34,6 +35,7 @@ typedef struct {
     const char *device;      /* --device: NULL or "cpu", "cuda" or "cuda:K" */
     const char *weights_from;  /* "rank0": workers get their shard's bytes from rank 0 (launcher/weights.h) */
     const char *weights_cache; /* workers' weights cache directory (NULL: the default) */
+    const char *ready_file;    /* worker: exists only while this rank is up and following rank 0 */
 } shardlm_node_opts;
 
 typedef struct {
@@ -68,7 +70,9 @@ int shardlm_node_mpi_rank(const shardlm_node_opts *o, int *rank);
  * as rank 0 (or was not started by mpirun). local_world is --world-size. */
 int shardlm_node_mpi_dispatch(const shardlm_node_opts *o, int local_world, const char *who);
 /* A whole worker rank: open, report memory, run rank 0's steps until told to
- * stop (or idle_ms passes without a message). Returns the exit status. */
+ * stop (or idle_ms passes without a message). With o->ready_file, that file
+ * is removed first, created once the rank is up and removed when the steps
+ * end. Returns the exit status. */
 int shardlm_node_worker_main(const shardlm_node_opts *o, int idle_ms, const char *who);
 
 /* Spawns world-1 local `shardlm worker` processes for o's model on a
@@ -83,6 +87,11 @@ int shardlm_node_ring_transport_check(const char *value, const char *who);
 
 /* --kv-cache-type: "f32", "f16" or "q8_0" -> its shardlm_dtype; -1 otherwise. */
 int shardlm_node_kv_type_parse(const char *name);
+
+/* One of the node's flags from the table (launcher/flags.h) into o:
+ * -m, --ctx, --timeout-ms, --comm, ... Returns 0, or -1 after printing one
+ * line naming the flag (who is the command). */
+int shardlm_node_flag(shardlm_node_opts *o, const shardlm_flag_value *v, const char *who);
 
 /* Brings the rank up. Returns a status; the error text says what failed. */
 int shardlm_node_open(const shardlm_node_opts *o, shardlm_node *n);

@@ -1,8 +1,7 @@
-/* spec_cli.c - the speculative-decoding flags of serve and bench, in one
- * place so each command adds them with one line (see spec_cli.h). */
+/* spec_cli.c - the speculative-decoding flags of generate, serve and bench,
+ * in one place so each command takes them with one line (see spec_cli.h). */
 #include "spec_cli.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -13,39 +12,18 @@ void shardlm_spec_cli_init(shardlm_spec_cli *c)
     *c = (shardlm_spec_cli){.spec = {SHARDLM_SPEC_OFF, 4, 3, NULL}, .draft_path = NULL};
 }
 
-static int spec_int(const char *s, int lo, int hi, int *out)
+int shardlm_spec_cli_apply(shardlm_spec_cli *c, const shardlm_flag_value *v)
 {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || *end || !*s || v < lo || v > hi) return -1;
-    *out = (int)v;
-    return 0;
-}
-
-int shardlm_spec_cli_opt(shardlm_spec_cli *c, int code, const char *arg, const char *who)
-{
-    int bad = 0;
-    const char *name = "--spec", *range = "off, ngram or draft";
-    switch (code) {
-    case SHARDLM_SPEC_OPT_MODE: bad = (c->spec.mode = shardlm_spec_mode_parse(arg)) < 0; break;
-    case SHARDLM_SPEC_OPT_TOKENS:
-        name = "--spec-tokens", range = "1..16";
-        bad = spec_int(arg, 1, SHARDLM_SPEC_MAX_TOKENS, &c->spec.n_tokens);
-        break;
-    case SHARDLM_SPEC_OPT_NGRAM:
-        name = "--spec-ngram", range = "1..8";
-        bad = spec_int(arg, 1, SHARDLM_SPEC_MAX_NGRAM, &c->spec.ngram);
-        break;
-    case SHARDLM_SPEC_OPT_DRAFT:
-        c->draft_path = arg;
+    switch (v->flag->id) {
+    case F_SPEC: c->spec.mode = shardlm_spec_mode_parse(v->str); return 1;
+    case F_SPEC_TOKENS: c->spec.n_tokens = (int)v->i; return 1;
+    case F_SPEC_NGRAM: c->spec.ngram = (int)v->i; return 1;
+    case F_DRAFT_MODEL:
+        c->draft_path = v->str;
         if (c->spec.mode == SHARDLM_SPEC_OFF) c->spec.mode = SHARDLM_SPEC_DRAFT;
-        break;
+        return 1;
     default: return 0;
     }
-    if (!bad) return 1;
-    if (who) fprintf(stderr, "shardlm %s: invalid value '%s' for %s (%s)\n", who, arg, name, range);
-    return -1;
 }
 
 int shardlm_spec_cli_check(shardlm_spec_cli *c)

@@ -347,8 +347,8 @@ static int ring_wait_poll(ring_comm *c, ring_xfer *x, int want_out, int want_in)
     }
     if (want_out) {
         tcp[np] = !c->links.right.seg;
-        p[np++] = (struct pollfd){.fd = c->links.right_fd, .events = tcp[np - 1] ? POLLOUT : POLLIN};
-        if (!tcp[np - 1]) side[n++] = 1;
+        p[np] = (struct pollfd){.fd = c->links.right_fd, .events = tcp[np] ? POLLOUT : POLLIN};
+        if (!tcp[np++]) side[n++] = 1;
     }
     int r = ring_spin(c, x, side, n, p, np, n ? c->shm_spin_ns : c->tcp_spin_ns, n ? c->shm_yield_ns : 0);
     if (r) return r < 0 ? r : SHARDLM_OK;

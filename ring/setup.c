@@ -18,6 +18,7 @@
 #include <uv.h>
 
 #include "ring_internal.h"
+#include "shardlm_auth.h"
 #include "shardlm_common.h"
 
 #define RING_BACKOFF_MIN_MS 5
@@ -400,6 +401,27 @@ static void setup_close_all(ring_setup *s)
     uv_loop_close(&s->loop);
 }
 
+/* Both hops in one call: every rank sends its nonces before it waits, so
+ * the ring authenticates without a cyclic wait. A failed hop closes both:
+ * a ring with a stranger in it must not carry activations. */
+static int setup_auth(const shardlm_ring_config *cfg, ring_links *out, uint64_t deadline)
+{
+    char wl[360], wr[360];
+    snprintf(wl, sizeof wl, "rank %d's left peer %s", cfg->rank, out->left_addr);
+    snprintf(wr, sizeof wr, "rank %d's right peer %s", cfg->rank, out->right_addr);
+    int fds[2] = {out->left_fd, out->right_fd}, srv[2] = {1, 0};
+    const char *who[2] = {wl, wr};
+    int rc = shardlm_auth_handshake(fds, srv, 2, deadline, who);
+    if (rc) {
+        fprintf(stderr, "shardlm: refused a ring connection: %s\n", shardlm_err_get());
+        close(out->left_fd);
+        close(out->right_fd);
+        out->left_fd = out->right_fd = -1;
+        rc = SHARDLM_EINPUT;
+    }
+    return rc;
+}
+
 int ring_setup_links(const shardlm_ring_config *cfg, int connect_timeout_ms, ring_links *out)
 {
     ring_setup *s = calloc(1, sizeof *s);
@@ -440,6 +462,7 @@ int ring_setup_links(const shardlm_ring_config *cfg, int connect_timeout_ms, rin
             rc = SHARDLM_ERUNTIME;
         }
     }
+    if (rc == SHARDLM_OK) rc = setup_auth(cfg, out, shardlm_now_ns() + (uint64_t)s->timeout_ms * 1000000ull);
     setup_close_all(s);
     free(s);
     return rc;

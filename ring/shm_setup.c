@@ -454,7 +454,8 @@ int ring_shm_negotiate(const shardlm_ring_config *cfg, const shardlm_ring_opts *
     for (int s = 0; s < 2 && !rc; s++) {
         ring_hop *h = s ? &l->right : &l->left;
         if (h->seg) snprintf(h->why, sizeof h->why, "same host");
-        else if (n.local[s]) snprintf(h->why, sizeof h->why, "shared memory failed: %s", n.fail[s]);
+        /* %.100s: fail[] is longer than why[]; the reason's head is what matters. */
+        else if (n.local[s]) snprintf(h->why, sizeof h->why, "shared memory failed: %.100s", n.fail[s]);
     }
     if (!rc) rc = neg_check_forced(&n, l);
     if (rc) {

@@ -19,6 +19,7 @@ struct shardlm_engine {
     shardlm_pool *pool;
     int32_t *ident; /* blocks 0..n-1 in order: the table of single-sequence steps */
     int lost_rank;  /* rank 0: the worker a failed step was traced to (0: none) */
+    int block_size; /* positions per KV block: the scheduler takes it from here */
 };
 
 /* Rank 0 waits this long after a failed collective for the workers' Fault
@@ -37,7 +38,7 @@ int shardlm_engine_new(shardlm_model *m, shardlm_comm *comm, shardlm_ctrl *ctrl,
     e->ctrl = ctrl;
     e->timeout_ms = o->timeout_ms;
     e->max_batch = o->max_batch;
-    int bs = o->block_size > 0 ? o->block_size : 16;
+    int bs = e->block_size = o->block_size > 0 ? o->block_size : 16;
     int rc = shardlm_state_new_kv(m, o->n_ctx, o->kv_blocks, bs, o->max_batch, (shardlm_dtype)o->kv_type, &e->state);
     if (!rc && o->comm_q8) rc = shardlm_state_set_comm_q8(e->state, shardlm_comm_size(comm), 1);
     if (!rc && o->n_threads > 1) rc = shardlm_pool_new(o->n_threads, o->pin, &e->pool);
@@ -63,6 +64,7 @@ void shardlm_engine_free(shardlm_engine *e)
 
 int shardlm_engine_n_ctx(const shardlm_engine *e) { return shardlm_state_n_ctx(e->state); }
 int shardlm_engine_kv_blocks(const shardlm_engine *e) { return shardlm_state_n_blocks(e->state); }
+int shardlm_engine_block_size(const shardlm_engine *e) { return e->block_size; }
 int shardlm_engine_max_batch(const shardlm_engine *e) { return e->max_batch; }
 const shardlm_model *shardlm_engine_model(const shardlm_engine *e) { return e->model; }
 double shardlm_engine_allreduce_seconds(const shardlm_engine *e) { return shardlm_state_allreduce_seconds(e->state); }

@@ -80,9 +80,12 @@ int shardlm_grammar_from_file(const char *path, int json_schema, shardlm_grammar
 int shardlm_grammar_vocab_new(int32_t n, const char *const *bytes, const uint32_t *lens,
                               const char *const *lead_bytes, const uint32_t *lead_lens, const int32_t *eog,
                               int n_eog, shardlm_grammar_vocab **out);
-/* The same from a tokenizer: each token's text as shardlm_detok_push
- * produces it (byte tokens as their raw byte), EOS as the one
- * end-of-generation token. */
+/* The same from a tokenizer: each token's bytes as it adds them to a
+ * decoded stream (shardlm_tokenizer_token_bytes: a byte-level BPE piece's
+ * raw bytes, half a character included; control tokens none, so never
+ * allowed), and the model's end-of-generation set (EOS where it has none).
+ * Since the grammar passes only well-formed UTF-8, the decoder then emits
+ * exactly the bytes the grammar matched. */
 int shardlm_grammar_vocab_from_tokenizer(const shardlm_tokenizer *tok, shardlm_grammar_vocab **out);
 /* The same, except that the tokens as_text[0..n) (control tokens such as
  * [TOOL_CALLS]) spell their piece, as the scheduler then outputs them. */

@@ -335,25 +335,21 @@ int32_t shardlm_grammar_vocab_n(const shardlm_grammar_vocab *v)
 
 /* ---- from a tokenizer ---- */
 
-/* What token id adds to the text after prev: detok's output plus what it
- * holds back (a UTF-8 lead byte); a lone byte token that detok shows as
- * U+FFFD (it cannot start a character) is taken as its raw byte, which
- * the grammar then places inside a character or refuses. */
-static size_t token_text(const shardlm_tokenizer *tok, int32_t id, int32_t prev, char *buf, size_t cap)
+/* The model's end-of-generation set (eos, eot, eom, ...), or EOS alone
+ * where it has none; tokens spelled as text are not end tokens here. */
+static int vocab_eog(const shardlm_tokenizer *tok, const int32_t *as_text, int n_as_text, int32_t *eog, int cap)
 {
-    shardlm_detok d;
-    shardlm_detok_init(&d);
-    d.prev = prev;
-    size_t k = shardlm_detok_push(tok, &d, id, buf, cap - 8);
-    for (int i = 0; i < d.n_pend && k < cap; i++) buf[k++] = (char)d.pend[i];
-    size_t plen = 0;
-    const char *piece = shardlm_tokenizer_piece(tok, id, &plen);
-    unsigned byte;
-    if (k == 3 && !memcmp(buf, "\xef\xbf\xbd", 3) && piece && plen == 6 && sscanf(piece, "<0x%2X>", &byte) == 1) {
-        buf[0] = (char)byte;
-        k = 1;
+    int32_t all[64];
+    size_t n_all = shardlm_tokenizer_eog(tok, all, 64);
+    if (n_all > 64) n_all = 64;
+    if (!n_all && shardlm_tokenizer_eos(tok) >= 0) all[n_all++] = shardlm_tokenizer_eos(tok);
+    int n = 0;
+    for (size_t i = 0; i < n_all && n < cap; i++) {
+        int text = 0;
+        for (int k = 0; k < n_as_text; k++) text |= as_text[k] == all[i];
+        if (!text) eog[n++] = all[i];
     }
-    return k;
+    return n;
 }
 
 int shardlm_grammar_vocab_from_tokenizer(const shardlm_tokenizer *tok, shardlm_grammar_vocab **out)
@@ -364,19 +360,22 @@ int shardlm_grammar_vocab_from_tokenizer(const shardlm_tokenizer *tok, shardlm_g
 int shardlm_grammar_vocab_from_tokenizer_as_text(const shardlm_tokenizer *tok, const int32_t *as_text, int n_as_text,
                                                  shardlm_grammar_vocab **out)
 {
-    int32_t n = shardlm_tokenizer_n_vocab(tok), bos = shardlm_tokenizer_bos(tok), eos = shardlm_tokenizer_eos(tok);
+    int32_t n = shardlm_tokenizer_n_vocab(tok), bos = shardlm_tokenizer_bos(tok);
     char **txt = calloc((size_t)n * 2, sizeof *txt);
     uint32_t *len = calloc((size_t)n * 2, sizeof *len);
-    char buf[4096];
-    int rc = txt && len ? SHARDLM_OK : SHARDLM_ENOMEM;
+    size_t cap = shardlm_detok_max(tok);
+    char *buf = malloc(cap);
+    int32_t eog[64];
+    int n_eog = vocab_eog(tok, as_text, n_as_text, eog, 64);
+    int rc = txt && len && buf ? SHARDLM_OK : SHARDLM_ENOMEM;
     for (int32_t i = 0; !rc && i < n; i++) {
         int raw = 0;
         for (int k = 0; k < n_as_text; k++) raw |= as_text[k] == i;
         for (int lead = 0; lead < 2 && !rc; lead++) {
             size_t k = 0;
             const char *piece = raw ? shardlm_tokenizer_piece(tok, i, &k) : NULL;
-            if (raw && piece && k <= sizeof buf) memcpy(buf, piece, k);
-            else k = token_text(tok, i, lead ? bos : -1, buf, sizeof buf);
+            if (raw && piece && k <= cap) memcpy(buf, piece, k);
+            else k = shardlm_tokenizer_token_bytes(tok, i, lead, buf, cap);
             if (k && !(txt[lead * n + i] = malloc(k))) rc = SHARDLM_ENOMEM;
             if (k && !rc) memcpy(txt[lead * n + i], buf, k);
             len[lead * n + i] = (uint32_t)k;
@@ -385,8 +384,9 @@ int shardlm_grammar_vocab_from_tokenizer_as_text(const shardlm_tokenizer *tok, c
     int use_lead = bos >= 0;
     if (!rc)
         rc = shardlm_grammar_vocab_new(n, (const char *const *)txt, len, use_lead ? (const char *const *)txt + n : NULL,
-                                       use_lead ? len + n : NULL, &eos, eos >= 0 ? 1 : 0, out);
+                                       use_lead ? len + n : NULL, eog, n_eog, out);
     for (int32_t i = 0; txt && i < 2 * n; i++) free(txt[i]);
+    free(buf);
     free(txt);
     free(len);
     if (rc == SHARDLM_ENOMEM) shardlm_err_set("out of memory building the grammar vocabulary");

@@ -4,48 +4,15 @@
  * a loop keeps a constant stack depth), then the rules are checked
  * (undefined names, left recursion, repetitions of what can match empty
  * text: all of which would make the machine loop) and flattened into one
- * element array. Errors name the line and column of the construct. */
+ * element array (those two steps are grammar_build.c). Errors name the line
+ * and column of the construct. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "grammar_internal.h"
+#include "grammar_parse.h"
 #include "shardlm_common.h"
-
-#define GP_MAX_ELEMS (1u << 20)
-#define GP_MAX_REPEAT 10000
-#define GP_MAX_NEST 200
-
-enum { RK_USER = 0, RK_GROUP, RK_STAR, RK_OPT };
-
-typedef struct {
-    char *name;      /* NULL for generated rules */
-    int defined, kind, nullable;
-    size_t def_at;   /* the definition, or the construct a generated rule comes from */
-    size_t ref_at;   /* the first reference */
-    gr_u32s elems;   /* every alternative, each ended by GE_END */
-} prule;
-
-typedef struct {
-    const char *src;
-    size_t len, pos;
-    char *why;
-    size_t cap;
-    int failed;
-    prule *rules;
-    size_t n_rules, cap_rules;
-    uint32_t *names;  /* open addressing over named rules: id + 1, 0 empty */
-    size_t names_cap, n_named;
-    gr_range *ranges;
-    size_t n_ranges, cap_ranges;
-    gr_class *cls;
-    size_t n_cls, cap_cls;
-    uint32_t *cls_tab; /* open addressing: class id + 1 */
-    size_t cls_tab_cap;
-    size_t n_elems;
-    int depth;
-} gp;
 
 /* ---- small helpers ---- */
 
@@ -62,8 +29,7 @@ static void where(const gp *p, size_t at, int *line, int *col)
     }
 }
 
-static int fail(gp *p, size_t at, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(gp *p, size_t at, const char *fmt, ...)
+int gp_fail(gp *p, size_t at, const char *fmt, ...)
 {
     if (p->failed) return SHARDLM_EINPUT;
     p->failed = 1;
@@ -79,7 +45,7 @@ static int fail(gp *p, size_t at, const char *fmt, ...)
     return SHARDLM_EINPUT;
 }
 
-static int oom(gp *p)
+int gp_oom(gp *p)
 {
     if (!p->failed && p->why && p->cap) snprintf(p->why, p->cap, "out of memory compiling the grammar");
     p->failed = 1;
@@ -141,7 +107,7 @@ static int new_rule(gp *p, int kind, size_t at, uint32_t *id)
     if (p->n_rules == p->cap_rules) {
         size_t cap = p->cap_rules ? p->cap_rules * 2 : 32;
         prule *r = realloc(p->rules, cap * sizeof *r);
-        if (!r) return oom(p);
+        if (!r) return gp_oom(p);
         p->rules = r;
         p->cap_rules = cap;
     }
@@ -154,7 +120,7 @@ static int names_grow(gp *p)
 {
     size_t cap = p->names_cap ? p->names_cap * 2 : 64;
     uint32_t *t = calloc(cap, sizeof *t);
-    if (!t) return oom(p);
+    if (!t) return gp_oom(p);
     for (size_t i = 0; i < p->names_cap; i++) {
         if (!p->names[i]) continue;
         const char *nm = p->rules[p->names[i] - 1].name;
@@ -183,7 +149,7 @@ static int rule_named(gp *p, const char *name, size_t n, size_t at, uint32_t *id
     char *copy = strndup(name, n);
     if (!copy || new_rule(p, RK_USER, at, id)) {
         free(copy);
-        return oom(p);
+        return gp_oom(p);
     }
     p->rules[*id].name = copy;
     p->names[j] = *id + 1;
@@ -203,7 +169,7 @@ static int cls_tab_grow(gp *p)
 {
     size_t cap = p->cls_tab_cap ? p->cls_tab_cap * 2 : 256;
     uint32_t *t = calloc(cap, sizeof *t);
-    if (!t) return oom(p);
+    if (!t) return gp_oom(p);
     for (size_t i = 0; i < p->cls_tab_cap; i++) {
         if (!p->cls_tab[i]) continue;
         const gr_class *c = &p->cls[p->cls_tab[i] - 1];
@@ -232,14 +198,14 @@ static int class_intern(gp *p, const gr_range *r, size_t n, uint32_t *id)
     if (p->n_ranges + n > p->cap_ranges) {
         size_t cap = (p->cap_ranges + n) * 2;
         gr_range *v = realloc(p->ranges, cap * sizeof *v);
-        if (!v) return oom(p);
+        if (!v) return gp_oom(p);
         p->ranges = v;
         p->cap_ranges = cap;
     }
     if (p->n_cls == p->cap_cls) {
         size_t cap = p->cap_cls ? p->cap_cls * 2 : 64;
         gr_class *v = realloc(p->cls, cap * sizeof *v);
-        if (!v) return oom(p);
+        if (!v) return gp_oom(p);
         p->cls = v;
         p->cap_cls = cap;
     }
@@ -295,7 +261,7 @@ static int hex_digits(gp *p, int n, uint32_t *out)
     for (int i = 0; i < n; i++) {
         int c = peek(p), d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
                              : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-        if (d < 0) return fail(p, p->pos, "expected %d hex digits in the escape", n);
+        if (d < 0) return gp_fail(p, p->pos, "expected %d hex digits in the escape", n);
         v = v << 4 | (uint32_t)d;
         p->pos++;
     }
@@ -322,15 +288,15 @@ static int parse_char(gp *p, uint32_t *cp)
         case 'u': rc = hex_digits(p, 4, cp); break;
         case 'U': rc = hex_digits(p, 8, cp); break;
         default:
-            if (c < 0) return fail(p, at, "unfinished escape at the end of the grammar");
-            return fail(p, at, "unknown escape '\\%c'", c >= 0x20 && c < 0x7F ? c : '?');
+            if (c < 0) return gp_fail(p, at, "unfinished escape at the end of the grammar");
+            return gp_fail(p, at, "unknown escape '\\%c'", c >= 0x20 && c < 0x7F ? c : '?');
         }
         if (rc) return rc;
-        if (*cp > GR_MAX_CP) return fail(p, at, "code point U+%X is beyond U+10FFFF", *cp);
+        if (*cp > GR_MAX_CP) return gp_fail(p, at, "code point U+%X is beyond U+10FFFF", *cp);
         return SHARDLM_OK;
     }
     int n = utf8_decode((const unsigned char *)p->src + p->pos, p->len - p->pos, cp);
-    if (!n) return fail(p, at, "invalid UTF-8");
+    if (!n) return gp_fail(p, at, "invalid UTF-8");
     p->pos += (size_t)n;
     return SHARDLM_OK;
 }
@@ -338,13 +304,13 @@ static int parse_char(gp *p, uint32_t *cp)
 static int push_elem(gp *p, gr_u32s *seq, uint32_t e)
 {
     if (++p->n_elems > GP_MAX_ELEMS)
-        return fail(p, p->pos, "the grammar is too large (more than %u elements)", GP_MAX_ELEMS);
-    return u32_push(seq, e) ? oom(p) : SHARDLM_OK;
+        return gp_fail(p, p->pos, "the grammar is too large (more than %u elements)", GP_MAX_ELEMS);
+    return u32_push(seq, e) ? gp_oom(p) : SHARDLM_OK;
 }
 
 static int push_char(gp *p, gr_u32s *seq, uint32_t cp, size_t at)
 {
-    if (cp >= 0xD800 && cp <= 0xDFFF) return fail(p, at, "U+%04X is a surrogate, which UTF-8 cannot carry", cp);
+    if (cp >= 0xD800 && cp <= 0xDFFF) return gp_fail(p, at, "U+%04X is a surrogate, which UTF-8 cannot carry", cp);
     gr_range r = {cp, cp};
     uint32_t id;
     if (class_intern(p, &r, 1, &id)) return SHARDLM_ENOMEM;
@@ -356,7 +322,7 @@ static int parse_literal(gp *p, gr_u32s *seq)
     size_t start = p->pos++;
     for (;;) {
         int c = peek(p);
-        if (c < 0 || c == '\n' || c == '\r') return fail(p, start, "unterminated string literal");
+        if (c < 0 || c == '\n' || c == '\r') return gp_fail(p, start, "unterminated string literal");
         if (c == '"') break;
         size_t at = p->pos;
         uint32_t cp;
@@ -377,7 +343,7 @@ static int parse_class(gp *p, gr_u32s *seq)
     while (!rc) {
         int c = peek(p);
         if (c < 0 || c == '\n' || c == '\r') {
-            rc = fail(p, start, "unterminated character class");
+            rc = gp_fail(p, start, "unterminated character class");
             break;
         }
         if (c == ']') break;
@@ -389,7 +355,7 @@ static int parse_class(gp *p, gr_u32s *seq)
             p->pos++;
             if ((rc = parse_char(p, &hi))) break;
             if (hi < lo) {
-                rc = fail(p, at, "the range is reversed (U+%04X after U+%04X)", hi, lo);
+                rc = gp_fail(p, at, "the range is reversed (U+%04X after U+%04X)", hi, lo);
                 break;
             }
         }
@@ -397,7 +363,7 @@ static int parse_class(gp *p, gr_u32s *seq)
             cap = cap ? cap * 2 : 8;
             gr_range *v = realloc(r, cap * sizeof *v);
             if (!v) {
-                rc = oom(p);
+                rc = gp_oom(p);
                 break;
             }
             r = v;
@@ -406,13 +372,13 @@ static int parse_class(gp *p, gr_u32s *seq)
     }
     if (!rc) {
         p->pos++; /* ']' */
-        if (!n && !neg) rc = fail(p, start, "empty character class");
+        if (!n && !neg) rc = gp_fail(p, start, "empty character class");
     }
     uint32_t id;
-    if (!rc && !r && !(r = malloc(sizeof *r))) rc = oom(p);
+    if (!rc && !r && !(r = malloc(sizeof *r))) rc = gp_oom(p);
     if (!rc) {
         n = class_normalize(r, n, neg);
-        if (!class_matchable(r, n)) rc = fail(p, start, "the character class matches no character");
+        if (!class_matchable(r, n)) rc = gp_fail(p, start, "the character class matches no character");
     }
     if (!rc) rc = class_intern(p, r, n, &id);
     if (!rc) rc = push_elem(p, seq, GE_MAKE(GE_CHAR, id));
@@ -428,7 +394,7 @@ static int parse_count(gp *p, uint32_t *v, int *have)
     uint64_t x = 0;
     while (peek(p) >= '0' && peek(p) <= '9') {
         x = x * 10 + (uint64_t)(peek(p) - '0');
-        if (x > GP_MAX_REPEAT) return fail(p, p->pos, "repetition bounds are at most %d", GP_MAX_REPEAT);
+        if (x > GP_MAX_REPEAT) return gp_fail(p, p->pos, "repetition bounds are at most %d", GP_MAX_REPEAT);
         p->pos++;
         *have = 1;
     }
@@ -445,22 +411,22 @@ static int parse_bounds(gp *p, uint32_t *min, uint32_t *max)
     if (parse_count(p, min, &have_m)) return SHARDLM_EINPUT;
     skip_space(p, 0);
     if (peek(p) == '}') {
-        if (!have_m) return fail(p, at, "expected a count in { }");
+        if (!have_m) return gp_fail(p, at, "expected a count in { }");
         p->pos++;
         *max = *min;
         return SHARDLM_OK;
     }
-    if (peek(p) != ',') return fail(p, p->pos, "expected ',' or '}' in the repetition bounds");
+    if (peek(p) != ',') return gp_fail(p, p->pos, "expected ',' or '}' in the repetition bounds");
     p->pos++;
     skip_space(p, 0);
     if (parse_count(p, max, &have_n)) return SHARDLM_EINPUT;
     skip_space(p, 0);
-    if (peek(p) != '}') return fail(p, p->pos, "expected '}' after the repetition bounds");
+    if (peek(p) != '}') return gp_fail(p, p->pos, "expected '}' after the repetition bounds");
     p->pos++;
     if (!have_m) *min = 0;
     if (!have_n) *max = UINT32_MAX;
-    if (!have_m && !have_n) return fail(p, at, "expected a count in { }");
-    if (*max < *min) return fail(p, at, "the repetition bounds are reversed ({%u,%u})", *min, *max);
+    if (!have_m && !have_n) return gp_fail(p, at, "expected a count in { }");
+    if (*max < *min) return gp_fail(p, at, "the repetition bounds are reversed ({%u,%u})", *min, *max);
     return SHARDLM_OK;
 }
 
@@ -471,7 +437,7 @@ static int star_rule(gp *p, uint32_t x, size_t at, uint32_t *g)
     gr_u32s *e = &p->rules[*g].elems;
     p->n_elems += 4;
     return u32_push(e, x) || u32_push(e, GE_MAKE(GE_RULE, *g)) || u32_push(e, GE_END) || u32_push(e, GE_END)
-               ? oom(p) : SHARDLM_OK;
+               ? gp_oom(p) : SHARDLM_OK;
 }
 
 /* o ::= x [next] | "" */
@@ -482,8 +448,8 @@ static int opt_rule(gp *p, uint32_t x, int64_t next, size_t at, uint32_t *o)
     p->n_elems += 4;
     if (u32_push(e, x) || (next >= 0 && u32_push(e, GE_MAKE(GE_RULE, (uint32_t)next))) || u32_push(e, GE_END) ||
         u32_push(e, GE_END))
-        return oom(p);
-    return p->n_elems > GP_MAX_ELEMS ? fail(p, at, "the grammar is too large (more than %u elements)", GP_MAX_ELEMS)
+        return gp_oom(p);
+    return p->n_elems > GP_MAX_ELEMS ? gp_fail(p, at, "the grammar is too large (more than %u elements)", GP_MAX_ELEMS)
                                      : SHARDLM_OK;
 }
 
@@ -505,8 +471,8 @@ static int repeat_item(gp *p, gr_u32s *seq, size_t last, int op)
         if (new_rule(p, RK_GROUP, at, &r)) return SHARDLM_ENOMEM;
         gr_u32s *e = &p->rules[r].elems;
         for (size_t i = last; i < seq->n; i++)
-            if (u32_push(e, seq->v[i])) return oom(p);
-        if (u32_push(e, GE_END)) return oom(p);
+            if (u32_push(e, seq->v[i])) return gp_oom(p);
+        if (u32_push(e, GE_END)) return gp_oom(p);
         x = GE_MAKE(GE_RULE, r);
     }
     seq->n = last;
@@ -532,13 +498,13 @@ static int parse_alternates(gp *p, uint32_t rule, int nested);
 static int parse_group(gp *p, gr_u32s *seq)
 {
     size_t at = p->pos++;
-    if (++p->depth > GP_MAX_NEST) return fail(p, at, "groups are nested more than %d deep", GP_MAX_NEST);
+    if (++p->depth > GP_MAX_NEST) return gp_fail(p, at, "groups are nested more than %d deep", GP_MAX_NEST);
     uint32_t r;
     if (new_rule(p, RK_GROUP, at, &r)) return SHARDLM_ENOMEM;
     skip_space(p, 1);
     if (parse_alternates(p, r, 1)) return SHARDLM_EINPUT;
     skip_space(p, 1);
-    if (peek(p) != ')') return fail(p, at, "'(' is not closed");
+    if (peek(p) != ')') return gp_fail(p, at, "'(' is not closed");
     p->pos++;
     p->depth--;
     return push_elem(p, seq, GE_MAKE(GE_RULE, r));
@@ -572,13 +538,13 @@ static int parse_sequence(gp *p, gr_u32s *seq, int nested)
         } else if (c == '(') rc = parse_group(p, seq);
         else if (is_word(c)) rc = parse_ref(p, seq);
         else if (c == '*' || c == '+' || c == '?' || c == '{') {
-            if (last == SIZE_MAX) return fail(p, p->pos, "'%c' has nothing to repeat", c);
+            if (last == SIZE_MAX) return gp_fail(p, p->pos, "'%c' has nothing to repeat", c);
             rc = repeat_item(p, seq, last, c);
             before = last;
         } else if (c < 0 || c == '|' || c == ')' || c == '\n' || c == '\r') return SHARDLM_OK;
         else if (c == ':' && p->pos + 2 < p->len && !memcmp(p->src + p->pos, "::=", 3))
-            return fail(p, p->pos, "'::=' inside a rule (a rule ends at a newline)");
-        else return fail(p, p->pos, "unexpected '%c'", c >= 0x20 && c < 0x7F ? c : '?');
+            return gp_fail(p, p->pos, "'::=' inside a rule (a rule ends at a newline)");
+        else return gp_fail(p, p->pos, "unexpected '%c'", c >= 0x20 && c < 0x7F ? c : '?');
         if (rc) return rc;
         last = seq->n > before ? before : SIZE_MAX;
     }
@@ -592,8 +558,8 @@ static int parse_alternates(gp *p, uint32_t rule, int nested)
         seq.n = 0;
         if ((rc = parse_sequence(p, &seq, nested))) break;
         gr_u32s *e = &p->rules[rule].elems;
-        for (size_t i = 0; i < seq.n && !rc; i++) rc = u32_push(e, seq.v[i]) ? oom(p) : SHARDLM_OK;
-        if (!rc && u32_push(e, GE_END)) rc = oom(p);
+        for (size_t i = 0; i < seq.n && !rc; i++) rc = u32_push(e, seq.v[i]) ? gp_oom(p) : SHARDLM_OK;
+        if (!rc && u32_push(e, GE_END)) rc = gp_oom(p);
         if (rc || peek(p) != '|') break;
         p->pos++;
         skip_space(p, 1);
@@ -606,20 +572,20 @@ static int parse_rule(gp *p)
 {
     size_t at = p->pos;
     if (peek(p) == '|')
-        return fail(p, at, "a rule ends at a newline: end the line before with '|', or use ( ) around the alternatives");
-    if (!is_word(peek(p))) return fail(p, at, "expected a rule name, found '%c'", peek(p) >= 0x20 && peek(p) < 0x7F ? peek(p) : '?');
+        return gp_fail(p, at, "a rule ends at a newline: end the line before with '|', or use ( ) around the alternatives");
+    if (!is_word(peek(p))) return gp_fail(p, at, "expected a rule name, found '%c'", peek(p) >= 0x20 && peek(p) < 0x7F ? peek(p) : '?');
     while (is_word(peek(p))) p->pos++;
     size_t n = p->pos - at;
     skip_space(p, 0);
     if (p->pos + 3 > p->len || memcmp(p->src + p->pos, "::=", 3))
-        return fail(p, p->pos, "expected '::=' after the rule name '%.*s'", (int)(n > 64 ? 64 : n), p->src + at);
+        return gp_fail(p, p->pos, "expected '::=' after the rule name '%.*s'", (int)(n > 64 ? 64 : n), p->src + at);
     p->pos += 3;
     uint32_t r;
     if (rule_named(p, p->src + at, n, at, &r)) return SHARDLM_ENOMEM;
     if (p->rules[r].defined) {
         int line, col;
         where(p, p->rules[r].def_at, &line, &col);
-        return fail(p, at, "rule '%.*s' is defined twice (first on line %d)", (int)(n > 64 ? 64 : n), p->src + at,
+        return gp_fail(p, at, "rule '%.*s' is defined twice (first on line %d)", (int)(n > 64 ? 64 : n), p->src + at,
                     line);
     }
     p->rules[r].defined = 1;
@@ -628,115 +594,7 @@ static int parse_rule(gp *p)
     if (parse_alternates(p, r, 0)) return SHARDLM_EINPUT;
     skip_space(p, 0);
     int c = peek(p);
-    if (c >= 0 && c != '\n' && c != '\r') return fail(p, p->pos, "unexpected '%c'", c >= 0x20 && c < 0x7F ? c : '?');
-    return SHARDLM_OK;
-}
-
-/* ---- checks ---- */
-
-static void compute_nullable(gp *p)
-{
-    for (int changed = 1; changed;) {
-        changed = 0;
-        for (size_t r = 0; r < p->n_rules; r++) {
-            if (p->rules[r].nullable) continue;
-            const gr_u32s *e = &p->rules[r].elems;
-            int all = 1, found = 0;
-            for (size_t i = 0; i < e->n && !found; i++) {
-                uint32_t x = e->v[i];
-                if (GE_TYPE(x) == GE_END) found = all, all = 1;
-                else if (GE_TYPE(x) == GE_CHAR || !p->rules[GE_VAL(x)].nullable) all = 0;
-            }
-            if (found) p->rules[r].nullable = changed = 1;
-        }
-    }
-}
-
-/* Depth-first search over "can call before consuming anything"; 1 when a
- * cycle goes through r (the rule reported is in *bad). */
-static int left_cycle(gp *p, uint32_t r, uint8_t *color, uint32_t *bad)
-{
-    color[r] = 1;
-    const gr_u32s *e = &p->rules[r].elems;
-    int head = 1;
-    for (size_t i = 0; i < e->n; i++) {
-        uint32_t x = e->v[i];
-        if (GE_TYPE(x) == GE_END) {
-            head = 1;
-            continue;
-        }
-        if (!head) continue;
-        if (GE_TYPE(x) == GE_CHAR) {
-            head = 0;
-            continue;
-        }
-        uint32_t s = GE_VAL(x);
-        if (color[s] == 1 || (color[s] == 0 && left_cycle(p, s, color, bad))) {
-            if (color[s] == 1 && *bad == UINT32_MAX) *bad = s;
-            return 1;
-        }
-        head = p->rules[s].nullable;
-    }
-    color[r] = 2;
-    return 0;
-}
-
-static int check_rules(gp *p)
-{
-    for (size_t r = 0; r < p->n_rules; r++)
-        if (p->rules[r].kind == RK_USER && !p->rules[r].defined)
-            return fail(p, p->rules[r].ref_at, "undefined rule '%s'", p->rules[r].name);
-    compute_nullable(p);
-    uint8_t *color = calloc(p->n_rules ? p->n_rules : 1, 1);
-    if (!color) return oom(p);
-    uint32_t bad = UINT32_MAX;
-    int cyc = 0;
-    for (size_t r = 0; r < p->n_rules && !cyc; r++)
-        if (!color[r]) cyc = left_cycle(p, (uint32_t)r, color, &bad);
-    free(color);
-    if (!cyc) return SHARDLM_OK;
-    const prule *b = &p->rules[bad];
-    if (b->kind == RK_STAR) return fail(p, b->def_at, "the repeated expression can match empty text");
-    if (b->kind == RK_USER)
-        return fail(p, b->def_at, "rule '%s' is left-recursive (it can reach itself before matching any text)",
-                    b->name);
-    return fail(p, b->def_at, "this group is left-recursive (it can reach itself before matching any text)");
-}
-
-/* ---- flattening ---- */
-
-static int flatten(gp *p, shardlm_grammar *g)
-{
-    size_t n_el = 0, n_alt = 0;
-    for (size_t r = 0; r < p->n_rules; r++) {
-        n_el += p->rules[r].elems.n;
-        for (size_t i = 0; i < p->rules[r].elems.n; i++) n_alt += p->rules[r].elems.v[i] == GE_END;
-    }
-    g->el = malloc((n_el + 1) * sizeof *g->el);
-    g->alt = malloc((n_alt + 1) * sizeof *g->alt);
-    g->rule_alt = malloc((p->n_rules + 1) * sizeof *g->rule_alt);
-    if (!g->el || !g->alt || !g->rule_alt) return oom(p);
-    size_t k = 0, a = 0;
-    for (size_t r = 0; r < p->n_rules; r++) {
-        g->rule_alt[r] = (uint32_t)a;
-        const gr_u32s *e = &p->rules[r].elems;
-        int start = 1;
-        for (size_t i = 0; i < e->n; i++) {
-            if (start) g->alt[a++] = (uint32_t)k;
-            g->el[k++] = e->v[i];
-            start = e->v[i] == GE_END;
-        }
-    }
-    g->rule_alt[p->n_rules] = (uint32_t)a;
-    g->el[k] = GE_END;
-    g->n_el = (uint32_t)k;
-    g->n_rules = (uint32_t)p->n_rules;
-    g->cls = p->cls;
-    g->n_cls = (uint32_t)p->n_cls;
-    g->ranges = p->ranges;
-    g->n_ranges = (uint32_t)p->n_ranges;
-    p->cls = NULL;
-    p->ranges = NULL;
+    if (c >= 0 && c != '\n' && c != '\r') return gp_fail(p, p->pos, "unexpected '%c'", c >= 0x20 && c < 0x7F ? c : '?');
     return SHARDLM_OK;
 }
 
@@ -775,11 +633,11 @@ static int gp_run(gp *p, shardlm_grammar *g)
     if (root == UINT32_MAX && !p->failed) {
         int undefined_root = 0;
         for (size_t r = 0; r < p->n_rules; r++) undefined_root |= p->rules[r].name && !strcmp(p->rules[r].name, "root");
-        if (!undefined_root) return fail(p, 0, "the grammar has no rule named 'root'");
+        if (!undefined_root) return gp_fail(p, 0, "the grammar has no rule named 'root'");
     }
-    if (check_rules(p)) return SHARDLM_EINPUT;
+    if (gp_check_rules(p)) return SHARDLM_EINPUT;
     g->root = root;
-    return flatten(p, g);
+    return gp_flatten(p, g);
 }
 
 int shardlm_grammar_compile(const char *text, size_t len, shardlm_grammar **out, char *why, size_t cap)
@@ -788,7 +646,7 @@ int shardlm_grammar_compile(const char *text, size_t len, shardlm_grammar **out,
     if (why && cap) why[0] = 0;
     gp p = {.src = text ? text : "", .len = text ? len : 0, .why = why, .cap = cap};
     shardlm_grammar *g = calloc(1, sizeof *g);
-    if (!g) return oom(&p);
+    if (!g) return gp_oom(&p);
     int rc = gp_run(&p, g);
     if (rc) rc = rc == SHARDLM_ENOMEM || !p.failed ? rc : SHARDLM_EINPUT;
     gp_free(&p);

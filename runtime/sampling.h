@@ -186,17 +186,21 @@ int shardlm_trigger_scan_feed(shardlm_trigger_scan *t, const char *piece, size_t
 
 /* ---- finish reason ---- */
 
+/* How a request ended: the one enum of `serve` (finish_reason, metrics)
+ * and `generate`, both run by the scheduler (runtime/scheduler.h). */
 typedef enum {
-    SHARDLM_FINISH_NONE = 0, /* still running */
-    SHARDLM_FINISH_STOP,     /* end-of-sequence token or a stop string */
-    SHARDLM_FINISH_LENGTH,   /* max_tokens reached or the context is full */
+    SHARDLM_FINISH_NONE = 0,   /* still running */
+    SHARDLM_FINISH_STOP,       /* an end token, a stop string or a complete grammar: "stop" */
+    SHARDLM_FINISH_LENGTH,     /* max_tokens reached or the context is full: "length" */
+    SHARDLM_FINISH_CANCELLED,  /* shardlm_sched_cancel, e.g. a client went away */
+    SHARDLM_FINISH_ERROR,      /* the engine failed (a rank was lost) */
 } shardlm_finish_reason;
 
 /* After a token: stop wins over length when both happen on the same token.
  * max_tokens <= 0 means no limit but the context. */
 shardlm_finish_reason shardlm_finish_decide(int is_eos, int stop_matched, int n_generated, int max_tokens,
                                             int ctx_full);
-/* "stop", "length", or NULL for NONE (JSON null). */
+/* "stop", "length", or NULL for the others (JSON null). */
 const char *shardlm_finish_reason_str(shardlm_finish_reason r);
 
 #endif

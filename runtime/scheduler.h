@@ -25,18 +25,15 @@ typedef struct {
     int max_num_seqs;           /* --max-seqs: running sequences per step */
     int max_num_batched_tokens; /* --max-num-batched-tokens: tokens per step */
     int max_queue;              /* --max-queue: waiting requests before 429 */
-    int block_size;             /* --block-size: 8, 16 or 32 */
+    int block_size;             /* --block-size as the engine was made with (0: take the engine's);
+                                   shardlm_sched_new fails when they differ */
     double kv_cache_mb;         /* --kv-cache-mb: the pool, per rank */
     int prefix_caching;         /* 0 with --no-prefix-cache */
     shardlm_spec_opts spec;     /* speculative decoding (--spec ...); zeroed: off */
 } shardlm_sched_opts;
 
-typedef enum {
-    SHARDLM_END_STOP = 1,   /* EOS or a stop string: finish_reason "stop" */
-    SHARDLM_END_LENGTH,     /* max_tokens or the context: "length" */
-    SHARDLM_END_CANCELLED,  /* shardlm_sched_cancel, e.g. a client went away */
-    SHARDLM_END_ERROR,      /* the engine failed (a rank was lost); text in shardlm_sched_error */
-} shardlm_end;
+/* A request ends with one of shardlm_finish_reason's (runtime/sampling.h):
+ * STOP, LENGTH, CANCELLED or ERROR (the text in shardlm_err_get). */
 
 typedef struct {
     /* Text that is safe to send (stop strings never appear), with the token
@@ -44,11 +41,16 @@ typedef struct {
      * empty (a byte token that does not yet complete a character). */
     void (*on_token)(void *ctx, const char *text, size_t len, int32_t token, const shardlm_logprobs *lp);
     /* Exactly once per accepted request, last. */
-    void (*on_end)(void *ctx, shardlm_end why, int prompt_tokens, int completion_tokens);
+    void (*on_end)(void *ctx, shardlm_finish_reason why, int prompt_tokens, int completion_tokens);
     void *ctx;
     /* Optional: once, when the request is first admitted, the number of
      * its prompt tokens the prefix cache served (usage's cached_tokens). */
     void (*on_admit)(void *ctx, int cached_tokens);
+    /* Optional: the logits row of every position, prompt and output, in
+     * order (`generate --logits-out`): P prompt tokens and N generated give
+     * P + N - 1 rows, the last token never being fed back. Such a request
+     * prefills one token per step. */
+    void (*on_logits)(void *ctx, const float *row, int n_vocab);
 } shardlm_request_cb;
 
 typedef struct {
@@ -61,7 +63,7 @@ typedef struct {
     uint32_t choice;                /* index among a request's n choices (seeds differ) */
     /* NULL, or the grammar the output must follow (constrained decoding):
      * the scheduler takes its own reference and keeps this sequence's state
-     * in it; the request ends with SHARDLM_END_STOP as soon as the grammar
+     * in it; the request ends with SHARDLM_FINISH_STOP as soon as the grammar
      * can only end. */
     shardlm_grammar *grammar;
     /* n_triggers > 0 makes the grammar lazy: it applies only from the
@@ -100,8 +102,9 @@ typedef struct {
     int healthy;                          /* 0 once the engine has failed */
 } shardlm_sched_stats;
 
-/* The scheduler borrows engine and tokenizer. bytes_per_token is one
- * token's KV size on one rank, for sizing the pool from kv_cache_mb. */
+/* The scheduler borrows engine and tokenizer. The KV pool (its blocks and
+ * their size) is the engine's, the one source of truth; kv_cache_mb only
+ * says how it was sized. */
 int shardlm_sched_new(shardlm_engine *e, const shardlm_tokenizer *tok, const shardlm_sched_opts *o,
                       shardlm_sched **out);
 void shardlm_sched_free(shardlm_sched *s);
@@ -112,7 +115,7 @@ void shardlm_sched_free(shardlm_sched *s);
  * failed. */
 int shardlm_sched_submit(shardlm_sched *s, const shardlm_request_desc *d, shardlm_request_cb cb, uint64_t *id);
 /* Cancels a waiting or running request and frees its KV blocks; its on_end
- * runs with SHARDLM_END_CANCELLED (at once, or at the end of the current
+ * runs with SHARDLM_FINISH_CANCELLED (at once, or at the end of the current
  * step). Unknown or finished ids are ignored. */
 void shardlm_sched_cancel(shardlm_sched *s, uint64_t id);
 void shardlm_sched_stats_get(shardlm_sched *s, shardlm_sched_stats *out);
@@ -120,7 +123,7 @@ int shardlm_sched_n_ctx(const shardlm_sched *s);
 
 /* The engine loop: runs until shardlm_sched_stop. Returns SHARDLM_OK after
  * a stop, or the engine's status when a step failed (every request then
- * ends with SHARDLM_END_ERROR). */
+ * ends with SHARDLM_FINISH_ERROR). */
 int shardlm_sched_run(shardlm_sched *s);
 void shardlm_sched_stop(shardlm_sched *s);
 

@@ -131,7 +131,7 @@ static void on_admit(void *ctx, int cached_tokens)
     pthread_mutex_unlock(&sl->call->mu);
 }
 
-static void on_end(void *ctx, shardlm_end why, int prompt_tokens, int completion_tokens)
+static void on_end(void *ctx, shardlm_finish_reason why, int prompt_tokens, int completion_tokens)
 {
     srv_slot *sl = ctx;
     srv_call *c = sl->call;
@@ -143,7 +143,7 @@ static void on_end(void *ctx, shardlm_end why, int prompt_tokens, int completion
     c->n_ended++;
     if (sl->choice == 0 || !c->prompt_tokens) c->prompt_tokens = prompt_tokens; /* the same prompt for all */
     c->completion_tokens += completion_tokens;
-    if (why == SHARDLM_END_ERROR || why == SHARDLM_END_CANCELLED) c->any_error = 1;
+    if (why == SHARDLM_FINISH_ERROR || why == SHARDLM_FINISH_CANCELLED) c->any_error = 1;
     if (ev) {
         ev->is_end = 1;
         ev->why = why;
@@ -336,7 +336,7 @@ static enum MHD_Result answer_json(srv_call *c)
         w = wait_locked(c, deadline);
         srv_event *ev;
         while ((ev = pop_locked(c))) {
-            if (ev->is_end && ev->why != SHARDLM_END_STOP && ev->why != SHARDLM_END_LENGTH) failed = 1;
+            if (ev->is_end && ev->why != SHARDLM_FINISH_STOP && ev->why != SHARDLM_FINISH_LENGTH) failed = 1;
             if (srv_choice_add(&c->ci, &ch[ev->choice], ev)) failed = 1;
             free(ev);
         }
@@ -397,7 +397,7 @@ static int stream_next(srv_call *c)
         int done = w == WAIT_OK && !ev && c->n_ended == c->ci.n;
         pthread_mutex_unlock(&c->mu);
         if (w == WAIT_GONE) return -1;
-        if (w != WAIT_OK || (ev && ev->is_end && ev->why != SHARDLM_END_STOP && ev->why != SHARDLM_END_LENGTH)) {
+        if (w != WAIT_OK || (ev && ev->is_end && ev->why != SHARDLM_FINISH_STOP && ev->why != SHARDLM_FINISH_LENGTH)) {
             shardlm_server_err e;
             wait_error(c, w == WAIT_OK ? WAIT_STOPPING + 1 : w, &e);
             free(ev);

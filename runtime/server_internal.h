@@ -36,7 +36,7 @@ typedef struct {
 void srv_metrics_init(srv_metrics *m);
 void srv_metrics_destroy(srv_metrics *m);
 void srv_metrics_observe(srv_metrics *m, srv_hist *h, double seconds);
-void srv_metrics_finished(srv_metrics *m, shardlm_end why);
+void srv_metrics_finished(srv_metrics *m, shardlm_finish_reason why);
 void srv_metrics_http(srv_metrics *m, int status);
 /* Prometheus text exposition (version 0.0.4); malloc'd. st may be NULL
  * (no scheduler attached yet). */
@@ -49,7 +49,7 @@ typedef struct srv_event {
     struct srv_event *next;
     int choice;
     int is_end;
-    shardlm_end why;
+    shardlm_finish_reason why;
     int prompt_tokens, completion_tokens; /* at the end */
     int32_t token;
     int has_lp;

@@ -45,12 +45,12 @@ void srv_metrics_observe(srv_metrics *m, srv_hist *h, double seconds)
     pthread_mutex_unlock(&m->mu);
 }
 
-void srv_metrics_finished(srv_metrics *m, shardlm_end why)
+void srv_metrics_finished(srv_metrics *m, shardlm_finish_reason why)
 {
     pthread_mutex_lock(&m->mu);
-    if (why == SHARDLM_END_STOP) m->finished_stop++;
-    else if (why == SHARDLM_END_LENGTH) m->finished_length++;
-    else if (why == SHARDLM_END_CANCELLED) m->finished_cancelled++;
+    if (why == SHARDLM_FINISH_STOP) m->finished_stop++;
+    else if (why == SHARDLM_FINISH_LENGTH) m->finished_length++;
+    else if (why == SHARDLM_FINISH_CANCELLED) m->finished_cancelled++;
     else m->finished_error++;
     pthread_mutex_unlock(&m->mu);
 }

@@ -83,15 +83,11 @@ static void cmpl_lp_add(const srv_call_info *ci, cJSON *o, const shardlm_logprob
     cJSON_AddItemToArray(cJSON_GetObjectItem(o, "text_offset"), cJSON_CreateNumber((double)offset));
 }
 
-static const char *finish_str(shardlm_end why)
-{
-    return why == SHARDLM_END_STOP ? "stop" : why == SHARDLM_END_LENGTH ? "length" : NULL;
-}
 
 int srv_choice_add(const srv_call_info *ci, srv_choice *c, const srv_event *ev)
 {
     if (ev->is_end) {
-        c->finish = finish_str(ev->why);
+        c->finish = shardlm_finish_reason_str(ev->why);
         return SHARDLM_OK;
     }
     if (ev->has_lp) {
@@ -288,7 +284,7 @@ static char *sse_tools(const srv_call_info *ci, srv_stream_choice *sc, const srv
         cJSON *c, *o = chunk(ci, ev->choice, &c);
         cJSON_AddObjectToObject(c, "delta");
         add_logprobs(ci, c, NULL);
-        add_str_or_null(c, "finish_reason", finish_with_calls(finish_str(ev->why), shardlm_toolparse_n_calls(sc->tp)));
+        add_str_or_null(c, "finish_reason", finish_with_calls(shardlm_finish_reason_str(ev->why), shardlm_toolparse_n_calls(sc->tp)));
         out = sse_cat(out, sse(o));
     }
     *nothing = out == NULL && !ev->is_end;
@@ -313,7 +309,7 @@ char *srv_sse_event(const srv_call_info *ci, srv_stream_choice *sc, const srv_ev
     }
     add_logprobs(ci, c, event_logprobs(ci, ev, sc->text_offset));
     sc->text_offset += ev->len;
-    add_str_or_null(c, "finish_reason", ev->is_end ? finish_str(ev->why) : NULL);
+    add_str_or_null(c, "finish_reason", ev->is_end ? shardlm_finish_reason_str(ev->why) : NULL);
     return sse(o);
 }
 

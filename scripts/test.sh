@@ -3,6 +3,7 @@
 # three ways and runs the tests:
 #   release      every test, -Werror
 #   asan         every test under AddressSanitizer + UBSan
+#   fuzz         every libFuzzer harness for ~25 s (scripts/fuzz.sh)
 #   tsan         ring collectives (TCP and shared memory), thread pool, threaded generation and serve under
 #                ThreadSanitizer (tests/tsan/: Criterion cannot run under TSan)
 set -euo pipefail
@@ -16,6 +17,10 @@ ctest --test-dir build/release -R 'cuda' -V 2>&1 | grep -E 'SKIP|\[(PASS|FAIL)\]
 
 scripts/build.sh asan -DSHARDLM_WERROR=ON -DSHARDLM_SANITIZE=address,undefined -DSHARDLM_CUDA=OFF
 ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build/asan --output-on-failure
+
+# Every libFuzzer harness for a short run (clang, ASan + UBSan; docs/FUZZING.md):
+# fails on any crash, leak or hang found.
+scripts/fuzz.sh "${FUZZ_SECONDS:-25}"
 
 # No MPI under TSan: libmpich pulls in UCX, whose madvise hook (libucm) crashes
 # TSan-instrumented threads at exit. MPI runs in the release and ASan builds.

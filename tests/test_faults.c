@@ -5,6 +5,7 @@
  * tests/netns/run.sh, which checks the same on real links. */
 #include <criterion/criterion.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "shardlm_common.h"
@@ -15,13 +16,17 @@
 typedef struct {
     int port, rank;
     shardlm_ctrl *c;
+    char err[256]; /* why the connect failed (the error text is per thread) */
 } worker_arg;
 
 static void *worker_connect(void *p)
 {
     worker_arg *a = p;
     shardlm_ctrl_hello h = {.fingerprint = 42, .world_size = WORLD, .rank = a->rank, .backend = "ring"};
-    if (shardlm_ctrl_connect("127.0.0.1", a->port, &h, 5000, &a->c)) a->c = NULL;
+    if (shardlm_ctrl_connect("127.0.0.1", a->port, &h, 5000, &a->c)) {
+        a->c = NULL;
+        snprintf(a->err, sizeof a->err, "%s", shardlm_err_get());
+    }
     return NULL;
 }
 
@@ -32,14 +37,16 @@ static shardlm_ctrl *cluster(worker_arg w[WORLD])
     cr_assert_eq(shardlm_ctrl_listen("127.0.0.1", 0, WORLD, &c), 0, "%s", shardlm_err_get());
     pthread_t t[WORLD];
     for (int r = 1; r < WORLD; r++) {
-        w[r] = (worker_arg){shardlm_ctrl_port(c), r, NULL};
+        w[r] = (worker_arg){shardlm_ctrl_port(c), r, NULL, ""};
         pthread_create(&t[r], NULL, worker_connect, &w[r]);
     }
-    shardlm_ctrl_hello mine = {.fingerprint = 42, .world_size = WORLD, .rank = 0, .backend = "ring", .isq = -1};
+    /* n_ctx and max_batch as a real rank 0 sends them: a worker refuses a HelloAck without them. */
+    shardlm_ctrl_hello mine = {.fingerprint = 42, .world_size = WORLD, .rank = 0, .backend = "ring", .isq = -1,
+                               .n_ctx = 256, .max_batch = 1};
     cr_assert_eq(shardlm_ctrl_accept_all(c, &mine, 5000), 0, "%s", shardlm_err_get());
     for (int r = 1; r < WORLD; r++) {
         pthread_join(t[r], NULL);
-        cr_assert_not_null(w[r].c, "worker %d did not connect", r);
+        cr_assert_not_null(w[r].c, "worker %d did not connect: %s", r, w[r].err);
     }
     return c;
 }

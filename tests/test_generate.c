@@ -1,6 +1,7 @@
 /* test_generate.c - end-to-end generation through the real binary: the
  * stories260K golden text at world sizes 1, 2 and 4, logits across world
- * sizes, prompts as ids (--prompt-ids, --ids-out, --ignore-eos), and the
+ * sizes, prompts as ids (--prompt-ids, --ids-out, --ignore-eos), the decode
+ * count and finish reason of the scheduler's one request, and the
  * errors a user can cause (bad model, bad world size, bad ids). */
 #include <criterion/criterion.h>
 #include <math.h>
@@ -38,7 +39,7 @@ static void check_golden(const char *ws)
     cr_assert_eq(r.exit_code, 0, "world size %s: exit %d, stderr:\n%s", ws, r.exit_code, r.err);
     cr_assert_str_eq(r.out, want, "world size %s: output differs from Karpathy's greedy text", ws);
     cr_assert(strstr(r.err, "rank 0 loaded: shard") != NULL, "no memory report:\n%s", r.err);
-    cr_assert(strstr(r.err, "decode 255 tokens") != NULL, "no decode figures:\n%s", r.err);
+    cr_assert(strstr(r.err, "decode 256 tokens, ") != NULL, "no decode figures:\n%s", r.err);
     free(want);
     tu_result_free(&r);
 }
@@ -104,6 +105,9 @@ Test(generate, prompt_ids_and_ids_out_match_run_c)
     cr_assert_str_eq(r.out, ", there was a little girl\n");
     static const long want[8] = {432, 383, 286, 261, 376, 298, 315, 421}; /* stories260K.runc-prompt.ids.txt */
     cr_assert_eq(ids_file_check(ids, want, 8), 8);
+    /* -n 8: eight tokens decoded (the first from the prompt's step), as serve counts completion_tokens */
+    cr_assert(strstr(r.err, "shardlm: decode 8 tokens, ") != NULL, "stderr:\n%s", r.err);
+    cr_assert(strstr(r.err, " tok/s (finish: length)\n") != NULL, "stderr:\n%s", r.err);
     tu_result_free(&r);
 }
 
@@ -119,6 +123,9 @@ Test(generate, ignore_eos_generates_through_bos)
                         k ? "--ignore-eos" : NULL, NULL};
         tu_result r = tu_run(argv, NULL, 120);
         cr_assert_eq(r.exit_code, 0, "stderr:\n%s", r.err);
+        /* the BOS ends the request as serve's end tokens do ("stop"), and counts as generated */
+        cr_assert(strstr(r.err, k ? "decode 400 tokens, " : "decode 346 tokens, ") != NULL, "stderr:\n%s", r.err);
+        cr_assert(strstr(r.err, k ? "(finish: length)" : "(finish: stop)") != NULL, "stderr:\n%s", r.err);
         tu_result_free(&r);
     }
     cr_assert_eq(ids_file_check(ids[0], NULL, 0), 345, "without --ignore-eos generation stops at the BOS");

@@ -27,6 +27,7 @@ typedef struct {
     int32_t n, eog;
     char **text;
     uint32_t *len;
+    const shardlm_tokenizer *tok; /* when from a tokenizer: the walk's tokens are also decoded */
 } tvocab;
 
 static void tvocab_free(tvocab *t)
@@ -104,6 +105,12 @@ static void walk_doc(shardlm_grammar *g, const tvocab *t, const char *doc, int l
     float *logits = malloc((size_t)t->n * sizeof *logits);
     size_t pos = 0, len = strlen(doc);
     int32_t *cand = malloc((size_t)t->n * sizeof *cand);
+    /* what the streaming decoder makes of the chosen tokens: the document, byte for byte */
+    char *dec = malloc(len + 64);
+    size_t n_dec = 0, dmax = t->tok ? shardlm_detok_max(t->tok) : 0;
+    shardlm_detok dt;
+    shardlm_detok_init(&dt);
+    if (t->tok && lead) dt.prev = shardlm_tokenizer_bos(t->tok);
     for (int step = 0; step < max_steps; step++) {
         char where[64];
         snprintf(where, sizeof where, "step %d at byte %zu", step, pos);
@@ -120,11 +127,25 @@ static void walk_doc(shardlm_grammar *g, const tvocab *t, const char *doc, int l
             if (t->len[cand[k]] > t->len[best]) best = cand[k];
         if (next_rand() % 4 == 0) best = cand[next_rand() % nc];
         cr_assert_eq(shardlm_grammar_accept_token(s, t->v, best), 0);
+        if (t->tok) {
+            char *piece = malloc(dmax);
+            size_t k = shardlm_detok_push(t->tok, &dt, best, piece, dmax);
+            cr_assert_leq(n_dec + k, len, "%s: the decoder wrote more than the document", where);
+            memcpy(dec + n_dec, piece, k);
+            n_dec += k;
+            free(piece);
+        }
         pos += t->len[best];
         lead = 0;
     }
     cr_assert_eq(pos, len, "the document was not finished in %d steps", max_steps);
     cr_assert(shardlm_grammar_can_end(s));
+    if (t->tok) {
+        n_dec += shardlm_detok_flush(&dt, dec + n_dec, 8);
+        cr_assert(n_dec == len && !memcmp(dec, doc, len), "the decoded tokens are not the document: %.*s", (int)n_dec,
+                  dec);
+    }
+    free(dec);
     free(cand);
     free(bits);
     free(logits);
@@ -150,21 +171,16 @@ static void from_tokenizer(const shardlm_tokenizer *tok, tvocab *t)
     t->eog = shardlm_tokenizer_eos(tok);
     t->text = calloc((size_t)t->n, sizeof *t->text);
     t->len = calloc((size_t)t->n, sizeof *t->len);
+    t->tok = tok;
+    size_t cap = shardlm_detok_max(tok);
+    char *buf = malloc(cap);
     for (int32_t i = 0; i < t->n; i++) {
-        char buf[1024];
-        shardlm_detok d;
-        shardlm_detok_init(&d);
-        size_t k = shardlm_detok_push(tok, &d, i, buf, sizeof buf);
-        for (int p = 0; p < d.n_pend; p++) buf[k++] = (char)d.pend[p];
-        size_t plen;
-        const char *piece = shardlm_tokenizer_piece(tok, i, &plen);
-        unsigned byte;
-        if (k == 3 && !memcmp(buf, "\xef\xbf\xbd", 3) && plen == 6 && sscanf(piece, "<0x%2X>", &byte) == 1)
-            buf[0] = (char)byte, k = 1; /* a byte token inside a character */
+        size_t k = shardlm_tokenizer_token_bytes(tok, i, 0, buf, cap);
         t->text[i] = malloc(k + 1);
         memcpy(t->text[i], buf, k);
         t->len[i] = (uint32_t)k;
     }
+    free(buf);
 }
 
 static void run_tokenizer_vocab(const char *rel)

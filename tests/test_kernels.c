@@ -233,10 +233,10 @@ static float q4_0_avx2_expected(const uint8_t *row, const float *x, size_t cols)
     return acc;
 }
 
-Test(matmul, q4_0_avx2_exact_arithmetic)
+/* The plain and R8 products on the path in use against the scalar rebuild. */
+static void check_q4_0_exact(const char *isa, size_t rows, size_t n)
 {
-    if (shardlm_kernels_force_isa("avx2") != 0) cr_skip_test("no AVX2 on this CPU");
-    size_t rows = 21, cols = 67 * 32, n = 5; /* 2 groups + a plain tail; 4 + 1 inputs */
+    size_t cols = 67 * 32;
     mm_case c = mm_case_new(SHARDLM_DT_Q4_0, rows, cols, n);
     void *r8;
     shardlm_dtype t;
@@ -249,15 +249,36 @@ Test(matmul, q4_0_avx2_exact_arithmetic)
     for (size_t i = 0; i < n; i++)
         for (size_t r = 0; r < rows; r++) {
             float want = q4_0_avx2_expected((const uint8_t *)c.w + r * (cols / 32 * 18), c.x + i * cols, cols);
-            cr_assert(!memcmp(&want, &y0[i * rows + r], sizeof want), "plain y[%zu][%zu] %.9g, want %.9g", i, r,
-                      y0[i * rows + r], want);
-            cr_assert(!memcmp(&want, &y1[i * rows + r], sizeof want), "R8 y[%zu][%zu] %.9g, want %.9g", i, r,
-                      y1[i * rows + r], want);
+            cr_assert(!memcmp(&want, &y0[i * rows + r], sizeof want), "%s plain y[%zu][%zu] %.9g, want %.9g", isa,
+                      i, r, y0[i * rows + r], want);
+            cr_assert(!memcmp(&want, &y1[i * rows + r], sizeof want), "%s R8 y[%zu][%zu] %.9g, want %.9g", isa, i,
+                      r, y1[i * rows + r], want);
         }
     free(y0);
     free(y1);
     free(r8);
     mm_case_free(&c);
+}
+
+Test(matmul, q4_0_avx2_exact_arithmetic)
+{
+    if (shardlm_kernels_force_isa("avx2") != 0) cr_skip_test("no AVX2 on this CPU");
+    check_q4_0_exact("avx2", 21, 5); /* 2 groups + a plain tail; 4 + 1 inputs */
+}
+
+/* The VNNI R8 kernel (16 rows in lanes, kernels/cpu/matmul_avx512.c) keeps
+ * that arithmetic: 21 rows (one pair of groups, a plain tail), 37 (a pair,
+ * then a lone group run with its partner lanes unused, a tail), 1..17
+ * inputs (n = 1 is the AVX2 kernel by design; 5, 16 and 17 are VNNI). */
+Test(matmul, q4_0_avx512vnni_exact_arithmetic)
+{
+    if (shardlm_kernels_force_isa("avx512vnni") != 0)
+        cr_skip_test("SKIP: this CPU has no AVX-512 VNNI, so the VNNI Q4_0_R8 kernel cannot run here");
+    char k[48];
+    cr_assert_str_eq(shardlm_kernels_kernel(SHARDLM_DT_Q4_0, k, sizeof k), "q4_0_r8/avx512vnni");
+    static const size_t rows_l[] = {21, 37, 64}, n_l[] = {1, 2, 5, 16, 17};
+    for (size_t ri = 0; ri < 3; ri++)
+        for (size_t ni = 0; ni < 5; ni++) check_q4_0_exact("avx512vnni", rows_l[ri], n_l[ni]);
 }
 
 /* Batch invariance, which the serving path relies on ("a batch must not

@@ -158,3 +158,46 @@ Test(repack, declines_when_not_faster)
     }
     free(plain);
 }
+
+/* The AVX-512 VNNI Q8_0_R4 kernel (kernels/cpu/matmul_avx512.c) against the
+ * AVX2 plain Q8_0 kernel, whose arithmetic it promises to keep bit for bit:
+ * one group, groups split over a 2-thread pool, plain tails of 1 row, decode
+ * and batches. */
+Test(repack, q8_0_r4_avx512vnni_equals_avx2_plain)
+{
+    if (shardlm_kernels_force_isa("avx512vnni") != 0)
+        cr_skip_test("SKIP: this CPU has no AVX-512 VNNI, so the VNNI Q8_0_R4 kernel cannot run here");
+    char k[48];
+    cr_assert_str_eq(shardlm_kernels_kernel(SHARDLM_DT_Q8_0, k, sizeof k), "q8_0_r4/avx512vnni");
+    static const size_t rows_l[] = {4, 37, 301}, n_l[] = {1, 2, 5, 16, 17};
+    size_t cols = 67 * SHARDLM_QK;
+    shardlm_pool *pool;
+    cr_assert_eq(shardlm_pool_new(2, 0, &pool), 0);
+    for (size_t ri = 0; ri < 3; ri++) {
+        size_t rows = rows_l[ri];
+        void *plain = q_rows(SHARDLM_DT_Q8_0, rows, cols), *r4;
+        shardlm_dtype t;
+        cr_assert_eq(shardlm_repack(SHARDLM_DT_Q8_0, plain, rows, cols, &r4, &t), 0);
+        cr_assert_eq(t, SHARDLM_DT_Q8_0_R4);
+        for (size_t ni = 0; ni < 5; ni++) {
+            size_t n = n_l[ni];
+            float *x = malloc(n * cols * sizeof(float)), *y0 = malloc(n * rows * sizeof(float)),
+                  *y1 = malloc(n * rows * sizeof(float));
+            cr_assert(x && y0 && y1);
+            for (size_t c = 0; c < n * cols; c++) x[c] = tu_frand();
+            cr_assert_eq(shardlm_kernels_force_isa("avx2"), 0);
+            shardlm_matmul(NULL, SHARDLM_DT_Q8_0, plain, rows, cols, x, n, y0);
+            cr_assert_eq(shardlm_kernels_force_isa("avx512vnni"), 0);
+            shardlm_matmul(pool, SHARDLM_DT_Q8_0_R4, r4, rows, cols, x, n, y1);
+            for (size_t e = 0; e < n * rows; e++)
+                cr_assert(!memcmp(&y0[e], &y1[e], sizeof(float)), "rows=%zu n=%zu y[%zu][%zu]: avx2 %.9g vnni %.9g",
+                          rows, n, e / rows, e % rows, y0[e], y1[e]);
+            free(x);
+            free(y0);
+            free(y1);
+        }
+        free(plain);
+        free(r4);
+    }
+    shardlm_pool_free(pool);
+}

@@ -22,7 +22,7 @@ typedef struct {
     char text[MAXREQ][2048];
     size_t len[MAXREQ];
     int done[MAXREQ], ntok[MAXREQ];
-    shardlm_end why[MAXREQ];
+    shardlm_finish_reason why[MAXREQ];
 } sink;
 
 typedef struct {
@@ -43,7 +43,7 @@ static void on_token(void *ctx, const char *text, size_t len, int32_t tok, const
     pthread_mutex_unlock(&s->k->mu);
 }
 
-static void on_end(void *ctx, shardlm_end why, int np, int nc)
+static void on_end(void *ctx, shardlm_finish_reason why, int np, int nc)
 {
     slot *s = ctx;
     (void)np;
@@ -152,7 +152,7 @@ static void batch_equals_alone(double kv_mb, int expect_preemption)
     for (int i = 0; i < MAXREQ; i++) wait_done(&together, i);
     for (int i = 0; i < MAXREQ; i++) {
         cr_assert_gt(alone.len[i], 20, "request %d produced almost nothing", i);
-        cr_assert_eq(together.why[i], SHARDLM_END_LENGTH, "request %d ended with %d", i, together.why[i]);
+        cr_assert_eq(together.why[i], SHARDLM_FINISH_LENGTH, "request %d ended with %d", i, together.why[i]);
         cr_assert_eq(together.len[i], alone.len[i], "request %d: %zu vs %zu bytes", i, together.len[i], alone.len[i]);
         cr_assert(memcmp(together.text[i], alone.text[i], alone.len[i]) == 0, "request %d differs in a batch", i);
     }
@@ -219,7 +219,7 @@ Test(sched, cancel_frees_kv_blocks, .timeout = 120)
     cr_assert_gt(s0.kv_usage, 0.0);
     shardlm_sched_cancel(r.sched, id);
     wait_done(&k, 0);
-    cr_assert_eq(k.why[0], SHARDLM_END_CANCELLED);
+    cr_assert_eq(k.why[0], SHARDLM_FINISH_CANCELLED);
     shardlm_sched_stats s1;
     for (int t = 0; t < 100; t++) {
         shardlm_sched_stats_get(r.sched, &s1);

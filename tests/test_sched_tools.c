@@ -28,7 +28,7 @@ typedef struct {
     size_t len[MAXREQ];
     int32_t toks[MAXREQ][512];
     int ntok[MAXREQ], done[MAXREQ], cached[MAXREQ], admitted[MAXREQ], generated[MAXREQ];
-    shardlm_end why[MAXREQ];
+    shardlm_finish_reason why[MAXREQ];
 } sink;
 
 typedef struct {
@@ -49,7 +49,7 @@ static void on_token(void *ctx, const char *text, size_t len, int32_t tok, const
     pthread_mutex_unlock(&s->k->mu);
 }
 
-static void on_end(void *ctx, shardlm_end why, int np, int nc)
+static void on_end(void *ctx, shardlm_finish_reason why, int np, int nc)
 {
     slot *s = ctx;
     (void)np;
@@ -245,7 +245,7 @@ Test(sched_tools, twenty_answers_in_every_format_validate)
     for (int i = 0; i < MAXREQ; i++) {
         shardlm_toolfmt f = fmts[i % 5];
         const char *t = r.k.text[i];
-        cr_expect_eq(r.k.why[i], SHARDLM_END_STOP, "%s request %d ended with %d: %s", shardlm_toolfmt_name(f), i,
+        cr_expect_eq(r.k.why[i], SHARDLM_FINISH_STOP, "%s request %d ended with %d: %s", shardlm_toolfmt_name(f), i,
                      r.k.why[i], t);
         calls c;
         parse(f, t, &c, NAMES, 2);
@@ -299,9 +299,9 @@ Test(sched_tools, lazy_grammar_starts_at_its_trigger)
     const char *ref = r.k.text[0];
     cr_assert(!strncmp(ref, ", there was a little girl named Lily", 36), "the greedy story: %s", ref);
     cr_expect_str_eq(r.k.text[1], ", there was a little girl named Lily the cat!");
-    cr_expect_eq(r.k.why[1], SHARDLM_END_STOP, "the grammar completes: stop");
+    cr_expect_eq(r.k.why[1], SHARDLM_FINISH_STOP, "the grammar completes: stop");
     cr_expect_str_eq(r.k.text[2], ref, "a trigger that never comes constrains nothing");
-    cr_expect_eq(r.k.why[2], SHARDLM_END_LENGTH);
+    cr_expect_eq(r.k.why[2], SHARDLM_FINISH_LENGTH);
     cr_expect_str_eq(r.k.text[3], ", there it ends.");
     cr_expect_str_eq(r.k.text[4], ref, "an at-start trigger later in the text does not fire");
     shardlm_grammar_unref(g);
@@ -347,7 +347,7 @@ Test(sched_tools, control_token_marker_is_text_and_fires_the_trigger)
     for (int i = 0; i < 3; i++) {
         calls c;
         parse(SHARDLM_TOOLFMT_MISTRAL_ARGS, r.k.text[i], &c, add, 1);
-        cr_expect_eq(r.k.why[i], SHARDLM_END_STOP, "request %d: %s", i, r.k.text[i]);
+        cr_expect_eq(r.k.why[i], SHARDLM_FINISH_STOP, "request %d: %s", i, r.k.text[i]);
         cr_expect_eq(c.n, 1, "request %d: one call in %s", i, r.k.text[i]);
         cJSON *a = cJSON_Parse(c.args[0]);
         cr_expect(cJSON_IsObject(a) && !cJSON_GetArraySize(a), "request %d: add takes {}: %s", i, r.k.text[i]);
@@ -390,13 +390,13 @@ Test(sched_tools, min_tokens_stop_token_ids_ignore_eos)
     cr_assert_eq(r.k.ntok[0], 12);
     cr_expect_eq(r.k.generated[1], 1);
     cr_expect_eq(r.k.ntok[1], 0);
-    cr_expect_eq(r.k.why[1], SHARDLM_END_STOP);
+    cr_expect_eq(r.k.why[1], SHARDLM_FINISH_STOP);
     cr_expect_eq(r.k.generated[2], 6, "5 tokens, then EOS");
     cr_expect_eq(r.k.ntok[2], 5);
     for (int i = 0; i < 5; i++) cr_expect_neq(r.k.toks[2][i], eos);
-    cr_expect_eq(r.k.why[2], SHARDLM_END_STOP);
+    cr_expect_eq(r.k.why[2], SHARDLM_FINISH_STOP);
     cr_expect_eq(r.k.ntok[3], 4);
-    cr_expect_eq(r.k.why[3], SHARDLM_END_LENGTH);
+    cr_expect_eq(r.k.why[3], SHARDLM_FINISH_LENGTH);
     for (int i = 0; i < 4; i++) cr_expect_eq(r.k.toks[3][i], eos);
     /* stop_token_ids: the reference's third token ends it, its text not shown */
     int32_t third = r.k.toks[0][2];
@@ -409,7 +409,7 @@ Test(sched_tools, min_tokens_stop_token_ids_ignore_eos)
     wait_all(&r, 2);
     cr_expect_eq(r.k.generated[0], 3);
     cr_expect_eq(r.k.ntok[0], 2);
-    cr_expect_eq(r.k.why[0], SHARDLM_END_STOP);
+    cr_expect_eq(r.k.why[0], SHARDLM_FINISH_STOP);
     cr_expect_str_eq(r.k.text[0], ", there", "the text of the first two tokens only");
     cr_expect_geq(r.k.generated[1], 4);
     cr_expect_neq(r.k.toks[1][2], third);

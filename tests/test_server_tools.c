@@ -276,7 +276,7 @@ Test(server_tools, message_ids_and_finish_reason)
     ev->len = strlen(text);
     memcpy(ev->text, text, ev->len);
     cr_assert_eq(srv_choice_add(&ci, &ch, ev), 0);
-    ev->is_end = 1, ev->why = SHARDLM_END_STOP, ev->len = 0;
+    ev->is_end = 1, ev->why = SHARDLM_FINISH_STOP, ev->len = 0;
     cr_assert_eq(srv_choice_add(&ci, &ch, ev), 0);
     free(ev);
     char *body = srv_body_final(&ci, &ch, (srv_usage){10, 20, 8});

@@ -28,7 +28,7 @@ typedef struct {
     char text[MAXREQ][4096];
     size_t len[MAXREQ];
     int done[MAXREQ], ntok[MAXREQ];
-    shardlm_end why[MAXREQ];
+    shardlm_finish_reason why[MAXREQ];
 } sink;
 
 typedef struct {
@@ -49,7 +49,7 @@ static void on_token(void *ctx, const char *text, size_t len, int32_t tok, const
     pthread_mutex_unlock(&s->k->mu);
 }
 
-static void on_end(void *ctx, shardlm_end why, int np, int nc)
+static void on_end(void *ctx, shardlm_finish_reason why, int np, int nc)
 {
     slot *s = ctx;
     (void)np;
@@ -258,7 +258,7 @@ static void golden(int world, shardlm_spec_opts spec, shardlm_sched_stats *st, c
     wait_done(&k, 0);
     shardlm_sched_stats_get(r.sched, st);
     rig_down(&r);
-    cr_assert_eq(k.why[0], SHARDLM_END_LENGTH, "ended with %d after \"%.*s\"", k.why[0], (int)k.len[0], k.text[0]);
+    cr_assert_eq(k.why[0], SHARDLM_FINISH_LENGTH, "ended with %d after \"%.*s\"", k.why[0], (int)k.len[0], k.text[0]);
     cr_assert_lt(k.len[0], cap);
     memcpy(text, k.text[0], k.len[0]);
     text[k.len[0]] = 0;
@@ -541,7 +541,7 @@ Test(spec, generate_world_size_2_prints_the_golden_text, .timeout = 120)
     tu_result r = gen(x);
     cr_assert_eq(r.exit_code, 0, "exit %d:\n%s", r.exit_code, r.err);
     cr_assert_str_eq(r.out, want, "n-gram speculation changed generate's greedy text");
-    cr_assert(strstr(r.err, "decode 255 tokens") != NULL, "%s", r.err);
+    cr_assert(strstr(r.err, "decode 256 tokens") != NULL, "%s", r.err);
     cr_assert_gt(accepted_in(r.err), 0, "no accepted drafts reported:\n%s", r.err);
     free(want);
     tu_result_free(&r);

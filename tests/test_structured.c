@@ -94,7 +94,7 @@ typedef struct {
     char text[NREQ][8192];
     size_t len[NREQ];
     int done[NREQ], ntok[NREQ];
-    shardlm_end why[NREQ];
+    shardlm_finish_reason why[NREQ];
     shardlm_logprobs lp[NREQ][4];
 } sink;
 
@@ -116,7 +116,7 @@ static void on_token(void *ctx, const char *text, size_t len, int32_t tok, const
     pthread_mutex_unlock(&s->k->mu);
 }
 
-static void on_end(void *ctx, shardlm_end why, int np, int nc)
+static void on_end(void *ctx, shardlm_finish_reason why, int np, int nc)
 {
     slot *s = ctx;
     (void)np;
@@ -223,7 +223,7 @@ static void twenty_valid_documents(const char *rel)
     int distinct = 0;
     for (int i = 0; i < NREQ; i++) {
         k.text[i][k.len[i]] = 0;
-        cr_expect_eq(k.why[i], SHARDLM_END_STOP, "request %d ended with %d: %s", i, k.why[i], k.text[i]);
+        cr_expect_eq(k.why[i], SHARDLM_FINISH_STOP, "request %d ended with %d: %s", i, k.why[i], k.text[i]);
         cJSON *doc = cJSON_Parse(k.text[i]);
         cr_assert_not_null(doc, "request %d is not JSON: %s", i, k.text[i]);
         char why[128] = "";
@@ -420,7 +420,7 @@ Test(structured, logprobs_are_constrained_and_length_cuts)
         cr_expect_leq(mass, 1.0 + 1e-5);
         cr_expect(k.lp[0][t].logprob < 0.0f && isfinite(k.lp[0][t].logprob));
     }
-    cr_expect_eq(k.why[1], SHARDLM_END_LENGTH, "3 tokens cannot finish the document");
+    cr_expect_eq(k.why[1], SHARDLM_FINISH_LENGTH, "3 tokens cannot finish the document");
     k.text[1][k.len[1]] = 0;
     cr_expect_null(cJSON_Parse(k.text[1]), "a cut document does not parse: %s", k.text[1]);
     shardlm_grammar_unref(g);

@@ -10,20 +10,8 @@
 #include "shardlm_gguf.h"
 #include "shardlm_text.h"
 #include "test_util.h"
+#include "tokenizer_util.h"
 
-#define SEP "\n__ggml_vocab_test__\n"
-
-static shardlm_tokenizer *load_tok(const char *path)
-{
-    shardlm_gguf *g = NULL;
-    shardlm_tokenizer *t = NULL;
-    int rc = shardlm_gguf_open(path, &g);
-    cr_assert_eq(rc, SHARDLM_OK, "open %s: %s", path, shardlm_err_get());
-    rc = shardlm_tokenizer_from_gguf(g, &t);
-    cr_assert_eq(rc, SHARDLM_OK, "tokenizer %s: %s", path, shardlm_err_get());
-    shardlm_gguf_close(g); /* the tokenizer must not depend on the mapping */
-    return t;
-}
 
 static int32_t *encode(const shardlm_tokenizer *t, const char *s, size_t len, int bos, size_t *n)
 {

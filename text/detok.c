@@ -11,6 +11,7 @@
 typedef struct {
     char *buf;
     size_t cap, n;
+    int raw; /* shardlm_tokenizer_token_bytes: bytes as they are, no UTF-8 checks */
 } detok_out;
 
 /* Appends whole units only, so a short buffer never gets half a character. */
@@ -66,7 +67,7 @@ static int utf8_accepts(const shardlm_detok *d, unsigned b)
 
 static void flush_pending(shardlm_detok *d, detok_out *o)
 {
-    if (d->n_pend) out_replacement(o);
+    if (d->n_pend && !o->raw) out_replacement(o);
     d->n_pend = 0;
 }
 
@@ -75,6 +76,10 @@ static void flush_pending(shardlm_detok *d, detok_out *o)
  * byte-level BPE text is kept byte for byte. */
 static void put_byte(shardlm_detok *d, detok_out *o, unsigned b, int drop_controls)
 {
+    if (o->raw) {
+        if (!drop_controls || b >= 0x20 || b == '\t' || b == '\n' || b == '\r') out_put(o, &(char){(char)b}, 1);
+        return;
+    }
     if (d->n_pend) {
         if (utf8_accepts(d, b)) {
             d->pend[d->n_pend++] = (unsigned char)b;
@@ -141,16 +146,29 @@ static size_t push_bpe(const shardlm_tokenizer *t, shardlm_detok *d, int32_t id,
 
 size_t shardlm_detok_push(const shardlm_tokenizer *t, shardlm_detok *d, int32_t id, char *buf, size_t cap)
 {
-    detok_out o = {buf, cap, 0};
+    detok_out o = {buf, cap, 0, 0};
     int32_t prev = d->prev;
     d->prev = id;
     if (id < 0 || id >= t->n) return 0;
     return t->kind == TOKZ_BPE ? push_bpe(t, d, id, prev, &o) : push_spm(t, d, id, prev, &o);
 }
 
+/* The same walk as a push, in raw mode: what id adds to the byte stream
+ * before the UTF-8 checks, so the grammar mask tests exactly the bytes a
+ * stream will emit (any well-formed sequence comes out unchanged). */
+size_t shardlm_tokenizer_token_bytes(const shardlm_tokenizer *t, int32_t id, int after_bos, char *buf, size_t cap)
+{
+    detok_out o = {buf, cap, 0, 1};
+    shardlm_detok d;
+    shardlm_detok_init(&d);
+    if (id < 0 || id >= t->n) return 0;
+    int32_t prev = after_bos ? t->bos : -1;
+    return t->kind == TOKZ_BPE ? push_bpe(t, &d, id, prev, &o) : push_spm(t, &d, id, prev, &o);
+}
+
 size_t shardlm_detok_flush(shardlm_detok *d, char *buf, size_t cap)
 {
-    detok_out o = {buf, cap, 0};
+    detok_out o = {buf, cap, 0, 0};
     flush_pending(d, &o);
     return o.n;
 }

@@ -103,6 +103,14 @@ size_t shardlm_detok_push(const shardlm_tokenizer *t, shardlm_detok *d, int32_t 
 size_t shardlm_detok_flush(shardlm_detok *d, char *buf, size_t cap);
 /* The most one push or flush writes with this tokenizer. */
 size_t shardlm_detok_max(const shardlm_tokenizer *t);
+/* The bytes token id adds to a stream (as the first token after BOS when
+ * after_bos), before the decoder's UTF-8 checks: a byte-level BPE piece's
+ * raw bytes (half a character included), a byte token's byte, nothing for
+ * control tokens. A stream of tokens whose bytes together are well-formed
+ * UTF-8 decodes to exactly those bytes, which is what the grammar mask
+ * relies on. At most shardlm_detok_max(t) bytes; what does not fit in cap
+ * is dropped. */
+size_t shardlm_tokenizer_token_bytes(const shardlm_tokenizer *t, int32_t id, int after_bos, char *buf, size_t cap);
 
 /* ==== chat templates ==== */
 typedef struct shardlm_chat_template shardlm_chat_template;

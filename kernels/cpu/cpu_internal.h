@@ -92,11 +92,17 @@ void shardlm_scalar_q3_k(const shardlm_mm_args *a, size_t r0, size_t r1);
 void shardlm_scalar_q5_k(const shardlm_mm_args *a, size_t r0, size_t r1);
 void shardlm_scalar_iq4_nl(const shardlm_mm_args *a, size_t r0, size_t r1);
 void shardlm_scalar_iq4_xs(const shardlm_mm_args *a, size_t r0, size_t r1);
+void shardlm_scalar_f16(const shardlm_mm_args *a, size_t r0, size_t r1);
+void shardlm_scalar_bf16(const shardlm_mm_args *a, size_t r0, size_t r1);
 #define SHARDLM_ISA_MORE_TYPES_SCALAR                                                                   \
     .q4_1 = shardlm_scalar_q4_1, .q5_0 = shardlm_scalar_q5_0, .q5_1 = shardlm_scalar_q5_1,              \
     .q2_k = shardlm_scalar_q2_k, .q3_k = shardlm_scalar_q3_k, .q5_k = shardlm_scalar_q5_k,              \
     .iq4_nl = shardlm_scalar_iq4_nl, .iq4_xs = shardlm_scalar_iq4_xs
 #if defined(__x86_64__)
+void shardlm_avx2_f32(const shardlm_mm_args *a, size_t r0, size_t r1);
+void shardlm_avx2_f16(const shardlm_mm_args *a, size_t r0, size_t r1);
+void shardlm_avx2_bf16(const shardlm_mm_args *a, size_t r0, size_t r1);
+void shardlm_avx2_q8_0(const shardlm_mm_args *a, size_t r0, size_t r1);
 void shardlm_avx2_q4_1(const shardlm_mm_args *a, size_t r0, size_t r1);
 void shardlm_avx2_q5_0(const shardlm_mm_args *a, size_t r0, size_t r1);
 void shardlm_avx2_q5_1(const shardlm_mm_args *a, size_t r0, size_t r1);
@@ -111,6 +117,14 @@ void shardlm_avx2_iq4_xs(const shardlm_mm_args *a, size_t r0, size_t r1);
     .q4_1 = shardlm_avx2_q4_1, .q5_0 = shardlm_avx2_q5_0, .q5_1 = shardlm_avx2_q5_1,                    \
     .q2_k = shardlm_avx2_q2_k, .q3_k = shardlm_avx2_q3_k, .q5_k = shardlm_avx2_q5_k,                    \
     .iq4_nl = shardlm_avx2_iq4_nl, .iq4_xs = shardlm_avx2_iq4_xs
+/* The AVX2 float, Q8_0 and Q4_0 kernels with their repacked R8/R4 ones. A
+ * wider table starts from these and replaces only what it measured faster
+ * on a real machine (docs/PERFORMANCE.md): an entry left out would lose the
+ * repack, which is how the AVX-512 default once ran at half the AVX2 speed.
+ * tests/test_dispatch.c fails if a wider table lacks an entry. */
+#define SHARDLM_ISA_AVX2_KERNELS                                                                        \
+    .f32 = shardlm_avx2_f32, .f16 = shardlm_avx2_f16, .bf16 = shardlm_avx2_bf16, .q8_0 = shardlm_avx2_q8_0, \
+    .q4_0 = shardlm_avx2_q4_0, .q4_0_r8 = shardlm_avx2_q4_0_r8, .q8_0_r4 = shardlm_avx2_q8_0_r4
 #endif
 
 /* Pieces one ISA table borrows from another. */

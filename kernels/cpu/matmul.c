@@ -10,6 +10,7 @@
 #include <string.h>
 
 #if defined(__SSE2__)
+#include <cpuid.h>
 #include <emmintrin.h>
 #endif
 
@@ -19,6 +20,16 @@
 static const shardlm_isa_ops *g_isa;
 static pthread_once_t g_isa_once = PTHREAD_ONCE_INIT;
 
+int shardlm_cpu_has_f16c(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) != 0;
+#else
+    return 0;
+#endif
+}
+
 /* NULL when the name is unknown or the CPU lacks that path. */
 static const shardlm_isa_ops *isa_lookup(const char *name, int *known)
 {
@@ -27,7 +38,7 @@ static const shardlm_isa_ops *isa_lookup(const char *name, int *known)
 #if defined(__x86_64__)
     __builtin_cpu_init();
     int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-               __builtin_cpu_supports("f16c");
+               shardlm_cpu_has_f16c();
     int avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                  __builtin_cpu_supports("avx512vl");
     int vnni = avx512 && __builtin_cpu_supports("avx512vnni");
@@ -192,14 +203,58 @@ static shardlm_mm_fn mm_fn_for(const shardlm_isa_ops *o, shardlm_dtype t)
 static shardlm_mm_fn mm_fn_pick(const shardlm_isa_ops *o, shardlm_dtype t)
 {
     shardlm_mm_fn f = mm_fn_for(o, t);
-#if defined(__x86_64__)
-    /* The AVX-512 tables leave the float types to the AVX2 kernels. */
-    if (!f) f = mm_fn_for(&shardlm_isa_avx2, t);
-#endif
-    /* NEON leaves F16/BF16 to the scalar kernels. */
+    /* Every table is complete (tests/test_dispatch.c); this is a safety net. */
     if (!f) f = mm_fn_for(&shardlm_isa_scalar, t);
     return f;
 }
+
+/* The layout shardlm_repack gives type t on path o (a matrix of many rows). */
+static shardlm_dtype mm_layout(const shardlm_isa_ops *o, shardlm_dtype t)
+{
+    const char *env = getenv("SHARDLM_REPACK");
+    if (env && !strcmp(env, "0")) return t;
+    if (t == SHARDLM_DT_Q4_0 && o->q4_0_r8) return SHARDLM_DT_Q4_0_R8;
+    if (t == SHARDLM_DT_Q8_0 && o->q8_0_r4) return SHARDLM_DT_Q8_0_R4;
+    return t;
+}
+
+/* The narrowest table holding f for type t: the kernel's own ISA. */
+static const char *mm_fn_origin(shardlm_dtype t, shardlm_mm_fn f)
+{
+    static const shardlm_isa_ops *const all[] = {
+        &shardlm_isa_scalar,
+#if defined(__x86_64__)
+        &shardlm_isa_avx2, &shardlm_isa_avx512, &shardlm_isa_avx512vnni,
+#endif
+#if defined(__aarch64__)
+        &shardlm_isa_neon,
+#endif
+    };
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if (mm_fn_for(all[i], t) == f) return all[i]->name;
+    return "?";
+}
+
+const char *shardlm_kernels_kernel(shardlm_dtype t, char *buf, size_t len)
+{
+    const shardlm_isa_ops *o = isa();
+    shardlm_dtype l = mm_layout(o, t);
+    shardlm_mm_fn f = mm_fn_pick(o, l);
+    if (!f || !shardlm_dtype_row_bytes(t, 256)) snprintf(buf, len, "none");
+    else
+        snprintf(buf, len, "%s/%s",
+                 l == SHARDLM_DT_Q4_0_R8   ? "q4_0_r8"
+                 : l == SHARDLM_DT_Q8_0_R4 ? "q8_0_r4"
+                                           : shardlm_dtype_name(l),
+                 mm_fn_origin(l, f));
+    return buf;
+}
+
+const shardlm_dtype shardlm_kernels_dtypes[SHARDLM_KERNELS_N_DTYPES] = {
+    SHARDLM_DT_F32,  SHARDLM_DT_F16,  SHARDLM_DT_BF16, SHARDLM_DT_Q4_0,   SHARDLM_DT_Q4_1,
+    SHARDLM_DT_Q5_0, SHARDLM_DT_Q5_1, SHARDLM_DT_Q8_0, SHARDLM_DT_Q2_K,   SHARDLM_DT_Q3_K,
+    SHARDLM_DT_Q4_K, SHARDLM_DT_Q5_K, SHARDLM_DT_Q6_K, SHARDLM_DT_IQ4_NL, SHARDLM_DT_IQ4_XS,
+};
 
 /* Places q, d and s of the quantised activations in the scratch area;
  * returns 0, or -1 when out of memory. */

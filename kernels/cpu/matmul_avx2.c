@@ -197,6 +197,12 @@ SHARDLM_X86_TILED(avx2_bf16, bf16_tile, AVX2_TARGET)
 SHARDLM_X86_TILED(avx2_q8_0, q8_0_tile, AVX2_TARGET)
 SHARDLM_X86_TILED(avx2_q8_0_r4_groups, q8_0_r4_tile, AVX2_TARGET)
 
+/* Named so the AVX-512 tables can hold them too (cpu_internal.h). */
+AVX2_TARGET void shardlm_avx2_f32(const shardlm_mm_args *a, size_t r0, size_t r1) { avx2_f32(a, r0, r1); }
+AVX2_TARGET void shardlm_avx2_f16(const shardlm_mm_args *a, size_t r0, size_t r1) { avx2_f16(a, r0, r1); }
+AVX2_TARGET void shardlm_avx2_bf16(const shardlm_mm_args *a, size_t r0, size_t r1) { avx2_bf16(a, r0, r1); }
+AVX2_TARGET void shardlm_avx2_q8_0(const shardlm_mm_args *a, size_t r0, size_t r1) { avx2_q8_0(a, r0, r1); }
+
 /* Q8_0_R4: the groups, then the rows % 4 plain tail rows, each through the
  * same Q8_0 tile (so bitwise the plain matrix's result). */
 AVX2_TARGET void shardlm_avx2_q8_0_r4(const shardlm_mm_args *a, size_t r0, size_t r1)
@@ -244,13 +250,7 @@ AVX2_TARGET void shardlm_avx2_quant_x(const float *x, size_t cols, int8_t *q, fl
 
 const shardlm_isa_ops shardlm_isa_avx2 = {
     .name = "avx2",
-    .f32 = avx2_f32,
-    .f16 = avx2_f16,
-    .bf16 = avx2_bf16,
-    .q8_0 = avx2_q8_0,
-    .q4_0 = shardlm_avx2_q4_0,
-    .q4_0_r8 = shardlm_avx2_q4_0_r8,
-    .q8_0_r4 = shardlm_avx2_q8_0_r4,
+    SHARDLM_ISA_AVX2_KERNELS,
     .quant_x = shardlm_avx2_quant_x,
     .rmsnorm = shardlm_avx2_rmsnorm,
     .softmax = shardlm_avx2_softmax,

@@ -12,6 +12,7 @@
  *     all integer inside a block.
  * The result differs from shardlm_ref_matmul only by the activation
  * rounding, as for Q8_0/Q4_0. */
+#include "matmul_rows.h"
 #include "quant_k.h"
 
 #define KQ_SB_BLOCKS (SHARDLM_QK_K / SHARDLM_QK) /* activation blocks per super-block */
@@ -198,24 +199,9 @@ KQ_INLINE void q6_k_tile(const shardlm_mm_args *a, size_t r, size_t i0, int N)
     for (int ii = 0; ii < N; ii++) a->y[(i0 + ii) * a->rows + r] = kq_hsum8(acc[ii]);
 }
 
-/* Rows one at a time, inputs in groups of 4 (constant N per call so the
- * accumulators stay in registers). */
-#define KQ_ROWS(NAME, TILE)                                                                          \
-    KQ_TARGET static void NAME(const shardlm_mm_args *a, size_t r0, size_t r1)                       \
-    {                                                                                                \
-        for (size_t r = r0; r < r1; r++) {                                                           \
-            size_t i = 0;                                                                            \
-            for (; i + 4 <= a->n; i += 4) TILE(a, r, i, 4);                                          \
-            switch (a->n - i) {                                                                      \
-            case 3: TILE(a, r, i, 3); break;                                                         \
-            case 2: TILE(a, r, i, 2); break;                                                         \
-            case 1: TILE(a, r, i, 1); break;                                                         \
-            }                                                                                        \
-        }                                                                                            \
-    }
-
-KQ_ROWS(avx2_q4_k, q4_k_tile)
-KQ_ROWS(avx2_q6_k, q6_k_tile)
+/* The row loop the other block types use (matmul_rows.h), kept file-local. */
+static SHARDLM_AVX2_ROWS(avx2_q4_k, q4_k_tile)
+static SHARDLM_AVX2_ROWS(avx2_q6_k, q6_k_tile)
 #endif
 
 shardlm_mm_fn shardlm_matmul_k_pick(const shardlm_isa_ops *o, shardlm_dtype t)

@@ -55,8 +55,8 @@ static void scalar_float_rows(const shardlm_mm_args *a, size_t r0, size_t r1, sh
 }
 
 static void scalar_f32(const shardlm_mm_args *a, size_t r0, size_t r1) { scalar_float_rows(a, r0, r1, SHARDLM_DT_F32); }
-static void scalar_f16(const shardlm_mm_args *a, size_t r0, size_t r1) { scalar_float_rows(a, r0, r1, SHARDLM_DT_F16); }
-static void scalar_bf16(const shardlm_mm_args *a, size_t r0, size_t r1) { scalar_float_rows(a, r0, r1, SHARDLM_DT_BF16); }
+void shardlm_scalar_f16(const shardlm_mm_args *a, size_t r0, size_t r1) { scalar_float_rows(a, r0, r1, SHARDLM_DT_F16); }
+void shardlm_scalar_bf16(const shardlm_mm_args *a, size_t r0, size_t r1) { scalar_float_rows(a, r0, r1, SHARDLM_DT_BF16); }
 
 static float q8_0_row_dot(const uint8_t *wr, size_t nb, const int8_t *xq, const float *xd)
 {
@@ -108,8 +108,8 @@ static void scalar_q4_0(const shardlm_mm_args *a, size_t r0, size_t r1)
 const shardlm_isa_ops shardlm_isa_scalar = {
     .name = "scalar",
     .f32 = scalar_f32,
-    .f16 = scalar_f16,
-    .bf16 = scalar_bf16,
+    .f16 = shardlm_scalar_f16,
+    .bf16 = shardlm_scalar_bf16,
     .q8_0 = scalar_q8_0,
     .q4_0 = scalar_q4_0,
     .quant_x = shardlm_scalar_quant_x,

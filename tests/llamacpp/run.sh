@@ -38,10 +38,17 @@ SRC=$(cd "$HERE/../.." && pwd)
 # top-1 margin of several standard deviations (plain random weights give
 # near ties within 32 steps); the layers still move the logits by whole
 # standard deviations, which the bounds are far below. The prompt is BOS and
-# 7 ordinary ids. When walker lands: llama with --rope-scaling llama3, qwen2,
-# qwen3 (with --vocab VOCAB.gguf keep dim small: the embedding is V x dim F32).
+# 7 ordinary ids. llama3 adds Llama 3.1's rope_freqs.weight; qwen2 has q/k/v
+# and output biases and NeoX RoPE; qwen3 per-head q/k norms and a head size
+# (128) that is not dim / heads. These use the 512-token SentencePiece
+# vocabulary: a real 128k-152k vocabulary makes the F32 embedding and output
+# V x 1024 floats each, too big to quantise 16 ways inside CI's time (the
+# real vocabularies are checked against llama.cpp by tokenizer_peer).
 ARCHS=(
   "llama|--dim 1024 --layers 2 --heads 16 --kv-heads 4 --ffn 1024 --vocab 512 --bigram 8|1,300,301,302,303,304,305,306"
+  "llama3|--dim 1024 --layers 2 --heads 16 --kv-heads 4 --ffn 1024 --vocab 512 --bigram 8 --rope-scaling llama3|1,300,301,302,303,304,305,306"
+  "qwen2|--arch qwen2 --biases all --dim 1024 --layers 2 --heads 16 --kv-heads 4 --ffn 1024 --vocab 512 --bigram 8|1,300,301,302,303,304,305,306"
+  "qwen3|--arch qwen3 --head-dim 128 --dim 1024 --layers 2 --heads 16 --kv-heads 4 --ffn 1024 --vocab 512 --bigram 8|1,300,301,302,303,304,305,306"
 )
 # Tensor types: NAME|llama-quantize arguments (- : the F32 file itself)|bound
 # in standard deviations of the logits, or ? to measure a new type: it then

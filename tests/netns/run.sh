@@ -7,11 +7,8 @@
 #   1. `shardlm doctor` on 4 ranks at once passes, every hop on TCP (the
 #      namespaces share one kernel, but shared memory must not cross them);
 #   2. stories260K's greedy text comes out byte for byte at world sizes 2, 4;
-#   3. deploy/k8s/entrypoint.sh, as a StatefulSet would run it: pods
-#      shardlm-0..3 resolve each other by name (an /etc/hosts per namespace
-#      stands in for the headless service), rank 0 serves HTTP, the workers
-#      fetch their shards with --weights-from rank0; a completion over HTTP
-#      must give the greedy text;
+#   3. (deploy/k8s/entrypoint.sh as a StatefulSet runs it, with the
+#      manifests' environment and a pod restart: tests/netns/k8s.sh);
 #   4. at world size 4, rank 2's link is taken down mid-generation (no FIN,
 #      no RST: the peers only see silence); rank 0 must exit 1 naming
 #      "rank 2" within the collective timeout + 2 s, and every rank must exit.
@@ -140,42 +137,7 @@ golden() {
 golden 2
 golden 4
 
-# ---- 3. the Kubernetes entrypoint, names resolved per namespace ----
-ENTRY=$(cd "$(dirname "$0")/../../deploy/k8s" && pwd)/entrypoint.sh
-k8s() {
-  local i n kp=()
-  for i in 0 1 2 3; do  # `ip netns exec` mounts /etc/netns/NAME/hosts over /etc/hosts
-    n=${NS[$i]}
-    mkdir -p "/etc/netns/$n"
-    { echo "127.0.0.1 localhost"; for j in 0 1 2 3; do echo "$(ns_ip "$j") shardlm-$j.shardlm"; done; } >"/etc/netns/$n/hosts"
-  done
-  for i in 3 2 1 0; do
-    in_ns "$i" env HOSTNAME="shardlm-$i" SHARDLM_WORLD_SIZE=4 SHARDLM_MODEL="$MODEL" \
-      SHARDLM_WEIGHTS_CACHE="$WORK/cache$i" SHARDLM_RING_CONFIG_PATH="$WORK/k8s$i.json" \
-      PATH="$(dirname "$BIN"):$PATH" "$ENTRY" --timeout-ms 10000 >"$WORK/k8s$i.log" 2>&1
-    kp+=("$LAST")
-  done
-  local up=0
-  for _ in $(seq 300); do
-    ip netns exec "${NS[0]}" curl -sf -m 2 http://127.0.0.1:8080/health >/dev/null 2>&1 && { up=1; break; }
-    kill -0 "${kp[3]}" 2>/dev/null || break
-    sleep 0.1
-  done
-  [ "$up" = 1 ] || fail "the StatefulSet-style cluster never became healthy"
-  local body
-  body=$(ip netns exec "${NS[0]}" curl -s -m 30 http://127.0.0.1:8080/v1/completions -H 'content-type: application/json' \
-    -d '{"prompt":"","max_tokens":20,"temperature":0}')
-  kill -TERM "${kp[3]}"
-  for p in "${kp[@]}"; do rc=0; wait_exit "$p" 20 || rc=$?; [ "$rc" != 124 ] || fail "a pod did not stop after rank 0 did"; done
-  case $body in
-    *'"text":"Once upon a time, there was a little girl named Lily. She loved to play"'*) ;;
-    *) fail "k8s entrypoint: unexpected completion: $body" ;;
-  esac
-  grep -q '"right_ip": "shardlm-0.shardlm"' "$WORK/k8s3.json" || fail "rank 3's RING_CONFIG does not close the ring"
-  ok "deploy/k8s/entrypoint.sh on 4 pods by name: weights from rank 0, completion over HTTP is the greedy text"
-}
-command -v curl >/dev/null || fail "curl is not installed"
-k8s
+# ---- 3. the Kubernetes entrypoint: tests/netns/k8s.sh (ctest netns_k8s) ----
 
 # ---- 4. a link goes silent mid-generation ----
 SLOW=$WORK/slow.gguf

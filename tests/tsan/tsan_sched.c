@@ -21,7 +21,7 @@ typedef struct {
     char text[2048];
     size_t len;
     int ended;
-    shardlm_end why;
+    shardlm_finish_reason why;
 } req;
 
 static shardlm_sched *sched;
@@ -38,7 +38,7 @@ static void on_token(void *ctx, const char *t, size_t n, int32_t tok, const shar
     pthread_mutex_unlock(&r->mu);
 }
 
-static void on_end(void *ctx, shardlm_end why, int np, int nc)
+static void on_end(void *ctx, shardlm_finish_reason why, int np, int nc)
 {
     req *r = ctx;
     (void)np;

@@ -1,0 +1,1 @@
+J:4allreduce: timed out after 5000 ms waiting on rank 3

@@ -1,0 +1,1 @@
+world_size 3, rank 0 has 2

@@ -1,0 +1,2 @@
+"
+SIGTERM: draining
