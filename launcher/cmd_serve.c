@@ -23,6 +23,7 @@
 #include "shardlm_common.h"
 #include "weights.h"
 #include "shardlm_launch.h"
+#include "spec_cli.h"
 
 typedef struct {
     shardlm_node_opts node;
@@ -31,6 +32,7 @@ typedef struct {
     int world;
     const char *chat_template;
     double failed_grace_s;
+    shardlm_spec_cli spec;
 } serve_opts;
 
 /* --api-key-file: read like the cluster token's file (trailing newline
@@ -75,7 +77,7 @@ static int serve_flag(void *ctx, const shardlm_flag_value *v)
     case F_MAX_PROMPT: o->http.max_prompt_tokens = (int)v->i; return 0;
     case F_MAX_CONNS: o->http.max_connections = (int)v->i; return 0;
     case F_HTTP_TIMEOUT: o->http.idle_timeout_s = (int)v->i; return 0;
-    default: return shardlm_node_flag(&o->node, v, "serve");
+    default: return shardlm_spec_cli_apply(&o->spec, v) ? 0 : shardlm_node_flag(&o->node, v, "serve");
     }
 }
 
@@ -86,6 +88,10 @@ static int serve_parse(int argc, char **argv, serve_opts *o)
     const char *wbad = shardlm_weights_flags_check(o->node.model_path, o->node.weights_from, 0);
     if (wbad) {
         fprintf(stderr, "shardlm serve: %s\n", wbad);
+        return SHARDLM_EINPUT;
+    }
+    if (shardlm_spec_cli_check(&o->spec)) {
+        fprintf(stderr, "shardlm serve: %s\n", shardlm_err_get());
         return SHARDLM_EINPUT;
     }
     o->node.max_batch = o->sched.max_num_batched_tokens;
@@ -238,6 +244,8 @@ static int serve_main(serve_opts *o, shardlm_launch **launch, shardlm_node *n, s
     fprintf(stderr, "shardlm: listening on http://%s:%d (model \"%s\"; loading)\n",
             o->http.host ? o->http.host : "127.0.0.1", shardlm_server_port(srv), o->http.model_name);
     rc = serve_open(o, launch, n);
+    if (!rc) rc = shardlm_spec_cli_open(&o->spec, n, o->node.model_path);
+    o->sched.spec = o->spec.spec;
     if (!rc) rc = shardlm_sched_new(n->engine, n->tok, &o->sched, &s);
     if (rc) {
         shardlm_server_stop(srv);
@@ -246,6 +254,9 @@ static int serve_main(serve_opts *o, shardlm_launch **launch, shardlm_node *n, s
     fprintf(stderr, "shardlm: KV pool: %d blocks x %d tokens = %d tokens (%.1f MiB per rank); context %d; "
             "prefix cache %s\n", n->kv_blocks, n->block_size, n->kv_blocks * n->block_size, o->sched.kv_cache_mb,
             shardlm_engine_n_ctx(n->engine), o->sched.prefix_caching ? "on" : "off");
+    char spec[512];
+    shardlm_spec_cli_describe(&o->spec, spec, sizeof spec);
+    fprintf(stderr, "shardlm: speculative decoding: %s\n", spec);
     shardlm_server_set_n_ctx(srv, shardlm_engine_n_ctx(n->engine));
     shardlm_server_attach(srv, s, n->tok, tpl);
     const char *tools = shardlm_server_tool_format(srv);
@@ -269,6 +280,7 @@ int shardlm_cmd_serve(int argc, char **argv)
                     .sched = {.max_num_seqs = 32, .max_num_batched_tokens = 512, .max_queue = 256,
                               .block_size = 16, .kv_cache_mb = 256, .prefix_caching = 1},
                     .world = 1, .failed_grace_s = 5};
+    shardlm_spec_cli_init(&o.spec);
     int rc = serve_parse(argc, argv, &o);
     if (rc == 1) return 0;
     if (rc) return 2;
@@ -293,5 +305,6 @@ int shardlm_cmd_serve(int argc, char **argv)
         shardlm_launch_free(launch);
     }
     shardlm_chat_template_free(tpl);
+    shardlm_spec_cli_close(&o.spec);
     return shardlm_exit_code(rc);
 }

@@ -40,6 +40,7 @@ typedef enum {
     F_MAX_CONNS, F_HTTP_TIMEOUT,
     F_N_PROMPT, F_N_GEN, F_REPS, F_BATCH, F_JSON,
     F_LAUNCH_WORLD, F_LAUNCH_TIMEOUT,
+    F_SPEC, F_SPEC_TOKENS, F_SPEC_NGRAM, F_DRAFT_MODEL,
 } shardlm_flag_id;
 
 typedef struct {
