@@ -9,17 +9,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench_spec.h"
 #include "grammar.h"
 #include "node.h"
 #include "sampling.h"
 #include "shardlm_cli.h"
 #include "shardlm_common.h"
+#include "spec_cli.h"
 
 typedef struct {
     shardlm_node_opts node;
     int pp, tg, reps, world, json, batch;
     const char *grammar_file; /* --grammar / --json-schema: also time the token mask */
     int json_schema;
+    shardlm_spec_cli spec;    /* --spec: also decode -n tokens through the scheduler, off and on */
 } bench_opts;
 
 /* What the constrained-decoding pass measured. */
@@ -47,7 +50,7 @@ static int bench_flag(void *ctx, const shardlm_flag_value *v)
         o->grammar_file = v->str;
         o->json_schema = v->flag->id == F_JSON_SCHEMA;
         return 0;
-    default: return shardlm_node_flag(&o->node, v, "bench");
+    default: return shardlm_spec_cli_apply(&o->spec, v) ? 0 : shardlm_node_flag(&o->node, v, "bench");
     }
 }
 
@@ -61,6 +64,10 @@ static int bench_parse(int argc, char **argv, bench_opts *o)
         return SHARDLM_EINPUT;
     }
     shardlm_grammar_unref(gr);
+    if (shardlm_spec_cli_check(&o->spec) || (o->spec.spec.mode && o->tg < 1)) {
+        fprintf(stderr, "shardlm bench: %s\n", o->tg < 1 ? "--spec needs -n decode steps" : shardlm_err_get());
+        return SHARDLM_EINPUT;
+    }
     if (o->grammar_file && o->tg < 1) {
         fprintf(stderr, "shardlm bench: --%s needs -n decode steps\n", o->json_schema ? "json-schema" : "grammar");
         return SHARDLM_EINPUT;
@@ -244,7 +251,7 @@ static void bench_print_mask(const bench_opts *o, const shardlm_node *n, const b
 }
 
 static void bench_print(const bench_opts *o, const shardlm_node *n, const double *pp, const double *tg,
-                        const double *tb, int reps, const bench_mask *m)
+                        const double *tb, int reps, const bench_mask *m, const char *spec_json)
 {
     double mpp = o->pp ? median(pp, reps) : 0, mtg = o->tg ? median(tg, reps) : 0;
     double mtb = o->batch && o->tg ? median(tb, reps) : 0;
@@ -286,6 +293,7 @@ static void bench_print(const bench_opts *o, const shardlm_node *n, const double
         printf("]");
     }
     if (o->grammar_file) bench_print_mask(o, n, m);
+    if (spec_json) printf(",\"spec_decode\":[%s]", spec_json);
     printf("}\n");
 }
 
@@ -314,7 +322,15 @@ static int bench_run(const bench_opts *o, shardlm_node *n)
     }
     bench_mask bm = {0};
     if (!rc && o->grammar_file) rc = bench_grammar_run(o, n, logits, vocab, &bm);
-    if (!rc) bench_print(o, n, pp, tg, tb, o->reps, &bm);
+    static char spec_json[4096];
+    int spec_on = o->spec.spec.mode != SHARDLM_SPEC_OFF;
+    if (!rc && !o->json) bench_print(o, n, pp, tg, tb, o->reps, &bm, NULL);
+    if (!rc && spec_on) { /* a second table; in JSON, one more field of the object */
+        char label[32];
+        snprintf(label, sizeof label, "%s k=%d", shardlm_spec_mode_name(o->spec.spec.mode), o->spec.spec.n_tokens);
+        rc = shardlm_bench_spec(n, &o->spec.spec, label, o->tg, o->reps, o->json, spec_json, sizeof spec_json);
+    }
+    if (!rc && o->json) bench_print(o, n, pp, tg, tb, o->reps, &bm, spec_on ? spec_json : NULL);
     free(toks);
     free(logits);
     return rc;
@@ -324,6 +340,7 @@ int shardlm_cmd_bench(int argc, char **argv)
 {
     bench_opts o = {.node = {.timeout_ms = 60000, .connect_timeout_ms = 60000, .load_timeout_ms = 600000, .isq = -1},
                     .pp = 128, .tg = 128, .reps = 3, .world = 1};
+    shardlm_spec_cli_init(&o.spec);
     int rc = bench_parse(argc, argv, &o);
     if (rc) return rc == 1 ? 0 : 2;
     o.node.max_batch = o.pp > 1 ? o.pp : 1;
@@ -333,12 +350,18 @@ int shardlm_cmd_bench(int argc, char **argv)
      * a pool is reported, not overrun. */
     if (o.batch) o.node.kv_cache_mb = 512;
     o.node.n_ctx = (o.pp > o.tg ? o.pp : o.tg) + 8;
+    if (o.spec.spec.mode) { /* the prompts, the drafts, and room for a prompt chunk */
+        o.node.n_ctx += 256;
+        if (o.node.max_batch < 64) o.node.max_batch = 64;
+    }
     shardlm_launch *l = NULL;
     shardlm_node n = {0};
     if (o.world > 1) rc = shardlm_node_spawn_local(&o.node, o.world, &l);
     if (!rc) rc = shardlm_node_open(&o.node, &n);
     if (!rc) rc = shardlm_node_report_memory(&n, "loaded");
+    if (!rc) rc = shardlm_spec_cli_open(&o.spec, &n, o.node.model_path);
     if (!rc) rc = bench_run(&o, &n);
+    shardlm_spec_cli_close(&o.spec);
     if (rc) fprintf(stderr, "shardlm bench: %s\n", shardlm_err_get());
     if (n.engine) shardlm_engine_shutdown(n.engine, "bench done");
     shardlm_node_close(&n);

@@ -20,6 +20,7 @@
 #include "grammar.h"
 #include "sampling.h"
 #include "scheduler.h"
+#include "spec_cli.h"
 
 typedef struct {
     shardlm_node_opts node;
@@ -32,6 +33,7 @@ typedef struct {
     int n_prompt_ids, ignore_eos;
     const char *grammar_file; /* --grammar or --json-schema */
     int json_schema;
+    shardlm_spec_cli spec;    /* --spec: the scheduler verifies drafts (runtime/spec.c) */
 } gen_opts;
 
 /* --prompt-ids: decimal ids separated by commas or spaces. Their range is
@@ -92,7 +94,7 @@ static int gen_flag(void *ctx, const shardlm_flag_value *v)
         o->grammar_file = v->str;
         o->json_schema = v->flag->id == F_JSON_SCHEMA;
         return 0;
-    default: return shardlm_node_flag(&o->node, v, "generate");
+    default: return shardlm_spec_cli_apply(&o->spec, v) ? 0 : shardlm_node_flag(&o->node, v, "generate");
     }
 }
 
@@ -100,6 +102,11 @@ static int gen_parse(int argc, char **argv, gen_opts *o)
 {
     int rc = shardlm_flags_parse("generate", argc, argv, gen_flag, o, NULL);
     if (rc) return rc > 0 ? 1 : SHARDLM_EINPUT;
+    if (shardlm_spec_cli_check(&o->spec) || (o->spec.spec.mode && o->logits_out)) {
+        fprintf(stderr, "shardlm generate: %s\n",
+                o->logits_out ? "--logits-out steps one token at a time: not with --spec" : shardlm_err_get());
+        return SHARDLM_EINPUT;
+    }
     if (o->prompt && o->prompt_ids) {
         fprintf(stderr, "shardlm generate: give the prompt as text (-p) or as ids (--prompt-ids), not both\n");
         return SHARDLM_EINPUT;
@@ -128,6 +135,7 @@ typedef struct {
     double t_submit, t_first, t_end;
     int n_prompt, n_gen;
     shardlm_finish_reason why;
+    shardlm_sched_stats st; /* at the end: the spec_decode counters */
 } gen_run;
 
 /* Names the rank that went away after a failed step, if one can be found. */
@@ -219,7 +227,7 @@ static int gen_prompt(const gen_run *g, const gen_opts *o, int32_t **toks, size_
 static int gen_request(gen_run *g, const gen_opts *o, const int32_t *toks, int n)
 {
     shardlm_sched_opts so = {.max_num_seqs = 1, .max_num_batched_tokens = shardlm_engine_max_batch(g->node->engine),
-                             .max_queue = 1, .block_size = g->node->block_size};
+                             .max_queue = 1, .block_size = g->node->block_size, .spec = o->spec.spec};
     shardlm_request_desc d = {.prompt = toks, .n_prompt = n, .max_tokens = o->n_new, .ignore_eos = o->ignore_eos};
     d.params = shardlm_sampling_params_default();
     d.params.temperature = o->temp;
@@ -242,6 +250,7 @@ static int gen_request(gen_run *g, const gen_opts *o, const int32_t *toks, int n
     }
     if (!rc && g->why == SHARDLM_FINISH_LENGTH && g->n_gen < o->n_new)
         fprintf(stderr, "shardlm: stopping at the context length (%d)\n", shardlm_sched_n_ctx(g->sched));
+    if (g->sched) shardlm_sched_stats_get(g->sched, &g->st);
     shardlm_sched_free(g->sched);
     g->sched = NULL;
     return rc;
@@ -291,6 +300,10 @@ static void gen_summary(const gen_run *g, const shardlm_node *n)
         else
             fprintf(stderr, "shardlm: decode %d token (finish: %s)\n", g->n_gen, shardlm_finish_reason_str(g->why));
     }
+    if (g->st.spec_drafts > 0)
+        fprintf(stderr, "shardlm: speculative decoding: %llu of %llu draft tokens accepted (%.3f) in %llu drafts\n",
+                (unsigned long long)g->st.spec_accepted, (unsigned long long)g->st.spec_draft_tokens,
+                (double)g->st.spec_accepted / (double)g->st.spec_draft_tokens, (unsigned long long)g->st.spec_drafts);
 }
 
 static int gen_open(gen_opts *o, gen_run *g, shardlm_node *n)
@@ -312,6 +325,7 @@ static int gen_open(gen_opts *o, gen_run *g, shardlm_node *n)
         rc = SHARDLM_EINPUT;
     }
     if (!rc) rc = shardlm_node_report_memory(n, "loaded");
+    if (!rc) rc = shardlm_spec_cli_open(&o->spec, n, o->node.model_path);
     if (rc) return rc;
     g->vocab = shardlm_tokenizer_n_vocab(n->tok);
     if (g->vocab != shardlm_model_hparams(n->model)->vocab) {
@@ -328,6 +342,7 @@ int shardlm_cmd_generate(int argc, char **argv)
                            .max_batch = 256, .isq = -1},
                   .n_new = 256, .world = 1, .temp = 1.0f, .top_p = 0.9f};
     o.seed = (uint64_t)time(NULL);
+    shardlm_spec_cli_init(&o.spec);
     int rc = gen_parse(argc, argv, &o);
     if (rc) free(o.prompt_ids);
     if (rc == 1) return 0;
@@ -372,5 +387,6 @@ int shardlm_cmd_generate(int argc, char **argv)
         rc = SHARDLM_ERUNTIME;
     }
     free(o.prompt_ids);
+    shardlm_spec_cli_close(&o.spec);
     return shardlm_exit_code(rc);
 }

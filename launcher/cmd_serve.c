@@ -26,6 +26,7 @@
 #include "shardlm_common.h"
 #include "weights.h"
 #include "shardlm_launch.h"
+#include "spec_cli.h"
 
 typedef struct {
     shardlm_node_opts node;
@@ -37,6 +38,7 @@ typedef struct {
     int hb_ms, hb_timeout_ms; /* --heartbeat-ms, --heartbeat-timeout-ms */
     double drain_s;           /* --drain-timeout */
     int no_heal;              /* --no-heal: a lost rank ends serve, as before */
+    shardlm_spec_cli spec;
 } serve_opts;
 
 /* --api-key-file: read like the cluster token's file (trailing newline
@@ -85,7 +87,7 @@ static int serve_flag(void *ctx, const shardlm_flag_value *v)
     case F_HEARTBEAT_TIMEOUT: o->hb_timeout_ms = (int)v->i; return 0;
     case F_DRAIN_TIMEOUT: o->drain_s = (double)v->i; return 0;
     case F_NO_HEAL: o->no_heal = 1; return 0;
-    default: return shardlm_node_flag(&o->node, v, "serve");
+    default: return shardlm_spec_cli_apply(&o->spec, v) ? 0 : shardlm_node_flag(&o->node, v, "serve");
     }
 }
 
@@ -106,6 +108,10 @@ static int serve_parse(int argc, char **argv, serve_opts *o)
     /* local workers reconnect after a loss, and give up on a silent rank 0 */
     o->node.rejoin = !o->no_heal;
     o->node.idle_timeout_ms = o->hb_timeout_ms + o->hb_ms;
+    if (shardlm_spec_cli_check(&o->spec)) {
+        fprintf(stderr, "shardlm serve: %s\n", shardlm_err_get());
+        return SHARDLM_EINPUT;
+    }
     o->node.max_batch = o->sched.max_num_batched_tokens;
     o->node.kv_cache_mb = o->sched.kv_cache_mb;
     o->node.block_size = o->sched.block_size;
@@ -284,6 +290,8 @@ static int serve_main(serve_opts *o, shardlm_launch **launch, shardlm_node *n, s
     fprintf(stderr, "shardlm: listening on http://%s:%d (model \"%s\"; loading)\n",
             o->http.host ? o->http.host : "127.0.0.1", shardlm_server_port(srv), o->http.model_name);
     rc = serve_open(o, launch, n);
+    if (!rc) rc = shardlm_spec_cli_open(&o->spec, n, o->node.model_path);
+    o->sched.spec = o->spec.spec;
     if (!rc) rc = shardlm_sched_new(n->engine, n->tok, &o->sched, &s);
     if (rc) {
         shardlm_server_stop(srv);
@@ -292,6 +300,9 @@ static int serve_main(serve_opts *o, shardlm_launch **launch, shardlm_node *n, s
     fprintf(stderr, "shardlm: KV pool: %d blocks x %d tokens = %d tokens (%.1f MiB per rank); context %d; "
             "prefix cache %s\n", n->kv_blocks, n->block_size, n->kv_blocks * n->block_size, o->sched.kv_cache_mb,
             shardlm_engine_n_ctx(n->engine), o->sched.prefix_caching ? "on" : "off");
+    char spec[512];
+    shardlm_spec_cli_describe(&o->spec, spec, sizeof spec);
+    fprintf(stderr, "shardlm: speculative decoding: %s\n", spec);
     shardlm_server_set_n_ctx(srv, shardlm_engine_n_ctx(n->engine));
     shardlm_server_attach(srv, s, n->tok, tpl);
     shardlm_serve_heal_ctx heal = {&o->node, n, *launch, 10000, NULL};
@@ -326,6 +337,7 @@ int shardlm_cmd_serve(int argc, char **argv)
                     .sched = {.max_num_seqs = 32, .max_num_batched_tokens = 512, .max_queue = 256,
                               .block_size = 16, .kv_cache_mb = 256, .prefix_caching = 1},
                     .world = 1, .failed_grace_s = 5, .hb_ms = 2000, .hb_timeout_ms = 10000, .drain_s = 30};
+    shardlm_spec_cli_init(&o.spec);
     int rc = serve_parse(argc, argv, &o);
     if (rc == 1) return 0;
     if (rc) return 2;
@@ -350,5 +362,6 @@ int shardlm_cmd_serve(int argc, char **argv)
         shardlm_launch_free(launch);
     }
     shardlm_chat_template_free(tpl);
+    shardlm_spec_cli_close(&o.spec);
     return shardlm_exit_code(rc);
 }

@@ -58,6 +58,11 @@ static const shardlm_flag flags[] = {
     {F_IGNORE_EOS, "ignore-eos", 0, NONE, NULL, 0, 0, NULL, "do not stop at EOS or BOS: always generate N tokens", G},
     {F_GRAMMAR, "grammar", 0, STR, "FILE", 0, 0, NULL, "constrain the output to a GBNF grammar (bench: and time the mask)", G | B},
     {F_JSON_SCHEMA, "json-schema", 0, STR, "FILE", 0, 0, NULL, "constrain the output to JSON valid against a JSON Schema", G | B},
+    /* speculative decoding (launcher/spec_cli.h) */
+    {F_SPEC, "spec", 0, CHOICE, "off|ngram|draft", 0, 0, "off", "speculative decoding: ngram drafts by prompt lookup, draft with --draft-model; output is unchanged either way (bench: also decode -n tokens through the scheduler, off and on, on a repetitive prompt and a story)", G | S | B},
+    {F_SPEC_TOKENS, "spec-tokens", 0, INT, "K", 1, 16, "4", "draft tokens verified per step", G | S | B},
+    {F_SPEC_NGRAM, "spec-ngram", 0, INT, "N", 1, 8, "3", "longest suffix prompt lookup matches", G | S | B},
+    {F_DRAFT_MODEL, "draft-model", 0, STR, "FILE", 0, 0, NULL, "a smaller model with the same vocabulary, run on rank 0 (implies --spec draft)", G | S | B},
     /* serve */
     {F_HOST, "host", 0, STR, "H", 0, 0, "127.0.0.1", "address to bind", S},
     {F_PORT, "port", 0, INT, "P", 0, 65535, "8080", "port (0 picks a free one)", S},

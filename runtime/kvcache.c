@@ -392,6 +392,15 @@ void shardlm_kv_seq_commit(shardlm_kv *kv, shardlm_kv_seq *s, const int32_t *tok
     if (full > s->n_full) s->n_full = full;
 }
 
+void shardlm_kv_seq_trim(shardlm_kv *kv, shardlm_kv_seq *s, int n_tokens_total)
+{
+    int keep = n_tokens_total < s->n_tokens ? s->n_tokens : n_tokens_total;
+    keep = (keep + kv->block_size - 1) / kv->block_size;
+    /* Blocks past the committed tokens hold no full committed block, so
+     * none is registered: each goes straight back to the free stack. */
+    while (s->n_blocks > keep) kv_unref(kv, s->blocks[--s->n_blocks]);
+}
+
 void shardlm_kv_seq_free(shardlm_kv *kv, shardlm_kv_seq *s)
 {
     /* Last block first: it becomes the older LRU entry, so a prefix

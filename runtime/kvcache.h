@@ -61,6 +61,12 @@ int shardlm_kv_seq_reserve(shardlm_kv *kv, shardlm_kv_seq *s, int n_tokens_total
  * workers after commit. */
 void shardlm_kv_seq_commit(shardlm_kv *kv, shardlm_kv_seq *s, const int32_t *tokens, int n_computed);
 
+/* Gives back the blocks past those that n_tokens_total tokens need (never
+ * below the committed s->n_tokens): speculative decoding reserves room for
+ * its draft tokens and returns what the rejected ones held. The KV rows of
+ * rejected positions inside a kept block are simply written over later. */
+void shardlm_kv_seq_trim(shardlm_kv *kv, shardlm_kv_seq *s, int n_tokens_total);
+
 /* Ends a sequence (or preempts it). Registered blocks nobody else uses stay
  * cached and become evictable; the last block of the table is evicted first.
  * Other blocks return to the free list. s is zeroed. */

@@ -186,18 +186,24 @@ static sched_seq *sched_victim(shardlm_sched *s, int nb_seqs)
     return NULL;
 }
 
-/* Adds up to `budget` of q's uncomputed tokens to the step; returns how many. */
-static int sched_add(shardlm_sched *s, sched_seq *q, int budget, int *nb, int *ns)
+/* Adds up to `budget` of q's uncomputed tokens to the step, and a decoding
+ * sequence's draft tokens within `spare` (spec.c); returns how many. */
+static int sched_add(shardlm_sched *s, sched_seq *q, int budget, int spare, int *nb, int *ns)
 {
     int k = q->n_tokens - q->n_computed;
     if (k > budget) k = budget;
     if (q->all_rows && k > 1) k = 1; /* one logits row per sequence and step */
     if (k <= 0) return 0;
+    q->n_draft = 0;
     while (shardlm_kv_seq_reserve(s->kv, &q->kv, q->n_computed + k) != SHARDLM_OK) {
         sched_seq *v = sched_victim(s, *ns);
         if (!v || v == q) return 0; /* waits for a later step */
         sched_preempt(s, v);
     }
+    /* drafts take blocks only when they are free: never a preemption */
+    if (k == 1 && spare > 0 && !q->all_rows && (q->n_draft = sched_spec_draft(s, q, spare)) > 0 &&
+        shardlm_kv_seq_reserve(s->kv, &q->kv, q->n_computed + 1 + q->n_draft) != SHARDLM_OK)
+        q->n_draft = 0;
     int si = (*ns)++;
     s->b_seqs[si] = q;
     s->b_tables[si] = q->kv.blocks;
@@ -209,22 +215,33 @@ static int sched_add(shardlm_sched *s, sched_seq *q, int budget, int *nb, int *n
         s->b_seq[i] = si;
         s->b_want[i] = q->all_rows || q->n_computed + j == q->n_tokens - 1;
     }
+    for (int j = 0; j < q->n_draft; j++) { /* verified together: a row each */
+        int i = (*nb)++;
+        s->b_tokens[i] = q->draft[j];
+        s->b_pos[i] = q->n_computed + 1 + j;
+        s->b_seq[i] = si;
+        s->b_want[i] = 1;
+    }
     q->chunk = k;
-    return k;
+    return k + q->n_draft;
 }
 
 /* Decode tokens first (one per running sequence), then prefill chunks, in
  * arrival order, within --max-num-batched-tokens. */
 static int sched_build(shardlm_sched *s, int *nb, int *ns)
 {
-    int budget = s->max_batch;
+    int budget = s->max_batch, n_dec = 0;
     *nb = *ns = 0;
+    for (int i = 0; i < s->n_running; i++) n_dec += s->running[i]->n_tokens - s->running[i]->n_computed == 1;
     for (int pass = 0; pass < 2; pass++)
         for (int i = 0; i < s->n_running && budget > 0; i++) {
             sched_seq *q = s->running[i];
             int decode = q->n_tokens - q->n_computed == 1;
             if (decode != (pass == 0)) continue;
-            budget -= sched_add(s, q, budget, nb, ns);
+            /* drafts only from what is left once every decoding sequence has its token */
+            int spare = decode ? budget - n_dec : 0;
+            n_dec -= decode;
+            budget -= sched_add(s, q, budget, spare, nb, ns);
         }
     return *nb;
 }
@@ -236,13 +253,16 @@ static void sched_after_step(shardlm_sched *s, int ns)
         sched_seq *q = s->b_seqs[k];
         q->n_computed += q->chunk;
         shardlm_kv_seq_commit(s->kv, &q->kv, q->tokens, q->n_computed);
-        q->want_row = q->n_computed == q->n_tokens || q->all_rows ? row++ : -1;
+        q->want_row = q->n_computed == q->n_tokens || q->all_rows ? row : -1;
+        row += q->want_row >= 0 ? 1 + q->n_draft : 0;
     }
     for (int k = 0; k < ns; k++) {
         sched_seq *q = s->b_seqs[k];
         float *r = q->want_row >= 0 ? s->logits + (size_t)q->want_row * s->vocab : NULL;
+        int32_t tok;
         if (r && q->all_rows) q->cb.on_logits(q->cb.ctx, r, s->vocab);
-        if (r && q->n_computed == q->n_tokens) sched_seq_sample(s, q, r);
+        if (r && q->n_computed == q->n_tokens && q->n_draft > 0) sched_spec_verify(s, q, r);
+        else if (r && q->n_computed == q->n_tokens) sched_seq_sample(s, q, r, &tok);
     }
 }
 

@@ -16,6 +16,7 @@
 #include "grammar.h"
 #include "sampling.h"
 #include "shardlm_runtime.h"
+#include "spec.h"
 #include "shardlm_text.h"
 
 typedef struct shardlm_sched shardlm_sched;
@@ -28,6 +29,7 @@ typedef struct {
                                    shardlm_sched_new fails when they differ */
     double kv_cache_mb;         /* --kv-cache-mb: the pool, per rank */
     int prefix_caching;         /* 0 with --no-prefix-cache */
+    shardlm_spec_opts spec;     /* speculative decoding (--spec ...); zeroed: off */
 } shardlm_sched_opts;
 
 /* A request ends with one of shardlm_finish_reason's (runtime/sampling.h):
@@ -94,6 +96,9 @@ typedef struct {
     uint64_t preemptions;
     double allreduce_seconds;             /* total time in all-reduce, all steps */
     uint64_t steps;
+    /* speculative decoding, vLLM's spec_decode counters: verify steps of one
+     * sequence that had drafts, draft tokens proposed, draft tokens accepted */
+    uint64_t spec_drafts, spec_draft_tokens, spec_accepted;
     int healthy;                          /* 0 while the engine is down (failed, or re-forming) */
     int healing;                          /* 1 while a heal callback re-forms the cluster */
     uint64_t heals;                       /* times the cluster re-formed */

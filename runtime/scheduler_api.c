@@ -19,7 +19,9 @@ static int sched_alloc_step(shardlm_sched *s)
     s->b_tables = malloc((size_t)S * sizeof *s->b_tables);
     s->b_table_len = malloc((size_t)S * sizeof(int));
     s->b_seqs = malloc((size_t)S * sizeof *s->b_seqs);
-    s->logits = malloc((size_t)S * (size_t)s->vocab * sizeof(float));
+    int rows = S * (1 + (s->o.spec.mode ? s->o.spec.n_tokens : 0)); /* verified drafts: a row each */
+    if (rows > B) rows = B > S ? B : S;
+    s->logits = malloc((size_t)rows * (size_t)s->vocab * sizeof(float));
     s->cap_cancels = 64;
     s->cancels = malloc((size_t)s->cap_cancels * sizeof(uint64_t));
     return s->running && s->b_tokens && s->b_pos && s->b_seq && s->b_want && s->b_tables && s->b_table_len &&
@@ -35,6 +37,7 @@ int shardlm_sched_new(shardlm_engine *e, const shardlm_tokenizer *tok, const sha
         shardlm_err_set("--max-seqs must be at least 1 and --max-queue not negative");
         return SHARDLM_EINPUT;
     }
+    if (shardlm_spec_opts_check(&o->spec)) return SHARDLM_EINPUT;
     shardlm_sched *s = calloc(1, sizeof *s);
     if (!s) return SHARDLM_ENOMEM;
     s->e = e;

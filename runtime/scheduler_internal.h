@@ -34,6 +34,9 @@ typedef struct sched_seq {
     int32_t stop_ids[SHARDLM_SCHED_MAX_STOP_IDS];
     int n_stop_ids, min_tokens, ignore_eos, admitted, failed;
     int32_t bos;
+    int32_t draft[SHARDLM_SPEC_MAX_TOKENS]; /* this step's draft tokens, after tokens[n_computed] */
+    int n_draft;
+    shardlm_spec_seq *spec;       /* a draft model's state for this sequence (NULL: none) */
     const shardlm_tokenizer *tok; /* the scheduler's, for the EOG set in the sampler hook */
     struct sched_seq *next; /* inbox / waiting list */
 } sched_seq;
@@ -85,8 +88,17 @@ struct shardlm_sched {
 sched_seq *sched_seq_new(const shardlm_sched *s, const shardlm_request_desc *d, shardlm_request_cb cb);
 void sched_seq_free(sched_seq *q);
 /* Samples the next token of a sequence whose logits came back; ends it
- * (sched_seq_end) when it is done. */
-void sched_seq_sample(shardlm_sched *s, sched_seq *q, float *row);
+ * (sched_seq_end) when it is done and returns 1 (q is freed), else 0 with
+ * the token in *out. */
+int sched_seq_sample(shardlm_sched *s, sched_seq *q, float *row, int32_t *out);
+
+/* spec.c: speculative decoding's scheduler side */
+/* Draft tokens into q->draft for a decoding sequence, within spare and what
+ * the request and the context can still take; returns how many. */
+int sched_spec_draft(shardlm_sched *s, sched_seq *q, int spare);
+/* Samples a decoding sequence's 1 + n_draft rows, keeping drafts while the
+ * samples equal them. */
+void sched_spec_verify(shardlm_sched *s, sched_seq *q, float *rows);
 
 /* scheduler.c */
 /* Ends a sequence wherever it is: frees its KV and reports, last. */

@@ -15,6 +15,7 @@ void sched_seq_free(sched_seq *q)
 {
     if (!q) return;
     shardlm_seq_sampler_free(q->smp);
+    shardlm_spec_seq_free(q->spec);
     shardlm_grammar_state_free(q->gst);
     shardlm_grammar_unref(q->grammar);
     shardlm_trigger_scan_free(&q->trig);
@@ -242,18 +243,19 @@ static int seq_grammar_begin(shardlm_sched *s, sched_seq *q)
 }
 
 /* Samples the next token of a sequence whose logits came back. */
-void sched_seq_sample(shardlm_sched *s, sched_seq *q, float *row)
+int sched_seq_sample(shardlm_sched *s, sched_seq *q, float *row, int32_t *out)
 {
     shardlm_logprobs lp;
     if (q->grammar && !q->trig.n && seq_grammar_begin(s, q)) {
         sched_seq_end(s, q, SHARDLM_FINISH_ERROR);
-        return;
+        return 1;
     }
     int32_t tok = shardlm_seq_sample(q->smp, &q->params, row, s->vocab, q->params.logprobs ? &lp : NULL);
     if (tok < 0 || seq_append(q, tok) || (q->gst && shardlm_grammar_accept_token(q->gst, q->gvocab, tok))) {
         sched_seq_end(s, q, SHARDLM_FINISH_ERROR);
-        return;
+        return 1;
     }
+    *out = tok;
     q->n_gen++;
     pthread_mutex_lock(&s->mu);
     s->st.generation_tokens++;
@@ -262,15 +264,16 @@ void sched_seq_sample(shardlm_sched *s, sched_seq *q, float *row)
     int stopped = eos ? 0 : seq_text(s, q, tok, q->params.logprobs ? &lp : NULL);
     if (q->failed) {
         sched_seq_end(s, q, SHARDLM_FINISH_ERROR);
-        return;
+        return 1;
     }
     /* a grammar that can only end now ends here, without a step for the EOS;
      * the context is full when the newest token has no position left */
     int done = q->gst && !eos && shardlm_grammar_must_end(q->gst);
     shardlm_finish_reason f =
         shardlm_finish_decide(eos, stopped || done, q->n_gen, q->max_tokens, q->n_tokens > s->n_ctx);
-    if (f == SHARDLM_FINISH_NONE) return;
+    if (f == SHARDLM_FINISH_NONE) return 0;
     if (!stopped) seq_flush(q);
     sched_seq_end(s, q, f == SHARDLM_FINISH_STOP ? SHARDLM_FINISH_STOP : SHARDLM_FINISH_LENGTH);
+    return 1;
 }
 

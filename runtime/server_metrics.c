@@ -128,6 +128,13 @@ static void sched_metrics(tbuf *b, const shardlm_sched_stats *st, const char *mo
            (double)st->prefix_hits);
     metric(b, "num_preemptions_total", "counter", "Sequences preempted for lack of KV blocks.", model,
            (double)st->preemptions);
+    /* vLLM's spec_decode counters (a counter's exposed name ends in _total) */
+    metric(b, "spec_decode_num_drafts_total", "counter", "Verify steps of a sequence that had draft tokens.", model,
+           (double)st->spec_drafts);
+    metric(b, "spec_decode_num_draft_tokens_total", "counter", "Draft tokens proposed.", model,
+           (double)st->spec_draft_tokens);
+    metric(b, "spec_decode_num_accepted_tokens_total", "counter", "Draft tokens accepted by the target model.",
+           model, (double)st->spec_accepted);
     metric(b, "engine_steps_total", "counter", "Forward steps run.", model, (double)st->steps);
     metric(b, "allreduce_seconds_total", "counter", "Time all steps spent in all-reduce.", model,
            st->allreduce_seconds);

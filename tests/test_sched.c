@@ -75,7 +75,7 @@ static void rig_up(rig *r, double kv_mb, int max_seqs, int prefix)
                            .load_timeout_ms = 10000, .max_batch = 256, .n_threads = 1, .isq = -1,
                            .kv_cache_mb = kv_mb, .block_size = 16, .n_ctx = 512};
     cr_assert_eq(shardlm_node_open(&o, &r->node), 0, "%s", shardlm_err_get());
-    shardlm_sched_opts so = {max_seqs, 256, 1000, 16, kv_mb, prefix};
+    shardlm_sched_opts so = {max_seqs, 256, 1000, 16, kv_mb, prefix, {0}};
     cr_assert_eq(shardlm_sched_new(r->node.engine, r->node.tok, &so, &r->sched), 0, "%s", shardlm_err_get());
     pthread_create(&r->thread, NULL, run_thread, r);
 }

@@ -93,7 +93,7 @@ static void rig_up(rig *r, const char *model)
                            .load_timeout_ms = 10000, .max_batch = 256, .n_threads = 1, .isq = -1,
                            .kv_cache_mb = 64, .block_size = 16, .n_ctx = 2048};
     cr_assert_eq(shardlm_node_open(&o, &r->node), 0, "%s", shardlm_err_get());
-    shardlm_sched_opts so = {32, 256, 1000, 16, 64, 1};
+    shardlm_sched_opts so = {32, 256, 1000, 16, 64, 1, {0}};
     cr_assert_eq(shardlm_sched_new(r->node.engine, r->node.tok, &so, &r->sched), 0, "%s", shardlm_err_get());
     pthread_create(&r->thread, NULL, run_thread, r);
 }

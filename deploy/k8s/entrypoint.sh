@@ -71,6 +71,7 @@ tok=${SHARDLM_CLUSTER_TOKEN_FILE:-/etc/shardlm/secrets/cluster-token}
 if [ -f "$tok" ]; then
   if shardlm_has --cluster-token-file; then
     set -- --cluster-token-file "$tok" "$@"
+    echo "entrypoint: rank-to-rank connections prove the cluster token in $tok (--cluster-token-file)" >&2
   else
     echo "entrypoint: warning: this shardlm has no --cluster-token-file: rank-to-rank connections are NOT" \
          "authenticated; keep the ctrl and ring ports on a private network" >&2

@@ -93,7 +93,7 @@ int main(int argc, char **argv)
     shardlm_node_opts o = {.model_path = model, .timeout_ms = 10000, .connect_timeout_ms = 10000,
                            .load_timeout_ms = 10000, .max_batch = 128, .n_threads = 2, .isq = -1,
                            .kv_cache_mb = 1.0, .block_size = 16, .n_ctx = 256};
-    shardlm_sched_opts so = {8, 128, 100, 16, 1.0, 1};
+    shardlm_sched_opts so = {8, 128, 100, 16, 1.0, 1, {0}};
     if (shardlm_node_open(&o, &node) || shardlm_sched_new(node.engine, node.tok, &so, &sched)) {
         printf("FAIL: %s\n", shardlm_err_get());
         return 1;
