@@ -187,7 +187,8 @@ ok "all 4 pods Ready after $(( $(date +%s) - T0 )) s (rank 0: /health 200; ranks
 for i in 1 2 3; do grep -q "received .* of weights from rank 0" "$WORK/pod$i/log" || fail "pod $i did not get its shard from rank 0"; done
 # With --cluster-token-file the entrypoint passes the Secret's token and rank 0
 # must not warn that its ports are open; without it, the entrypoint says so.
-if "$BIN" serve --help | grep -q -- --cluster-token-file; then
+serve_help=$("$BIN" serve --help)  # not piped into grep -q: pipefail and SIGPIPE
+if printf '%s\n' "$serve_help" | grep -q -- --cluster-token-file; then
   ! grep -q "no cluster token\|NOT authenticated" "$WORK/pod0/log" ||
     fail "rank 0 runs without the Secret's cluster token: $(grep -m1 "no cluster token\|NOT authenticated" "$WORK/pod0/log")"
 else
