@@ -15,45 +15,8 @@
 #include "test_util.h"
 
 #define MAXREQ 32
-
-typedef struct {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    char text[MAXREQ][2048];
-    size_t len[MAXREQ];
-    int done[MAXREQ], ntok[MAXREQ];
-    shardlm_finish_reason why[MAXREQ];
-} sink;
-
-typedef struct {
-    sink *k;
-    int i;
-} slot;
-
-static void on_token(void *ctx, const char *text, size_t len, int32_t tok, const shardlm_logprobs *lp)
-{
-    slot *s = ctx;
-    (void)lp;
-    pthread_mutex_lock(&s->k->mu);
-    if (s->k->len[s->i] + len < sizeof s->k->text[0]) {
-        memcpy(s->k->text[s->i] + s->k->len[s->i], text, len);
-        s->k->len[s->i] += len;
-    }
-    if (tok >= 0) s->k->ntok[s->i]++;
-    pthread_mutex_unlock(&s->k->mu);
-}
-
-static void on_end(void *ctx, shardlm_finish_reason why, int np, int nc)
-{
-    slot *s = ctx;
-    (void)np;
-    (void)nc;
-    pthread_mutex_lock(&s->k->mu);
-    s->k->done[s->i] = 1;
-    s->k->why[s->i] = why;
-    pthread_cond_broadcast(&s->k->cv);
-    pthread_mutex_unlock(&s->k->mu);
-}
+#define SINK_MAX MAXREQ
+#include "sched_sink.h"
 
 typedef struct {
     shardlm_node node;
@@ -98,26 +61,13 @@ static uint64_t submit(rig *r, sink *k, slot *sl, int i, const char *prompt, int
     d.params.temperature = 0;
     sl->k = k;
     sl->i = i;
-    shardlm_request_cb cb = {.on_token = on_token, .on_end = on_end, .ctx = sl};
+    shardlm_request_cb cb = {.on_token = sink_on_token, .on_end = sink_on_end, .ctx = sl};
     uint64_t id = 0;
     cr_assert_eq(shardlm_sched_submit(r->sched, &d, cb, &id), 0, "%s", shardlm_err_get());
     return id;
 }
 
-static void wait_done(sink *k, int i)
-{
-    pthread_mutex_lock(&k->mu);
-    for (int t = 0; !k->done[i] && t < 600; t++) { /* bounded: 60 s */
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 100000000;
-        if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
-        pthread_cond_timedwait(&k->cv, &k->mu, &ts);
-    }
-    int done = k->done[i];
-    pthread_mutex_unlock(&k->mu);
-    cr_assert(done, "request %d did not finish", i);
-}
+static void wait_done(sink *k, int i) { cr_assert(sink_wait(k, i, 60), "request %d did not finish", i); }
 
 static const char *words[8] = {"Lily", "Tom", "a dog", "the sun", "Ben", "a red ball", "Mom", "a little bird"};
 
@@ -133,10 +83,8 @@ static void batch_equals_alone(double kv_mb, int expect_preemption)
     static slot sa[MAXREQ], st[MAXREQ];
     memset(&alone, 0, sizeof alone);
     memset(&together, 0, sizeof together);
-    pthread_mutex_init(&alone.mu, NULL);
-    pthread_cond_init(&alone.cv, NULL);
-    pthread_mutex_init(&together.mu, NULL);
-    pthread_cond_init(&together.cv, NULL);
+    sink_init(&alone);
+    sink_init(&together);
     rig r;
     rig_up(&r, kv_mb, 32, 1);
     char p[256];
@@ -178,8 +126,7 @@ Test(sched, prefix_cache_hit_keeps_output, .timeout = 120)
     static sink k;
     static slot sl[2];
     memset(&k, 0, sizeof k);
-    pthread_mutex_init(&k.mu, NULL);
-    pthread_cond_init(&k.cv, NULL);
+    sink_init(&k);
     rig r;
     rig_up(&r, 4.0, 8, 1);
     const char *p = "Once upon a time, there was a little girl named Lily. She loved to play outside in the park.";
@@ -202,8 +149,7 @@ Test(sched, cancel_frees_kv_blocks, .timeout = 120)
     static sink k;
     static slot sl[1];
     memset(&k, 0, sizeof k);
-    pthread_mutex_init(&k.mu, NULL);
-    pthread_cond_init(&k.cv, NULL);
+    sink_init(&k);
     rig r;
     rig_up(&r, 4.0, 8, 0);
     uint64_t id = submit(&r, &k, &sl[0], 0, "Once upon a time", 400);

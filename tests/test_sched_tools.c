@@ -20,55 +20,8 @@
 #include "test_util.h"
 
 #define MAXREQ 20
-
-typedef struct {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    char text[MAXREQ][8192];
-    size_t len[MAXREQ];
-    int32_t toks[MAXREQ][512];
-    int ntok[MAXREQ], done[MAXREQ], cached[MAXREQ], admitted[MAXREQ], generated[MAXREQ];
-    shardlm_finish_reason why[MAXREQ];
-} sink;
-
-typedef struct {
-    sink *k;
-    int i;
-} slot;
-
-static void on_token(void *ctx, const char *text, size_t len, int32_t tok, const shardlm_logprobs *lp)
-{
-    slot *s = ctx;
-    (void)lp;
-    pthread_mutex_lock(&s->k->mu);
-    if (s->k->len[s->i] + len < sizeof s->k->text[0]) {
-        memcpy(s->k->text[s->i] + s->k->len[s->i], text, len);
-        s->k->len[s->i] += len;
-    }
-    if (tok >= 0 && s->k->ntok[s->i] < 512) s->k->toks[s->i][s->k->ntok[s->i]++] = tok;
-    pthread_mutex_unlock(&s->k->mu);
-}
-
-static void on_end(void *ctx, shardlm_finish_reason why, int np, int nc)
-{
-    slot *s = ctx;
-    (void)np;
-    pthread_mutex_lock(&s->k->mu);
-    s->k->generated[s->i] = nc;
-    s->k->done[s->i] = 1;
-    s->k->why[s->i] = why;
-    pthread_cond_broadcast(&s->k->cv);
-    pthread_mutex_unlock(&s->k->mu);
-}
-
-static void on_admit(void *ctx, int cached)
-{
-    slot *s = ctx;
-    pthread_mutex_lock(&s->k->mu);
-    s->k->cached[s->i] = cached;
-    s->k->admitted[s->i]++;
-    pthread_mutex_unlock(&s->k->mu);
-}
+#define SINK_MAX MAXREQ
+#include "sched_sink.h"
 
 typedef struct {
     shardlm_node node;
@@ -86,9 +39,7 @@ static void *run_thread(void *arg)
 
 static void rig_up(rig *r, const char *model)
 {
-    memset(&r->k, 0, sizeof r->k);
-    pthread_mutex_init(&r->k.mu, NULL);
-    pthread_cond_init(&r->k.cv, NULL);
+    sink_init(&r->k);
     shardlm_node_opts o = {.model_path = model, .timeout_ms = 10000, .connect_timeout_ms = 10000,
                            .load_timeout_ms = 10000, .max_batch = 256, .n_threads = 1, .isq = -1,
                            .kv_cache_mb = 64, .block_size = 16, .n_ctx = 2048};
@@ -108,20 +59,7 @@ static void rig_down(rig *r)
 
 static void wait_all(rig *r, int n)
 {
-    pthread_mutex_lock(&r->k.mu);
-    for (int i = 0; i < n; i++)
-        for (int t = 0; !r->k.done[i] && t < 1800; t++) { /* bounded: 180 s */
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 100000000;
-            if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
-            pthread_cond_timedwait(&r->k.cv, &r->k.mu, &ts);
-        }
-    pthread_mutex_unlock(&r->k.mu);
-    for (int i = 0; i < n; i++) {
-        cr_assert(r->k.done[i], "request %d did not finish", i);
-        r->k.text[i][r->k.len[i]] = 0;
-    }
+    for (int i = 0; i < n; i++) cr_assert(sink_wait(&r->k, i, 180), "request %d did not finish", i);
 }
 
 static int encode(rig *r, const char *prompt, int special, int32_t *toks, int cap)
@@ -137,7 +75,7 @@ static int encode(rig *r, const char *prompt, int special, int32_t *toks, int ca
 static void submit(rig *r, int i, shardlm_request_desc d)
 {
     r->sl[i] = (slot){&r->k, i};
-    shardlm_request_cb cb = {.on_token = on_token, .on_end = on_end, .ctx = &r->sl[i], .on_admit = on_admit};
+    shardlm_request_cb cb = {.on_token = sink_on_token, .on_end = sink_on_end, .ctx = &r->sl[i], .on_admit = sink_on_admit};
     uint64_t id;
     cr_assert_eq(shardlm_sched_submit(r->sched, &d, cb, &id), 0, "%s", shardlm_err_get());
 }

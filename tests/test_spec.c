@@ -21,52 +21,8 @@
 #include "test_util.h"
 
 #define MAXREQ 8
-
-typedef struct {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    char text[MAXREQ][4096];
-    size_t len[MAXREQ];
-    int done[MAXREQ], ntok[MAXREQ];
-    shardlm_finish_reason why[MAXREQ];
-} sink;
-
-typedef struct {
-    sink *k;
-    int i;
-} slot;
-
-static void on_token(void *ctx, const char *text, size_t len, int32_t tok, const shardlm_logprobs *lp)
-{
-    slot *s = ctx;
-    (void)lp;
-    pthread_mutex_lock(&s->k->mu);
-    if (s->k->len[s->i] + len < sizeof s->k->text[0]) {
-        memcpy(s->k->text[s->i] + s->k->len[s->i], text, len);
-        s->k->len[s->i] += len;
-    }
-    if (tok >= 0) s->k->ntok[s->i]++;
-    pthread_mutex_unlock(&s->k->mu);
-}
-
-static void on_end(void *ctx, shardlm_finish_reason why, int np, int nc)
-{
-    slot *s = ctx;
-    (void)np;
-    (void)nc;
-    pthread_mutex_lock(&s->k->mu);
-    s->k->done[s->i] = 1;
-    s->k->why[s->i] = why;
-    pthread_cond_broadcast(&s->k->cv);
-    pthread_mutex_unlock(&s->k->mu);
-}
-
-static void sink_init(sink *k)
-{
-    memset(k, 0, sizeof *k);
-    pthread_mutex_init(&k->mu, NULL);
-    pthread_cond_init(&k->cv, NULL);
-}
+#define SINK_MAX MAXREQ
+#include "sched_sink.h"
 
 typedef struct {
     shardlm_node node;
@@ -150,7 +106,7 @@ static void submit_ids(rig *r, sink *k, slot *sl, int i, const int32_t *toks, in
     d.params.has_seed = 1;
     sl->k = k;
     sl->i = i;
-    shardlm_request_cb cb = {.on_token = on_token, .on_end = on_end, .ctx = sl};
+    shardlm_request_cb cb = {.on_token = sink_on_token, .on_end = sink_on_end, .ctx = sl};
     uint64_t id = 0;
     cr_assert_eq(shardlm_sched_submit(r->sched, &d, cb, &id), 0, "%s", shardlm_err_get());
 }
@@ -163,20 +119,7 @@ static void submit(rig *r, sink *k, slot *sl, int i, const char *prompt, int max
     submit_ids(r, k, sl, i, toks, (int)n, max_tokens, temp, 1234 + (uint64_t)i);
 }
 
-static void wait_done(sink *k, int i)
-{
-    pthread_mutex_lock(&k->mu);
-    for (int t = 0; !k->done[i] && t < 1200; t++) { /* bounded: 120 s */
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 100000000;
-        if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
-        pthread_cond_timedwait(&k->cv, &k->mu, &ts);
-    }
-    int done = k->done[i];
-    pthread_mutex_unlock(&k->mu);
-    cr_assert(done, "request %d did not finish", i);
-}
+static void wait_done(sink *k, int i) { cr_assert(sink_wait(k, i, 120), "request %d did not finish", i); }
 
 static shardlm_spec_opts ngram(int k, int n) { return (shardlm_spec_opts){SHARDLM_SPEC_NGRAM, k, n, NULL}; }
 static const shardlm_spec_opts off = {0};

@@ -22,6 +22,8 @@
 #include "test_util.h"
 
 #define NREQ 20
+#define SINK_MAX NREQ
+#include "sched_sink.h"
 
 static const char *const SCHEMA =
     "{\"type\":\"object\",\"properties\":{"
@@ -89,46 +91,6 @@ static int valid(const cJSON *v, const cJSON *s, char *why, size_t cap)
 /* ---- the scheduler rig ---- */
 
 typedef struct {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    char text[NREQ][8192];
-    size_t len[NREQ];
-    int done[NREQ], ntok[NREQ];
-    shardlm_finish_reason why[NREQ];
-    shardlm_logprobs lp[NREQ][4];
-} sink;
-
-typedef struct {
-    sink *k;
-    int i;
-} slot;
-
-static void on_token(void *ctx, const char *text, size_t len, int32_t tok, const shardlm_logprobs *lp)
-{
-    slot *s = ctx;
-    pthread_mutex_lock(&s->k->mu);
-    if (s->k->len[s->i] + len < sizeof s->k->text[0]) {
-        memcpy(s->k->text[s->i] + s->k->len[s->i], text, len);
-        s->k->len[s->i] += len;
-    }
-    if (tok >= 0 && lp && s->k->ntok[s->i] < 4) s->k->lp[s->i][s->k->ntok[s->i]] = *lp;
-    if (tok >= 0) s->k->ntok[s->i]++;
-    pthread_mutex_unlock(&s->k->mu);
-}
-
-static void on_end(void *ctx, shardlm_finish_reason why, int np, int nc)
-{
-    slot *s = ctx;
-    (void)np;
-    (void)nc;
-    pthread_mutex_lock(&s->k->mu);
-    s->k->done[s->i] = 1;
-    s->k->why[s->i] = why;
-    pthread_cond_broadcast(&s->k->cv);
-    pthread_mutex_unlock(&s->k->mu);
-}
-
-typedef struct {
     shardlm_node node;
     shardlm_sched *sched;
     pthread_t thread;
@@ -163,17 +125,7 @@ static void rig_down(rig *r)
 
 static void wait_all(sink *k, int n)
 {
-    pthread_mutex_lock(&k->mu);
-    for (int i = 0; i < n; i++)
-        for (int t = 0; !k->done[i] && t < 1200; t++) { /* bounded: 120 s */
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 100000000;
-            if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
-            pthread_cond_timedwait(&k->cv, &k->mu, &ts);
-        }
-    pthread_mutex_unlock(&k->mu);
-    for (int i = 0; i < n; i++) cr_assert(k->done[i], "request %d did not finish", i);
+    for (int i = 0; i < n; i++) cr_assert(sink_wait(k, i, 120), "request %d did not finish", i);
 }
 
 static shardlm_grammar *schema_grammar(const char *text)
@@ -196,7 +148,7 @@ static uint64_t submit(rig *r, sink *k, slot *sl, int i, const char *prompt, sha
     sl->k = k;
     sl->i = i;
     uint64_t id = 0;
-    cr_assert_eq(shardlm_sched_submit(r->sched, &d, (shardlm_request_cb){.on_token = on_token, .on_end = on_end, .ctx = sl}, &id), 0, "%s",
+    cr_assert_eq(shardlm_sched_submit(r->sched, &d, (shardlm_request_cb){.on_token = sink_on_token, .on_end = sink_on_end, .ctx = sl}, &id), 0, "%s",
                  shardlm_err_get());
     return id;
 }
@@ -206,8 +158,7 @@ static void twenty_valid_documents(const char *rel)
     static sink k;
     static slot sl[NREQ];
     memset(&k, 0, sizeof k);
-    pthread_mutex_init(&k.mu, NULL);
-    pthread_cond_init(&k.cv, NULL);
+    sink_init(&k);
     rig r;
     rig_up(&r, rel, 2048);
     shardlm_grammar *g = schema_grammar(SCHEMA);
@@ -380,8 +331,7 @@ Test(structured, logprobs_are_constrained_and_length_cuts)
     static sink k;
     static slot sl[3];
     memset(&k, 0, sizeof k);
-    pthread_mutex_init(&k.mu, NULL);
-    pthread_cond_init(&k.cv, NULL);
+    sink_init(&k);
     rig r;
     rig_up(&r, "models/stories260K.gguf", 512);
     char why[256];
