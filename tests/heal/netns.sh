@@ -15,48 +15,17 @@ SHARED=${2:?usage: netns.sh SHARDLM_BIN SHARED_DIR}
 MODEL=$SHARED/models/stories260K.gguf
 GOLD=$SHARED/models/stories260K.greedy.txt
 TIMEOUT_MS=3000
-TAG=$(printf '%04x' $(( ($$ * 11 + RANDOM) % 65536 )))
-BR=shbr$TAG
-NS=(); PIDS=()
+PIDS=()
 WORK=$(mktemp -d)
-skip() {
-  if [ "${CI:-}" = true ]; then echo "heal_netns: FAIL (CI=true, must run): $*" >&2; exit 1; fi
-  echo "SKIP: $*"; exit 77
-}
-fail() {
-  echo "heal_netns: FAIL: $*" >&2
-  for f in "$WORK"/*.err; do [ -f "$f" ] && { echo "--- $f" >&2; tail -12 "$f" >&2; }; done
-  exit 1
-}
-ok() { echo "ok   $*"; }
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  for n in "${NS[@]}"; do ip netns del "$n" 2>/dev/null || true; done
-  ip link del "$BR" 2>/dev/null || true
-  rm -rf "$WORK"
-}
+TEST_NAME=heal_netns FAIL_TAIL=12
+# shellcheck source=../lib.sh
+. "$(dirname "$0")/../lib.sh"
+cleanup() { kill_all "${PIDS[@]}"; netns_down; rm -rf "$WORK"; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 [ -f "$MODEL" ] && [ -f "$GOLD" ] || skip "$MODEL or $GOLD is missing"
-command -v ip >/dev/null || skip "iproute2 (ip) is not installed"
 command -v curl >/dev/null || fail "curl is not installed"
-ns_ip() { echo "10.214.0.$(( $1 + 1 ))"; }
-make_ns() {
-  local i=$1 n=sh$TAG-$1
-  ip netns add "$n" 2>"$WORK/netns.log" || return 1
-  NS+=("$n")
-  ip link add "shv$TAG$i" type veth peer name "shp$TAG$i"
-  ip link set "shp$TAG$i" netns "$n"
-  ip link set "shv$TAG$i" master "$BR" up
-  ip -n "$n" addr add "$(ns_ip "$i")/24" dev "shp$TAG$i"
-  ip -n "$n" link set "shp$TAG$i" up
-  ip -n "$n" link set lo up
-}
-ip link add "$BR" type bridge 2>"$WORK/netns.log" || skip "cannot create a bridge (needs root): $(cat "$WORK/netns.log")"
-ip link set "$BR" up
-make_ns 0 || skip "cannot create network namespaces (needs root): $(cat "$WORK/netns.log")"
-for i in 1 2 3; do make_ns "$i" || fail "ip netns add failed"; done
+netns_up sh 10.214.0 4
 cfg() {
   local i=$1 f=$WORK/ring$1.json
   echo "{\"master_ip\": \"$(ns_ip 0)\", \"master_port\": 29410, \"port\": 29510, \"right_ip\": \"$(ns_ip $(( (i + 1) % 4 )))\", \"right_port\": 29510, \"rank\": $i, \"world_size\": 4}" >"$f"
@@ -93,14 +62,14 @@ for i in 1 2 3 4; do
   sp+=("$!"); sleep 0.01
 done
 for _ in $(seq 300); do grep -q '"text"' "$WORK/s1" 2>/dev/null && break; sleep 0.01; done
-ip -n "${NS[2]}" link set "shp${TAG}2" down
+ns_link 2 down
 T0=$(now); t_err=; seen503=0; restored=0
 while :; do
   code=$(health)
   [ "$code" = 503 ] && seen503=1
   [ -z "$t_err" ] && grep -q '^data: {"error".*rank 2 is lost' "$WORK"/s[1-4] 2>/dev/null && t_err=$(since "$T0")
   if [ "$restored" = 0 ] && [ "$seen503" = 1 ] && le 2 "$(since "$T0")"; then
-    ip -n "${NS[2]}" link set "shp${TAG}2" up; restored=$(since "$T0")
+    ns_link 2 up; restored=$(since "$T0")
   fi
   [ "$restored" != 0 ] && [ "$code" = 200 ] && break
   le "$(since "$T0")" 15 || fail "/health not back to 200 within 15 s of the cut (last $code: $(cat "$WORK/health.body"))"

@@ -35,22 +35,11 @@ GOLD='"text":"Once upon a time, there was a little girl named Lily. She loved to
 UP_S=180        # first bring-up: every pod Ready
 RECOVER_S=240   # after the kill: Ready again and serving
 MAX_RESTARTS=30 # a kubelet loop gives up after this many container restarts
-TAG=$(printf '%04x' $(( ($$ * 13 + RANDOM) % 65536 )))
-BR=skbr$TAG
-NS=()
 WORK=$(mktemp -d)
 LOOPS=()
-
-skip() {
-  if [ "${CI:-}" = true ]; then echo "netns_k8s: FAIL (CI=true, must run): $*" >&2; exit 1; fi
-  echo "SKIP: $*"; exit 77
-}
-fail() {
-  echo "netns_k8s: FAIL: $*" >&2
-  for f in "$WORK"/pod*/log; do [ -f "$f" ] && { echo "--- $f" >&2; tail -20 "$f" >&2; }; done
-  exit 1
-}
-ok() { echo "ok   $*"; }
+TEST_NAME=netns_k8s FAIL_LOGS="$WORK/pod*/log" FAIL_TAIL=20
+# shellcheck source=../lib.sh
+. "$(dirname "$0")/../lib.sh"
 
 cleanup() {  # never fails part-way: every step runs
   set +e
@@ -59,8 +48,7 @@ cleanup() {  # never fails part-way: every step runs
   kill_pods
   for p in "${LOOPS[@]}"; do kill -KILL "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
   kill_pods  # one a loop started while dying
-  for n in "${NS[@]}"; do ip netns del "$n" 2>/dev/null; rm -rf "/etc/netns/$n"; done
-  ip link del "$BR" 2>/dev/null
+  netns_down
   if [ -n "${SHARDLM_KEEP_LOGS:-}" ]; then  # a directory to keep each pod's log in
     mkdir -p "$SHARDLM_KEEP_LOGS"
     for i in 0 1 2 3; do cp "$WORK/pod$i/log" "$SHARDLM_KEEP_LOGS/pod$i.log" 2>/dev/null; done
@@ -124,22 +112,9 @@ pod_env() {
 mapfile -t ARGS < <(sed -n 's/^#arg //p' "$WORK/pod.env")
 
 # ---- topology: a bridge, one namespace per pod, names as the headless service gives them ----
-ns_ip() { echo "10.214.0.$(( $1 + 1 ))"; }
-ip link add "$BR" type bridge 2>"$WORK/netns.log" || skip "cannot create a bridge (needs root/CAP_NET_ADMIN): $(cat "$WORK/netns.log")"
-ip link set "$BR" up
+netns_up sk 10.214.0 4
 for i in 0 1 2 3; do
-  n=sk$TAG-$i
-  if ! ip netns add "$n" 2>"$WORK/netns.log"; then
-    [ "$i" = 0 ] && skip "cannot create network namespaces (needs root/CAP_SYS_ADMIN): $(cat "$WORK/netns.log")"
-    fail "ip netns add: $(cat "$WORK/netns.log")"
-  fi
-  NS+=("$n")
-  ip link add "skv$TAG$i" type veth peer name "skp$TAG$i"
-  ip link set "skp$TAG$i" netns "$n"
-  ip link set "skv$TAG$i" master "$BR" up
-  ip -n "$n" addr add "$(ns_ip "$i")/24" dev "skp$TAG$i"
-  ip -n "$n" link set "skp$TAG$i" up
-  ip -n "$n" link set lo up
+  n=${NS[$i]}
   mkdir -p "/etc/netns/$n"  # `ip netns exec` mounts it over /etc/hosts
   { echo "127.0.0.1 localhost"; for j in 0 1 2 3; do echo "$(ns_ip "$j") shardlm-$j.$SVC shardlm-$j"; done; } >"/etc/netns/$n/hosts"
   while read -r _ m v; do [ "$v" = secrets ] || mkdir -p "$WORK/pod$i/$v"; done < <(grep '^#mount ' "$WORK/pod.env")

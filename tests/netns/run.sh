@@ -24,54 +24,20 @@ GOLD=$SHARED/models/stories260K.greedy.txt
 TIMEOUT_MS=3000         # collective timeout of the failure run
 REPORT_SLACK_S=2        # rank 0 must report within TIMEOUT_MS + this
 HARD_LIMIT_S=30         # any rank still running this long after link-down is a hang
-TAG=$(printf '%04x' $(( ($$ * 7 + RANDOM) % 65536 )))  # unique names: parallel runs do not clash
-BR=slbr$TAG
-NS=()
 PIDS=()
 WORK=$(mktemp -d)
-
-skip() {
-  if [ "${CI:-}" = true ]; then echo "netns: FAIL (CI=true, must run): $*" >&2; exit 1; fi
-  echo "SKIP: $*"; exit 77
-}
-fail() {
-  echo "netns: FAIL: $*" >&2
-  for f in "$WORK"/*.err "$WORK"/*.log; do [ -f "$f" ] && { echo "--- $f" >&2; tail -15 "$f" >&2; }; done
-  exit 1
-}
-ok() { echo "ok   $*"; }
-
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  for n in "${NS[@]}"; do ip netns del "$n" 2>/dev/null || true; rm -rf "/etc/netns/$n"; done
-  ip link del "$BR" 2>/dev/null || true
-  rm -rf "$WORK"
-}
+TEST_NAME=netns FAIL_LOGS="$WORK/*.err $WORK/*.log"
+# shellcheck source=../lib.sh
+. "$(dirname "$0")/../lib.sh"
+cleanup() { kill_all "${PIDS[@]}"; netns_down; rm -rf "$WORK"; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 [ -f "$MODEL" ] && [ -f "$GOLD" ] || skip "$MODEL or $GOLD is missing"
-command -v ip >/dev/null || skip "iproute2 (ip) is not installed"
 [ -x "$BIN" ] || fail "$BIN is not executable"
 
 # ---- topology: a bridge and one namespace per rank, 10.213.0.(i+1)/24 ----
-ns_ip() { echo "10.213.0.$(( $1 + 1 ))"; }
-make_ns() {
-  local i=$1 n=sl$TAG-$1
-  ip netns add "$n" 2>"$WORK/netns.log" || return 1
-  NS+=("$n")
-  ip link add "slv$TAG$i" type veth peer name "slp$TAG$i"
-  ip link set "slp$TAG$i" netns "$n"
-  ip link set "slv$TAG$i" master "$BR" up
-  ip -n "$n" addr add "$(ns_ip "$i")/24" dev "slp$TAG$i"
-  ip -n "$n" link set "slp$TAG$i" up
-  ip -n "$n" link set lo up
-}
-ip link add "$BR" type bridge 2>"$WORK/netns.log" || skip "cannot create a bridge (needs root/CAP_NET_ADMIN): $(cat "$WORK/netns.log")"
-ip link set "$BR" up
-make_ns 0 || skip "cannot create network namespaces (needs root/CAP_SYS_ADMIN): $(cat "$WORK/netns.log")"
-for i in 1 2 3; do make_ns "$i" || fail "ip netns add failed: $(cat "$WORK/netns.log")"; done
+netns_up sl 10.213.0 4
 ok "bridge $BR and namespaces ${NS[*]}"
 
 # write_cfg W I: rank I's RING_CONFIG for world size W, printed as its path
@@ -157,7 +123,7 @@ G=$LAST
 for _ in $(seq 600); do [ "$(stat -c %s "$WORK/f0.out" 2>/dev/null || echo 0)" -ge 40 ] && break; sleep 0.1; done
 [ "$(stat -c %s "$WORK/f0.out")" -ge 40 ] || fail "the failure run never started generating"
 kill -0 "$G" 2>/dev/null || fail "generation ended before the link went down"
-ip -n "${NS[2]}" link set "slp${TAG}2" down
+ns_link 2 down
 T0=$(date +%s%N)
 rc=0; wait_exit "$G" "$HARD_LIMIT_S" || rc=$?
 T1=$(date +%s%N)
