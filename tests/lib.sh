@@ -4,7 +4,7 @@
 #
 # Source it after setting TEST_NAME and WORK (a scratch directory). On a
 # failure the files matching FAIL_LOGS (globs, default $WORK/*.err) are
-# tailed. A skip exits 77, which ctest reads as skipped, except under
+# tailed (FAIL_LOGS= for none). A skip exits 77, which ctest reads as skipped, except under
 # CI=true, where a test that cannot run is a failure.
 # shellcheck shell=bash
 
@@ -18,7 +18,7 @@ skip() {
 fail() {
   echo "$TEST_NAME: FAIL: $*" >&2
   local g f
-  for g in ${FAIL_LOGS:-"$WORK/*.err"}; do
+  for g in ${FAIL_LOGS-"$WORK/*.err"}; do
     for f in $g; do [ -f "$f" ] && { echo "--- $f" >&2; tail -"${FAIL_TAIL:-15}" "$f" >&2; }; done
   done
   exit 1

@@ -27,12 +27,9 @@ KEY=e2e-secret-key
 WORK=$(mktemp -d)
 PIDS=()
 
-skip() {
-  if [ "${CI:-}" = true ]; then echo "e2e: FAIL (CI): $*" >&2; exit 1; fi
-  echo "e2e: SKIP: $*"; exit 77
-}
-fail() { echo "e2e: FAIL: $*" >&2; for f in "$WORK"/*.log; do echo "--- $f" >&2; tail -20 "$f" >&2; done; exit 1; }
-ok() { echo "ok   $*"; }
+TEST_NAME=e2e FAIL_LOGS="$WORK/*.log" FAIL_TAIL=20
+# shellcheck source=../lib.sh
+. "$(dirname "$0")/../lib.sh"
 
 cleanup() {
   for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done

@@ -28,16 +28,9 @@ WORK=$(mktemp -d)
 SRV=
 ALL_WORKERS=()
 
-skip() {
-  if [ "${CI:-}" = true ]; then echo "heal: FAIL (CI=true, must run): $*" >&2; exit 1; fi
-  echo "SKIP: $*"; exit 77
-}
-fail() {
-  echo "heal: FAIL: $*" >&2
-  [ -f "$WORK/serve.err" ] && { echo "--- serve.err (tail)" >&2; tail -25 "$WORK/serve.err" >&2; }
-  exit 1
-}
-ok() { echo "ok   $*"; }
+TEST_NAME=heal FAIL_LOGS="$WORK/serve.err" FAIL_TAIL=25
+# shellcheck source=../lib.sh
+. "$(dirname "$0")/../lib.sh"
 cleanup() {
   [ -n "$SRV" ] && kill -KILL "$SRV" 2>/dev/null || true
   for p in "${ALL_WORKERS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done

@@ -24,10 +24,9 @@ done
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
-skip() {
-  if [ "${CI:-}" = true ]; then echo "jinja: FAIL (CI): $*" >&2; exit 1; fi
-  echo "jinja: SKIP: $*"; exit 77
-}
+TEST_NAME=jinja
+# shellcheck source=../lib.sh
+. "$(dirname "$0")/../lib.sh"
 [ -d "$TEMPLATES" ] || skip "$TEMPLATES is missing"
 command -v node >/dev/null && command -v npm >/dev/null || skip "node/npm are not installed"
 

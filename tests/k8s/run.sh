@@ -17,12 +17,9 @@ TOOLS=${SHARDLM_K8S_TOOLS:-$SRC/.cache/k8s-tools}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
-skip() {
-  if [ "${CI:-}" = true ]; then echo "k8s_manifests: FAIL (CI=true, must run): $*" >&2; exit 1; fi
-  echo "SKIP: $*"; exit 77
-}
-fail() { echo "k8s_manifests: FAIL: $*" >&2; exit 1; }
-ok() { echo "ok   $*"; }
+TEST_NAME=k8s_manifests FAIL_LOGS=
+# shellcheck source=../lib.sh
+. "$(dirname "$0")/../lib.sh"
 
 command -v yamllint >/dev/null || skip "yamllint is not installed (scripts/install-deps.sh)"
 command -v node >/dev/null && command -v npm >/dev/null || skip "node/npm are not installed"

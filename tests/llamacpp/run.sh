@@ -79,10 +79,9 @@ WORLDS=(1 2 4)
 N_NEW=32
 
 # ---- set-up ----
-skip() {
-  if [ "${CI:-}" = true ]; then echo "llamacpp: FAIL (CI): $*" >&2; exit 1; fi
-  echo "llamacpp: SKIP: $*"; exit 77
-}
+TEST_NAME=llamacpp
+# shellcheck source=../lib.sh
+. "$(dirname "$0")/../lib.sh"
 WORK=${LLREF_KEEP:-$(mktemp -d)}
 mkdir -p "$WORK"
 [ -n "${LLREF_KEEP:-}" ] || trap 'rm -rf "$WORK"' EXIT
