@@ -1,4 +1,5 @@
-/* sched_sink.h - what the scheduler tests collect from a request's callbacks.
+/* sched_sink.h - what the scheduler tests collect from a request's callbacks,
+ * and the scheduler thread and node options they run it with.
  *
  * A sink holds, per request slot, the streamed text, the token ids, the first
  * logprobs, the prefix-cache hit and how it ended; a slot is the callback
@@ -11,6 +12,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "../launcher/node.h"
+#include "../runtime/scheduler.h"
 #include "shardlm_runtime.h"
 
 #ifndef SINK_MAX
@@ -97,6 +100,30 @@ static inline int sink_wait(sink *k, int i, int seconds)
     if (done) k->text[i][k->len[i] < SINK_TEXT ? k->len[i] : SINK_TEXT - 1] = 0;
     pthread_mutex_unlock(&k->mu);
     return done;
+}
+
+/* A node on a one-thread engine, bounded timeouts, 16-token KV blocks. */
+static inline shardlm_node_opts sink_node_opts(const char *model, double kv_mb, int n_ctx)
+{
+    return (shardlm_node_opts){.model_path = model, .timeout_ms = 10000, .connect_timeout_ms = 10000,
+                               .load_timeout_ms = 10000, .max_batch = 256, .n_threads = 1, .isq = -1,
+                               .kv_cache_mb = kv_mb, .block_size = 16, .n_ctx = n_ctx};
+}
+
+static inline void *sink_sched_main(void *s)
+{
+    shardlm_sched_run(s);
+    return NULL;
+}
+
+/* Runs s on its own thread, as serve does; sink_sched_stop stops, joins and frees it. */
+static inline void sink_sched_start(shardlm_sched *s, pthread_t *t) { pthread_create(t, NULL, sink_sched_main, s); }
+
+static inline void sink_sched_stop(shardlm_sched *s, pthread_t t)
+{
+    shardlm_sched_stop(s);
+    pthread_join(t, NULL);
+    shardlm_sched_free(s);
 }
 
 #endif

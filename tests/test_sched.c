@@ -24,30 +24,20 @@ typedef struct {
     pthread_t thread;
 } rig;
 
-static void *run_thread(void *arg)
-{
-    shardlm_sched_run(((rig *)arg)->sched);
-    return NULL;
-}
-
 static void rig_up(rig *r, double kv_mb, int max_seqs, int prefix)
 {
     char model[512];
     snprintf(model, sizeof model, "%s", tu_shared("models/stories260K.gguf"));
-    shardlm_node_opts o = {.model_path = model, .timeout_ms = 10000, .connect_timeout_ms = 10000,
-                           .load_timeout_ms = 10000, .max_batch = 256, .n_threads = 1, .isq = -1,
-                           .kv_cache_mb = kv_mb, .block_size = 16, .n_ctx = 512};
+    shardlm_node_opts o = sink_node_opts(model, kv_mb, 512);
     cr_assert_eq(shardlm_node_open(&o, &r->node), 0, "%s", shardlm_err_get());
     shardlm_sched_opts so = {max_seqs, 256, 1000, 16, kv_mb, prefix, {0}};
     cr_assert_eq(shardlm_sched_new(r->node.engine, r->node.tok, &so, &r->sched), 0, "%s", shardlm_err_get());
-    pthread_create(&r->thread, NULL, run_thread, r);
+    sink_sched_start(r->sched, &r->thread);
 }
 
 static void rig_down(rig *r)
 {
-    shardlm_sched_stop(r->sched);
-    pthread_join(r->thread, NULL);
-    shardlm_sched_free(r->sched);
+    sink_sched_stop(r->sched, r->thread);
     shardlm_node_close(&r->node);
 }
 

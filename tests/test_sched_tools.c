@@ -31,29 +31,19 @@ typedef struct {
     slot sl[MAXREQ];
 } rig;
 
-static void *run_thread(void *arg)
-{
-    shardlm_sched_run(((rig *)arg)->sched);
-    return NULL;
-}
-
 static void rig_up(rig *r, const char *model)
 {
     sink_init(&r->k);
-    shardlm_node_opts o = {.model_path = model, .timeout_ms = 10000, .connect_timeout_ms = 10000,
-                           .load_timeout_ms = 10000, .max_batch = 256, .n_threads = 1, .isq = -1,
-                           .kv_cache_mb = 64, .block_size = 16, .n_ctx = 2048};
+    shardlm_node_opts o = sink_node_opts(model, 64, 2048);
     cr_assert_eq(shardlm_node_open(&o, &r->node), 0, "%s", shardlm_err_get());
     shardlm_sched_opts so = {32, 256, 1000, 16, 64, 1, {0}};
     cr_assert_eq(shardlm_sched_new(r->node.engine, r->node.tok, &so, &r->sched), 0, "%s", shardlm_err_get());
-    pthread_create(&r->thread, NULL, run_thread, r);
+    sink_sched_start(r->sched, &r->thread);
 }
 
 static void rig_down(rig *r)
 {
-    shardlm_sched_stop(r->sched);
-    pthread_join(r->thread, NULL);
-    shardlm_sched_free(r->sched);
+    sink_sched_stop(r->sched, r->thread);
     shardlm_node_close(&r->node);
 }
 

@@ -32,12 +32,6 @@ typedef struct {
     pid_t worker;
 } rig;
 
-static void *run_thread(void *arg)
-{
-    shardlm_sched_run(((rig *)arg)->sched);
-    return NULL;
-}
-
 static const char *model_path(void)
 {
     static char path[512];
@@ -67,10 +61,8 @@ static void rig_up(rig *r, int world, double kv_mb, int max_seqs, int prefix, sh
     memset(r, 0, sizeof *r);
     char cfg0[512];
     if (world == 2) rig_worker(r, cfg0, sizeof cfg0);
-    shardlm_node_opts o = {.model_path = model_path(), .timeout_ms = 10000, .connect_timeout_ms = 10000,
-                           .load_timeout_ms = 10000, .max_batch = 256, .n_threads = 1, .isq = -1,
-                           .kv_cache_mb = kv_mb, .block_size = 16, .n_ctx = 512,
-                           .ring_config = world == 2 ? cfg0 : NULL};
+    shardlm_node_opts o = sink_node_opts(model_path(), kv_mb, 512);
+    o.ring_config = world == 2 ? cfg0 : NULL;
     cr_assert_eq(shardlm_node_open(&o, &r->node), 0, "%s", shardlm_err_get());
     /* the worker reports its memory (a collective) before its first step */
     if (world == 2) cr_assert_eq(shardlm_node_report_memory(&r->node, "loaded"), 0, "%s", shardlm_err_get());
@@ -82,14 +74,12 @@ static void rig_up(rig *r, int world, double kv_mb, int max_seqs, int prefix, sh
     }
     shardlm_sched_opts so = {max_seqs, 256, 1000, 16, kv_mb, prefix, spec};
     cr_assert_eq(shardlm_sched_new(r->node.engine, r->node.tok, &so, &r->sched), 0, "%s", shardlm_err_get());
-    pthread_create(&r->thread, NULL, run_thread, r);
+    sink_sched_start(r->sched, &r->thread);
 }
 
 static void rig_down(rig *r)
 {
-    shardlm_sched_stop(r->sched);
-    pthread_join(r->thread, NULL);
-    shardlm_sched_free(r->sched);
+    sink_sched_stop(r->sched, r->thread);
     shardlm_spec_draft_free(r->draft);
     if (r->worker > 0) shardlm_engine_shutdown(r->node.engine, "test done");
     shardlm_node_close(&r->node);
