@@ -4,7 +4,8 @@
  *
  * libmicrohttpd runs one thread per connection, so a call may block on its
  * queue (JSON answers) or in its stream's reader without holding up other
- * clients; MHD's connection limit bounds the threads. */
+ * clients; MHD's connection limit bounds the threads, and the request
+ * deadline (server_deadline.c) how long a slow client may hold one. */
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <sys/resource.h>
