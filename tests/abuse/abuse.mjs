@@ -46,6 +46,8 @@ function streamText(body) {
                  authorization: `Bearer ${key}` } }, (res) => {
       let raw = '';
       res.on('data', (c) => { raw += c; });
+      res.on('error', () => {});
+      res.on('close', () => { if (!res.complete) reject(new Error(`cut after ${raw.length} bytes: ${raw.slice(0, 200)}`)); });
       res.on('end', () => {
         let text = '', events = 0, done = false;
         for (const line of raw.split('\n')) {
@@ -178,10 +180,13 @@ if (Math.max(...after) > normal + 2000) fail('a good request after the abuse was
 // then holds the engine's step. Its request was in, so it is never cut.
 process.kill(worker, 'SIGSTOP');
 const t0 = performance.now();
-const streamed = streamText({ prompt: 'Once upon a time', max_tokens: 60, temperature: 0, stream: true });
+// (its failure is caught at once: it may come while this waits)
+const streamed = streamText({ prompt: 'Once upon a time', max_tokens: 60, temperature: 0, stream: true })
+  .catch((e) => ({ error: e.message }));
 await sleep((headerS + 2) * 1000);
 process.kill(worker, 'SIGCONT');
 const st = await streamed;
+if (st.error) fail(`the delayed stream failed: ${st.error}`);
 const lasted = (performance.now() - t0) / 1000;
 console.log(`a stream delayed past the deadline: ${st.status}, ${lasted.toFixed(1)} s, ${st.events} events, ` +
             `${st.done ? '[DONE]' : 'no [DONE]'}`);
