@@ -51,6 +51,14 @@ int ring_setup_links(const shardlm_ring_config *cfg, int connect_timeout_ms, rin
 int ring_shm_negotiate(const shardlm_ring_config *cfg, const shardlm_ring_opts *o, ring_links *l,
                        uint64_t deadline_ns);
 
+/* The shared-memory hand-over's token proof on its unix socket (shm_setup.c).
+ * prove (consumer): sends HMAC(token, nonce) for the nonce of the producer's
+ * offer; 0 or -1. check (producer): reads and verifies it within wait_ms;
+ * SHARDLM_OK, or SHARDLM_EPEER with the reason (a wrong token, none, a
+ * close). Without a cluster token the proof is zeros and any is accepted. */
+int ring_shm_handover_prove(int usock, const uint8_t nonce[32]);
+int ring_shm_handover_check(int usock, const uint8_t nonce[32], int wait_ms);
+
 /* ---- shm.c: the segment and its byte ring ---- */
 
 /* Data bytes per hop: $SHARDLM_SHM_BYTES (a power of two, 4 KiB..256 MiB)
