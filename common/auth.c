@@ -241,3 +241,42 @@ int shardlm_auth_nonce_check(const char *purpose, const uint8_t nonce[SHARDLM_AU
     }
     return SHARDLM_OK;
 }
+
+/* ---- the handshake in steps, for an event loop ---- */
+
+int shardlm_auth_begin(shardlm_auth_steps *st, int is_server, uint8_t hello[SHARDLM_AUTH_HELLO_BYTES])
+{
+    memset(st, 0, sizeof *st);
+    st->server = is_server;
+    int rc = shardlm_auth_nonce(st->mine);
+    if (rc) return rc;
+    memcpy(hello, AUTH_MAGIC, 4);
+    memcpy(hello + 4, st->mine, SHARDLM_AUTH_NONCE_BYTES);
+    return SHARDLM_OK;
+}
+
+int shardlm_auth_answer(shardlm_auth_steps *st, const uint8_t hello[SHARDLM_AUTH_HELLO_BYTES],
+                        uint8_t proof[SHARDLM_AUTH_MAC_BYTES], const char *who)
+{
+    if (memcmp(hello, AUTH_MAGIC, 4) != 0) {
+        shardlm_err_set("cluster authentication with %s refused: it sent no cluster-token handshake (no token "
+                        "configured there, or not a shardlm rank)", who);
+        return SHARDLM_EPEER;
+    }
+    memcpy(st->theirs, hello + 4, SHARDLM_AUTH_NONCE_BYTES);
+    const uint8_t *nc = st->server ? st->theirs : st->mine, *ns = st->server ? st->mine : st->theirs;
+    auth_proof(st->server, nc, ns, proof);
+    return SHARDLM_OK;
+}
+
+int shardlm_auth_check(const shardlm_auth_steps *st, const uint8_t proof[SHARDLM_AUTH_MAC_BYTES], const char *who)
+{
+    uint8_t want[SHARDLM_AUTH_MAC_BYTES];
+    const uint8_t *nc = st->server ? st->theirs : st->mine, *ns = st->server ? st->mine : st->theirs;
+    auth_proof(!st->server, nc, ns, want);
+    if (CRYPTO_memcmp(proof, want, sizeof want) != 0) {
+        shardlm_err_set("cluster authentication with %s refused: wrong cluster token", who);
+        return SHARDLM_EPEER;
+    }
+    return SHARDLM_OK;
+}
