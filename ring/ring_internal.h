@@ -12,7 +12,7 @@
 
 /* Handshake sent by both ends of every link, network byte order. */
 #define RING_MAGIC 0x534c4d52u /* "SLMR" */
-#define RING_PROTO_VERSION 2u  /* 2: the transport negotiation follows the hello */
+#define RING_PROTO_VERSION 3u  /* 2: the transport negotiation follows the hello; 3: its shm offer carries the hand-over nonce */
 #define RING_HELLO_BYTES 16
 
 typedef struct ring_shm_seg ring_shm_seg; /* the shared segment (shm.c) */
