@@ -3,7 +3,8 @@
  * supports, with and without a thread pool, shardlm_matmul on the repacked
  * matrix must give bitwise the result of the plain matrix (so batch
  * invariance and every golden output carry over), and each repacked row
- * must dequantise to the plain row. */
+ * must dequantise to the plain row; and shardlm_matmul_many (several
+ * products of one input in one pool run) must give each product's bits. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdint.h>
