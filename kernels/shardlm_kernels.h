@@ -124,6 +124,18 @@ int shardlm_cpu_has_f16c(void);
  * error. pool may be NULL (single-threaded). Not reentrant on one pool. */
 void shardlm_matmul(shardlm_pool *pool, shardlm_dtype t, const void *w, size_t rows, size_t cols,
                     const float *x, size_t n, float *y);
+/* Several matrices of the same input width applied to one x (q/k/v, gate/up):
+ * ys[i] = parts[i] x, each bitwise what shardlm_matmul gives, but with one
+ * quantisation of x and one pool run (no barrier between the products) when
+ * the parts share a type; otherwise the products run one by one. */
+#define SHARDLM_MATMUL_MANY_MAX 4
+typedef struct {
+    shardlm_dtype t;
+    const void *w;
+    size_t rows;
+} shardlm_matmul_part;
+void shardlm_matmul_many(shardlm_pool *pool, int k, const shardlm_matmul_part *parts, size_t cols, const float *x,
+                         size_t n, float **ys);
 void shardlm_rmsnorm(float *out, const float *x, const float *weight, size_t n, float eps);
 void shardlm_softmax(float *x, size_t n);
 void shardlm_silu_mul(float *a, const float *b, size_t n);

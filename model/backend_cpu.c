@@ -90,6 +90,21 @@ static int cpu_matmul(shardlm_state *s, const shardlm_mat *w, const float *x, in
     return SHARDLM_OK;
 }
 
+/* One pool run and one quantisation of x for all k (kernels/cpu/matmul.c). */
+static int cpu_matmul_many(shardlm_state *s, int k, const shardlm_mat *const *w, const float *x, int n, float **ys)
+{
+    shardlm_matmul_part parts[SHARDLM_MATMUL_MANY_MAX];
+    int same_cols = 1;
+    for (int i = 0; i < k; i++) same_cols = same_cols && w[i]->cols == w[0]->cols;
+    if (k > SHARDLM_MATMUL_MANY_MAX || !same_cols) {
+        for (int i = 0; i < k; i++) cpu_matmul(s, w[i], x, n, ys[i]);
+        return SHARDLM_OK;
+    }
+    for (int i = 0; i < k; i++) parts[i] = (shardlm_matmul_part){w[i]->type, w[i]->data, w[i]->rows};
+    shardlm_matmul_many(s->pool, k, parts, w[0]->cols, x, (size_t)n, ys);
+    return SHARDLM_OK;
+}
+
 static int cpu_add_bias(shardlm_state *s, float *y, const float *bias, int rows, int width)
 {
     (void)s;
@@ -190,6 +205,7 @@ const shardlm_backend shardlm_backend_cpu = {
     .embed = cpu_embed,
     .rmsnorm = cpu_rmsnorm,
     .matmul = cpu_matmul,
+    .matmul_many = cpu_matmul_many,
     .add_bias = cpu_add_bias,
     .rope = cpu_rope,
     .kv_store = cpu_kv_store,

@@ -85,6 +85,15 @@ static int bias(shardlm_state *s, float *y, const float *b, int rows, int width)
     return b ? s->be->add_bias(s, y, b, rows, width) : SHARDLM_OK;
 }
 
+/* ys[i] = w[i] x for matrices of one input: in one go where the backend can
+ * (one barrier and one quantisation on the CPU), else one by one. */
+static int matmul_many(shardlm_state *s, int k, const shardlm_mat *const *w, const float *x, int n, float **ys)
+{
+    if (s->be->matmul_many) return s->be->matmul_many(s, k, w, x, n, ys);
+    for (int i = 0; i < k; i++) OP(s->be->matmul(s, w[i], x, n, ys[i]));
+    return SHARDLM_OK;
+}
+
 /* Attention: column-parallel q/k/v (this rank's heads) with their biases
  * (qwen2), per-head RMSNorm of q and k (qwen3), RoPE (pairs for llama,
  * halves for qwen; Llama 3's frequency factors), the paged cache, then the
@@ -99,11 +108,11 @@ static int attention_block(const shardlm_model *m, shardlm_state *s, shardlm_com
     shardlm_acts *a = &s->a;
     int n = b->n, hd = hp->head_dim, nq = p->n_q_heads, nkv = p->n_kv_heads;
     OP(be->rmsnorm(s, a->xb, a->x, ly->attn_norm, n, hp->dim, hp->eps));
-    OP(be->matmul(s, &ly->wq, a->xb, n, a->q));
+    const shardlm_mat *qkv[3] = {&ly->wq, &ly->wk, &ly->wv};
+    float *qkv_out[3] = {a->q, a->k, a->v};
+    OP(matmul_many(s, 3, qkv, a->xb, n, qkv_out));
     OP(bias(s, a->q, ly->bq, n, nq * hd));
-    OP(be->matmul(s, &ly->wk, a->xb, n, a->k));
     OP(bias(s, a->k, ly->bk, n, nkv * hd));
-    OP(be->matmul(s, &ly->wv, a->xb, n, a->v));
     OP(bias(s, a->v, ly->bv, n, nkv * hd));
     if (ly->q_norm) OP(be->rmsnorm(s, a->q, a->q, ly->q_norm, n * nq, hd, hp->eps));
     if (ly->k_norm) OP(be->rmsnorm(s, a->k, a->k, ly->k_norm, n * nkv, hd, hp->eps));
@@ -126,9 +135,10 @@ static int ffn_block(const shardlm_model *m, shardlm_state *s, shardlm_comm *com
     shardlm_acts *a = &s->a;
     int nf = m->plan.n_ffn;
     OP(be->rmsnorm(s, a->xb, a->x, ly->ffn_norm, n, hp->dim, hp->eps));
-    OP(be->matmul(s, &ly->w_gate, a->xb, n, a->hb));
+    const shardlm_mat *gu[2] = {&ly->w_gate, &ly->w_up};
+    float *gu_out[2] = {a->hb, a->hb2};
+    OP(matmul_many(s, 2, gu, a->xb, n, gu_out));
     OP(bias(s, a->hb, ly->b_gate, n, nf));
-    OP(be->matmul(s, &ly->w_up, a->xb, n, a->hb2));
     OP(bias(s, a->hb2, ly->b_up, n, nf));
     OP(be->silu_mul(s, a->hb, a->hb2, (size_t)n * nf));
     OP(be->matmul(s, &ly->w_down, a->hb, n, a->xb2));

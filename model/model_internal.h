@@ -124,6 +124,9 @@ struct shardlm_backend {
     int (*rmsnorm)(shardlm_state *s, float *out, const float *x, const float *w, int rows, int dim, float eps);
     /* Y[i][r] = sum_c W[r][c] X[i][c] for i < n. */
     int (*matmul)(shardlm_state *s, const shardlm_mat *w, const float *x, int n, float *y);
+    /* ys[i] = w[i] x for k matrices of one input width (q/k/v, gate/up),
+     * each as matmul gives it; NULL: the forward pass calls matmul k times. */
+    int (*matmul_many)(shardlm_state *s, int k, const shardlm_mat *const *w, const float *x, int n, float **ys);
     /* y[i][j] += bias[j] for rows rows of width values. */
     int (*add_bias)(shardlm_state *s, float *y, const float *bias, int rows, int width);
     /* Rotates every token's local q and k heads at its position (the

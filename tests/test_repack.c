@@ -3,7 +3,8 @@
  * supports, with and without a thread pool, shardlm_matmul on the repacked
  * matrix must give bitwise the result of the plain matrix (so batch
  * invariance and every golden output carry over), and each repacked row
- * must dequantise to the plain row. */
+ * must dequantise to the plain row; and shardlm_matmul_many (several
+ * products of one input in one pool run) must give each product's bits. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdint.h>
@@ -200,4 +201,74 @@ Test(repack, q8_0_r4_avx512vnni_equals_avx2_plain)
         free(r4);
     }
     shardlm_pool_free(pool);
+}
+
+/* shardlm_matmul_many (q/k/v and gate/up in one pool run, one quantisation
+ * of x) against each product alone without a pool, bitwise: on every path,
+ * repacked and plain matrices, rows that split into uneven chunks and plain
+ * tails, a mixed-type set (which runs one by one), 2 and 3 threads. */
+static void check_many(shardlm_pool *pool, const shardlm_dtype *ts, const size_t *rows, int k, size_t cols,
+                       const char *isa)
+{
+    static const size_t n_l[] = {1, 3, 5};
+    void *w[SHARDLM_MATMUL_MANY_MAX];
+    shardlm_matmul_part parts[SHARDLM_MATMUL_MANY_MAX];
+    for (int i = 0; i < k; i++) {
+        w[i] = q_rows(ts[i], rows[i], cols);
+        void *packed;
+        shardlm_dtype t;
+        cr_assert_eq(shardlm_repack(ts[i], w[i], rows[i], cols, &packed, &t), 0);
+        if (packed) free(w[i]), w[i] = packed;
+        parts[i] = (shardlm_matmul_part){t, w[i], rows[i]};
+    }
+    for (size_t ni = 0; ni < 3; ni++) {
+        size_t n = n_l[ni];
+        float *x = malloc(n * cols * sizeof(float)), *ys[SHARDLM_MATMUL_MANY_MAX], *ref[SHARDLM_MATMUL_MANY_MAX];
+        cr_assert(x);
+        for (size_t c = 0; c < n * cols; c++) x[c] = tu_frand();
+        for (int i = 0; i < k; i++) {
+            ys[i] = malloc(n * rows[i] * sizeof(float)), ref[i] = malloc(n * rows[i] * sizeof(float));
+            cr_assert(ys[i] && ref[i]);
+            for (size_t e = 0; e < n * rows[i]; e++) ys[i][e] = NAN;
+            shardlm_matmul(NULL, parts[i].t, parts[i].w, rows[i], cols, x, n, ref[i]);
+        }
+        shardlm_matmul_many(pool, k, parts, cols, x, n, ys);
+        for (int i = 0; i < k; i++) {
+            for (size_t e = 0; e < n * rows[i]; e++)
+                cr_assert(!memcmp(&ys[i][e], &ref[i][e], sizeof(float)),
+                          "%s %s part %d of %d rows=%zu n=%zu threads=%d: y[%zu][%zu] many %.9g alone %.9g", isa,
+                          shardlm_dtype_name(parts[i].t), i, k, rows[i], n, shardlm_pool_size(pool), e / rows[i],
+                          e % rows[i], ys[i][e], ref[i][e]);
+            free(ys[i]), free(ref[i]);
+        }
+        free(x);
+    }
+    for (int i = 0; i < k; i++) free(w[i]);
+}
+
+Test(repack, matmul_many_equals_one_by_one)
+{
+    static const size_t qkv[] = {203, 37, 41}, gu[] = {301, 301};
+    static const shardlm_dtype q4[] = {SHARDLM_DT_Q4_0, SHARDLM_DT_Q4_0, SHARDLM_DT_Q4_0},
+                               q8[] = {SHARDLM_DT_Q8_0, SHARDLM_DT_Q8_0, SHARDLM_DT_Q8_0},
+                               f32[] = {SHARDLM_DT_F32, SHARDLM_DT_F32, SHARDLM_DT_F32},
+                               mixed[] = {SHARDLM_DT_Q4_0, SHARDLM_DT_Q8_0, SHARDLM_DT_Q4_K};
+    size_t cols = 9 * 256; /* whole Q4_K blocks */
+    int runs = 0;
+    for (size_t s = 0; s < TU_N_ISAS; s++) {
+        if (shardlm_kernels_force_isa(tu_isas[s]) != 0) continue;
+        for (int th = 2; th <= 3; th++) {
+            shardlm_pool *pool;
+            cr_assert_eq(shardlm_pool_new(th, 0, &pool), 0);
+            check_many(pool, q4, qkv, 3, cols, tu_isas[s]);
+            check_many(pool, q8, qkv, 3, cols, tu_isas[s]);
+            check_many(pool, q4, gu, 2, cols, tu_isas[s]);
+            check_many(pool, q8, gu, 2, cols, tu_isas[s]);
+            check_many(pool, f32, qkv, 3, cols, tu_isas[s]);
+            check_many(pool, mixed, qkv, 3, cols, tu_isas[s]);
+            shardlm_pool_free(pool);
+            runs++;
+        }
+    }
+    cr_assert_gt(runs, 0);
 }

@@ -283,29 +283,102 @@ static size_t mm_chunk_rows(size_t rows, size_t cols, int nth)
     return (c + 15) & ~(size_t)15;
 }
 
+/* Fills j for one product (not yet quantised, chunk unset). */
+static void mm_job_init(mm_job *j, const shardlm_isa_ops *o, shardlm_dtype t, const void *w, size_t rows, size_t cols,
+                        const float *x, size_t n, float *y)
+{
+    int q4 = t == SHARDLM_DT_Q4_0 || t == SHARDLM_DT_Q4_0_R8; /* R8 rows hold Q4_0 blocks */
+    int r4 = t == SHARDLM_DT_Q8_0_R4;                           /* R4 rows hold Q8_0 blocks */
+    shardlm_dtype rt = q4 ? SHARDLM_DT_Q4_0 : r4 ? SHARDLM_DT_Q8_0 : t;
+    *j = (mm_job){.a = {.w = w, .row_bytes = shardlm_dtype_row_bytes(rt, cols), .rows = rows, .cols = cols, .n = n,
+                        .x = x, .y = y, .q4_0_plain = q4 ? mm_fn_pick(o, SHARDLM_DT_Q4_0) : NULL,
+                        .q8_0_plain = r4 ? mm_fn_pick(o, SHARDLM_DT_Q8_0) : NULL},
+                  .fn = mm_fn_pick(o, t), .quant_x = o->quant_x, .xf = x};
+    if (!j->fn || (cols && !j->a.row_bytes)) abort(); /* a caller bug: an unsupported type or ragged row */
+}
+
+static int mm_is_block_type(shardlm_dtype t)
+{
+    return t != SHARDLM_DT_F32 && t != SHARDLM_DT_F16 && t != SHARDLM_DT_BF16;
+}
+
+/* Quantises j's activations into the pool's scratch (block types only). */
+static void mm_job_quant(shardlm_pool *use, shardlm_pool *pool, mm_job *j, shardlm_dtype t)
+{
+    if (!mm_is_block_type(t)) return;
+    if (mm_quant_layout(pool, j) != 0) abort(); /* scratch is a few KB per input row */
+    if (j->a.n >= 4 && use) shardlm_pool_run(use, mm_quant_task, j);
+    else mm_quant_task(j, 0, 1);
+}
+
 void shardlm_matmul(shardlm_pool *pool, shardlm_dtype t, const void *w, size_t rows, size_t cols,
                     const float *x, size_t n, float *y)
 {
     if (rows == 0 || n == 0) return;
-    const shardlm_isa_ops *o = isa();
-    int q4 = t == SHARDLM_DT_Q4_0 || t == SHARDLM_DT_Q4_0_R8; /* R8 rows hold Q4_0 blocks */
-    int r4 = t == SHARDLM_DT_Q8_0_R4;                           /* R4 rows hold Q8_0 blocks */
-    shardlm_dtype rt = q4 ? SHARDLM_DT_Q4_0 : r4 ? SHARDLM_DT_Q8_0 : t;
-    mm_job j = {.a = {.w = w, .row_bytes = shardlm_dtype_row_bytes(rt, cols), .rows = rows, .cols = cols, .n = n,
-                      .x = x, .y = y, .q4_0_plain = q4 ? mm_fn_pick(o, SHARDLM_DT_Q4_0) : NULL,
-                      .q8_0_plain = r4 ? mm_fn_pick(o, SHARDLM_DT_Q8_0) : NULL},
-                .fn = mm_fn_pick(o, t), .quant_x = o->quant_x, .xf = x};
-    if (!j.fn || (cols && !j.a.row_bytes)) abort(); /* a caller bug: an unsupported type or ragged row */
+    mm_job j;
+    mm_job_init(&j, isa(), t, w, rows, cols, x, n, y);
     /* Tiny products are not worth waking threads for. */
     int nth = rows * cols * n < 32768 ? 1 : shardlm_pool_size(pool);
     shardlm_pool *use = nth > 1 ? pool : NULL;
-    if (t != SHARDLM_DT_F32 && t != SHARDLM_DT_F16 && t != SHARDLM_DT_BF16) { /* every block type */
-        if (mm_quant_layout(pool, &j) != 0) abort(); /* scratch is a few KB per input row */
-        if (n >= 4 && use) shardlm_pool_run(use, mm_quant_task, &j);
-        else mm_quant_task(&j, 0, 1);
-    }
+    mm_job_quant(use, pool, &j, t);
     j.chunk = mm_chunk_rows(rows, cols, nth);
     atomic_init(&j.next, 0);
     if (use) shardlm_pool_run(use, mm_rows_task, &j);
     else j.fn(&j.a, 0, rows);
+}
+
+/* Several products of one input, run as one pool job: chunks are numbered
+ * across the products in order, so a thread that finishes its share of one
+ * moves on to the next without a barrier in between. */
+typedef struct {
+    mm_job j[SHARDLM_MATMUL_MANY_MAX];
+    size_t first[SHARDLM_MATMUL_MANY_MAX + 1]; /* first chunk number of each product */
+    int k;
+    _Atomic size_t next;
+} mm_many;
+
+static void mm_many_task(void *ctx, int tid, int nth)
+{
+    (void)tid;
+    (void)nth;
+    mm_many *m = ctx;
+    int s = 0;
+    for (;;) {
+        size_t c = atomic_fetch_add_explicit(&m->next, 1, memory_order_relaxed);
+        while (s < m->k && c >= m->first[s + 1]) s++; /* chunk numbers only grow per thread */
+        if (s >= m->k) return;
+        mm_job *j = &m->j[s];
+        size_t r0 = (c - m->first[s]) * j->chunk, r1 = r0 + j->chunk < j->a.rows ? r0 + j->chunk : j->a.rows;
+        j->fn(&j->a, r0, r1);
+    }
+}
+
+void shardlm_matmul_many(shardlm_pool *pool, int k, const shardlm_matmul_part *parts, size_t cols, const float *x,
+                         size_t n, float **ys)
+{
+    if (n == 0 || k <= 0) return;
+    int same = k <= SHARDLM_MATMUL_MANY_MAX;
+    size_t work = 0;
+    for (int i = 0; i < k; i++) {
+        same = same && parts[i].t == parts[0].t && parts[i].rows > 0;
+        work += parts[i].rows * cols * n;
+    }
+    int nth = work < 32768 ? 1 : shardlm_pool_size(pool);
+    if (!same || nth == 1) { /* mixed types quantise differently; one thread gains nothing */
+        for (int i = 0; i < k; i++) shardlm_matmul(pool, parts[i].t, parts[i].w, parts[i].rows, cols, x, n, ys[i]);
+        return;
+    }
+    const shardlm_isa_ops *o = isa();
+    mm_many m = {.k = k};
+    for (int i = 0; i < k; i++) mm_job_init(&m.j[i], o, parts[i].t, parts[i].w, parts[i].rows, cols, x, n, ys[i]);
+    /* One quantisation of x serves every product: same type, same layout. */
+    mm_job_quant(pool, pool, &m.j[0], parts[0].t);
+    for (int i = 0; i < k; i++) {
+        mm_job *j = &m.j[i];
+        j->a.xq = m.j[0].a.xq, j->a.xd = m.j[0].a.xd, j->a.xs = m.j[0].a.xs, j->a.xo = m.j[0].a.xo;
+        j->chunk = mm_chunk_rows(j->a.rows, cols, nth);
+        m.first[i + 1] = m.first[i] + (j->a.rows + j->chunk - 1) / j->chunk;
+    }
+    atomic_init(&m.next, 0);
+    shardlm_pool_run(pool, mm_many_task, &m);
 }

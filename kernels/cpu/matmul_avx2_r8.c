@@ -96,7 +96,9 @@ AVX2_INLINE __m256 r8_dot(const r8_wblk *w, const int8_t *x, int32_t xo, float x
  * waits on DRAM latency more than on bandwidth, so asking early keeps more
  * lines in flight than the hardware prefetcher does on its own. */
 #ifndef R8_PF_BYTES
-#define R8_PF_BYTES (32 * 8 * SHARDLM_Q4_0_BYTES) /* 32 blocks, 4.6 KB: as the 4 runs of the previous layout */
+/* 64 blocks, 9.2 KB: +3-10 % over 32 on a decode-shaped matvec on Zen 5 (16 was slower, 128 no
+ * better; docs/PERFORMANCE.md); not re-measured on an AVX2-only machine. */
+#define R8_PF_BYTES (64 * 8 * SHARDLM_Q4_0_BYTES)
 #endif
 
 /* 8 rows x N inputs from input i0, over every block; packed (a constant):

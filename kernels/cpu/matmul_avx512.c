@@ -153,6 +153,11 @@ static __attribute__((target(T512VNNI))) void avx512vnni_q4_0_r8(const shardlm_m
  * block and hsum8 of each half, as matmul_avx2.c's Q8_0 tile. So the bits
  * are the AVX2 plain and R4 kernels' (tests/test_repack.c); decode (one
  * input) runs it too, measured 5 % faster than the AVX2 R4 stream. */
+#ifndef R4V_PF_BYTES
+/* 64 blocks, 8.7 KB ahead: 32 and 64 gave +9-11 % on Zen 5, 16 less (docs/PERFORMANCE.md) */
+#define R4V_PF_BYTES (64 * SHARDLM_R4_BLOCK)
+#endif
+
 AI512V void r4v_tile(const shardlm_mm_args *a, const uint8_t *grp, size_t r, size_t i0, int N)
 {
     size_t nb = a->cols / SHARDLM_QK;
@@ -163,6 +168,9 @@ AI512V void r4v_tile(const shardlm_mm_args *a, const uint8_t *grp, size_t r, siz
     for (int ii = 0; ii < N; ii++) acc[0][ii] = acc[1][ii] = _mm512_setzero_ps();
     for (size_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + b * SHARDLM_R4_BLOCK;
+        if (i0 == 0) /* the first input pass streams the group: more lines in flight than the hardware's */
+            for (int l = 0; l < SHARDLM_R4_BLOCK; l += 64)
+                _mm_prefetch((const char *)blk + R4V_PF_BYTES + l, _MM_HINT_T0);
         __m512 d4 = _mm512_castps128_ps512(_mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)blk)));
         __m512 dw[2] = {_mm512_permutexvar_ps(pick0, d4), _mm512_permutexvar_ps(pick1, d4)};
         __m512i ws[2], wv[2];
