@@ -1,6 +1,7 @@
 /* matmul_k.c - matrix products with Q4_K / Q6_K weights: a portable scalar
- * kernel and an AVX2 one (per-function target attributes, used by every x86
- * SIMD path; NEON and scalar builds use the scalar kernel).
+ * kernel and an AVX2 one (per-function target attributes, used by the x86
+ * SIMD paths but avx512vnni, which takes matmul_avx512_k.c's kernels with
+ * the same bits; NEON and scalar builds use the scalar kernel).
  *
  * Both read the same 8-bit activations as Q8_0 (blocks of 32 with scale xd
  * and xs = xd * sum(q)), which line up with the k-quant sub-blocks:
