@@ -93,6 +93,7 @@ KV_INLINE void q4k_scales(const uint8_t *s, __m256 *sc, __m256 *m)
 
 /* Rows r + 2p, r + 2p + 1 (p < P; a missing second row repeats the first
  * and is not stored) against inputs i0..i0+N-1. */
+#define KV_VCORR (P == 1 && N > 1) /* the min-term sums in lanes (batches) */
 KV_INLINE void q4k_tile(const shardlm_mm_args *a, size_t r, size_t r1, int P, size_t i0, int N)
 {
     size_t nsb = a->cols / SHARDLM_QK_K, nb = a->cols / SHARDLM_QK;
@@ -102,7 +103,7 @@ KV_INLINE void q4k_tile(const shardlm_mm_args *a, size_t r, size_t r1, int P, si
 #pragma GCC unroll 8
     for (int j = 0; j < KV_SB; j++)
         pick[j] = _mm512_setr_epi32(j, j, j, j, j, j, j, j, 8 + j, 8 + j, 8 + j, 8 + j, 8 + j, 8 + j, 8 + j, 8 + j);
-    __m512 acc[2][4];
+    __m512 acc[2][4], cv = _mm512_setzero_ps();
     float corr[2][4][2];
 #pragma GCC unroll 2
     for (int p = 0; p < P; p++) {
@@ -129,14 +130,33 @@ KV_INLINE void q4k_tile(const shardlm_mm_args *a, size_t r, size_t r1, int P, si
                                       kv_cat(m0, m1));
             __m512 fs[4];
 #pragma GCC unroll 4
-            for (int ii = 0; ii < N; ii++) {
-                size_t xb = (i0 + ii) * nb + b0;
-                fs[ii] = _mm512_mul_ps(ds, kv_f8(a->xd + xb));
-                float t[16];
-                _mm512_storeu_ps(t, _mm512_mul_ps(dm, kv_f8(a->xs + xb)));
+            for (int ii = 0; ii < N; ii++) fs[ii] = _mm512_mul_ps(ds, kv_f8(a->xd + (i0 + ii) * nb + b0));
+            if (KV_VCORR) {
+                /* One lane per (row h, input ii), lane 4h + ii: the same
+                 * products and the same j-order sums, 8 adds per super-block
+                 * for the tile instead of 16 per input. */
+                __m256 xsv[4];
+#pragma GCC unroll 4
+                for (int ii = 0; ii < 4; ii++)
+                    xsv[ii] = ii < N ? _mm256_loadu_ps(a->xs + (i0 + ii) * nb + b0) : _mm256_setzero_ps();
+                __m512 xa = kv_cat(xsv[0], xsv[1]), xc = kv_cat(xsv[2], xsv[3]);
+#pragma GCC unroll 8
                 for (int j = 0; j < KV_SB; j++) {
-                    corr[p][ii][0] += t[j];
-                    corr[p][ii][1] += t[8 + j];
+                    const __m512i im = _mm512_setr_epi32(j, j, j, j, 8 + j, 8 + j, 8 + j, 8 + j, j, j, j, j, 8 + j,
+                                                         8 + j, 8 + j, 8 + j);
+                    const __m512i ix = _mm512_setr_epi32(j, 8 + j, 16 + j, 24 + j, j, 8 + j, 16 + j, 24 + j, j, 8 + j,
+                                                         16 + j, 24 + j, j, 8 + j, 16 + j, 24 + j);
+                    cv = _mm512_add_ps(cv, _mm512_mul_ps(_mm512_permutexvar_ps(im, dm), _mm512_permutex2var_ps(xa, ix, xc)));
+                }
+            } else {
+#pragma GCC unroll 4
+                for (int ii = 0; ii < N; ii++) {
+                    float t[16];
+                    _mm512_storeu_ps(t, _mm512_mul_ps(dm, kv_f8(a->xs + (i0 + ii) * nb + b0)));
+                    for (int j = 0; j < KV_SB; j++) {
+                        corr[p][ii][0] += t[j];
+                        corr[p][ii][1] += t[8 + j];
+                    }
                 }
             }
 #pragma GCC unroll 4
@@ -155,12 +175,19 @@ KV_INLINE void q4k_tile(const shardlm_mm_args *a, size_t r, size_t r1, int P, si
             }
         }
     }
+    if (KV_VCORR) {
+        float t[16];
+        _mm512_storeu_ps(t, cv);
+#pragma GCC unroll 4
+        for (int ii = 0; ii < N; ii++) corr[0][ii][0] = t[ii], corr[0][ii][1] = t[4 + ii];
+    }
 #pragma GCC unroll 2
     for (int p = 0; p < P; p++)
 #pragma GCC unroll 4
         for (int ii = 0; ii < N; ii++)
             kv_store(a, i0 + ii, r + 2 * (size_t)p, r + 2 * (size_t)p + 1 < r1, acc[p][ii], corr[p][ii]);
 }
+#undef KV_VCORR
 
 /* ---- Q6_K ---- */
 
