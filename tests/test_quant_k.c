@@ -236,6 +236,155 @@ static void check_matmul_shapes(shardlm_dtype t)
 Test(quant_k, q4_k_matmul_matches_reference) { check_matmul_shapes(SHARDLM_DT_Q4_K); }
 Test(quant_k, q6_k_matmul_matches_reference) { check_matmul_shapes(SHARDLM_DT_Q6_K); }
 
+/* ---- the SIMD kernels' exact arithmetic ----
+ *
+ * The AVX2 Q4_K/Q6_K kernels (kernels/cpu/matmul_k.c) and the AVX-512 VNNI
+ * ones (matmul_avx512_k.c, two rows per register, one per half) promise one
+ * arithmetic per (row, input), rebuilt here in scalar code from the bytes:
+ * 8 float lanes, lane n summing bytes 4n..4n+3 of each 32-value block as an
+ * exact integer, then acc_n = fma(that, scale, acc_n) in block order, then
+ * ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)); Q4_K subtracts its min term summed
+ * apart. Both paths must match it bit for bit, so switching SHARDLM_ISA
+ * never changes an output. */
+
+typedef struct {
+    int8_t q[32];
+    float d, s;
+} act_block;
+
+/* The kernels' 8-bit activation block (cpu_internal.h): scale rounded to f16. */
+static act_block act_quant(const float *x)
+{
+    act_block a;
+    float amax = 0.0f;
+    for (int k = 0; k < 32; k++) amax = fmaxf(amax, fabsf(x[k]));
+    float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+    int sum = 0;
+    for (int k = 0; k < 32; k++) {
+        a.q[k] = (int8_t)nearbyintf(x[k] * id);
+        sum += a.q[k];
+    }
+    a.d = shardlm_f16_to_f32(shardlm_f32_to_f16(amax / 127.0f));
+    a.s = a.d * (float)sum;
+    return a;
+}
+
+static float lanes_sum(const float l[8])
+{
+    float s0 = l[0] + l[4], s1 = l[1] + l[5], s2 = l[2] + l[6], s3 = l[3] + l[7];
+    return (s0 + s2) + (s1 + s3);
+}
+
+static float q4_k_simd_expected(const uint8_t *row, const float *x, size_t cols)
+{
+    float acc[8] = {0}, corr = 0.0f;
+    for (size_t sb = 0; sb < cols / 256; sb++) {
+        const uint8_t *b = row + sb * Q4K_BYTES, *s = b + 4;
+        float d = f16(b), dmin = f16(b + 2);
+        act_block xa[8];
+        float fs[8];
+        for (int j = 0; j < 8; j++) {
+            xa[j] = act_quant(x + sb * 256 + 32 * (size_t)j);
+            int sc = j < 4 ? s[j] & 63 : (s[j + 4] & 15) | (s[j - 4] >> 6) << 4;
+            int m = j < 4 ? s[j + 4] & 63 : (s[j + 4] >> 4) | (s[j] >> 6) << 4;
+            fs[j] = d * (float)sc * xa[j].d;
+            corr += dmin * (float)m * xa[j].s;
+        }
+        for (int j = 0; j < 8; j++)
+            for (int n = 0; n < 8; n++) {
+                int32_t p = 0;
+                for (int k = 4 * n; k < 4 * n + 4; k++) {
+                    int byte = b[16 + 32 * (j / 2) + k];
+                    p += (j % 2 ? byte >> 4 : byte & 15) * xa[j].q[k];
+                }
+                acc[n] = fmaf((float)p, fs[j], acc[n]);
+            }
+    }
+    return lanes_sum(acc) - corr;
+}
+
+static float q6_k_simd_expected(const uint8_t *row, const float *x, size_t cols)
+{
+    float acc[8] = {0};
+    for (size_t sb = 0; sb < cols / 256; sb++) {
+        const uint8_t *b = row + sb * Q6K_BYTES;
+        const int8_t *sc = (const int8_t *)(b + 192);
+        float d = f16(b + 208);
+        for (int j = 0; j < 8; j++) {
+            act_block xa = act_quant(x + sb * 256 + 32 * (size_t)j);
+            int h = j / 4, k = j % 4;
+            const uint8_t *ql = b + 64 * h, *qh = b + 128 + 32 * h;
+            for (int n = 0; n < 8; n++) {
+                int32_t p = 0;
+                for (int l = 4 * n; l < 4 * n + 4; l++) {
+                    int lo = k % 2 ? ql[l + 32] : ql[l];
+                    int code = (k < 2 ? lo & 15 : lo >> 4) | ((qh[l] >> (2 * k)) & 3) << 4;
+                    p += (code - 32) * xa.q[l];
+                }
+                acc[n] = fmaf((float)(p * sc[2 * j + n / 4]), d * xa.d, acc[n]);
+            }
+        }
+    }
+    return lanes_sum(acc);
+}
+
+/* shardlm_matmul on path isa, with and without a 2-thread pool, against the
+ * rebuild: rows 1, 3 (a pair and a lone row), 37 (a 16-row block tail, an
+ * odd row) and 300 (several thread chunks); 1, 2, 5 and 17 inputs. */
+static void check_simd_exact(shardlm_dtype t, const char *isa)
+{
+    static const size_t rows_l[] = {1, 3, 37, 300}, n_l[] = {1, 2, 5, 17};
+    size_t cols = 9 * 256, rb = shardlm_dtype_row_bytes(t, cols);
+    shardlm_pool *pool;
+    cr_assert_eq(shardlm_pool_new(2, 0, &pool), 0);
+    for (size_t ri = 0; ri < 4; ri++)
+        for (size_t ni = 0; ni < 4; ni++) {
+            size_t rows = rows_l[ri], n = n_l[ni];
+            uint8_t *w = malloc(rb * rows);
+            float *x = malloc(n * cols * sizeof(float)), *y = malloc(n * rows * sizeof(float));
+            cr_assert(w && x && y);
+            for (size_t r = 0; r < rows; r++) {
+                float scale = powf(10.0f, 1.5f * tu_frand());
+                for (size_t c = 0; c < cols; c++) x[c] = scale * tu_frand();
+                shardlm_quant_row(t, x, w + r * rb, cols);
+            }
+            for (size_t k = 0; k < n * cols; k++) x[k] = tu_frand() * (k % 97 == 0 ? 20.0f : 1.0f);
+            for (int p = 0; p < 2; p++) {
+                cr_assert_eq(shardlm_kernels_force_isa(isa), 0);
+                for (size_t k = 0; k < n * rows; k++) y[k] = NAN;
+                shardlm_matmul(p ? pool : NULL, t, w, rows, cols, x, n, y);
+                for (size_t i = 0; i < n; i++)
+                    for (size_t r = 0; r < rows; r++) {
+                        float want = t == SHARDLM_DT_Q4_K ? q4_k_simd_expected(w + r * rb, x + i * cols, cols)
+                                                          : q6_k_simd_expected(w + r * rb, x + i * cols, cols);
+                        cr_assert(!memcmp(&want, &y[i * rows + r], sizeof want),
+                                  "%s %s rows=%zu n=%zu pool=%d y[%zu][%zu] %.9g, want %.9g", isa,
+                                  shardlm_dtype_name(t), rows, n, p, i, r, y[i * rows + r], want);
+                    }
+            }
+            free(w), free(x), free(y);
+        }
+    shardlm_pool_free(pool);
+}
+
+Test(quant_k, avx2_exact_arithmetic)
+{
+    if (shardlm_kernels_force_isa("avx2") != 0) cr_skip_test("SKIP: no AVX2 on this CPU");
+    check_simd_exact(SHARDLM_DT_Q4_K, "avx2");
+    check_simd_exact(SHARDLM_DT_Q6_K, "avx2");
+}
+
+Test(quant_k, avx512vnni_exact_arithmetic)
+{
+    if (shardlm_kernels_force_isa("avx512vnni") != 0)
+        cr_skip_test("SKIP: this CPU has no AVX-512 VNNI, so the VNNI Q4_K/Q6_K kernels cannot run here");
+    char k[48];
+    cr_assert_str_eq(shardlm_kernels_kernel(SHARDLM_DT_Q4_K, k, sizeof k), "q4_k/avx512vnni");
+    cr_assert_str_eq(shardlm_kernels_kernel(SHARDLM_DT_Q6_K, k, sizeof k), "q6_k/avx512vnni");
+    check_simd_exact(SHARDLM_DT_Q4_K, "avx512vnni");
+    check_simd_exact(SHARDLM_DT_Q6_K, "avx512vnni");
+}
+
 /* ---- end to end: a synthetic Q4_K model ---- */
 
 static tu_result run_gen(const char *model, const char *ws, const char *logits)

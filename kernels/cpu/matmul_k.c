@@ -1,6 +1,7 @@
 /* matmul_k.c - matrix products with Q4_K / Q6_K weights: a portable scalar
- * kernel and an AVX2 one (per-function target attributes, used by every x86
- * SIMD path; NEON and scalar builds use the scalar kernel).
+ * kernel and an AVX2 one (per-function target attributes, used by the x86
+ * SIMD paths but avx512vnni, which takes matmul_avx512_k.c's kernels with
+ * the same bits; NEON and scalar builds use the scalar kernel).
  *
  * Both read the same 8-bit activations as Q8_0 (blocks of 32 with scale xd
  * and xs = xd * sum(q)), which line up with the k-quant sub-blocks:
@@ -201,14 +202,17 @@ KQ_INLINE void q6_k_tile(const shardlm_mm_args *a, size_t r, size_t i0, int N)
 
 /* The row loop the other block types use (matmul_rows.h), kept file-local. */
 static SHARDLM_AVX2_ROWS(avx2_q4_k, q4_k_tile)
-static SHARDLM_AVX2_ROWS(avx2_q6_k, q6_k_tile)
+SHARDLM_AVX2_ROWS(shardlm_avx2_q6_k, q6_k_tile) /* also VNNI decode's (matmul_avx512_k.c) */
 #endif
 
 shardlm_mm_fn shardlm_matmul_k_pick(const shardlm_isa_ops *o, shardlm_dtype t)
 {
 #if defined(__x86_64__)
+    /* Measured faster than AVX2 on Zen 5, same bits (docs/PERFORMANCE.md). */
+    if (o == &shardlm_isa_avx512vnni)
+        return t == SHARDLM_DT_Q4_K ? shardlm_avx512vnni_q4_k : shardlm_avx512vnni_q6_k;
     /* Every x86 SIMD table implies AVX2+FMA+F16C (see isa_lookup). */
-    if (o != &shardlm_isa_scalar) return t == SHARDLM_DT_Q4_K ? avx2_q4_k : avx2_q6_k;
+    if (o != &shardlm_isa_scalar) return t == SHARDLM_DT_Q4_K ? avx2_q4_k : shardlm_avx2_q6_k;
 #else
     (void)o;
 #endif

@@ -43,4 +43,11 @@ void shardlm_quant_k_quant(shardlm_dtype t, const float *src, uint8_t *dst, size
  * it reads the same 8-bit activations (blocks of 32) as Q8_0. */
 shardlm_mm_fn shardlm_matmul_k_pick(const shardlm_isa_ops *o, shardlm_dtype t);
 
+#if defined(__x86_64__)
+/* The AVX-512 VNNI kernels (matmul_avx512_k.c): the AVX2 ones' bits. */
+void shardlm_avx512vnni_q4_k(const shardlm_mm_args *a, size_t r0, size_t r1);
+void shardlm_avx512vnni_q6_k(const shardlm_mm_args *a, size_t r0, size_t r1);
+void shardlm_avx2_q6_k(const shardlm_mm_args *a, size_t r0, size_t r1); /* matmul_k.c */
+#endif
+
 #endif

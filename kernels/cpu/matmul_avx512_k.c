@@ -1,0 +1,317 @@
+/* matmul_avx512_k.c - AVX-512 VNNI kernels for Q4_K and Q6_K weights on the
+ * plain ggml layout, two rows per 512-bit register (row r in lanes 0..7,
+ * row r + 1 in lanes 8..15), so each half does what one AVX2 register does
+ * in matmul_k.c and the bits stay the AVX2 kernel's.
+ *
+ * Why two rows in halves rather than 16 rows in lanes (as Q4_0_R8): the
+ * AVX2 kernels sum each row in 8 float lanes, lane n holding bytes 4n..4n+3
+ * of every 32-byte chunk, then add the lanes in hsum8's order. vpdpbusd
+ * produces exactly those 4-byte integer sums, so a half-register keeps
+ * every rounding of the AVX2 path: switching SHARDLM_ISA never changes an
+ * output bit, and no repacked layout is needed (tests/test_quant_k.c
+ * rebuilds the arithmetic in scalar code and pins both paths to it).
+ *
+ * Per row and input the AVX2 arithmetic is:
+ *   Q4_K: per 32-value sub-block j, fs_j = (d * sc_j) * xd_j and the exact
+ *     int32 4-byte sums p of nibble * x; acc = fma(p, fs_j, acc) in j
+ *     order; corr += (dmin * m_j) * xs_j in j order; y = hsum8(acc) - corr.
+ *   Q6_K: per 32-value block j, the exact int32 sc * sum((u - 32) * x) of 4
+ *     bytes (sc the 16-value sub-block's scale); acc = fma(that, d * xd_j,
+ *     acc) in j order; y = hsum8(acc).
+ * Products of two floats are each rounded (ISO C: no contraction), as in
+ * the AVX2 kernels' scalar code. */
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#include "matmul_x86_tiles.h"
+#include "quant_k.h"
+
+#define KV_TARGET "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"
+#define KV_INLINE static inline __attribute__((always_inline, target(KV_TARGET)))
+#define KV_SB (SHARDLM_QK_K / SHARDLM_QK) /* activation blocks per super-block */
+#ifndef KV_PF_BYTES
+#define KV_PF_BYTES 2048
+#endif
+#define KV_ROW_BLOCK 16                   /* rows per pass of each 4-input tile, as X86_ROW_BLOCK */
+
+/* Two 32-byte pieces side by side. */
+KV_INLINE __m512i kv_pair(const uint8_t *p0, const uint8_t *p1)
+{
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)p0)),
+                              _mm256_loadu_si256((const __m256i *)p1), 1);
+}
+
+/* Activation block b of input i in both halves. */
+KV_INLINE __m512i kv_x(const shardlm_mm_args *a, size_t i, size_t b)
+{
+    return _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(a->xq + i * a->cols + b * SHARDLM_QK)));
+}
+
+/* 8 consecutive floats in both halves. */
+KV_INLINE __m512 kv_f8(const float *p)
+{
+    return _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(_mm256_loadu_ps(p))));
+}
+
+/* lanes 0..7 = a, 8..15 = b. */
+KV_INLINE __m512 kv_two(float a, float b)
+{
+    return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(_mm256_set1_ps(a))),
+                                               _mm256_castps_pd(_mm256_set1_ps(b)), 1));
+}
+
+/* lanes 0..7 = a, 8..15 = b. */
+KV_INLINE __m512 kv_cat(__m256 a, __m256 b)
+{
+    return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(a)), _mm256_castps_pd(b), 1));
+}
+
+/* Stores hsum8 of each half (minus corr) where the row is in range. */
+KV_INLINE void kv_store(const shardlm_mm_args *a, size_t i, size_t r, int both, __m512 acc, const float *corr)
+{
+    float *y = a->y + i * a->rows + r;
+    y[0] = hsum8(_mm512_castps512_ps256(acc)) - (corr ? corr[0] : 0.0f);
+    if (both) y[1] = hsum8(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1))) - (corr ? corr[1] : 0.0f);
+}
+
+/* ---- Q4_K ---- */
+
+/* The 8 scales and 8 mins of a Q4_K super-block (quant_k.h's layout) as
+ * floats, unpacked a 32-bit word at a time. */
+KV_INLINE void q4k_scales(const uint8_t *s, __m256 *sc, __m256 *m)
+{
+    uint32_t w[3], o[4];
+    memcpy(w, s, 12);
+    o[0] = w[0] & 0x3f3f3f3fu;
+    o[1] = (w[2] & 0x0f0f0f0fu) | (w[0] >> 6 & 0x03030303u) << 4;
+    o[2] = w[1] & 0x3f3f3f3fu;
+    o[3] = (w[2] >> 4 & 0x0f0f0f0fu) | (w[1] >> 6 & 0x03030303u) << 4;
+    __m128i v = _mm_loadu_si128((const __m128i *)o);
+    *sc = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v));
+    *m = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(v, 8)));
+}
+
+/* Rows r + 2p, r + 2p + 1 (p < P; a missing second row repeats the first
+ * and is not stored) against inputs i0..i0+N-1. */
+#define KV_VCORR (P == 1 && N > 1) /* the min-term sums in lanes (batches) */
+KV_INLINE void q4k_tile(const shardlm_mm_args *a, size_t r, size_t r1, int P, size_t i0, int N)
+{
+    size_t nsb = a->cols / SHARDLM_QK_K, nb = a->cols / SHARDLM_QK;
+    const uint8_t *w0[2], *w1[2];
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    __m512i pick[KV_SB];
+#pragma GCC unroll 8
+    for (int j = 0; j < KV_SB; j++)
+        pick[j] = _mm512_setr_epi32(j, j, j, j, j, j, j, j, 8 + j, 8 + j, 8 + j, 8 + j, 8 + j, 8 + j, 8 + j, 8 + j);
+    __m512 acc[2][4], cv = _mm512_setzero_ps();
+    float corr[2][4][2];
+#pragma GCC unroll 2
+    for (int p = 0; p < P; p++) {
+        size_t ra = r + 2 * (size_t)p, rb = ra + 1 < r1 ? ra + 1 : ra;
+        w0[p] = a->w + ra * a->row_bytes;
+        w1[p] = a->w + rb * a->row_bytes;
+#pragma GCC unroll 4
+        for (int ii = 0; ii < N; ii++) {
+            acc[p][ii] = _mm512_setzero_ps();
+            corr[p][ii][0] = corr[p][ii][1] = 0.0f;
+        }
+    }
+    for (size_t sb = 0; sb < nsb; sb++) {
+        size_t off = sb * SHARDLM_Q4_K_BYTES, b0 = sb * KV_SB;
+#pragma GCC unroll 2
+        for (int p = 0; p < P; p++) {
+            const uint8_t *x0 = w0[p] + off, *x1 = w1[p] + off;
+            __m256 sc0, m0, sc1, m1;
+            q4k_scales(x0 + 4, &sc0, &m0);
+            q4k_scales(x1 + 4, &sc1, &m1);
+            /* (d * sc_j) and (dmin * m_j) per half, as the AVX2 kernel's scalar products. */
+            __m512 ds = _mm512_mul_ps(kv_two(_cvtsh_ss(shardlm_rd16(x0)), _cvtsh_ss(shardlm_rd16(x1))), kv_cat(sc0, sc1));
+            __m512 dm = _mm512_mul_ps(kv_two(_cvtsh_ss(shardlm_rd16(x0 + 2)), _cvtsh_ss(shardlm_rd16(x1 + 2))),
+                                      kv_cat(m0, m1));
+            __m512 fs[4];
+#pragma GCC unroll 4
+            for (int ii = 0; ii < N; ii++) fs[ii] = _mm512_mul_ps(ds, kv_f8(a->xd + (i0 + ii) * nb + b0));
+            if (KV_VCORR) {
+                /* One lane per (row h, input ii), lane 4h + ii: the same
+                 * products and the same j-order sums, 8 adds per super-block
+                 * for the tile instead of 16 per input. */
+                __m256 xsv[4];
+#pragma GCC unroll 4
+                for (int ii = 0; ii < 4; ii++)
+                    xsv[ii] = ii < N ? _mm256_loadu_ps(a->xs + (i0 + ii) * nb + b0) : _mm256_setzero_ps();
+                __m512 xa = kv_cat(xsv[0], xsv[1]), xc = kv_cat(xsv[2], xsv[3]);
+#pragma GCC unroll 8
+                for (int j = 0; j < KV_SB; j++) {
+                    const __m512i im = _mm512_setr_epi32(j, j, j, j, 8 + j, 8 + j, 8 + j, 8 + j, j, j, j, j, 8 + j,
+                                                         8 + j, 8 + j, 8 + j);
+                    const __m512i ix = _mm512_setr_epi32(j, 8 + j, 16 + j, 24 + j, j, 8 + j, 16 + j, 24 + j, j, 8 + j,
+                                                         16 + j, 24 + j, j, 8 + j, 16 + j, 24 + j);
+                    cv = _mm512_add_ps(cv, _mm512_mul_ps(_mm512_permutexvar_ps(im, dm), _mm512_permutex2var_ps(xa, ix, xc)));
+                }
+            } else {
+#pragma GCC unroll 4
+                for (int ii = 0; ii < N; ii++) {
+                    float t[16];
+                    _mm512_storeu_ps(t, _mm512_mul_ps(dm, kv_f8(a->xs + (i0 + ii) * nb + b0)));
+                    for (int j = 0; j < KV_SB; j++) {
+                        corr[p][ii][0] += t[j];
+                        corr[p][ii][1] += t[8 + j];
+                    }
+                }
+            }
+#pragma GCC unroll 4
+            for (int c = 0; c < 4; c++) {
+                __m512i q = kv_pair(x0 + 16 + 32 * c, x1 + 16 + 32 * c);
+                __m512i lo = _mm512_and_si512(q, m4), hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+#pragma GCC unroll 4
+                for (int ii = 0; ii < N; ii++) {
+                    __m512i p0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, kv_x(a, i0 + ii, b0 + 2 * c));
+                    __m512i p1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), hi, kv_x(a, i0 + ii, b0 + 2 * c + 1));
+                    __m512 f0 = _mm512_permutexvar_ps(pick[2 * c], fs[ii]);
+                    __m512 f1 = _mm512_permutexvar_ps(pick[2 * c + 1], fs[ii]);
+                    acc[p][ii] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p0), f0, acc[p][ii]);
+                    acc[p][ii] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p1), f1, acc[p][ii]);
+                }
+            }
+        }
+    }
+    if (KV_VCORR) {
+        float t[16];
+        _mm512_storeu_ps(t, cv);
+#pragma GCC unroll 4
+        for (int ii = 0; ii < N; ii++) corr[0][ii][0] = t[ii], corr[0][ii][1] = t[4 + ii];
+    }
+#pragma GCC unroll 2
+    for (int p = 0; p < P; p++)
+#pragma GCC unroll 4
+        for (int ii = 0; ii < N; ii++)
+            kv_store(a, i0 + ii, r + 2 * (size_t)p, r + 2 * (size_t)p + 1 < r1, acc[p][ii], corr[p][ii]);
+}
+#undef KV_VCORR
+
+/* ---- Q6_K ---- */
+
+/* The four 32-byte groups of 6-bit codes of one half (values 0-31, 32-63,
+ * 64-95, 96-127) of two rows, as matmul_k.c's q6_k_codes per half. */
+KV_INLINE void q6k_codes(const uint8_t *r0, const uint8_t *r1, int h, __m512i u[4])
+{
+    const __m512i low = _mm512_set1_epi8(0x0f), top = _mm512_set1_epi8(0x30);
+    __m512i l0 = kv_pair(r0 + 64 * h, r1 + 64 * h), l1 = kv_pair(r0 + 64 * h + 32, r1 + 64 * h + 32);
+    __m512i q = kv_pair(r0 + SHARDLM_Q6_K_QH + 32 * h, r1 + SHARDLM_Q6_K_QH + 32 * h);
+    /* 16-bit shifts move bits across byte edges; the masks drop them. */
+    u[0] = _mm512_or_si512(_mm512_and_si512(l0, low), _mm512_and_si512(_mm512_slli_epi16(q, 4), top));
+    u[1] = _mm512_or_si512(_mm512_and_si512(l1, low), _mm512_and_si512(_mm512_slli_epi16(q, 2), top));
+    u[2] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l0, 4), low), _mm512_and_si512(q, top));
+    u[3] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l1, 4), low),
+                           _mm512_and_si512(_mm512_srli_epi16(q, 2), top));
+}
+
+/* As q4k_tile. Per block j and input: s = dpbusd(u, x) - dpbusd(32, x) is
+ * the exact sum of (u - 32) * x over each 4 bytes, times the int32 scale of
+ * its 16-value sub-block (lanes 0-3 and 8-11: sc_2j, 4-7 and 12-15:
+ * sc_2j+1): the integer of the AVX2 maddubs/madd chain, |s * sc| < 2^23. */
+KV_INLINE void q6k_tile(const shardlm_mm_args *a, size_t r, size_t r1, int P, size_t i0, int N)
+{
+    size_t nsb = a->cols / SHARDLM_QK_K, nb = a->cols / SHARDLM_QK;
+    const uint8_t *w0[2], *w1[2];
+    const __m512i k32 = _mm512_set1_epi8(32);
+    __m512 acc[2][4];
+#pragma GCC unroll 2
+    for (int p = 0; p < P; p++) {
+        size_t ra = r + 2 * (size_t)p, rb = ra + 1 < r1 ? ra + 1 : ra;
+        w0[p] = a->w + ra * a->row_bytes;
+        w1[p] = a->w + rb * a->row_bytes;
+#pragma GCC unroll 4
+        for (int ii = 0; ii < N; ii++) acc[p][ii] = _mm512_setzero_ps();
+    }
+    for (size_t sb = 0; sb < nsb; sb++) {
+        size_t off = sb * SHARDLM_Q6_K_BYTES, b0 = sb * KV_SB;
+        /* 32 * sum(x) per 4 bytes, the same for every row pair. */
+        __m512i ox[4][KV_SB];
+#pragma GCC unroll 4
+        for (int ii = 0; ii < N; ii++)
+#pragma GCC unroll 8
+            for (int j = 0; j < KV_SB; j++)
+                ox[ii][j] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), k32, kv_x(a, i0 + ii, b0 + j));
+#pragma GCC unroll 2
+        for (int p = 0; p < P; p++) {
+            const uint8_t *x0 = w0[p] + off, *x1 = w1[p] + off;
+            if (i0 == 0) /* the first input pass streams the rows; later ones hit L1/L2 */
+                for (int l = 0; l < SHARDLM_Q6_K_BYTES; l += 64) {
+                    _mm_prefetch((const char *)x0 + KV_PF_BYTES + l, _MM_HINT_T0);
+                    _mm_prefetch((const char *)x1 + KV_PF_BYTES + l, _MM_HINT_T0);
+                }
+            __m512 dv = kv_two(_cvtsh_ss(shardlm_rd16(x0 + SHARDLM_Q6_K_D)), _cvtsh_ss(shardlm_rd16(x1 + SHARDLM_Q6_K_D)));
+            __m512i s0 = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(x0 + SHARDLM_Q6_K_SC)));
+            __m512i s1 = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(x1 + SHARDLM_Q6_K_SC)));
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; h++) {
+                __m512i u[4];
+                q6k_codes(x0, x1, h, u);
+#pragma GCC unroll 4
+                for (int k = 0; k < 4; k++) {
+                    int j = 4 * h + k, e = 2 * j, o = 2 * j + 1;
+                    __m512i idx = _mm512_setr_epi32(e, e, e, e, o, o, o, o, 16 + e, 16 + e, 16 + e, 16 + e, 16 + o,
+                                                    16 + o, 16 + o, 16 + o);
+                    __m512i scv = _mm512_permutex2var_epi32(s0, idx, s1);
+#pragma GCC unroll 4
+                    for (int ii = 0; ii < N; ii++) {
+                        size_t b = (i0 + ii) * nb + b0 + (size_t)j;
+                        __m512i s = _mm512_sub_epi32(
+                            _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[k], kv_x(a, i0 + ii, b0 + (size_t)j)),
+                            ox[ii][j]);
+                        __m512 f = _mm512_cvtepi32_ps(_mm512_mullo_epi32(s, scv));
+                        acc[p][ii] = _mm512_fmadd_ps(f, _mm512_mul_ps(dv, _mm512_set1_ps(a->xd[b])), acc[p][ii]);
+                    }
+                }
+            }
+        }
+    }
+#pragma GCC unroll 2
+    for (int p = 0; p < P; p++)
+#pragma GCC unroll 4
+        for (int ii = 0; ii < N; ii++) kv_store(a, i0 + ii, r + 2 * (size_t)p, r + 2 * (size_t)p + 1 < r1, acc[p][ii], NULL);
+}
+
+/* ---- row loops ----
+ * n == 1: 4 rows (2 pairs) per pass, then a pair or a lone row. n > 1: row
+ * blocks of 16, each 4-input tile passing over the block's pairs so the
+ * activations stay in L1; then the 1-3 input tail. Only the order of whole
+ * tiles differs between n, tails and thread splits, never what one (row,
+ * input) computes, so the results are batch invariant bit for bit. */
+#define KV_ROWS(NAME, TILE, DP, DECODE)                                                                 \
+    __attribute__((target(KV_TARGET))) void NAME(const shardlm_mm_args *a, size_t r0, size_t r1)        \
+    {                                                                                                   \
+        if (a->n == 1 && DECODE) {                                                                      \
+            DECODE(a, r0, r1);                                                                          \
+            return;                                                                                     \
+        }                                                                                               \
+        if (a->n == 1) {                                                                                \
+            size_t r = r0;                                                                              \
+            for (; r + 2 * DP <= r1; r += 2 * DP) TILE(a, r, r1, DP, 0, 1);                             \
+            for (; r < r1; r += 2) TILE(a, r, r1, 1, 0, 1);                                             \
+            return;                                                                                     \
+        }                                                                                               \
+        for (size_t r = r0; r < r1; r += KV_ROW_BLOCK) {                                                \
+            size_t re = r + KV_ROW_BLOCK < r1 ? r + KV_ROW_BLOCK : r1, i = 0;                           \
+            for (; i + 4 <= a->n; i += 4)                                                               \
+                for (size_t rp = r; rp < re; rp += 2) TILE(a, rp, re, 1, i, 4);                         \
+            for (size_t rp = r; rp < re; rp += 2) {                                                     \
+                switch (a->n - i) {                                                                     \
+                case 3: TILE(a, rp, re, 1, i, 3); break;                                                \
+                case 2: TILE(a, rp, re, 1, i, 2); break;                                                \
+                case 1: TILE(a, rp, re, 1, i, 1); break;                                                \
+                }                                                                                       \
+            }                                                                                           \
+        }                                                                                               \
+    }
+
+/* Q6_K decode (one input) runs the AVX2 kernel, same bits: streaming the
+ * weights from DRAM, two rows per register ran 1.1-2x slower than AVX2's
+ * one row at a time even with prefetch (docs/PERFORMANCE.md), while in
+ * cache and in batches it was faster. */
+static const shardlm_mm_fn kv_q4k_decode = NULL, kv_q6k_decode = shardlm_avx2_q6_k;
+
+KV_ROWS(shardlm_avx512vnni_q4_k, q4k_tile, 2, kv_q4k_decode)
+KV_ROWS(shardlm_avx512vnni_q6_k, q6k_tile, 2, kv_q6k_decode)
+#endif
