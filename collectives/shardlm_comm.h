@@ -58,6 +58,14 @@ int shardlm_comm_broadcast(shardlm_comm *c, void *buf, size_t bytes, int root, i
 int shardlm_comm_barrier(shardlm_comm *c, int timeout_ms);
 void shardlm_comm_destroy(shardlm_comm *c);
 
+/* --comm-dtype q8 (collectives/allreduce_q8.c): a sum all-reduce with Q8_0
+ * blocks on the wire, over any transport's all-gather. Each rank's part is
+ * quantised once, all-gathered and summed in rank order, so every rank gets
+ * identical results. scratch holds shardlm_comm_allreduce_q8_scratch(world,
+ * n) bytes (the call does not allocate). World size 1 is the f32 call. */
+size_t shardlm_comm_allreduce_q8_scratch(int world, size_t n);
+int shardlm_comm_allreduce_q8(shardlm_comm *c, float *buf, size_t n, uint8_t *scratch, int timeout_ms);
+
 /* World size 1: every collective is a copy or a no-op. */
 int shardlm_comm_local_create(shardlm_comm **out);
 

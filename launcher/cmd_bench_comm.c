@@ -198,7 +198,7 @@ static int bench_size(shardlm_comm *c, const bench_opts *o, float *buf, uint8_t 
         int rc = shardlm_comm_barrier(c, o->timeout_ms);
         if (rc) return rc;
         uint64_t t0 = shardlm_now_ns();
-        rc = q8 ? shardlm_model_allreduce_q8(c, buf, n, q8, o->timeout_ms)
+        rc = q8 ? shardlm_comm_allreduce_q8(c, buf, n, q8, o->timeout_ms)
                 : shardlm_comm_allreduce_f32(c, buf, n, o->timeout_ms);
         uint64_t t1 = shardlm_now_ns();
         if (rc || (rc = bench_check(buf, n, w, it, q8 != NULL))) return rc;
@@ -247,7 +247,7 @@ static int bench_run(shardlm_comm *c, const bench_opts *o)
     float *buf = malloc(maxb);
     double *times = malloc(sizeof(double) * (size_t)max_iters);
     bench_row *rows = calloc((size_t)nsizes, sizeof *rows);
-    uint8_t *q8 = o->q8 ? malloc(shardlm_model_allreduce_q8_scratch(shardlm_comm_size(c), maxb / 4)) : NULL;
+    uint8_t *q8 = o->q8 ? malloc(shardlm_comm_allreduce_q8_scratch(shardlm_comm_size(c), maxb / 4)) : NULL;
     int rc = (buf && times && rows && (q8 || !o->q8)) ? SHARDLM_OK : SHARDLM_ENOMEM;
     if (rc) shardlm_err_set("rank %d: out of memory for a %zu-byte buffer", rank, maxb);
     int tty = rank == 0 && isatty(STDERR_FILENO);
