@@ -294,19 +294,14 @@ static int node_nccl(const shardlm_node_opts *o, shardlm_node *n)
         if (rc || brc) return rc ? rc : brc;
     } else if (n->rank == 0) {
         if (rc) return rc;
-        Shardlm__NcclId msg = SHARDLM__NCCL_ID__INIT;
-        msg.id.data = id;
-        msg.id.len = sizeof id;
-        Shardlm__Envelope env = SHARDLM__ENVELOPE__INIT;
-        env.msg_case = SHARDLM__ENVELOPE__MSG_NCCL_ID;
-        env.nccl_id = &msg;
-        if ((rc = shardlm_ctrl_broadcast(n->ctrl, &env, o->connect_timeout_ms))) return rc;
+        _Static_assert(SHARDLM_NCCL_ID_BYTES == SHARDLM_CTRL_NCCL_ID_BYTES, "one NCCL id size");
+        if ((rc = shardlm_ctrl_send_nccl_id(n->ctrl, id, o->connect_timeout_ms))) return rc;
     } else {
-        Shardlm__Envelope *env = NULL;
-        if ((rc = shardlm_ctrl_recv(n->ctrl, o->connect_timeout_ms, &env))) return rc;
-        int ok = env->msg_case == SHARDLM__ENVELOPE__MSG_NCCL_ID && env->nccl_id->id.len == sizeof id;
-        if (ok) memcpy(id, env->nccl_id->id.data, sizeof id);
-        shardlm__envelope__free_unpacked(env, NULL);
+        shardlm_ctrl_msg m;
+        if ((rc = shardlm_ctrl_recv(n->ctrl, o->connect_timeout_ms, &m))) return rc;
+        int ok = m.kind == SHARDLM_CTRL_MSG_NCCL_ID; /* its length checked on receipt */
+        if (ok) memcpy(id, m.u.nccl_id, sizeof id);
+        shardlm_ctrl_msg_free(&m);
         if (!ok) {
             shardlm_err_set("rank %d: expected the NCCL id from rank 0, got another message "
                             "(is rank 0 running with --comm nccl?)", n->rank);
