@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "control_guard.h"
 #include "shardlm_auth.h"
 #include "shardlm_common.h"
 #include "control_internal.h"
@@ -32,6 +33,7 @@ struct shardlm_ctrl {
     void *watch_ctx;
     shardlm_ctrl_weights_req *wreq; /* rank 0: what each worker's Hello asked of its weights */
     uint64_t *hb_wait_ns; /* rank 0: since when each worker owes a heartbeat answer (0: none; made at the first) */
+    ctrl_guard *guard;    /* rank 0: answers the control port once the cluster is complete */
 };
 
 int shardlm_ctrl_port(const shardlm_ctrl *c)
@@ -165,7 +167,9 @@ int shardlm_ctrl_listen(const char *host, int port, int world_size, shardlm_ctrl
         a->sin_addr.s_addr = htonl(INADDR_ANY);
         sl = sizeof *a;
     }
-    if (bind(fd, (struct sockaddr *)&ss, sl) || listen(fd, 64)) {
+    /* non-blocking: the late-connection thread and accept_all may both be
+     * woken for one connection, and the loser must not block in accept */
+    if (bind(fd, (struct sockaddr *)&ss, sl) || listen(fd, 64) || fcntl(fd, F_SETFL, O_NONBLOCK)) {
         shardlm_err_set("control channel: cannot listen on master_port %d: %s", port, strerror(errno));
         close(fd);
         return SHARDLM_ERUNTIME;
@@ -173,8 +177,10 @@ int shardlm_ctrl_listen(const char *host, int port, int world_size, shardlm_ctrl
     shardlm_ctrl *c = calloc(1, sizeof *c);
     if (c) c->fds = malloc((size_t)world_size * sizeof(int));
     if (c) c->wreq = calloc((size_t)world_size, sizeof *c->wreq);
-    if (!c || !c->fds || !c->wreq) {
+    if (c && c->fds && c->wreq && ctrl_guard_new(fd, &c->guard)) c->guard = NULL;
+    if (!c || !c->fds || !c->wreq || !c->guard) {
         if (c) free(c->fds);
+        if (c) free(c->wreq);
         free(c);
         close(fd);
         return SHARDLM_ENOMEM;
@@ -278,57 +284,61 @@ static int accept_one(shardlm_ctrl *c, int fd, const shardlm_ctrl_hello *mine, u
  * connection cannot hold the accept loop until the whole deadline. */
 #define CTRL_AUTH_MS 5000
 
-static int ctrl_auth_accepted(int fd, uint64_t deadline)
+/* Takes one connection that proved the token: 0 when it became a worker,
+ * 1 to keep waiting, or the status to fail with. */
+static int accept_take(shardlm_ctrl *c, int fd, const shardlm_ctrl_hello *mine, uint64_t deadline)
 {
-    char who[96];
-    peer_name(fd, who, sizeof who);
-    uint64_t d = shardlm_now_ns() + CTRL_AUTH_MS * 1000000ull;
-    int srv = 1;
-    const char *w = who;
-    int rc = shardlm_auth_handshake(&fd, &srv, 1, d < deadline ? d : deadline, &w);
-    if (rc) fprintf(stderr, "shardlm: refused a control connection from %s: %s\n", who, shardlm_err_get());
-    return rc;
+    int rank = accept_one(c, fd, mine, deadline);
+    if (rank == SHARDLM_EINPUT) {
+        close(fd);
+        return rank;
+    }
+    if (rank < 0) { /* not a shardlm worker, or it went away: keep waiting */
+        fprintf(stderr, "shardlm: ignoring a control connection: %s\n", shardlm_err_get());
+        close(fd);
+        return 1;
+    }
+    c->fds[rank] = fd;
+    return 0;
+}
+
+static int accept_timed_out(const shardlm_ctrl *c, int timeout_ms)
+{
+    char missing[256] = "";
+    for (int r = 1, n = 0; r < c->world && n < 200; r++)
+        if (c->fds[r] < 0) n += snprintf(missing + n, sizeof missing - (size_t)n, "%s%d", n ? ", " : "", r);
+    shardlm_err_set("timed out after %d ms waiting for worker rank(s) %s to connect to the master port", timeout_ms,
+                    missing);
+    return SHARDLM_ETIMEDOUT;
 }
 
 int shardlm_ctrl_accept_all(shardlm_ctrl *c, const shardlm_ctrl_hello *mine, int timeout_ms)
 {
     uint64_t deadline = shardlm_now_ns() + (uint64_t)timeout_ms * 1000000ull;
+    ctrl_guard_set_complete(c->guard, 0);
     for (int have = 1; have < c->world;) {
-        struct pollfd pf = {c->listen_fd, POLLIN, 0};
-        int left = deadline_left(deadline);
-        int pr = left ? poll(&pf, 1, left < 100 ? left : 100) : 0;
-        if (pr < 0 && errno == EINTR) continue;
-        if (c->watch && c->watch(c->watch_ctx)) return SHARDLM_ERUNTIME;
-        if (pr == 0 && deadline_left(deadline) > 0) continue;
-        if (pr <= 0) {
-            char missing[256] = "";
-            for (int r = 1, n = 0; r < c->world && n < 200; r++)
-                if (c->fds[r] < 0) n += snprintf(missing + n, sizeof missing - (size_t)n, "%s%d", n ? ", " : "", r);
-            shardlm_err_set("timed out after %d ms waiting for worker rank(s) %s to connect to the master port",
-                            timeout_ms, missing);
-            return SHARDLM_ETIMEDOUT;
+        int fd = ctrl_guard_take(c->guard); /* a late peer that proved the token before this re-formation */
+        if (fd < 0) {
+            struct pollfd pf = {c->listen_fd, POLLIN, 0};
+            int left = deadline_left(deadline);
+            int pr = left ? poll(&pf, 1, left < 100 ? left : 100) : 0;
+            if (pr < 0 && errno == EINTR) continue;
+            if (c->watch && c->watch(c->watch_ctx)) return SHARDLM_ERUNTIME;
+            if (pr == 0 && deadline_left(deadline) > 0) continue;
+            if (pr <= 0) return accept_timed_out(c, timeout_ms);
+            fd = accept4(c->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+            if (fd < 0) continue;
+            tune_socket(fd);
+            if (ctrl_guard_auth(fd, CTRL_AUTH_MS, deadline)) {
+                close(fd);
+                continue;
+            }
         }
-        int fd = accept4(c->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-        if (fd < 0) continue;
-        tune_socket(fd);
-        if (ctrl_auth_accepted(fd, deadline)) {
-            close(fd);
-            continue;
-        }
-        int rank = accept_one(c, fd, mine, deadline);
-        if (rank == SHARDLM_EINPUT) {
-            close(fd);
-            return rank;
-        }
-        if (rank < 0) { /* not a shardlm worker, or it went away: keep waiting */
-            fprintf(stderr, "shardlm: ignoring a control connection: %s\n", shardlm_err_get());
-            close(fd);
-            continue;
-        }
-        c->fds[rank] = fd;
-        have++;
+        int rc = accept_take(c, fd, mine, deadline);
+        if (rc < 0) return rc;
+        if (rc == 0) have++;
     }
-    return SHARDLM_OK;
+    return ctrl_guard_set_complete(c->guard, 1);
 }
 
 /* connect() bounded by ms: a blocking one to a host behind a dead link
@@ -637,6 +647,7 @@ int shardlm_ctrl_collect_faults(shardlm_ctrl *c, int wait_ms, char *why, size_t 
 void shardlm_ctrl_close(shardlm_ctrl *c)
 {
     if (!c) return;
+    ctrl_guard_free(c->guard); /* before the listener it polls is closed */
     if (c->listen_fd >= 0) close(c->listen_fd);
     for (int r = 0; r < c->world; r++)
         if (c->fds[r] >= 0) close(c->fds[r]);
@@ -672,6 +683,7 @@ shardlm_ctrl_weights_req shardlm_ctrl_weights_request(const shardlm_ctrl *c, int
 void shardlm_ctrl_reset_workers(shardlm_ctrl *c)
 {
     if (!c || c->listen_fd < 0) return; /* rank 0 only */
+    ctrl_guard_set_complete(c->guard, 0);
     for (int r = 1; r < c->world; r++) {
         if (c->fds[r] >= 0) close(c->fds[r]);
         c->fds[r] = -1;

@@ -203,3 +203,80 @@ int shardlm_auth_handshake(const int *fds, const int *is_server, int n, uint64_t
     free(nn);
     return rc;
 }
+
+/* ---- one-way proofs over a nonce sent on an authenticated channel ---- */
+
+int shardlm_auth_nonce(uint8_t out[SHARDLM_AUTH_NONCE_BYTES])
+{
+    if (RAND_bytes(out, SHARDLM_AUTH_NONCE_BYTES) == 1) return SHARDLM_OK;
+    shardlm_err_set("cluster authentication: no random bytes for a nonce");
+    return SHARDLM_ERUNTIME;
+}
+
+int shardlm_auth_nonce_proof(const char *purpose, const uint8_t nonce[SHARDLM_AUTH_NONCE_BYTES],
+                             uint8_t out[SHARDLM_AUTH_MAC_BYTES])
+{
+    memset(out, 0, SHARDLM_AUTH_MAC_BYTES);
+    if (!g_token_len) return SHARDLM_OK;
+    uint8_t m[sizeof AUTH_LABEL + 64 + SHARDLM_AUTH_NONCE_BYTES];
+    size_t pl = strnlen(purpose, 63);
+    memcpy(m, AUTH_LABEL, sizeof AUTH_LABEL); /* with its NUL: label and purpose cannot run together */
+    memcpy(m + sizeof AUTH_LABEL, purpose, pl);
+    m[sizeof AUTH_LABEL + pl] = 0;
+    memcpy(m + sizeof AUTH_LABEL + pl + 1, nonce, SHARDLM_AUTH_NONCE_BYTES);
+    return shardlm_auth_hmac((const uint8_t *)g_token, g_token_len, m, sizeof AUTH_LABEL + pl + 1 +
+                             SHARDLM_AUTH_NONCE_BYTES, out);
+}
+
+int shardlm_auth_nonce_check(const char *purpose, const uint8_t nonce[SHARDLM_AUTH_NONCE_BYTES],
+                             const uint8_t proof[SHARDLM_AUTH_MAC_BYTES])
+{
+    if (!g_token_len) return SHARDLM_OK;
+    uint8_t want[SHARDLM_AUTH_MAC_BYTES];
+    int rc = shardlm_auth_nonce_proof(purpose, nonce, want);
+    if (rc) return rc;
+    if (CRYPTO_memcmp(want, proof, sizeof want) != 0) {
+        shardlm_err_set("wrong cluster token");
+        return SHARDLM_EPEER;
+    }
+    return SHARDLM_OK;
+}
+
+/* ---- the handshake in steps, for an event loop ---- */
+
+int shardlm_auth_begin(shardlm_auth_steps *st, int is_server, uint8_t hello[SHARDLM_AUTH_HELLO_BYTES])
+{
+    memset(st, 0, sizeof *st);
+    st->server = is_server;
+    int rc = shardlm_auth_nonce(st->mine);
+    if (rc) return rc;
+    memcpy(hello, AUTH_MAGIC, 4);
+    memcpy(hello + 4, st->mine, SHARDLM_AUTH_NONCE_BYTES);
+    return SHARDLM_OK;
+}
+
+int shardlm_auth_answer(shardlm_auth_steps *st, const uint8_t hello[SHARDLM_AUTH_HELLO_BYTES],
+                        uint8_t proof[SHARDLM_AUTH_MAC_BYTES], const char *who)
+{
+    if (memcmp(hello, AUTH_MAGIC, 4) != 0) {
+        shardlm_err_set("cluster authentication with %s refused: it sent no cluster-token handshake (no token "
+                        "configured there, or not a shardlm rank)", who);
+        return SHARDLM_EPEER;
+    }
+    memcpy(st->theirs, hello + 4, SHARDLM_AUTH_NONCE_BYTES);
+    const uint8_t *nc = st->server ? st->theirs : st->mine, *ns = st->server ? st->mine : st->theirs;
+    auth_proof(st->server, nc, ns, proof);
+    return SHARDLM_OK;
+}
+
+int shardlm_auth_check(const shardlm_auth_steps *st, const uint8_t proof[SHARDLM_AUTH_MAC_BYTES], const char *who)
+{
+    uint8_t want[SHARDLM_AUTH_MAC_BYTES];
+    const uint8_t *nc = st->server ? st->theirs : st->mine, *ns = st->server ? st->mine : st->theirs;
+    auth_proof(!st->server, nc, ns, want);
+    if (CRYPTO_memcmp(proof, want, sizeof want) != 0) {
+        shardlm_err_set("cluster authentication with %s refused: wrong cluster token", who);
+        return SHARDLM_EPEER;
+    }
+    return SHARDLM_OK;
+}

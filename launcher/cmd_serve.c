@@ -83,6 +83,8 @@ static int serve_flag(void *ctx, const shardlm_flag_value *v)
     case F_MAX_PROMPT: o->http.max_prompt_tokens = (int)v->i; return 0;
     case F_MAX_CONNS: o->http.max_connections = (int)v->i; return 0;
     case F_HTTP_TIMEOUT: o->http.idle_timeout_s = (int)v->i; return 0;
+    case F_HTTP_HEADER_TIMEOUT: o->http.header_timeout_s = (int)v->i; return 0;
+    case F_MAX_CONNS_PER_IP: o->http.max_connections_per_ip = (int)v->i; return 0;
     case F_HEARTBEAT: o->hb_ms = (int)v->i; return 0;
     case F_HEARTBEAT_TIMEOUT: o->hb_timeout_ms = (int)v->i; return 0;
     case F_DRAIN_TIMEOUT: o->drain_s = (double)v->i; return 0;

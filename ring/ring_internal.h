@@ -12,7 +12,7 @@
 
 /* Handshake sent by both ends of every link, network byte order. */
 #define RING_MAGIC 0x534c4d52u /* "SLMR" */
-#define RING_PROTO_VERSION 2u  /* 2: the transport negotiation follows the hello */
+#define RING_PROTO_VERSION 3u  /* 2: the transport negotiation follows the hello; 3: its shm offer carries the hand-over nonce */
 #define RING_HELLO_BYTES 16
 
 typedef struct ring_shm_seg ring_shm_seg; /* the shared segment (shm.c) */
@@ -50,6 +50,14 @@ int ring_setup_links(const shardlm_ring_config *cfg, int connect_timeout_ms, rin
  * l->left and l->right; on failure no segment stays mapped. */
 int ring_shm_negotiate(const shardlm_ring_config *cfg, const shardlm_ring_opts *o, ring_links *l,
                        uint64_t deadline_ns);
+
+/* The shared-memory hand-over's token proof on its unix socket (shm_setup.c).
+ * prove (consumer): sends HMAC(token, nonce) for the nonce of the producer's
+ * offer; 0 or -1. check (producer): reads and verifies it within wait_ms;
+ * SHARDLM_OK, or SHARDLM_EPEER with the reason (a wrong token, none, a
+ * close). Without a cluster token the proof is zeros and any is accepted. */
+int ring_shm_handover_prove(int usock, const uint8_t nonce[32]);
+int ring_shm_handover_check(int usock, const uint8_t nonce[32], int wait_ms);
 
 /* ---- shm.c: the segment and its byte ring ---- */
 

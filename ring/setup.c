@@ -1,9 +1,14 @@
 /* setup.c - connecting a rank to its ring neighbours with libuv: listen for
  * the left neighbour, resolve and connect to the right one with exponential
  * backoff under one overall deadline, and exchange a handshake on both links
- * so that a duplicate rank, a different world size or a stranger on the port
- * fails at once with a message naming the peer. The connected sockets are then
- * taken out of libuv: the data path is a tight poll() loop (see ring.c). */
+ * so that a duplicate rank or a different world size fails at once with a
+ * message naming the peer. With a cluster token the handshake also runs the
+ * HMAC challenge-response, step by step in the loop. A stranger on the
+ * listen port (garbage, no token, a wrong token, a close) is refused and
+ * logged with its address, and the wait for the real left neighbour goes
+ * on; the listener closes once the ring has formed. The connected sockets
+ * are then taken out of libuv: the data path is a tight poll() loop (see
+ * ring.c). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -24,14 +29,18 @@
 #define RING_BACKOFF_MIN_MS 5
 #define RING_BACKOFF_MAX_MS 500
 #define RING_LOOPBACK_SNDBUF (256 << 10)
+#define RING_MAX_LEFT 4 /* connections handshaking at once on the listen port */
+#define RING_IN_BYTES (RING_HELLO_BYTES + SHARDLM_AUTH_HELLO_BYTES + SHARDLM_AUTH_MAC_BYTES)
 
 typedef struct ring_setup ring_setup;
 
 typedef struct {
     uv_tcp_t tcp;
     ring_setup *s;
-    unsigned char hello[RING_HELLO_BYTES];
-    size_t got;
+    unsigned char in[RING_IN_BYTES]; /* ring hello, then the token's hello and proof */
+    size_t got, need;
+    shardlm_auth_steps au;
+    uint64_t since;
     int is_right;
     int open;      /* tcp handle initialised, must be closed */
     int connected; /* TCP connection established */
@@ -48,7 +57,10 @@ struct ring_setup {
     uv_timer_t deadline, retry;
     uv_getaddrinfo_t gai;
     uv_connect_t conn_req;
-    ring_link left, right;
+    ring_link right;
+    ring_link *cand[RING_MAX_LEFT]; /* who may be the left neighbour (heap, freed when closed) */
+    ring_link *left;                /* the one that was */
+    size_t ah;                      /* bytes of the token's hello: 0 without a token */
     int listener_open, gai_pending;
     int backoff_ms;
     int finished; /* success or error recorded; callbacks stand down */
@@ -66,7 +78,7 @@ static void setup_finish(ring_setup *s, int rc)
 
 static void setup_maybe_done(ring_setup *s)
 {
-    if (s->left.done && s->right.done) setup_finish(s, SHARDLM_OK);
+    if (s->left && s->right.done) setup_finish(s, SHARDLM_OK);
 }
 
 static void setup_encode_hello(const ring_setup *s, unsigned char *b)
@@ -78,28 +90,68 @@ static void setup_encode_hello(const ring_setup *s, unsigned char *b)
 
 /* 16 bytes always fit in a fresh socket's send buffer, so a direct send()
  * is enough, and MSG_NOSIGNAL keeps a vanished peer from raising SIGPIPE. */
-static int setup_send_hello(ring_setup *s, ring_link *l)
+static int setup_send(ring_link *l, const void *b, size_t n)
 {
     uv_os_fd_t fd;
-    unsigned char b[RING_HELLO_BYTES];
-    setup_encode_hello(s, b);
     if (uv_fileno((uv_handle_t *)&l->tcp, &fd) != 0) return -1;
-    ssize_t n = send(fd, b, sizeof b, MSG_NOSIGNAL | MSG_DONTWAIT);
-    return n == (ssize_t)sizeof b ? 0 : -1;
+    return send(fd, b, n, MSG_NOSIGNAL | MSG_DONTWAIT) == (ssize_t)n ? 0 : -1;
+}
+
+static int setup_send_hello(ring_setup *s, ring_link *l)
+{
+    unsigned char b[RING_HELLO_BYTES + SHARDLM_AUTH_HELLO_BYTES];
+    setup_encode_hello(s, b);
+    if (s->ah && shardlm_auth_begin(&l->au, !l->is_right, b + RING_HELLO_BYTES)) return -1;
+    l->need = RING_HELLO_BYTES + s->ah;
+    return setup_send(l, b, RING_HELLO_BYTES + s->ah);
 }
 
 static const char *setup_side(const ring_link *l) { return l->is_right ? "right" : "left"; }
 
+static void setup_cand_closed(uv_handle_t *h) { free(h->data); }
+
+/* A left candidate leaves: its slot frees at once, its memory when closed. */
+static void setup_drop(ring_setup *s, ring_link *l)
+{
+    for (int i = 0; i < RING_MAX_LEFT; i++)
+        if (s->cand[i] == l) s->cand[i] = NULL;
+    uv_close((uv_handle_t *)&l->tcp, setup_cand_closed);
+}
+
+/* A stranger, logged with its address. On the listen port the wait for the
+ * real left neighbour goes on; the right link is the configured address,
+ * so its failure fails the set-up. */
+static void setup_refuse(ring_setup *s, ring_link *l, int rc)
+{
+    fprintf(stderr, "shardlm: refused a ring connection from %s: %s\n", l->addr, shardlm_err_get());
+    if (l->is_right) setup_finish(s, rc);
+    else setup_drop(s, l);
+}
+
+/* The left neighbour proved itself: the other candidates are strangers. */
+static void setup_left_found(ring_setup *s, ring_link *l)
+{
+    s->left = l;
+    for (int i = 0; i < RING_MAX_LEFT; i++) {
+        if (s->cand[i] == l) s->cand[i] = NULL;
+        if (!s->cand[i]) continue;
+        shardlm_err_set("the left neighbour rank %d has connected", s->left_rank);
+        setup_refuse(s, s->cand[i], SHARDLM_EINPUT);
+    }
+}
+
 static void setup_check_hello(ring_setup *s, ring_link *l)
 {
     uint32_t w[4];
-    memcpy(w, l->hello, sizeof w);
+    memcpy(w, l->in, sizeof w);
     uint32_t magic = ntohl(w[0]), version = ntohl(w[1]);
     int rank = (int)ntohl(w[2]), world = (int)ntohl(w[3]);
     int me = s->cfg->rank, expect = l->is_right ? s->right_rank : s->left_rank;
     if (magic != RING_MAGIC) {
         shardlm_err_set("rank %d: %s peer %s is not a shardlm rank (bad handshake magic 0x%08x)", me,
                         setup_side(l), l->addr, magic);
+        setup_refuse(s, l, SHARDLM_EINPUT);
+        return;
     } else if (version != RING_PROTO_VERSION) {
         shardlm_err_set("rank %d: %s peer %s speaks ring protocol v%u, this rank speaks v%u", me, setup_side(l),
                         l->addr, version, RING_PROTO_VERSION);
@@ -114,6 +166,7 @@ static void setup_check_hello(ring_setup *s, ring_link *l)
                         expect);
     } else {
         l->done = 1;
+        if (!l->is_right) setup_left_found(s, l);
         setup_maybe_done(s);
         return;
     }
@@ -126,8 +179,8 @@ static void setup_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     ring_link *l = h->data;
     /* Exactly the missing hello bytes: anything after them is the first
      * collective's data and must stay in the socket for ring.c. */
-    buf->base = (char *)l->hello + l->got;
-    buf->len = RING_HELLO_BYTES - l->got;
+    buf->base = (char *)l->in + l->got;
+    buf->len = l->need - l->got;
 }
 
 static void setup_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
@@ -139,11 +192,43 @@ static void setup_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     if (nread < 0) {
         shardlm_err_set("rank %d: %s peer %s closed the connection during the handshake (%s)", s->cfg->rank,
                         setup_side(l), l->addr, uv_strerror((int)nread));
-        setup_finish(s, SHARDLM_EPEER);
+        if (l->is_right) setup_finish(s, SHARDLM_EPEER);
+        else setup_refuse(s, l, SHARDLM_EPEER);
         return;
     }
     l->got += (size_t)nread;
-    if (l->got < RING_HELLO_BYTES) return;
+    if (l->got < l->need) return;
+    if (s->ah) {
+        char who[360];
+        snprintf(who, sizeof who, "rank %d's %s peer %s", s->cfg->rank, setup_side(l), l->addr);
+        uint32_t magic;
+        memcpy(&magic, l->in, 4);
+        if (ntohl(magic) != RING_MAGIC) { /* not a rank at all: said as such, before any token talk */
+            uv_read_stop(st);
+            setup_check_hello(s, l);
+            return;
+        }
+        if (l->need == RING_HELLO_BYTES + s->ah) { /* their hello is in: our proof goes out */
+            unsigned char proof[SHARDLM_AUTH_MAC_BYTES];
+            if (shardlm_auth_answer(&l->au, l->in + RING_HELLO_BYTES, proof, who)) {
+                setup_refuse(s, l, SHARDLM_EINPUT);
+                return;
+            }
+            if (setup_send(l, proof, sizeof proof)) {
+                shardlm_err_set("rank %d: cannot send the token proof to %s peer %s: %s", s->cfg->rank,
+                                setup_side(l), l->addr, strerror(errno));
+                setup_refuse(s, l, SHARDLM_EPEER);
+                return;
+            }
+            l->need += SHARDLM_AUTH_MAC_BYTES;
+            return;
+        }
+        if (shardlm_auth_check(&l->au, l->in + RING_HELLO_BYTES + s->ah, who)) {
+            uv_read_stop(st);
+            setup_refuse(s, l, SHARDLM_EINPUT);
+            return;
+        }
+    }
     uv_read_stop(st);
     setup_check_hello(s, l);
 }
@@ -155,7 +240,8 @@ static void setup_start_link(ring_setup *s, ring_link *l)
     if (setup_send_hello(s, l) != 0) {
         shardlm_err_set("rank %d: cannot send the handshake to %s peer %s: %s", s->cfg->rank, setup_side(l),
                         l->addr, strerror(errno));
-        setup_finish(s, SHARDLM_EPEER);
+        if (l->is_right) setup_finish(s, SHARDLM_EPEER);
+        else setup_refuse(s, l, SHARDLM_EPEER); /* a stranger that came and went */
         return;
     }
     int r = uv_read_start((uv_stream_t *)&l->tcp, setup_alloc, setup_read);
@@ -264,31 +350,13 @@ static void setup_resolve(ring_setup *s)
     s->gai_pending = 1;
 }
 
-static void setup_drop_closed(uv_handle_t *h) { free(h); }
-
-static void setup_on_connection(uv_stream_t *server, int status)
+static void setup_peer_addr(uv_tcp_t *t, char *out, size_t cap)
 {
-    ring_setup *s = server->data;
-    if (s->finished || status < 0) return;
-    ring_link *l = &s->left;
-    if (l->open) {
-        /* Someone else after the left neighbour: not ours to judge; drop it. */
-        uv_tcp_t *extra = malloc(sizeof *extra);
-        if (!extra) return;
-        uv_tcp_init(&s->loop, extra);
-        uv_accept(server, (uv_stream_t *)extra);
-        uv_close((uv_handle_t *)extra, setup_drop_closed);
-        return;
-    }
-    uv_tcp_init(&s->loop, &l->tcp);
-    l->open = 1;
-    l->tcp.data = l;
-    if (uv_accept(server, (uv_stream_t *)&l->tcp) != 0) return;
     struct sockaddr_storage sa;
     int len = sizeof sa;
     char ip[64] = "?";
     int port = 0;
-    if (uv_tcp_getpeername(&l->tcp, (struct sockaddr *)&sa, &len) == 0) {
+    if (uv_tcp_getpeername(t, (struct sockaddr *)&sa, &len) == 0) {
         if (sa.ss_family == AF_INET) {
             uv_ip4_name((struct sockaddr_in *)&sa, ip, sizeof ip);
             port = ntohs(((struct sockaddr_in *)&sa)->sin_port);
@@ -297,8 +365,56 @@ static void setup_on_connection(uv_stream_t *server, int status)
             port = ntohs(((struct sockaddr_in6 *)&sa)->sin6_port);
         }
     }
-    snprintf(l->addr, sizeof l->addr, "%s:%d", ip, port);
+    snprintf(out, cap, "%s:%d", ip, port);
+}
+
+/* A free candidate slot; when all are taken, the oldest gives way, so
+ * silent strangers cannot keep the left neighbour out. */
+static int setup_slot(ring_setup *s)
+{
+    int old = 0;
+    for (int i = 0; i < RING_MAX_LEFT; i++) {
+        if (!s->cand[i]) return i;
+        if (s->cand[i]->since < s->cand[old]->since) old = i;
+    }
+    shardlm_err_set("rank %d: it sent no complete handshake before %d newer connections came", s->cfg->rank,
+                    RING_MAX_LEFT);
+    setup_refuse(s, s->cand[old], SHARDLM_EINPUT);
+    return old;
+}
+
+static void setup_on_connection(uv_stream_t *server, int status)
+{
+    ring_setup *s = server->data;
+    if (s->finished || status < 0) return;
+    ring_link *l = calloc(1, sizeof *l);
+    if (!l) return;
+    uv_tcp_init(&s->loop, &l->tcp);
+    l->s = s;
+    l->tcp.data = l;
+    l->open = 1;
+    l->since = shardlm_now_ns();
+    if (uv_accept(server, (uv_stream_t *)&l->tcp) != 0) {
+        uv_close((uv_handle_t *)&l->tcp, setup_cand_closed);
+        return;
+    }
+    setup_peer_addr(&l->tcp, l->addr, sizeof l->addr);
+    if (s->left) { /* someone after the left neighbour */
+        shardlm_err_set("the left neighbour rank %d is already connected", s->left_rank);
+        fprintf(stderr, "shardlm: refused a ring connection from %s: %s\n", l->addr, shardlm_err_get());
+        uv_close((uv_handle_t *)&l->tcp, setup_cand_closed);
+        return;
+    }
+    s->cand[setup_slot(s)] = l;
     setup_start_link(s, l);
+}
+
+static const ring_link *setup_newest(const ring_setup *s)
+{
+    const ring_link *n = NULL;
+    for (int i = 0; i < RING_MAX_LEFT; i++)
+        if (s->cand[i] && (!n || s->cand[i]->since > n->since)) n = s->cand[i];
+    return n;
 }
 
 static void setup_deadline(uv_timer_t *t)
@@ -314,9 +430,9 @@ static void setup_deadline(uv_timer_t *t)
             shardlm_err_set("rank %d: right neighbour rank %d at %s:%d unreachable for %d ms (last error: %s)",
                             c->rank, s->right_rank, c->right_ip, c->right_port, s->timeout_ms,
                             s->last_err[0] ? s->last_err : "none");
-    } else if (s->left.connected) {
+    } else if (setup_newest(s)) {
         shardlm_err_set("rank %d: left peer %s connected to port %d but sent no shardlm handshake within %d ms",
-                        c->rank, s->left.addr, c->port, s->timeout_ms);
+                        c->rank, setup_newest(s)->addr, c->port, s->timeout_ms);
     } else {
         shardlm_err_set("rank %d: left neighbour rank %d never connected to port %d within %d ms", c->rank,
                         s->left_rank, c->port, s->timeout_ms);
@@ -394,32 +510,13 @@ static void setup_close_all(ring_setup *s)
     uv_handle_t *hs[] = {(uv_handle_t *)&s->deadline, (uv_handle_t *)&s->retry};
     for (size_t i = 0; i < 2; i++) uv_close(hs[i], NULL);
     if (s->listener_open) uv_close((uv_handle_t *)&s->listener, NULL);
-    if (s->left.open) uv_close((uv_handle_t *)&s->left.tcp, NULL);
+    for (int i = 0; i < RING_MAX_LEFT; i++)
+        if (s->cand[i]) uv_close((uv_handle_t *)&s->cand[i]->tcp, setup_cand_closed);
+    if (s->left) uv_close((uv_handle_t *)&s->left->tcp, setup_cand_closed);
     if (s->right.open) uv_close((uv_handle_t *)&s->right.tcp, NULL);
     if (s->gai_pending) uv_cancel((uv_req_t *)&s->gai);
     uv_run(&s->loop, UV_RUN_DEFAULT);
     uv_loop_close(&s->loop);
-}
-
-/* Both hops in one call: every rank sends its nonces before it waits, so
- * the ring authenticates without a cyclic wait. A failed hop closes both:
- * a ring with a stranger in it must not carry activations. */
-static int setup_auth(const shardlm_ring_config *cfg, ring_links *out, uint64_t deadline)
-{
-    char wl[360], wr[360];
-    snprintf(wl, sizeof wl, "rank %d's left peer %s", cfg->rank, out->left_addr);
-    snprintf(wr, sizeof wr, "rank %d's right peer %s", cfg->rank, out->right_addr);
-    int fds[2] = {out->left_fd, out->right_fd}, srv[2] = {1, 0};
-    const char *who[2] = {wl, wr};
-    int rc = shardlm_auth_handshake(fds, srv, 2, deadline, who);
-    if (rc) {
-        fprintf(stderr, "shardlm: refused a ring connection: %s\n", shardlm_err_get());
-        close(out->left_fd);
-        close(out->right_fd);
-        out->left_fd = out->right_fd = -1;
-        rc = SHARDLM_EINPUT;
-    }
-    return rc;
 }
 
 int ring_setup_links(const shardlm_ring_config *cfg, int connect_timeout_ms, ring_links *out)
@@ -435,7 +532,8 @@ int ring_setup_links(const shardlm_ring_config *cfg, int connect_timeout_ms, rin
     s->left_rank = (cfg->rank + w - 1) % w;
     s->right_rank = (cfg->rank + 1) % w;
     s->backoff_ms = RING_BACKOFF_MIN_MS;
-    s->left.s = s->right.s = s;
+    s->right.s = s;
+    s->ah = shardlm_auth_enabled() ? SHARDLM_AUTH_HELLO_BYTES : 0;
     s->right.is_right = 1;
     snprintf(s->right.addr, sizeof s->right.addr, "%s:%d", cfg->right_ip, cfg->right_port);
     uv_loop_init(&s->loop);
@@ -451,9 +549,9 @@ int ring_setup_links(const shardlm_ring_config *cfg, int connect_timeout_ms, rin
         rc = s->finished ? s->rc : SHARDLM_ERUNTIME;
     }
     if (rc == SHARDLM_OK) {
-        out->left_fd = setup_detach(&s->left);
+        out->left_fd = setup_detach(s->left);
         out->right_fd = setup_detach(&s->right);
-        snprintf(out->left_addr, sizeof out->left_addr, "%s", s->left.addr);
+        snprintf(out->left_addr, sizeof out->left_addr, "%s", s->left->addr);
         snprintf(out->right_addr, sizeof out->right_addr, "%s", s->right.addr);
         if (out->left_fd < 0 || out->right_fd < 0) {
             shardlm_err_set("rank %d: cannot duplicate the ring sockets: %s", cfg->rank, strerror(errno));
@@ -462,7 +560,6 @@ int ring_setup_links(const shardlm_ring_config *cfg, int connect_timeout_ms, rin
             rc = SHARDLM_ERUNTIME;
         }
     }
-    if (rc == SHARDLM_OK) rc = setup_auth(cfg, out, shardlm_now_ns() + (uint64_t)s->timeout_ms * 1000000ull);
     setup_close_all(s);
     free(s);
     return rc;

@@ -5,7 +5,11 @@
  * the same verdict from the two. For a local hop the producer (the left end)
  * makes a sealed memfd and hands it over an abstract unix socket; the
  * consumer maps it, checks its cookie and answers yes or no, so both ends
- * agree even when the hand-over fails. Host identity is never guessed from
+ * agree even when the hand-over fails. An abstract socket's name is visible
+ * to every process on the host, so the producer gives the segment only to a
+ * connection from its own user (SO_PEERCRED) that also proves the cluster
+ * token: the offer carries a fresh nonce over the authenticated TCP hop, and
+ * the consumer's first bytes on the unix socket are an HMAC over it. Host identity is never guessed from
  * an IP address: loopback between network namespaces is another host here,
  * and two addresses of one machine are the same host.
  *
@@ -25,11 +29,14 @@
 #include <unistd.h>
 
 #include "ring_internal.h"
+#include "shardlm_auth.h"
 #include "shardlm_common.h"
 
 #define IDENT_MAGIC 0x534c4d53u /* "SLMS" */
 #define IDENT_BYTES 160
-#define OFFER_BYTES 96
+#define OFFER_BYTES 128 /* ... name at 24..87, the hand-over nonce at 88..119 */
+#define HANDOVER_PURPOSE "shm-handover"
+#define HANDOVER_AUTH_MS 2000
 
 typedef struct {
     uint32_t want;
@@ -49,12 +56,14 @@ typedef struct {
     /* right hop (we produce) */
     int memfd, listener, offered, result_read, result_ok;
     uint64_t cookie;
+    uint8_t nonce[SHARDLM_AUTH_NONCE_BYTES]; /* what the consumer's proof covers */
     uint32_t cap;
     char name[64];
     /* left hop (we consume) */
     int usock, offer_ok;
     uint32_t offer_cap;
     uint64_t offer_cookie;
+    uint8_t offer_nonce[SHARDLM_AUTH_NONCE_BYTES];
     char offer_name[64];
     char fail[2][128];  /* why a local hop fell back */
 } shm_neg;
@@ -214,6 +223,43 @@ static int ident_local(const shm_ident *a, const shm_ident *b, char *why, size_t
     return 0;
 }
 
+/* ---- the hand-over's proof of the cluster token ---- */
+
+int ring_shm_handover_prove(int usock, const uint8_t nonce[SHARDLM_AUTH_NONCE_BYTES])
+{
+    uint8_t p[SHARDLM_AUTH_MAC_BYTES];
+    if (shardlm_auth_nonce_proof(HANDOVER_PURPOSE, nonce, p)) return -1;
+    /* 32 bytes fit a fresh unix socket's buffer: this never waits on the producer */
+    ssize_t k = send(usock, p, sizeof p, MSG_NOSIGNAL | MSG_DONTWAIT);
+    errno = k < 0 ? errno : EPROTO;
+    return k == (ssize_t)sizeof p ? 0 : -1;
+}
+
+int ring_shm_handover_check(int usock, const uint8_t nonce[SHARDLM_AUTH_NONCE_BYTES], int wait_ms)
+{
+    uint8_t p[SHARDLM_AUTH_MAC_BYTES];
+    size_t got = 0;
+    uint64_t deadline = shardlm_now_ns() + (uint64_t)(wait_ms > 0 ? wait_ms : 0) * 1000000ull;
+    while (got < sizeof p) {
+        uint64_t now = shardlm_now_ns();
+        struct pollfd pf = {.fd = usock, .events = POLLIN};
+        int r = now < deadline ? poll(&pf, 1, (int)((deadline - now + 999999) / 1000000)) : 0;
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            shardlm_err_set("no proof of the cluster token within %d ms", wait_ms);
+            return SHARDLM_EPEER;
+        }
+        ssize_t k = recv(usock, p + got, sizeof p - got, MSG_DONTWAIT);
+        if (k < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) continue;
+        if (k <= 0) {
+            shardlm_err_set("it closed the connection before proving the cluster token");
+            return SHARDLM_EPEER;
+        }
+        got += (size_t)k;
+    }
+    return shardlm_auth_nonce_check(HANDOVER_PURPOSE, nonce, p);
+}
+
 /* ---- right hop: we make the segment and hand it over ---- */
 
 /* Makes the segment and a listening abstract unix socket, and describes
@@ -230,7 +276,8 @@ static void neg_make_offer(shm_neg *n, ring_hop *h, unsigned char *b)
     struct sockaddr_un a = {.sun_family = AF_UNIX};
     memcpy(a.sun_path + 1, n->name, strlen(n->name)); /* abstract: nothing on disk, scoped by the netns */
     socklen_t alen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + strlen(n->name));
-    if (ring_shm_create(h, n->cap, n->cookie, &n->memfd, err, sizeof err) == 0) {
+    if (shardlm_auth_nonce(n->nonce)) snprintf(err, sizeof err, "%s", shardlm_err_get());
+    else if (ring_shm_create(h, n->cap, n->cookie, &n->memfd, err, sizeof err) == 0) {
         n->listener = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (n->listener < 0 || bind(n->listener, (struct sockaddr *)&a, alen) || listen(n->listener, 1))
             snprintf(err, sizeof err, "unix socket: %s", strerror(errno));
@@ -239,6 +286,7 @@ static void neg_make_offer(shm_neg *n, ring_hop *h, unsigned char *b)
     put32(b + 8, n->cap);
     put64(b + 16, n->cookie);
     memcpy(b + 24, n->name, strlen(n->name));
+    memcpy(b + 88, n->nonce, sizeof n->nonce);
     if (err[0]) snprintf(n->fail[1], sizeof n->fail[1], "%s", err);
     n->offered = !err[0];
 }
@@ -289,8 +337,17 @@ static int neg_hand_over(shm_neg *n)
         struct ucred cred;
         socklen_t clen = sizeof cred;
         if (getsockopt(c, SOL_SOCKET, SO_PEERCRED, &cred, &clen) != 0 || cred.uid != geteuid()) {
+            fprintf(stderr, "shardlm: refused a shared-memory hand-over to pid %d: it runs as uid %d, not %d\n",
+                    (int)cred.pid, (int)cred.uid, (int)geteuid());
             close(c);
             continue;
+        }
+        uint64_t left_ms = (n->deadline - now) / 1000000;
+        if (ring_shm_handover_check(c, n->nonce, left_ms < HANDOVER_AUTH_MS ? (int)left_ms : HANDOVER_AUTH_MS)) {
+            fprintf(stderr, "shardlm: refused a shared-memory hand-over to pid %d (uid %d): %s\n", (int)cred.pid,
+                    (int)cred.uid, shardlm_err_get());
+            close(c);
+            continue; /* the real consumer may still come */
         }
         neg_send_fd(n, c);
         close(c);
@@ -313,6 +370,7 @@ static int neg_read_offer(shm_neg *n)
     n->offer_ok = get32(b + 4) == 0;
     n->offer_cap = get32(b + 8);
     n->offer_cookie = get64(b + 16);
+    memcpy(n->offer_nonce, b + 88, sizeof n->offer_nonce);
     memcpy(n->offer_name, b + 24, sizeof n->offer_name - 1);
     n->offer_name[sizeof n->offer_name - 1] = 0;
     if (!n->offer_ok) snprintf(n->fail[0], sizeof n->fail[0], "rank %d could not offer a segment", n->peer[0]);
@@ -332,7 +390,9 @@ static int neg_connect(shm_neg *n)
     size_t len = strlen(n->offer_name);
     memcpy(a.sun_path + 1, n->offer_name, len);
     socklen_t alen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + len);
-    if (n->usock >= 0 && connect(n->usock, (struct sockaddr *)&a, alen) == 0) return SHARDLM_OK;
+    if (n->usock >= 0 && connect(n->usock, (struct sockaddr *)&a, alen) == 0 &&
+        ring_shm_handover_prove(n->usock, n->offer_nonce) == 0)
+        return SHARDLM_OK;
     snprintf(n->fail[0], sizeof n->fail[0], "cannot reach rank %d's unix socket: %s", n->peer[0], strerror(errno));
     if (n->usock >= 0) close(n->usock);
     n->usock = -1;

@@ -4,7 +4,8 @@
  *
  * libmicrohttpd runs one thread per connection, so a call may block on its
  * queue (JSON answers) or in its stream's reader without holding up other
- * clients; MHD's connection limit bounds the threads. */
+ * clients; MHD's connection limit bounds the threads, and the request
+ * deadline (server_deadline.c) how long a slow client may hold one. */
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <sys/resource.h>
@@ -17,6 +18,7 @@
 #include "shardlm_common.h"
 
 #define DEFAULT_MAX_BODY (1u << 20)
+#define DEFAULT_HEADER_TIMEOUT 10
 
 enum { R_NONE = 0, R_COMPLETIONS, R_CHAT, R_MODELS, R_HEALTH, R_METRICS, R_APPLY_TEMPLATE, R_TOKENIZE, R_DETOKENIZE };
 
@@ -116,6 +118,7 @@ static enum MHD_Result serve_metrics(shardlm_server *srv, struct MHD_Connection 
     shardlm_sched_stats st;
     int ready = phase_of(srv) != SRV_LOADING && srv->sched;
     if (ready) shardlm_sched_stats_get(srv->sched, &st);
+    srv_metrics_header_timeouts(&srv->m, srv_deadline_cut_total(&srv->dl));
     char *text = srv_metrics_render(&srv->m, ready ? &st : NULL, srv->model);
     if (!text) return MHD_NO;
     enum MHD_Result res = srv_respond(srv, conn, 200, "text/plain; version=0.0.4; charset=utf-8", text);
@@ -277,7 +280,10 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         if (!(sc = calloc(1, sizeof *sc))) return MHD_NO;
         *con_cls = sc;
         enum MHD_Result res;
-        if (first_call(srv, conn, url, method, sc, &res)) return res;
+        int refused = first_call(srv, conn, url, method, sc, &res);
+        int bodiless = sc->route == R_HEALTH || sc->route == R_METRICS || sc->route == R_MODELS;
+        if (refused || bodiless) srv_deadline_request_in(conn); /* a POST's body is still to come */
+        if (refused) return res;
         if (sc->route == R_HEALTH) return serve_health(srv, conn);
         if (sc->route == R_METRICS) return serve_metrics(srv, conn);
         if (sc->route == R_MODELS) return serve_models(srv, conn);
@@ -288,6 +294,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         *data_size = 0;
         return r ? MHD_NO : MHD_YES;
     }
+    srv_deadline_request_in(conn);
     return serve_post(srv, conn, sc);
 }
 
@@ -295,8 +302,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 {
     srv_conn *sc = *con_cls;
     (void)cls;
-    (void)conn;
     (void)toe; /* any unfinished choice is cancelled, whatever ended the request */
+    srv_deadline_response_done(conn); /* keep-alive: the next request has the same deadline */
     if (!sc) return;
     srv_call_completed(sc->call);
     free(sc->body);
@@ -356,6 +363,7 @@ static int server_fields(shardlm_server *srv, const shardlm_server_opts *o)
     srv->tpl_error = o->chat_template_error ? strdup(o->chat_template_error) : NULL;
     srv->max_body = o->max_body_bytes ? o->max_body_bytes : DEFAULT_MAX_BODY;
     srv->timeout_s = o->request_timeout_s > 0 ? o->request_timeout_s : 600;
+    srv->header_timeout_s = o->header_timeout_s > 0 ? o->header_timeout_s : DEFAULT_HEADER_TIMEOUT;
     srv->max_prompt = o->max_prompt_tokens > 0 ? o->max_prompt_tokens : 0;
     srv->started = (long)time(NULL);
     if (!srv->host || !srv->model || (key && key[0] && !srv->api_key)) return SHARDLM_ENOMEM;
@@ -364,6 +372,7 @@ static int server_fields(shardlm_server *srv, const shardlm_server_opts *o)
 
 static void server_free(shardlm_server *srv)
 {
+    srv_deadline_stop(&srv->dl);
     srv_metrics_destroy(&srv->m);
     pthread_mutex_destroy(&srv->calls_mu);
     free(srv->host);
@@ -383,6 +392,7 @@ int shardlm_server_start(const shardlm_server_opts *o, shardlm_sched *s, const s
     struct sockaddr_storage ss;
     int v6 = 0, rc = server_fields(srv, o);
     if (!rc) rc = resolve(srv->host, o->port, &ss, &v6);
+    if (!rc) rc = srv_deadline_start(&srv->dl, srv->header_timeout_s);
     if (rc) {
         server_free(srv);
         return rc;
@@ -396,7 +406,10 @@ int shardlm_server_start(const shardlm_server_opts *o, shardlm_sched *s, const s
     unsigned idle = o->idle_timeout_s > 0 ? (unsigned)o->idle_timeout_s : (unsigned)srv->timeout_s + 30;
     srv->d = MHD_start_daemon(flags, (uint16_t)o->port, NULL, NULL, on_access, srv, MHD_OPTION_SOCK_ADDR, &ss,
                               MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_CONNECTION_LIMIT, limit,
-                              MHD_OPTION_CONNECTION_TIMEOUT, idle, MHD_OPTION_END);
+                              MHD_OPTION_CONNECTION_TIMEOUT, idle, MHD_OPTION_NOTIFY_CONNECTION,
+                              srv_deadline_notify, &srv->dl, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+                              (unsigned)(o->max_connections_per_ip > 0 ? o->max_connections_per_ip : 0),
+                              MHD_OPTION_END);
     if (!srv->d) {
         shardlm_err_set("cannot listen on %s:%d (in use, or not an address of this machine)", srv->host, o->port);
         server_free(srv);

@@ -29,6 +29,9 @@ typedef struct {
     double request_timeout_s;/* 0: 600; longest wait on the engine per request (streams: between events) */
     int max_connections;     /* 0: 4096 concurrent connections (one thread each) */
     int idle_timeout_s;      /* 0: request_timeout_s + 30; a connection silent this long is closed */
+    int header_timeout_s;    /* 0: 10; a request (headers and body) not in this long after its connection
+                                opened, or its previous response ended, is closed (streams are not cut) */
+    int max_connections_per_ip; /* 0: no limit; more from one address are closed at once */
     int max_prompt_tokens;   /* 0: only the context bounds a prompt; longer ones get 400 */
     const char *chat_template_error; /* why tpl is NULL: chat and /apply-template answer 400 with it */
 } shardlm_server_opts;

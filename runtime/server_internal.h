@@ -31,6 +31,7 @@ typedef struct {
     srv_hist ttft, itl, e2e;
     uint64_t finished_stop, finished_length, finished_cancelled, finished_error;
     uint64_t http_requests, http_errors;
+    uint64_t header_timeouts; /* copied from the deadline when rendered */
 } srv_metrics;
 
 void srv_metrics_init(srv_metrics *m);
@@ -38,6 +39,7 @@ void srv_metrics_destroy(srv_metrics *m);
 void srv_metrics_observe(srv_metrics *m, srv_hist *h, double seconds);
 void srv_metrics_finished(srv_metrics *m, shardlm_finish_reason why);
 void srv_metrics_http(srv_metrics *m, int status);
+void srv_metrics_header_timeouts(srv_metrics *m, uint64_t n);
 /* Prometheus text exposition (version 0.0.4); malloc'd. st may be NULL
  * (no scheduler attached yet). */
 char *srv_metrics_render(srv_metrics *m, const shardlm_sched_stats *st, const char *model);
@@ -124,6 +126,34 @@ char *srv_sse_error(const shardlm_server_err *e);
 /* {"object":"list","data":[{"id":model,...}]} */
 char *srv_body_models(const char *model, long created);
 
+/* ---- the request deadline (server_deadline.c) ---- */
+
+typedef struct srv_sock srv_sock;
+
+typedef struct srv_deadline {
+    pthread_mutex_t mu; /* the list, each socket's clock, cut_total */
+    pthread_cond_t cv;
+    pthread_t thread;
+    int running, stop;
+    double limit_s;
+    srv_sock *head; /* the open sockets */
+    uint64_t cut_total;
+} srv_deadline;
+
+/* Starts the reaper (before MHD: its callbacks may come at once). */
+int srv_deadline_start(srv_deadline *dl, double limit_s);
+/* After MHD_stop_daemon. A deadline never started is ignored. */
+void srv_deadline_stop(srv_deadline *dl);
+/* MHD_OPTION_NOTIFY_CONNECTION's callback, cls the srv_deadline. */
+void srv_deadline_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
+                         enum MHD_ConnectionNotificationCode code);
+/* The request is in (or answered early): its clock stops until... */
+void srv_deadline_request_in(struct MHD_Connection *conn);
+/* ...its response has ended; the next request's clock starts. */
+void srv_deadline_response_done(struct MHD_Connection *conn);
+/* Connections shut down for missing their deadline. */
+uint64_t srv_deadline_cut_total(srv_deadline *dl);
+
 /* ---- the server and its calls (server.c, server_call.c) ---- */
 
 enum { SRV_LOADING = 0, SRV_READY, SRV_FAILED };
@@ -139,6 +169,7 @@ struct shardlm_server {
     int max_prompt;  /* 0: no limit but the context */
     size_t max_body;
     double timeout_s;
+    int header_timeout_s;
     int port;
     long started;
     _Atomic int phase;
@@ -149,6 +180,7 @@ struct shardlm_server {
     const shardlm_tokenizer *tok;
     const shardlm_chat_template *tpl;
     srv_metrics m;
+    srv_deadline dl; /* --http-header-timeout */
     _Atomic uint64_t next_id;
     pthread_mutex_t calls_mu; /* the list of calls in flight */
     srv_call *calls;

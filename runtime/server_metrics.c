@@ -63,6 +63,13 @@ void srv_metrics_http(srv_metrics *m, int status)
     pthread_mutex_unlock(&m->mu);
 }
 
+void srv_metrics_header_timeouts(srv_metrics *m, uint64_t n)
+{
+    pthread_mutex_lock(&m->mu);
+    m->header_timeouts = n;
+    pthread_mutex_unlock(&m->mu);
+}
+
 /* A growing text buffer; on out of memory it stays failed and render
  * returns NULL. */
 typedef struct {
@@ -167,6 +174,9 @@ char *srv_metrics_render(srv_metrics *m, const shardlm_sched_stats *st, const ch
     metric(&b, "http_requests_total", "counter", "HTTP requests answered.", model, (double)m->http_requests);
     metric(&b, "http_errors_total", "counter", "HTTP requests answered with a 4xx or 5xx status.", model,
            (double)m->http_errors);
+    metric(&b, "http_header_timeouts_total", "counter",
+           "Connections closed because their request was not in within --http-header-timeout.", model,
+           (double)m->header_timeouts);
     hist(&b, "time_to_first_token_seconds", "Time from arrival to the first generated token.", model, &m->ttft);
     hist(&b, "inter_token_latency_seconds", "Time between consecutive generated tokens.", model, &m->itl);
     hist(&b, "e2e_request_latency_seconds", "Time from arrival to the end of a choice.", model, &m->e2e);

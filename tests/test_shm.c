@@ -6,7 +6,8 @@
  * its neighbours sleep on their futexes) failing the survivors within the
  * ring's bounds, naming the peer, with no process and no /dev/shm entry
  * left; a SIGSTOPped rank caught by the timeout; --ring-transport shm
- * against tcp; and the stories260K golden text over shared memory. */
+ * against tcp; a world with a cluster token; and the stories260K golden
+ * text over shared memory. */
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <signal.h>
@@ -17,6 +18,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "shardlm_auth.h"
 #include "shardlm_common.h"
 #include "shardlm_launch.h"
 #include "shardlm_ring.h"
@@ -186,6 +188,15 @@ static void shm_suite(int w, const int *tcp_ranks, int ntcp)
 Test(shm, every_collective_w2) { shm_suite(2, NULL, 0); }
 Test(shm, every_collective_w4) { shm_suite(4, NULL, 0); }
 Test(shm, every_collective_w8) { shm_suite(8, NULL, 0); }
+
+/* With a cluster token the hand-over also proves it on the unix socket
+ * (test_ring_auth.c refuses the wrong ones); every hop still goes shm. */
+static void clear_token(void) { shardlm_auth_set_token(NULL); }
+Test(shm, every_collective_w4_with_a_cluster_token, .fini = clear_token)
+{
+    cr_assert_eq(shardlm_auth_set_token("shm-test-token"), SHARDLM_OK);
+    shm_suite(4, NULL, 0);
+}
 
 /* One rank that asks for tcp makes its two hops TCP; the others stay on
  * shared memory, so some ranks wait on a socket and a segment at once. */

@@ -4,9 +4,12 @@
 # abuse.mjs (node, no packages) measures a good request's normal latency
 # and holds a 100 MB body, 500 slow clients (a header byte a second) and
 # 1000 idle connections open while good requests must still return the
-# golden text within 2 s of normal; the idle ones must then be closed by
-# --http-timeout; also --max-prompt-tokens and a wrong
-# key. serve's open descriptors are counted before and after (no leak).
+# golden text within 2 s of normal; the slow and idle ones must then be
+# closed at --http-header-timeout (3 s here; --http-timeout is 30 s, so it
+# is the deadline that closes them); a stream delayed past the deadline (a
+# worker SIGSTOPped) must finish golden; --max-connections-per-ip's overflow
+# is closed at once; also --max-prompt-tokens and a wrong key. serve's open
+# descriptors are counted before and after (no leak).
 #   run.sh SHARDLM_BIN SHARED_DIR
 # Exit 0: passed; 77: skipped (no model or node, outside CI); else failed.
 set -euo pipefail
@@ -41,11 +44,13 @@ hard=$(ulimit -Hn); [ "$hard" = unlimited ] && hard=65536
 [ "$hard" -ge 4000 ] || skip "the descriptor limit (ulimit -Hn $hard) is below 4000"
 ulimit -n "$((hard < 8192 ? hard : 8192))"
 
+HEADER_S=3 PER_IP=100
 printf 'abuse-key\n' >"$WORK/key"   # the trailing newline a Secret file often has
 node -e "const t=require('fs').readFileSync('$REF','utf8'); process.stdout.write(t.replace(/\n\$/,'').slice('Once upon a time'.length))" >"$WORK/want.txt"
 
 "$BIN" serve -m "$MODEL" --world-size 2 --port 0 --api-key-file "$WORK/key" --max-prompt-tokens 64 \
-  --max-body-kb 1024 --http-timeout 6 >"$WORK/serve.log" 2>&1 &
+  --max-body-kb 1024 --http-timeout 30 --http-header-timeout "$HEADER_S" --max-connections-per-ip "$PER_IP" \
+  --heartbeat-timeout-ms 30000 >"$WORK/serve.log" 2>&1 &
 SRV=$!
 PORT=
 for _ in $(seq 600); do
@@ -57,8 +62,13 @@ done
 [ -n "$PORT" ] || fail "serve was not ready in 60 s"
 fds() { ls "/proc/$SRV/fd" | wc -l; }
 before=$(fds)
+# the worker (serve's child) that abuse.mjs stops to delay a stream
+WORKER=$(pgrep -P "$SRV" | head -1)
+[ -n "$WORKER" ] || fail "serve has no worker process"
 
-timeout 300 node "$HERE/abuse.mjs" 127.0.0.1 "$PORT" abuse-key "$WORK/want.txt" 6 || fail "abuse.mjs failed (rc $?)"
+rc=0
+timeout 300 node "$HERE/abuse.mjs" 127.0.0.1 "$PORT" abuse-key "$WORK/want.txt" "$HEADER_S" "$PER_IP" "$WORKER" || rc=$?
+if [ "$rc" != 0 ]; then kill -CONT "$WORKER" 2>/dev/null || true; fail "abuse.mjs failed (rc $rc)"; fi
 
 # every held connection is gone: serve's descriptors are back where they were
 after=$(fds)

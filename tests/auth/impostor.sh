@@ -6,7 +6,10 @@
 # must log the refusal with the source address, and the wrong-token worker
 # must exit 2 naming the token. Then the real worker joins and the answer
 # is the golden text; garbage sent to the control and ring ports after
-# start-up must not disturb serving.
+# start-up must not disturb serving. Late peers at the control port (wrong
+# token, none, garbage) are refused within 5 s and logged; a late one with
+# the right token is refused as "the cluster is complete"; the ring ports
+# refuse connections once the ring has formed.
 #   impostor.sh SHARDLM_BIN SHARED_DIR
 # Exit 0: passed; 77: skipped (no model or curl, outside CI); else failed.
 set -euo pipefail
@@ -97,12 +100,50 @@ golden "after the impostors"
 for port in "$P" $((P + 1)) $((P + 2)); do
   timeout 5 bash -c "cat '$WORK/garbage' >/dev/tcp/127.0.0.1/$port" 2>/dev/null || true
 done
-# a late impostor is not answered yet (rank 0 reads its control port only
-# while the cluster forms, docs/DEPLOY.md): it gives up by its own deadline
-rc=0; RING_CONFIG=$WORK/ring1.json timeout 30 "$BIN" worker -m "$MODEL" --cluster-token-file "$WORK/bad" \
-  --connect-timeout-ms 3000 >"$WORK/late.log" 2>&1 || rc=$?
-[ "$rc" != 0 ] && [ "$rc" != 124 ] || fail "a late wrong-token worker exited $rc"
-echo "a late wrong-token worker: exit $rc: $(tail -1 "$WORK/late.log")"
-golden "after garbage at the control and ring ports and a late impostor"
+# the ring listeners close once the ring has formed: a late connect is refused
+for port in $((P + 1)) $((P + 2)); do
+  err=$(timeout 5 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>&1) && fail "ring port $port still accepts connections"
+  case $err in *"refused"*) ok "ring port $port after formation: connection refused" ;;
+    *) fail "ring port $port after formation: not refused: $err" ;; esac
+done
+# Late peers, once the cluster has formed: rank 0 answers its control port
+# from a thread of its own. Each is refused within 5 s and logged with its
+# source address, and serving goes on.
+late_refused() { # late_refused N WHAT PATTERN: N late refusals are logged, the last names the source IP:PORT and PATTERN
+  for _ in $(seq 100); do
+    if [ "$(refusals)" -ge $((n0 + $1)) ]; then
+      grep "refused a control connection from" "$WORK/rank0.log" | tail -1 |
+        grep -qE "from 127\.0\.0\.1:[0-9]+: .*$3" || fail "$2: the refusal does not say '$3': $(tail -1 "$WORK/rank0.log")"
+      ok "$2: refused, logged with the source address"; return
+    fi
+    sleep 0.1
+  done
+  fail "$2: no refusal logged by rank 0"
+}
+within5() { # within5 WHAT CMD...: CMD ends (rank 0 closed on it) within 5 s; its status is in $rc
+  local t0; t0=$(date +%s%N); rc=0
+  timeout 5 "${@:2}" || rc=$?
+  [ "$rc" != 124 ] || fail "$1: the connection was not closed by rank 0 within 5 s"
+  echo "$1: closed after $((($(date +%s%N) - t0) / 1000000)) ms (exit $rc)"
+}
+LATE=(env RING_CONFIG="$WORK/ring1.json" "$BIN" worker -m "$MODEL" --connect-timeout-ms 30000)
+n0=$(refusals)
+within5 "a late wrong-token worker" "${LATE[@]}" --cluster-token-file "$WORK/bad" >"$WORK/late_bad.log" 2>&1
+[ "$rc" = 2 ] || fail "the late wrong-token worker exited $rc, not 2"
+grep -q "token" "$WORK/late_bad.log" || fail "the late wrong-token worker does not name the token: $(cat "$WORK/late_bad.log")"
+late_refused 1 "a late wrong-token worker" "wrong cluster token"
+within5 "a late worker without a token" "${LATE[@]}" >"$WORK/late_none.log" 2>&1
+[ "$rc" != 0 ] || fail "the late worker without a token joined"
+late_refused 2 "a late worker without a token" "no cluster-token handshake"
+within5 "64 KiB of garbage at the control port" \
+  bash -c "exec 3<>/dev/tcp/127.0.0.1/$P; cat '$WORK/garbage' >&3 2>/dev/null; cat <&3 >/dev/null" 2>/dev/null
+late_refused 3 "late garbage" "no cluster-token handshake"
+# the right token while every rank is connected: held 10 s for a
+# re-formation that does not come, then refused with the reason
+rc=0; timeout 30 "${LATE[@]}" --cluster-token-file "$WORK/good" >"$WORK/late_good.log" 2>&1 || rc=$?
+[ "$rc" = 2 ] || fail "a late worker with the right token exited $rc, not 2: $(tail -2 "$WORK/late_good.log")"
+grep -q "cluster is complete" "$WORK/late_good.log" || fail "the late right-token worker was not told why: $(cat "$WORK/late_good.log")"
+late_refused 4 "a late worker with the right token" "proved the cluster token as rank 1, but the cluster is complete"
+golden "after garbage at the control and ring ports and the late peers"
 kill -0 "$R0" 2>/dev/null || fail "rank 0 died"
 echo "impostor: PASS"
