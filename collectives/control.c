@@ -18,7 +18,7 @@
 #include "control_guard.h"
 #include "shardlm_auth.h"
 #include "shardlm_common.h"
-#include "shardlm_control.h"
+#include "control_internal.h"
 
 #define CTRL_MAX_FRAME (64u << 20)
 
@@ -469,7 +469,7 @@ int shardlm_ctrl_connect_weights(const char *host, int port, shardlm_ctrl_hello 
     return ctrl_connect(host, port, mine, want, timeout_ms, out);
 }
 
-int shardlm_ctrl_broadcast(shardlm_ctrl *c, const Shardlm__Envelope *env, int timeout_ms)
+int shardlm_ctrl_env_broadcast(shardlm_ctrl *c, const Shardlm__Envelope *env, int timeout_ms)
 {
     uint64_t deadline = shardlm_now_ns() + (uint64_t)timeout_ms * 1000000ull;
     for (int r = 1; r < c->world; r++) {
@@ -481,7 +481,7 @@ int shardlm_ctrl_broadcast(shardlm_ctrl *c, const Shardlm__Envelope *env, int ti
     return SHARDLM_OK;
 }
 
-int shardlm_ctrl_recv(shardlm_ctrl *c, int timeout_ms, Shardlm__Envelope **env)
+int shardlm_ctrl_env_recv(shardlm_ctrl *c, int timeout_ms, Shardlm__Envelope **env)
 {
     uint64_t deadline = shardlm_now_ns() + (uint64_t)timeout_ms * 1000000ull;
     return recv_env(c, c->fds[0], deadline, c->peer, env);
@@ -660,7 +660,7 @@ void shardlm_ctrl_close(shardlm_ctrl *c)
 
 /* ---- --weights-from rank0: per-worker messages (launcher/weights.c) ---- */
 
-int shardlm_ctrl_send(shardlm_ctrl *c, int rank, const Shardlm__Envelope *env, int timeout_ms)
+int shardlm_ctrl_env_send(shardlm_ctrl *c, int rank, const Shardlm__Envelope *env, int timeout_ms)
 {
     if (!c || c->listen_fd < 0 || rank < 1 || rank >= c->world || c->fds[rank] < 0) {
         shardlm_err_set("control channel: no connected worker rank %d to send to", rank);

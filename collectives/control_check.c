@@ -1,13 +1,13 @@
 /* control_check.c - validation of every decoded control message before any
  * rank acts on it: counts, sizes and ranks against what the receiver knows
  * (shardlm_ctrl_limits; a zero limit is one the receiver does not know yet).
- * recv_env runs it on each frame; tests/fuzz/fuzz_control.c drives it with
- * arbitrary bytes. */
+ * recv_env and shardlm_ctrl_decode run it on each frame;
+ * tests/fuzz/fuzz_control.c drives it with arbitrary bytes. */
 #include <stdio.h>
 #include <string.h>
 
 #include "shardlm_common.h"
-#include "shardlm_control.h"
+#include "control_internal.h"
 
 #define CHECK_MAX_WORLD 1024
 #define CHECK_MAX_TEXT 4096   /* error and reason strings */

@@ -1,5 +1,6 @@
 /* shardlm_comm.h - the collective API. A communicator has a rank and a world
- * size; transports (local, ring, later MPI and NCCL) implement the vtable.
+ * size; transports (local and MPI here, ring in ring/, NCCL in nccl/)
+ * implement the vtable and are opened by name through shardlm_comm_open.
  *
  * Every call takes a timeout in milliseconds. On a timeout or a dead peer a
  * call returns SHARDLM_ETIMEDOUT or SHARDLM_EPEER within timeout + 1 s and
@@ -57,6 +58,50 @@ int shardlm_comm_gatherv(shardlm_comm *c, const void *send, const size_t *bytes,
 int shardlm_comm_broadcast(shardlm_comm *c, void *buf, size_t bytes, int root, int timeout_ms);
 int shardlm_comm_barrier(shardlm_comm *c, int timeout_ms);
 void shardlm_comm_destroy(shardlm_comm *c);
+
+/* --comm-dtype q8 (collectives/allreduce_q8.c): a sum all-reduce with Q8_0
+ * blocks on the wire, over any transport's all-gather. Each rank's part is
+ * quantised once, all-gathered and summed in rank order, so every rank gets
+ * identical results. scratch holds shardlm_comm_allreduce_q8_scratch(world,
+ * n) bytes (the call does not allocate). World size 1 is the f32 call. */
+size_t shardlm_comm_allreduce_q8_scratch(int world, size_t n);
+int shardlm_comm_allreduce_q8(shardlm_comm *c, float *buf, size_t n, uint8_t *scratch, int timeout_ms);
+
+/* ---- the transports' registry (collectives/comm_open.c) ---- */
+
+/* What opening a communicator needs: this rank's place, the deadline for
+ * connecting or joining, and the transport's own settings (config: ring's
+ * shardlm_ring_open_config, NCCL's shardlm_nccl_open_config; NULL for
+ * local and mpi). */
+typedef struct {
+    int rank;
+    int world_size;
+    int timeout_ms;
+    const void *config;
+} shardlm_comm_open_opts;
+
+/* One transport: its --comm name, the file it lives in, and its opener. */
+typedef struct {
+    const char *name;
+    const char *home;
+    int (*open)(const shardlm_comm_open_opts *o, shardlm_comm **out);
+} shardlm_comm_transport;
+
+/* Adds t (kept by pointer; a second one of the same name replaces the
+ * first). "local" and "mpi" are built in; ring/ and nccl/ export theirs
+ * (shardlm_ring_comm_transport, shardlm_nccl_comm_transport) for the launcher to
+ * register, as collectives cannot depend on them. */
+int shardlm_comm_register(const shardlm_comm_transport *t);
+/* The transport named name, or NULL. */
+const shardlm_comm_transport *shardlm_comm_transport_find(const char *name);
+/* "local, mpi, ring, nccl": the registered names, as snprintf (returns the
+ * length it wanted). */
+size_t shardlm_comm_transport_names(char *buf, size_t cap);
+/* Opens a communicator with the transport named kind; world_size 1 is the
+ * local one whatever kind says. An unknown kind fails with SHARDLM_EINPUT,
+ * naming the transports this build has; the transport's own errors pass
+ * through unchanged. */
+int shardlm_comm_open(const char *kind, const shardlm_comm_open_opts *o, shardlm_comm **out);
 
 /* World size 1: every collective is a copy or a no-op. */
 int shardlm_comm_local_create(shardlm_comm **out);

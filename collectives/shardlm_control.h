@@ -1,15 +1,15 @@
 /* shardlm_control.h - the control channel: rank 0 listens on
  * master_ip:master_port, every worker connects, and rank 0 drives them with
- * protobuf-c messages (collectives/shardlm.proto): a handshake, one Step per
- * forward step, heartbeats while idle, and Shutdown. Frames are a 4-byte
- * little-endian length followed by one Envelope. Every wait has a timeout. */
+ * typed messages: a handshake, one Step per forward step, heartbeats while
+ * idle, Faults, the weights transfer and Shutdown. On the wire each is a
+ * 4-byte little-endian length followed by one protobuf Envelope
+ * (collectives/shardlm.proto); the protobuf types stay inside collectives/
+ * (control_internal.h). Every wait has a timeout. */
 #ifndef SHARDLM_CONTROL_H
 #define SHARDLM_CONTROL_H
 
 #include <stddef.h>
 #include <stdint.h>
-
-#include "shardlm.pb-c.h"
 
 #define SHARDLM_PROTOCOL_VERSION 1u
 
@@ -55,11 +55,102 @@ int shardlm_ctrl_connect(const char *host, int port, shardlm_ctrl_hello *mine, i
  * spawned worker has already exited. */
 void shardlm_ctrl_set_watch(shardlm_ctrl *c, int (*watch)(void *ctx), void *ctx);
 
-/* Rank 0: sends one message to every worker. */
-int shardlm_ctrl_broadcast(shardlm_ctrl *c, const Shardlm__Envelope *env, int timeout_ms);
-/* Worker: receives the next message (free it with
- * shardlm__envelope__free_unpacked(env, NULL)). */
-int shardlm_ctrl_recv(shardlm_ctrl *c, int timeout_ms, Shardlm__Envelope **env);
+/* ---- typed messages (control_msg.c) ---- */
+
+/* The kinds of message; the numbers are the Envelope's field numbers (and
+ * what error texts print). Hello and HelloAck are the handshake's own
+ * (control.c): a received one has no payload here. */
+typedef enum {
+    SHARDLM_CTRL_MSG_NONE = 0,
+    SHARDLM_CTRL_MSG_HELLO = 1,
+    SHARDLM_CTRL_MSG_HELLO_ACK = 2,
+    SHARDLM_CTRL_MSG_STEP = 3,
+    SHARDLM_CTRL_MSG_SHUTDOWN = 4,
+    SHARDLM_CTRL_MSG_HEARTBEAT = 5,
+    SHARDLM_CTRL_MSG_WEIGHTS_BEGIN = 6,
+    SHARDLM_CTRL_MSG_WEIGHTS_CHUNK = 7,
+    SHARDLM_CTRL_MSG_WEIGHTS_END = 8,
+    SHARDLM_CTRL_MSG_FAULT = 9,
+    SHARDLM_CTRL_MSG_NCCL_ID = 10,
+} shardlm_ctrl_kind;
+
+#define SHARDLM_CTRL_NCCL_ID_BYTES 128
+
+/* The KV blocks of one sequence, in position order. */
+typedef struct {
+    const int32_t *blocks;
+    size_t n_blocks;
+} shardlm_ctrl_table;
+
+/* One forward step: token i has position pos[i], belongs to sequence
+ * seq[i] (an index into tables) and wants its logits when want_logits[i]. */
+typedef struct {
+    uint64_t step_id;
+    size_t n_tokens; /* the length of tokens, pos, seq and want_logits */
+    const int32_t *tokens, *pos, *seq;
+    const uint32_t *want_logits;
+    size_t n_tables;
+    const shardlm_ctrl_table *tables;
+} shardlm_ctrl_step;
+
+/* --weights-from rank0: count pieces of length bytes, stride bytes apart, from offset. */
+typedef struct {
+    uint64_t offset, length, stride;
+    uint32_t count;
+} shardlm_ctrl_range;
+
+typedef struct {
+    uint64_t file_size;
+    uint64_t total_bytes; /* sum of all range pieces */
+    uint64_t fingerprint; /* the model's */
+    size_t n_ranges;
+    const shardlm_ctrl_range *ranges;
+    int use_cache; /* the worker's cached copy is current: nothing follows */
+} shardlm_ctrl_weights_begin;
+
+typedef struct {
+    uint64_t offset; /* file offset of data */
+    const uint8_t *data;
+    size_t len;
+} shardlm_ctrl_weights_chunk;
+
+typedef struct {
+    int rank;
+    int peer; /* the rank the failed collective waited on, -1 if none */
+    const char *error;
+} shardlm_ctrl_fault;
+
+typedef struct {
+    const char *reason;
+    int rejoin; /* the cluster re-forms: a worker that can reconnects */
+} shardlm_ctrl_shutdown;
+
+/* One message. A received one's pointers point into memory it owns until
+ * shardlm_ctrl_msg_free. */
+typedef struct {
+    shardlm_ctrl_kind kind;
+    union {
+        shardlm_ctrl_step step;
+        shardlm_ctrl_shutdown shutdown;
+        uint64_t heartbeat_ns; /* the sender's monotonic clock */
+        shardlm_ctrl_weights_begin weights_begin;
+        shardlm_ctrl_weights_chunk weights_chunk;
+        uint64_t weights_checksum; /* WeightsEnd: over the bytes sent, in order */
+        shardlm_ctrl_fault fault;
+        uint8_t nccl_id[SHARDLM_CTRL_NCCL_ID_BYTES];
+    } u;
+    void *priv_; /* the decoded frame and its arrays */
+} shardlm_ctrl_msg;
+
+void shardlm_ctrl_msg_free(shardlm_ctrl_msg *m);
+
+/* Rank 0: one Step to every worker. */
+int shardlm_ctrl_send_step(shardlm_ctrl *c, const shardlm_ctrl_step *st, int timeout_ms);
+/* Rank 0: the NCCL unique id to every worker (--comm nccl without MPI). */
+int shardlm_ctrl_send_nccl_id(shardlm_ctrl *c, const uint8_t id[SHARDLM_CTRL_NCCL_ID_BYTES], int timeout_ms);
+/* Worker: receives the next message, validated (shardlm_ctrl_decode's
+ * rules); free it with shardlm_ctrl_msg_free. */
+int shardlm_ctrl_recv(shardlm_ctrl *c, int timeout_ms, shardlm_ctrl_msg *out);
 /* Rank 0: the rank of a worker whose connection has closed, waiting up to
  * wait_ms for one to show; -1 when none has. */
 int shardlm_ctrl_find_dead(shardlm_ctrl *c, int wait_ms);
@@ -78,9 +169,12 @@ int shardlm_ctrl_send_fault(shardlm_ctrl *c, int rank, int peer, const char *err
 int shardlm_ctrl_collect_faults(shardlm_ctrl *c, int wait_ms, char *why, size_t cap);
 void shardlm_ctrl_close(shardlm_ctrl *c);
 
-/* --weights-from rank0 (launcher/weights.c). Rank 0: sends one message to
- * worker `rank` only. */
-int shardlm_ctrl_send(shardlm_ctrl *c, int rank, const Shardlm__Envelope *env, int timeout_ms);
+/* --weights-from rank0 (launcher/weights.c). Rank 0: messages to worker
+ * `rank` only: WeightsBegin, then its chunks, then WeightsEnd. */
+int shardlm_ctrl_send_weights_begin(shardlm_ctrl *c, int rank, const shardlm_ctrl_weights_begin *b, int timeout_ms);
+int shardlm_ctrl_send_weights_chunk(shardlm_ctrl *c, int rank, uint64_t offset, const void *data, size_t len,
+                                    int timeout_ms);
+int shardlm_ctrl_send_weights_end(shardlm_ctrl *c, int rank, uint64_t checksum, int timeout_ms);
 /* Rank 0, after accept_all: whether worker `rank` asked for weights and
  * which cached copy it has (a need_weights worker's fingerprint is not
  * checked by the handshake; the transfer settles it). */
@@ -117,9 +211,15 @@ typedef struct {
     int kv_blocks; /* Step block ids and table lengths */
 } shardlm_ctrl_limits;
 
-/* Validates one decoded Envelope (sizes, ranks, counts, ids) before use:
- * SHARDLM_OK, or SHARDLM_EPEER with the error text naming the message and
- * field. Every frame the control channel receives goes through it. */
-int shardlm_ctrl_check(const Shardlm__Envelope *env, const shardlm_ctrl_limits *lim);
+/* Decodes one frame's payload (the bytes after the length) and validates
+ * it (sizes, ranks, counts, ids; control_check.c) before use: SHARDLM_OK,
+ * or SHARDLM_EPEER with the error text naming the message and field. Every
+ * frame the control channel receives goes through the same rules. lim may
+ * be NULL (nothing known). */
+int shardlm_ctrl_decode(const uint8_t *p, size_t n, const shardlm_ctrl_limits *lim, shardlm_ctrl_msg *out);
+/* Encodes m as the payload of one frame (the bytes the channel sends after
+ * the length), into *out (malloc'ed, free it). Not validated: a receiver
+ * does that. Hello and HelloAck are not encoded here (SHARDLM_EINPUT). */
+int shardlm_ctrl_encode(const shardlm_ctrl_msg *m, uint8_t **out, size_t *len);
 
 #endif

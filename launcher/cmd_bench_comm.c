@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "bench_comm.h"
+#include "node.h"
 #include "shardlm_cli.h"
 #include "shardlm_common.h"
 #include "shardlm_launch.h"
@@ -198,7 +199,7 @@ static int bench_size(shardlm_comm *c, const bench_opts *o, float *buf, uint8_t 
         int rc = shardlm_comm_barrier(c, o->timeout_ms);
         if (rc) return rc;
         uint64_t t0 = shardlm_now_ns();
-        rc = q8 ? shardlm_model_allreduce_q8(c, buf, n, q8, o->timeout_ms)
+        rc = q8 ? shardlm_comm_allreduce_q8(c, buf, n, q8, o->timeout_ms)
                 : shardlm_comm_allreduce_f32(c, buf, n, o->timeout_ms);
         uint64_t t1 = shardlm_now_ns();
         if (rc || (rc = bench_check(buf, n, w, it, q8 != NULL))) return rc;
@@ -247,7 +248,7 @@ static int bench_run(shardlm_comm *c, const bench_opts *o)
     float *buf = malloc(maxb);
     double *times = malloc(sizeof(double) * (size_t)max_iters);
     bench_row *rows = calloc((size_t)nsizes, sizeof *rows);
-    uint8_t *q8 = o->q8 ? malloc(shardlm_model_allreduce_q8_scratch(shardlm_comm_size(c), maxb / 4)) : NULL;
+    uint8_t *q8 = o->q8 ? malloc(shardlm_comm_allreduce_q8_scratch(shardlm_comm_size(c), maxb / 4)) : NULL;
     int rc = (buf && times && rows && (q8 || !o->q8)) ? SHARDLM_OK : SHARDLM_ENOMEM;
     if (rc) shardlm_err_set("rank %d: out of memory for a %zu-byte buffer", rank, maxb);
     int tty = rank == 0 && isatty(STDERR_FILENO);
@@ -268,6 +269,15 @@ static int bench_run(shardlm_comm *c, const bench_opts *o)
     return rc;
 }
 
+/* The ring through the transports' registry, as a serving rank opens it. */
+static int bench_open_ring(const shardlm_ring_config *cfg, const bench_opts *o, shardlm_comm **c)
+{
+    shardlm_node_transports();
+    shardlm_ring_open_config rcfg = {cfg, o->transport};
+    shardlm_comm_open_opts co = {cfg->rank, cfg->world_size, o->timeout_ms, &rcfg};
+    return shardlm_comm_open("ring", &co, c);
+}
+
 /* A rank spawned by rank 0 (or by `shardlm launch`, or by hand). */
 static int bench_as_rank(const char *path, const bench_opts *o)
 {
@@ -283,8 +293,7 @@ static int bench_as_rank(const char *path, const bench_opts *o)
         return 2;
     }
     shardlm_comm *c = NULL;
-    shardlm_ring_opts ro = {o->timeout_ms, o->transport};
-    rc = shardlm_ring_comm_create_opts(&cfg, &ro, &c);
+    rc = bench_open_ring(&cfg, o, &c);
     if (rc == SHARDLM_OK) rc = bench_run(c, o);
     if (rc) fprintf(stderr, "shardlm bench-comm (rank %d): %s\n", cfg.rank, shardlm_err_get());
     shardlm_comm_destroy(c);
@@ -315,8 +324,7 @@ static int bench_as_leader(int argc, char **argv, const bench_opts *o)
     shardlm_launch *l = NULL;
     int rc = cfgs && cargv ? shardlm_launch_plan(o->world, cfgs) : SHARDLM_ENOMEM;
     if (rc == SHARDLM_OK) rc = shardlm_launch_start(o->world, 1, cfgs, cargv, &l, NULL);
-    shardlm_ring_opts ro = {o->timeout_ms, o->transport};
-    if (rc == SHARDLM_OK) rc = shardlm_ring_comm_create_opts(&cfgs[0], &ro, &c);
+    if (rc == SHARDLM_OK) rc = bench_open_ring(&cfgs[0], o, &c);
     if (rc == SHARDLM_OK) rc = bench_run(c, o);
     if (rc) fprintf(stderr, "shardlm bench-comm (rank 0): %s\n", shardlm_err_get());
     shardlm_comm_destroy(c);
@@ -343,7 +351,8 @@ static int bench_as_mpi(bench_opts *o)
         rc = SHARDLM_EINPUT;
     }
     o->world = world;
-    if (!rc) rc = world == 1 ? shardlm_comm_local_create(&c) : shardlm_comm_mpi_create(&c);
+    shardlm_comm_open_opts co = {rank, world, o->timeout_ms, NULL};
+    if (!rc) rc = shardlm_comm_open("mpi", &co, &c); /* world size 1: local */
     if (!rc) rc = bench_run(c, o);
     if (rc) fprintf(stderr, "shardlm bench-comm (rank %d): %s\n", rank, shardlm_err_get());
     if (c) shardlm_comm_destroy(c);

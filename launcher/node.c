@@ -294,44 +294,59 @@ static int node_nccl(const shardlm_node_opts *o, shardlm_node *n)
         if (rc || brc) return rc ? rc : brc;
     } else if (n->rank == 0) {
         if (rc) return rc;
-        Shardlm__NcclId msg = SHARDLM__NCCL_ID__INIT;
-        msg.id.data = id;
-        msg.id.len = sizeof id;
-        Shardlm__Envelope env = SHARDLM__ENVELOPE__INIT;
-        env.msg_case = SHARDLM__ENVELOPE__MSG_NCCL_ID;
-        env.nccl_id = &msg;
-        if ((rc = shardlm_ctrl_broadcast(n->ctrl, &env, o->connect_timeout_ms))) return rc;
+        _Static_assert(SHARDLM_NCCL_ID_BYTES == SHARDLM_CTRL_NCCL_ID_BYTES, "one NCCL id size");
+        if ((rc = shardlm_ctrl_send_nccl_id(n->ctrl, id, o->connect_timeout_ms))) return rc;
     } else {
-        Shardlm__Envelope *env = NULL;
-        if ((rc = shardlm_ctrl_recv(n->ctrl, o->connect_timeout_ms, &env))) return rc;
-        int ok = env->msg_case == SHARDLM__ENVELOPE__MSG_NCCL_ID && env->nccl_id->id.len == sizeof id;
-        if (ok) memcpy(id, env->nccl_id->id.data, sizeof id);
-        shardlm__envelope__free_unpacked(env, NULL);
+        shardlm_ctrl_msg m;
+        if ((rc = shardlm_ctrl_recv(n->ctrl, o->connect_timeout_ms, &m))) return rc;
+        int ok = m.kind == SHARDLM_CTRL_MSG_NCCL_ID; /* its length checked on receipt */
+        if (ok) memcpy(id, m.u.nccl_id, sizeof id);
+        shardlm_ctrl_msg_free(&m);
         if (!ok) {
             shardlm_err_set("rank %d: expected the NCCL id from rank 0, got another message "
                             "(is rank 0 running with --comm nccl?)", n->rank);
             return SHARDLM_EPEER;
         }
     }
-    return shardlm_nccl_comm_create(n->rank, n->world, id, n->device, o->connect_timeout_ms, &n->comm);
+    shardlm_nccl_open_config nc = {id, n->device};
+    shardlm_comm_open_opts co = {n->rank, n->world, o->connect_timeout_ms, &nc};
+    return shardlm_comm_open("nccl", &co, &n->comm);
 }
 
-static int node_comm(const shardlm_node_opts *o, shardlm_node *n)
+void shardlm_node_transports(void)
 {
-    if (n->world == 1) return shardlm_comm_local_create(&n->comm);
-    if (!strcmp(n->comm_kind, "mpi")) return shardlm_comm_mpi_create(&n->comm);
-    if (!strcmp(n->comm_kind, "nccl")) return node_nccl(o, n);
+    /* local and mpi are collectives' own; the launcher is what links these */
+    shardlm_comm_register(&shardlm_ring_comm_transport);
+    shardlm_comm_register(&shardlm_nccl_comm_transport);
+}
+
+/* The ring's settings: its RING_CONFIG and --ring-transport. */
+static int node_ring(const shardlm_node_opts *o, shardlm_node *n)
+{
     if (n->mpi) {
         shardlm_err_set("--comm ring under mpirun needs RING_CONFIG files; use --comm mpi");
         return SHARDLM_EINPUT;
     }
     /* with --weights-from rank0, a worker served early waits here while rank 0 serves the others */
     int tmo = o->weights_from && o->load_timeout_ms > o->connect_timeout_ms ? o->load_timeout_ms : o->connect_timeout_ms;
-    shardlm_ring_opts ro = {tmo, SHARDLM_RING_AUTO};
-    int rc = o->ring_transport ? shardlm_ring_transport_parse(o->ring_transport, &ro.transport)
-                               : shardlm_ring_transport_env(&ro.transport);
+    shardlm_ring_open_config rcfg = {&n->cfg, SHARDLM_RING_AUTO};
+    int rc = o->ring_transport ? shardlm_ring_transport_parse(o->ring_transport, &rcfg.transport)
+                               : shardlm_ring_transport_env(&rcfg.transport);
     if (rc && o->ring_transport) shardlm_err_set("--ring-transport '%s': expected auto, tcp or shm", o->ring_transport);
-    return rc ? rc : shardlm_ring_comm_create_opts(&n->cfg, &ro, &n->comm);
+    shardlm_comm_open_opts co = {n->rank, n->world, tmo, &rcfg};
+    return rc ? rc : shardlm_comm_open("ring", &co, &n->comm);
+}
+
+/* The communicator, through the transports' registry (collectives/comm_open.c).
+ * NCCL and the ring first gather what they need (the id, the config). */
+static int node_comm(const shardlm_node_opts *o, shardlm_node *n)
+{
+    shardlm_node_transports();
+    shardlm_comm_open_opts co = {n->rank, n->world, o->connect_timeout_ms, NULL};
+    if (n->world == 1) return shardlm_comm_open(n->comm_kind, &co, &n->comm); /* local */
+    if (!strcmp(n->comm_kind, "nccl")) return node_nccl(o, n);
+    if (!strcmp(n->comm_kind, "ring")) return node_ring(o, n);
+    return shardlm_comm_open(n->comm_kind, &co, &n->comm);
 }
 
 static int node_env_int(const char *name, int dflt)

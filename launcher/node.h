@@ -62,6 +62,9 @@ typedef struct {
 /* Resolves --comm: auto picks nccl for a CUDA --device, mpi under mpirun,
  * and otherwise the ring. Fails with SHARDLM_EINPUT on an unknown name. */
 int shardlm_node_comm_kind(const shardlm_node_opts *o, const char **kind);
+/* Registers the transports the launcher links (ring, NCCL) with the
+ * collectives' registry, so shardlm_comm_open finds them; idempotent. */
+void shardlm_node_transports(void);
 /* Under mpirun (with an MPI backend): initialises MPI and returns this
  * process's rank in *rank; otherwise *rank = -1. Commands call this first so
  * ranks other than 0 can turn into workers. */

@@ -266,7 +266,7 @@ int shardlm_weights_probe(const shardlm_weights_opts *o, shardlm_ctrl_weights_re
 typedef struct {
     const shardlm_weights_opts *o;
     shardlm_ctrl *c;
-    const Shardlm__WeightsBegin *b;
+    const shardlm_ctrl_weights_begin *b;
     shardlm_byte_range *r;
     size_t n;
     char part[WPATH_AUX];
@@ -275,17 +275,17 @@ typedef struct {
 } wrecv;
 
 /* Writes one chunk's data over the pieces it spans. */
-static int recv_chunk(wrecv *w, wcursor *cur, const Shardlm__WeightsChunk *ch)
+static int recv_chunk(wrecv *w, wcursor *cur, const shardlm_ctrl_weights_chunk *ch)
 {
-    if (cur_done(cur) || ch->offset != cur_offset(cur) || ch->data.len > w->b->total_bytes - w->got) {
+    if (cur_done(cur) || ch->offset != cur_offset(cur) || ch->len > w->b->total_bytes - w->got) {
         shardlm_err_set("rank 0 sent a chunk at offset %" PRIu64 " of %zu bytes where offset %" PRIu64 " was due",
-                        ch->offset, ch->data.len, cur_done(cur) ? w->b->file_size : cur_offset(cur));
+                        ch->offset, ch->len, cur_done(cur) ? w->b->file_size : cur_offset(cur));
         return SHARDLM_EPEER;
     }
-    w->hash = shardlm_fnv1a64(w->hash, ch->data.data, ch->data.len);
-    for (size_t at = 0; at < ch->data.len;) {
-        uint64_t k = cur_left(cur) < ch->data.len - at ? cur_left(cur) : ch->data.len - at;
-        ssize_t wr = pwrite(w->fd, ch->data.data + at, (size_t)k, (off_t)cur_offset(cur));
+    w->hash = shardlm_fnv1a64(w->hash, ch->data, ch->len);
+    for (size_t at = 0; at < ch->len;) {
+        uint64_t k = cur_left(cur) < ch->len - at ? cur_left(cur) : ch->len - at;
+        ssize_t wr = pwrite(w->fd, ch->data + at, (size_t)k, (off_t)cur_offset(cur));
         if (wr != (ssize_t)k) {
             shardlm_err_set("writing %s: %s", w->part, wr < 0 ? strerror(errno) : "short write");
             return SHARDLM_ERUNTIME;
@@ -293,7 +293,7 @@ static int recv_chunk(wrecv *w, wcursor *cur, const Shardlm__WeightsChunk *ch)
         at += k;
         cur_advance(cur, k);
     }
-    w->got += ch->data.len;
+    w->got += ch->len;
     return SHARDLM_OK;
 }
 
@@ -312,27 +312,27 @@ static int recv_stream(wrecv *w)
     int last_pct = -1, rc = SHARDLM_OK;
     w->hash = SHARDLM_FNV_INIT;
     while (!rc) {
-        Shardlm__Envelope *env = NULL;
-        if ((rc = shardlm_ctrl_recv(w->c, w->o->timeout_ms, &env))) break;
-        if (env->msg_case == SHARDLM__ENVELOPE__MSG_WEIGHTS_CHUNK) {
-            rc = recv_chunk(w, &cur, env->weights_chunk);
+        shardlm_ctrl_msg m;
+        if ((rc = shardlm_ctrl_recv(w->c, w->o->timeout_ms, &m))) break;
+        if (m.kind == SHARDLM_CTRL_MSG_WEIGHTS_CHUNK) {
+            rc = recv_chunk(w, &cur, &m.u.weights_chunk);
             show_progress(w->got, w->b->total_bytes, &last_pct);
-        } else if (env->msg_case == SHARDLM__ENVELOPE__MSG_WEIGHTS_END) {
+        } else if (m.kind == SHARDLM_CTRL_MSG_WEIGHTS_END) {
             if (w->got != w->b->total_bytes) {
                 shardlm_err_set("rank 0 ended the transfer early");
                 rc = SHARDLM_EPEER;
-            } else if (env->weights_end->checksum != w->hash) {
+            } else if (m.u.weights_checksum != w->hash) {
                 shardlm_err_set("checksum mismatch: rank 0 sent %016" PRIx64 ", the bytes received hash to %016" PRIx64,
-                                env->weights_end->checksum, w->hash);
+                                m.u.weights_checksum, w->hash);
                 rc = SHARDLM_EPEER;
             }
-            shardlm__envelope__free_unpacked(env, NULL);
+            shardlm_ctrl_msg_free(&m);
             return rc;
         } else {
-            shardlm_err_set("unexpected message %d from rank 0 during the transfer", (int)env->msg_case);
+            shardlm_err_set("unexpected message %d from rank 0 during the transfer", (int)m.kind);
             rc = SHARDLM_EPEER;
         }
-        shardlm__envelope__free_unpacked(env, NULL);
+        shardlm_ctrl_msg_free(&m);
     }
     return rc;
 }
@@ -369,7 +369,7 @@ static int recv_into_cache(wrecv *w, const char *path, const char *ok)
                         "cache file %s", w->got, w->b->total_bytes, why, w->part);
         return rc;
     }
-    sidecar s = {w->b->model_fingerprint, w->b->file_size, shardlm_byte_ranges_hash(w->r, w->n), w->hash, w->r, w->n};
+    sidecar s = {w->b->fingerprint, w->b->file_size, shardlm_byte_ranges_hash(w->r, w->n), w->hash, w->r, w->n};
     if ((rc = sidecar_write(ok, &s))) return rc;
     double dt = shardlm_now_s() - t0;
     fprintf(stderr, "shardlm: rank %d: received %.1f MiB of weights from rank 0 in %.2f s (%.1f MiB/s) into %s\n",
@@ -380,7 +380,7 @@ static int recv_into_cache(wrecv *w, const char *path, const char *ok)
 /* Copies and checks WeightsBegin's ranges. */
 static int begin_ranges(wrecv *w)
 {
-    const Shardlm__WeightsBegin *b = w->b;
+    const shardlm_ctrl_weights_begin *b = w->b;
     if (b->n_ranges == 0 || b->n_ranges > WEIGHTS_MAX_RANGES || b->file_size == 0 || b->file_size >> 50) {
         shardlm_err_set("rank 0 sent a WeightsBegin with %zu ranges for a file of %" PRIu64 " bytes", b->n_ranges,
                         b->file_size);
@@ -389,7 +389,7 @@ static int begin_ranges(wrecv *w)
     if (!(w->r = calloc(b->n_ranges, sizeof *w->r))) return SHARDLM_ENOMEM;
     w->n = b->n_ranges;
     for (size_t i = 0; i < w->n; i++) {
-        const Shardlm__ByteRange *x = b->ranges[i];
+        const shardlm_ctrl_range *x = &b->ranges[i];
         w->r[i] = (shardlm_byte_range){x->offset, x->length, x->count > 1 ? x->stride : x->length, x->count};
     }
     const char *bad = ranges_check(w->r, w->n, b->file_size);
@@ -401,20 +401,19 @@ static int begin_ranges(wrecv *w)
     return SHARDLM_OK;
 }
 
-static int recv_begin(shardlm_ctrl *c, const shardlm_weights_opts *o, Shardlm__Envelope **env)
+static int recv_begin(shardlm_ctrl *c, const shardlm_weights_opts *o, shardlm_ctrl_msg *m)
 {
-    int rc = shardlm_ctrl_recv(c, o->begin_timeout_ms, env);
+    int rc = shardlm_ctrl_recv(c, o->begin_timeout_ms, m);
     if (rc) {
         char why[512];
         snprintf(why, sizeof why, "%s", shardlm_err_get());
         shardlm_err_set("waiting for rank 0 to send this rank's weights: %s", why);
         return rc;
     }
-    if ((*env)->msg_case != SHARDLM__ENVELOPE__MSG_WEIGHTS_BEGIN) {
+    if (m->kind != SHARDLM_CTRL_MSG_WEIGHTS_BEGIN) {
         shardlm_err_set("rank 0 sent message %d instead of this rank's weights (is rank 0 older than this worker?)",
-                        (int)(*env)->msg_case);
-        shardlm__envelope__free_unpacked(*env, NULL);
-        *env = NULL;
+                        (int)m->kind);
+        shardlm_ctrl_msg_free(m);
         return SHARDLM_EPEER;
     }
     return SHARDLM_OK;
@@ -425,13 +424,13 @@ int shardlm_weights_receive(shardlm_ctrl *c, const shardlm_weights_opts *o, cons
 {
     char dir[WPATH_DIR], gguf[WPATH_FILE], ok[WPATH_AUX];
     int rc = shardlm_weights_cache_dir(o->cache_dir, dir, sizeof dir);
-    Shardlm__Envelope *env = NULL;
-    if (!rc) rc = recv_begin(c, o, &env);
+    shardlm_ctrl_msg m;
+    if (!rc) rc = recv_begin(c, o, &m);
     if (rc) return rc;
-    wrecv w = {o, c, env->weights_begin, NULL, 0, "", -1, 0, 0};
-    cache_paths(dir, w.b->model_fingerprint, o->world, o->rank, gguf, ok);
+    wrecv w = {o, c, &m.u.weights_begin, NULL, 0, "", -1, 0, 0};
+    cache_paths(dir, w.b->fingerprint, o->world, o->rank, gguf, ok);
     if (w.b->use_cache) {
-        if (req->cached_fingerprint != w.b->model_fingerprint) {
+        if (req->cached_fingerprint != w.b->fingerprint) {
             shardlm_err_set("rank 0 said to use a cached copy %s that this rank does not have", gguf);
             rc = SHARDLM_EPEER;
         } else {
@@ -444,7 +443,7 @@ int shardlm_weights_receive(shardlm_ctrl *c, const shardlm_weights_opts *o, cons
         if (!rc) rc = recv_into_cache(&w, gguf, ok);
     }
     free(w.r);
-    shardlm__envelope__free_unpacked(env, NULL);
+    shardlm_ctrl_msg_free(&m);
     if (!rc && (size_t)snprintf(path, cap, "%s", gguf) >= cap) rc = SHARDLM_ERUNTIME;
     return rc;
 }
@@ -454,32 +453,13 @@ int shardlm_weights_receive(shardlm_ctrl *c, const shardlm_weights_opts *o, cons
 static int send_begin(shardlm_ctrl *c, int rank, const shardlm_gguf *g, const shardlm_byte_range *r, size_t n,
                       int use_cache, int timeout_ms)
 {
-    Shardlm__ByteRange *br = calloc(n, sizeof *br);
-    Shardlm__ByteRange **bp = calloc(n, sizeof *bp);
-    int rc = SHARDLM_ENOMEM;
-    if (br && bp) {
-        for (size_t i = 0; i < n; i++) {
-            shardlm__byte_range__init(&br[i]);
-            br[i].offset = r[i].offset;
-            br[i].length = r[i].length;
-            br[i].stride = r[i].stride;
-            br[i].count = r[i].count;
-            bp[i] = &br[i];
-        }
-        Shardlm__WeightsBegin b = SHARDLM__WEIGHTS_BEGIN__INIT;
-        b.file_size = shardlm_gguf_file_size(g);
-        b.total_bytes = shardlm_byte_ranges_total(r, n);
-        b.model_fingerprint = shardlm_gguf_fingerprint(g);
-        b.n_ranges = n;
-        b.ranges = bp;
-        b.use_cache = use_cache != 0;
-        Shardlm__Envelope env = SHARDLM__ENVELOPE__INIT;
-        env.msg_case = SHARDLM__ENVELOPE__MSG_WEIGHTS_BEGIN;
-        env.weights_begin = &b;
-        rc = shardlm_ctrl_send(c, rank, &env, timeout_ms);
-    }
-    free(br);
-    free(bp);
+    shardlm_ctrl_range *cr = calloc(n ? n : 1, sizeof *cr);
+    if (!cr) return SHARDLM_ENOMEM;
+    for (size_t i = 0; i < n; i++) cr[i] = (shardlm_ctrl_range){r[i].offset, r[i].length, r[i].stride, r[i].count};
+    shardlm_ctrl_weights_begin b = {shardlm_gguf_file_size(g), shardlm_byte_ranges_total(r, n),
+                                    shardlm_gguf_fingerprint(g), n, cr, use_cache != 0};
+    int rc = shardlm_ctrl_send_weights_begin(c, rank, &b, timeout_ms);
+    free(cr);
     return rc;
 }
 
@@ -508,24 +488,15 @@ static int send_stream(shardlm_ctrl *c, int rank, int fd, const char *path, cons
     uint64_t h = SHARDLM_FNV_INIT;
     int rc = SHARDLM_OK;
     for (wcursor cur = {r, n, 0, 0, 0}; !rc && !cur_done(&cur);) {
-        Shardlm__WeightsChunk ch = SHARDLM__WEIGHTS_CHUNK__INIT;
-        ch.offset = cur_offset(&cur);
-        if ((rc = fill_chunk(fd, path, &cur, buf, WEIGHTS_CHUNK, &ch.data.len))) break;
-        ch.data.data = buf;
-        h = shardlm_fnv1a64(h, buf, ch.data.len);
-        Shardlm__Envelope env = SHARDLM__ENVELOPE__INIT;
-        env.msg_case = SHARDLM__ENVELOPE__MSG_WEIGHTS_CHUNK;
-        env.weights_chunk = &ch;
-        rc = shardlm_ctrl_send(c, rank, &env, timeout_ms);
+        uint64_t at = cur_offset(&cur);
+        size_t len = 0;
+        if ((rc = fill_chunk(fd, path, &cur, buf, WEIGHTS_CHUNK, &len))) break;
+        h = shardlm_fnv1a64(h, buf, len);
+        rc = shardlm_ctrl_send_weights_chunk(c, rank, at, buf, len, timeout_ms);
     }
     free(buf);
     if (rc) return rc;
-    Shardlm__WeightsEnd end = SHARDLM__WEIGHTS_END__INIT;
-    end.checksum = h;
-    Shardlm__Envelope env = SHARDLM__ENVELOPE__INIT;
-    env.msg_case = SHARDLM__ENVELOPE__MSG_WEIGHTS_END;
-    env.weights_end = &end;
-    return shardlm_ctrl_send(c, rank, &env, timeout_ms);
+    return shardlm_ctrl_send_weights_end(c, rank, h, timeout_ms);
 }
 
 static int serve_one(shardlm_ctrl *c, int rank, const shardlm_gguf *g, int world, int timeout_ms)

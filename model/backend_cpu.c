@@ -187,7 +187,7 @@ static int cpu_copy(shardlm_state *s, float *dst, const float *src, size_t n)
 
 static int cpu_allreduce(shardlm_state *s, shardlm_comm *c, float *buf, size_t n, int timeout_ms)
 {
-    return s->q8_scratch ? shardlm_model_allreduce_q8(c, buf, n, s->q8_scratch, timeout_ms)
+    return s->q8_scratch ? shardlm_comm_allreduce_q8(c, buf, n, s->q8_scratch, timeout_ms)
                          : shardlm_comm_allreduce_f32(c, buf, n, timeout_ms);
 }
 

@@ -139,14 +139,8 @@ typedef struct {
  * must call it with the same batch. */
 int shardlm_model_forward_batch(const shardlm_model *m, shardlm_state *s, shardlm_comm *comm, const shardlm_batch *b,
                                 float *logits, int timeout_ms);
-/* --comm-dtype q8: a sum all-reduce with Q8_0 blocks on the wire (each
- * rank's part quantised once, all-gathered, summed in rank order, so every
- * rank gets identical results). scratch holds
- * shardlm_model_allreduce_q8_scratch(world, n) bytes. */
-size_t shardlm_model_allreduce_q8_scratch(int world, size_t n);
-int shardlm_model_allreduce_q8(shardlm_comm *c, float *buf, size_t n, uint8_t *scratch, int timeout_ms);
 /* Makes this state's two all-reduces per layer use the q8 wire format
- * (on = 1) or f32 (on = 0, the default). CPU states only. */
+ * (shardlm_comm_allreduce_q8; on = 1) or f32 (on = 0, the default). CPU states only. */
 int shardlm_state_set_comm_q8(shardlm_state *s, int world, int on);
 
 /* Runs the kernels of this state's steps on pool (borrowed; NULL: one thread). */

@@ -19,7 +19,7 @@ int shardlm_state_set_comm_q8(shardlm_state *s, int world, int on)
         return SHARDLM_EINPUT;
     }
     size_t n = (size_t)s->max_batch * (size_t)s->m->hp.dim;
-    s->q8_scratch = malloc(shardlm_model_allreduce_q8_scratch(world, n));
+    s->q8_scratch = malloc(shardlm_comm_allreduce_q8_scratch(world, n));
     return s->q8_scratch ? SHARDLM_OK : SHARDLM_ENOMEM;
 }
 

@@ -41,6 +41,15 @@ int shardlm_nccl_unique_id(uint8_t id[SHARDLM_NCCL_ID_BYTES]);
 int shardlm_nccl_comm_create(int rank, int world, const uint8_t id[SHARDLM_NCCL_ID_BYTES], int device, int timeout_ms,
                              shardlm_comm **out);
 
+/* NCCL in the transports' registry (shardlm_comm_open "nccl"): its config
+ * is a shardlm_nccl_open_config (the id every rank got from rank 0, and
+ * this rank's device); timeout_ms bounds the join. */
+typedef struct {
+    const uint8_t *id;
+    int device;
+} shardlm_nccl_open_config;
+extern const shardlm_comm_transport shardlm_nccl_comm_transport;
+
 #ifdef __cplusplus
 }
 #endif

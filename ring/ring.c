@@ -640,6 +640,19 @@ int shardlm_ring_comm_create(const shardlm_ring_config *cfg, int connect_timeout
     return rc ? rc : shardlm_ring_comm_create_opts(cfg, &o, out);
 }
 
+static int ring_open(const shardlm_comm_open_opts *o, shardlm_comm **out)
+{
+    const shardlm_ring_open_config *rcfg = o->config;
+    if (!rcfg || !rcfg->cfg) {
+        shardlm_err_set("rank %d: the ring transport needs a RING_CONFIG", o->rank);
+        return SHARDLM_EINPUT;
+    }
+    shardlm_ring_opts ro = {o->timeout_ms, rcfg->transport};
+    return shardlm_ring_comm_create_opts(rcfg->cfg, &ro, out);
+}
+
+const shardlm_comm_transport shardlm_ring_comm_transport = {"ring", "ring/ring.c", ring_open};
+
 const char *shardlm_ring_comm_hop(const shardlm_comm *base, int right, const char **why)
 {
     if (!base || base->ops != &ring_ops) return NULL;

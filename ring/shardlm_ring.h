@@ -52,6 +52,15 @@ int shardlm_ring_comm_create_opts(const shardlm_ring_config *cfg, const shardlm_
 /* The same with the transport from $SHARDLM_RING_TRANSPORT (default auto). */
 int shardlm_ring_comm_create(const shardlm_ring_config *cfg, int connect_timeout_ms, shardlm_comm **out);
 
+/* The ring in the transports' registry (shardlm_comm_open "ring"): its
+ * config is a shardlm_ring_open_config; the open options' timeout_ms is the
+ * connect timeout. */
+typedef struct {
+    const shardlm_ring_config *cfg;
+    shardlm_ring_transport transport;
+} shardlm_ring_open_config;
+extern const shardlm_comm_transport shardlm_ring_comm_transport;
+
 /* What a hop of a ring communicator uses: "shm" or "tcp" for the hop to the
  * right neighbour (right = 1) or from the left one (right = 0); NULL when c
  * is not a ring of two or more ranks. *why (may be NULL) gets a short

@@ -91,33 +91,16 @@ static void engine_report_fault(shardlm_engine *e)
                             shardlm_err_get(), ms);
 }
 
-/* Packs a batch into one Step message for the workers. */
+/* Sends a batch to the workers as one Step. */
 static int engine_send_step(shardlm_engine *e, const shardlm_batch *b)
 {
-    int n = b->n;
+    int n = b->n, ns = b->n_seqs;
     uint32_t want32[n > 0 ? n : 1];
     for (int i = 0; i < n; i++) want32[i] = b->want[i];
-    Shardlm__BlockTable tabs[b->n_seqs > 0 ? b->n_seqs : 1];
-    Shardlm__BlockTable *tabp[b->n_seqs > 0 ? b->n_seqs : 1];
-    for (int q = 0; q < b->n_seqs; q++) {
-        shardlm__block_table__init(&tabs[q]);
-        tabs[q].n_blocks = (size_t)b->table_len[q];
-        tabs[q].blocks = (int32_t *)b->tables[q];
-        tabp[q] = &tabs[q];
-    }
-    Shardlm__Step st = SHARDLM__STEP__INIT;
-    st.step_id = ++e->step_id;
-    st.n_tokens = st.n_pos = st.n_seq = st.n_want_logits = (size_t)n;
-    st.tokens = (int32_t *)b->tokens;
-    st.pos = (int32_t *)b->pos;
-    st.seq = (int32_t *)b->seq;
-    st.want_logits = want32;
-    st.n_tables = (size_t)b->n_seqs;
-    st.tables = tabp;
-    Shardlm__Envelope env = SHARDLM__ENVELOPE__INIT;
-    env.msg_case = SHARDLM__ENVELOPE__MSG_STEP;
-    env.step = &st;
-    return shardlm_ctrl_broadcast(e->ctrl, &env, e->timeout_ms);
+    shardlm_ctrl_table tabs[ns > 0 ? ns : 1];
+    for (int q = 0; q < ns; q++) tabs[q] = (shardlm_ctrl_table){b->tables[q], (size_t)b->table_len[q]};
+    shardlm_ctrl_step st = {++e->step_id, (size_t)n, b->tokens, b->pos, b->seq, want32, (size_t)ns, tabs};
+    return shardlm_ctrl_send_step(e->ctrl, &st, e->timeout_ms);
 }
 
 int shardlm_engine_step_batch(shardlm_engine *e, const shardlm_batch *b, float *logits)
@@ -177,16 +160,16 @@ void shardlm_engine_reform_notice(shardlm_engine *e, const char *reason)
     if (e->ctrl) shardlm_ctrl_send_shutdown(e->ctrl, reason, 1, 500);
 }
 
-/* Checks that a Step's arrays agree before any rank acts on it (the
- * forward pass checks positions, sequences and blocks). */
-static int worker_check_step(const Shardlm__Step *st, uint64_t expect_id, int max_batch)
+/* Checks a Step's size and order before any rank acts on it (the decoder
+ * has made its arrays one length; the forward pass checks positions,
+ * sequences and blocks). */
+static int worker_check_step(const shardlm_ctrl_step *st, uint64_t expect_id, int max_batch)
 {
     size_t n = st->n_tokens;
-    if (st->n_pos != n || st->n_seq != n || st->n_want_logits != n || n == 0 || n > (size_t)max_batch ||
-        st->n_tables == 0 || st->n_tables > n) {
+    if (n == 0 || n > (size_t)max_batch || st->n_tables == 0 || st->n_tables > n) {
         shardlm_err_set("malformed step %llu from rank 0: %zu tokens, %zu positions, %zu sequence ids, %zu logit "
                         "flags, %zu block tables",
-                        (unsigned long long)st->step_id, n, st->n_pos, st->n_seq, st->n_want_logits, st->n_tables);
+                        (unsigned long long)st->step_id, n, n, n, n, st->n_tables);
         return SHARDLM_EPEER;
     }
     if (st->step_id != expect_id) {
@@ -197,7 +180,7 @@ static int worker_check_step(const Shardlm__Step *st, uint64_t expect_id, int ma
     return SHARDLM_OK;
 }
 
-static int worker_run_step(shardlm_engine *e, const Shardlm__Step *st)
+static int worker_run_step(shardlm_engine *e, const shardlm_ctrl_step *st)
 {
     int rc = worker_check_step(st, e->step_id + 1, e->max_batch);
     if (rc) return rc;
@@ -208,8 +191,8 @@ static int worker_run_step(shardlm_engine *e, const Shardlm__Step *st)
     int table_len[ns];
     for (int i = 0; i < n; i++) want[i] = st->want_logits[i] != 0;
     for (int q = 0; q < ns; q++) {
-        tables[q] = st->tables[q]->blocks;
-        table_len[q] = (int)st->tables[q]->n_blocks;
+        tables[q] = st->tables[q].blocks;
+        table_len[q] = (int)st->tables[q].n_blocks;
     }
     shardlm_batch b = {n, st->tokens, st->pos, st->seq, want, ns, tables, table_len};
     return shardlm_model_forward_batch(e->model, e->state, e->comm, &b, NULL, e->timeout_ms);
@@ -218,30 +201,30 @@ static int worker_run_step(shardlm_engine *e, const Shardlm__Step *st)
 int shardlm_engine_worker_loop(shardlm_engine *e, int idle_timeout_ms)
 {
     for (;;) {
-        Shardlm__Envelope *env = NULL;
-        int rc = shardlm_ctrl_recv(e->ctrl, idle_timeout_ms, &env);
+        shardlm_ctrl_msg m;
+        int rc = shardlm_ctrl_recv(e->ctrl, idle_timeout_ms, &m);
         if (rc) return rc;
-        switch (env->msg_case) {
-        case SHARDLM__ENVELOPE__MSG_STEP:
-            rc = worker_run_step(e, env->step);
+        switch (m.kind) {
+        case SHARDLM_CTRL_MSG_STEP:
+            rc = worker_run_step(e, &m.u.step);
             if (rc) engine_report_fault(e);
             break;
-        case SHARDLM__ENVELOPE__MSG_SHUTDOWN:
-            if (env->shutdown->rejoin) { /* not the end: the worker that can reconnects */
-                shardlm_err_set("rank 0 is re-forming the cluster: %s", env->shutdown->reason);
+        case SHARDLM_CTRL_MSG_SHUTDOWN:
+            if (m.u.shutdown.rejoin) { /* not the end: the worker that can reconnects */
+                shardlm_err_set("rank 0 is re-forming the cluster: %s", m.u.shutdown.reason);
                 rc = SHARDLM_EPEER;
                 break;
             }
-            shardlm__envelope__free_unpacked(env, NULL);
+            shardlm_ctrl_msg_free(&m);
             return SHARDLM_OK;
-        case SHARDLM__ENVELOPE__MSG_HEARTBEAT:
+        case SHARDLM_CTRL_MSG_HEARTBEAT:
             rc = shardlm_ctrl_send_heartbeat(e->ctrl, e->timeout_ms); /* rank 0 watches for the answer */
             break;
         default:
-            shardlm_err_set("unexpected control message %d from rank 0", (int)env->msg_case);
+            shardlm_err_set("unexpected control message %d from rank 0", (int)m.kind);
             rc = SHARDLM_EPEER;
         }
-        shardlm__envelope__free_unpacked(env, NULL);
+        shardlm_ctrl_msg_free(&m);
         if (rc) return rc;
     }
 }

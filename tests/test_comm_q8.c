@@ -2,14 +2,19 @@
  * Teacher-forced logits over 257 positions of stories260K at world sizes 2
  * and 4 stay within the bound docs/PERFORMANCE.md states against f32 at
  * world size 1 (measured: max 0.77-0.87 %, mean 0.11-0.12 % of max|logit|),
- * every rank gets the same sum, and a bad value is refused. */
+ * every rank gets the same sum, and a bad value is refused. The collective
+ * itself (collectives/allreduce_q8.c) runs over an in-process 4-rank
+ * all-gather: bit-identical sums within one Q8_0 rounding per rank. */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "shardlm_model.h"
+#include "shardlm_comm.h"
+#include "shardlm_common.h"
+#include "shardlm_kernels.h"
 #include "test_util.h"
 
 static void run_logits(const char *model, const char *prompt, const char *ws, const char *dtype, const char *out)
@@ -76,8 +81,108 @@ Test(comm_q8, world_size_1_is_exact)
     float x[100];
     for (int i = 0; i < 100; i++) x[i] = (float)i * 0.37f - 11.0f;
     uint8_t scratch[1024];
-    cr_assert_leq(shardlm_model_allreduce_q8_scratch(1, 100), sizeof scratch);
-    cr_assert_eq(shardlm_model_allreduce_q8(c, x, 100, scratch, 1000), 0);
+    cr_assert_leq(shardlm_comm_allreduce_q8_scratch(1, 100), sizeof scratch);
+    cr_assert_eq(shardlm_comm_allreduce_q8(c, x, 100, scratch, 1000), 0);
     for (int i = 0; i < 100; i++) cr_assert_eq(x[i], (float)i * 0.37f - 11.0f);
     shardlm_comm_destroy(c);
+}
+
+/* ---- shardlm_comm_allreduce_q8 over an in-process all-gather ---- */
+
+#define FW 4
+#define FN 100 /* not a multiple of 32: the last block is padded */
+
+typedef struct {
+    shardlm_comm base;
+    struct fake_world *w;
+} fake_comm;
+
+typedef struct fake_world {
+    pthread_barrier_t bar;
+    uint8_t slot[FW][4096];
+    fake_comm ranks[FW];
+    float x[FW][FN];
+    uint8_t scratch[FW][8192];
+    int rc[FW];
+    int fail; /* allgather fails when set */
+} fake_world;
+
+static int fake_allgather(shardlm_comm *c, const void *send, size_t bytes, void *recv, int timeout_ms)
+{
+    (void)timeout_ms;
+    fake_world *w = ((fake_comm *)c)->w;
+    if (w->fail) return SHARDLM_EPEER;
+    memcpy(w->slot[c->rank], send, bytes);
+    pthread_barrier_wait(&w->bar);
+    for (int r = 0; r < FW; r++) memcpy((uint8_t *)recv + (size_t)r * bytes, w->slot[r], bytes);
+    pthread_barrier_wait(&w->bar);
+    return SHARDLM_OK;
+}
+
+static const shardlm_comm_ops fake_ops = {.name = "fake", .allgather = fake_allgather};
+
+static void *fake_rank(void *arg)
+{
+    fake_comm *fc = arg;
+    int r = fc->base.rank;
+    fc->w->rc[r] = shardlm_comm_allreduce_q8(&fc->base, fc->w->x[r], FN, fc->w->scratch[r], 1000);
+    return NULL;
+}
+
+static void fake_run(fake_world *w)
+{
+    pthread_barrier_init(&w->bar, NULL, FW);
+    pthread_t t[FW];
+    for (int r = 0; r < FW; r++) {
+        w->ranks[r] = (fake_comm){.base = {.ops = &fake_ops, .rank = r, .world_size = FW, .fault_peer = -1}, .w = w};
+        pthread_create(&t[r], NULL, fake_rank, &w->ranks[r]);
+    }
+    for (int r = 0; r < FW; r++) pthread_join(t[r], NULL);
+    pthread_barrier_destroy(&w->bar);
+}
+
+Test(comm_q8, four_ranks_sum_within_one_rounding_each)
+{
+    static fake_world w;
+    memset(&w, 0, sizeof w);
+    double exact[FN] = {0}, bound[FN] = {0};
+    for (int r = 0; r < FW; r++) {
+        for (int i = 0; i < FN; i++) {
+            w.x[r][i] = sinf((float)(i * 7 + r * 13)) * (float)(r + 1) * (i % 32 == 5 ? 40.0f : 1.0f);
+            exact[i] += w.x[r][i];
+        }
+        /* Q8_0: |error| <= half a step of its block, amax / 127 per step
+         * (plus the f16 rounding of the scale); one rounding per rank. */
+        for (int b = 0; b < FN; b += 32) {
+            float amax = 0;
+            for (int i = b; i < b + 32 && i < FN; i++) amax = fmaxf(amax, fabsf(w.x[r][i]));
+            for (int i = b; i < b + 32 && i < FN; i++) bound[i] += amax / 127.0 * 0.51;
+        }
+    }
+    cr_assert_eq(shardlm_comm_allreduce_q8_scratch(FW, FN), (size_t)(FN + 31) / 32 * 34 * (FW + 1));
+    cr_assert_leq(shardlm_comm_allreduce_q8_scratch(FW, FN), sizeof w.scratch[0]);
+    fake_run(&w);
+    int inexact = 0;
+    for (int r = 0; r < FW; r++) {
+        cr_assert_eq(w.rc[r], 0, "rank %d: %s", r, shardlm_err_get());
+        cr_assert_eq(memcmp(w.x[r], w.x[0], sizeof w.x[0]), 0, "rank %d's sum differs from rank 0's", r);
+    }
+    for (int i = 0; i < FN; i++) {
+        double d = fabs((double)w.x[0][i] - exact[i]);
+        cr_assert_leq(d, bound[i], "value %d: %g vs exact %g (bound %g)", i, w.x[0][i], exact[i], bound[i]);
+        inexact += d > 0;
+    }
+    cr_assert_gt(inexact, FN / 2, "only %d of %d values rounded: were Q8_0 blocks sent?", inexact, FN);
+}
+
+/* A failed all-gather is the collective's error, and the buffer is left as it was. */
+Test(comm_q8, failed_allgather_is_returned)
+{
+    static fake_world w;
+    memset(&w, 0, sizeof w);
+    w.fail = 1;
+    for (int i = 0; i < FN; i++) w.x[0][i] = (float)i;
+    fake_comm c = {.base = {.ops = &fake_ops, .rank = 0, .world_size = FW, .fault_peer = -1}, .w = &w};
+    cr_assert_eq(shardlm_comm_allreduce_q8(&c.base, w.x[0], FN, w.scratch[0], 1000), SHARDLM_EPEER);
+    for (int i = 0; i < FN; i++) cr_assert_eq(w.x[0][i], (float)i);
 }

@@ -6,18 +6,22 @@
  * rank's dequantised blocks in rank order. Quantising once (rather than at
  * every ring hop) bounds the error at one rounding per rank, and the fixed
  * summation order gives every rank bit-identical results. It moves W x 34/128
- * of the bytes of one f32 copy; the f32 ring moves 2(W-1)/W copies. */
+ * of the bytes of one f32 copy; the f32 ring moves 2(W-1)/W copies.
+ *
+ * It lives with the collectives (on top of any transport's all-gather); the
+ * Q8_0 packing comes from kernels, the one layer below. */
 #include <string.h>
 
-#include "model_internal.h"
+#include "shardlm_comm.h"
 #include "shardlm_common.h"
+#include "shardlm_kernels.h"
 
 #define Q8_BLOCK 32
 #define Q8_BYTES 34
 
 static size_t q8_bytes(size_t n) { return (n + Q8_BLOCK - 1) / Q8_BLOCK * Q8_BYTES; }
 
-size_t shardlm_model_allreduce_q8_scratch(int world, size_t n) { return q8_bytes(n) * (size_t)(world + 1); }
+size_t shardlm_comm_allreduce_q8_scratch(int world, size_t n) { return q8_bytes(n) * (size_t)(world + 1); }
 
 static void q8_pack(const float *x, size_t n, uint8_t *out)
 {
@@ -40,7 +44,7 @@ static void q8_accumulate(const uint8_t *q, size_t n, float *x)
     }
 }
 
-int shardlm_model_allreduce_q8(shardlm_comm *c, float *buf, size_t n, uint8_t *scratch, int timeout_ms)
+int shardlm_comm_allreduce_q8(shardlm_comm *c, float *buf, size_t n, uint8_t *scratch, int timeout_ms)
 {
     int w = shardlm_comm_size(c);
     if (w == 1 || n == 0) return shardlm_comm_allreduce_f32(c, buf, n, timeout_ms);
