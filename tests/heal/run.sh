@@ -178,7 +178,13 @@ ok "idle SIGSTOP of rank $rank: heartbeats lost it after $(elapsed "$t0" "$seen"
 # ---- drain on SIGTERM ----
 spids=()
 for i in 1 2 3 4; do stream "drain-$i" 2000 & spids+=("$!"); sleep 0.01; done
-for _ in $(seq 200); do grep -q '"text"' "$WORK/sdrain-1" 2>/dev/null && break; sleep 0.01; done
+# SIGTERM only once every stream has been taken in (a request that reaches
+# the server after it is rightly refused as new, which is not what this tests)
+for _ in $(seq 500); do
+  n=0; for i in 1 2 3 4; do grep -q '"text"' "$WORK/sdrain-$i" 2>/dev/null && n=$((n + 1)); done
+  [ "$n" = 4 ] && break; sleep 0.01
+done
+[ "$n" = 4 ] || fail "drain: only $n of 4 streams had started after 5 s"
 kill -TERM "$SRV"
 sleep 0.05
 r=$(curl -s -m 5 -w ' %{http_code}' "$BASE/v1/completions" -H 'content-type: application/json' \
