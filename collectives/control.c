@@ -216,26 +216,6 @@ static const char *hello_mismatch(const Shardlm__Hello *h, const shardlm_ctrl_he
     return why;
 }
 
-static void peer_name(int fd, char *buf, size_t cap)
-{
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    char host[INET6_ADDRSTRLEN] = "?";
-    int port = 0;
-    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
-        if (ss.ss_family == AF_INET6) {
-            struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-            inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
-            port = ntohs(a->sin6_port);
-        } else {
-            struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-            inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
-            port = ntohs(a->sin_port);
-        }
-    }
-    snprintf(buf, cap, "%s:%d", strncmp(host, "::ffff:", 7) == 0 ? host + 7 : host, port);
-}
-
 static int send_ack(int fd, const char *error, const shardlm_ctrl_hello *mine, uint64_t deadline, const char *who)
 {
     Shardlm__HelloAck ack = SHARDLM__HELLO_ACK__INIT;
@@ -258,7 +238,7 @@ static int send_ack(int fd, const char *error, const shardlm_ctrl_hello *mine, u
 static int accept_one(shardlm_ctrl *c, int fd, const shardlm_ctrl_hello *mine, uint64_t deadline)
 {
     char who[96], why[256];
-    peer_name(fd, who, sizeof who);
+    shardlm_peer_name(fd, who, sizeof who);
     Shardlm__Envelope *env = NULL;
     int rc = recv_env(c, fd, deadline, who, &env);
     if (rc) return rc;

@@ -36,28 +36,10 @@ struct ctrl_guard {
     uint64_t held_since[GUARD_MAX_HELD];
 };
 
-static void guard_peer(int fd, char *buf, size_t cap)
-{
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    char host[INET6_ADDRSTRLEN] = "?";
-    int port = 0;
-    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
-        if (ss.ss_family == AF_INET6) {
-            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, host, sizeof host);
-            port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-        } else if (ss.ss_family == AF_INET) {
-            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host, sizeof host);
-            port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-        }
-    }
-    snprintf(buf, cap, "%s:%d", strncmp(host, "::ffff:", 7) == 0 ? host + 7 : host, port);
-}
-
 int ctrl_guard_auth(int fd, int auth_ms, uint64_t deadline_ns)
 {
     char who[96];
-    guard_peer(fd, who, sizeof who);
+    shardlm_peer_name(fd, who, sizeof who);
     uint64_t d = shardlm_now_ns() + (uint64_t)auth_ms * 1000000ull;
     int srv = 1;
     const char *w = who;
@@ -133,7 +115,7 @@ static void guard_refuse_complete(int fd)
     static const char why[] = "the cluster is complete (every worker rank is connected); a restarted worker "
                               "is taken when rank 0 re-forms the cluster";
     char who[96];
-    guard_peer(fd, who, sizeof who);
+    shardlm_peer_name(fd, who, sizeof who);
     int rank = guard_refuse_hello(fd, why);
     if (rank >= 0)
         fprintf(stderr, "shardlm: refused a control connection from %s: it proved the cluster token as rank %d, "
@@ -182,7 +164,7 @@ static void guard_admit(ctrl_guard *g, int fd)
     pthread_mutex_unlock(&g->mu);
     if (full) {
         char who[96];
-        guard_peer(fd, who, sizeof who);
+        shardlm_peer_name(fd, who, sizeof who);
         fprintf(stderr, "shardlm: refused a control connection from %s: %d others already wait for a "
                 "re-formation\n", who, GUARD_MAX_HELD);
         close(fd);

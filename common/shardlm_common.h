@@ -34,6 +34,10 @@ double shardlm_now_s(void);
 /* Resident set size of this process in bytes (from /proc/self/statm). */
 size_t shardlm_rss_bytes(void);
 
+/* "IP:PORT" of a connected socket's peer into buf ("?:0" when unknown; an
+ * IPv4-mapped IPv6 address as plain IPv4), for refusals that name a source. */
+void shardlm_peer_name(int fd, char *buf, size_t cap);
+
 /* Progress lines go to stderr; a terminal gets them redrawn in place. */
 void shardlm_progress(const char *what, uint64_t done, uint64_t total);
 

@@ -34,15 +34,3 @@ int shardlm_nccl_comm_create(int rank, int world, const uint8_t id[SHARDLM_NCCL_
     *out = NULL;
     return no_nccl();
 }
-
-static int nccl_open(const shardlm_comm_open_opts *o, shardlm_comm **out)
-{
-    const shardlm_nccl_open_config *nc = o->config;
-    if (!nc || !nc->id) {
-        shardlm_err_set("rank %d: the nccl transport needs rank 0's unique id", o->rank);
-        return SHARDLM_EINPUT;
-    }
-    return shardlm_nccl_comm_create(o->rank, o->world_size, nc->id, nc->device, o->timeout_ms, out);
-}
-
-const shardlm_comm_transport shardlm_nccl_comm_transport = {"nccl", "nccl/nccl_stub.c", nccl_open};

@@ -350,24 +350,6 @@ static void setup_resolve(ring_setup *s)
     s->gai_pending = 1;
 }
 
-static void setup_peer_addr(uv_tcp_t *t, char *out, size_t cap)
-{
-    struct sockaddr_storage sa;
-    int len = sizeof sa;
-    char ip[64] = "?";
-    int port = 0;
-    if (uv_tcp_getpeername(t, (struct sockaddr *)&sa, &len) == 0) {
-        if (sa.ss_family == AF_INET) {
-            uv_ip4_name((struct sockaddr_in *)&sa, ip, sizeof ip);
-            port = ntohs(((struct sockaddr_in *)&sa)->sin_port);
-        } else {
-            uv_ip6_name((struct sockaddr_in6 *)&sa, ip, sizeof ip);
-            port = ntohs(((struct sockaddr_in6 *)&sa)->sin6_port);
-        }
-    }
-    snprintf(out, cap, "%s:%d", ip, port);
-}
-
 /* A free candidate slot; when all are taken, the oldest gives way, so
  * silent strangers cannot keep the left neighbour out. */
 static int setup_slot(ring_setup *s)
@@ -398,7 +380,11 @@ static void setup_on_connection(uv_stream_t *server, int status)
         uv_close((uv_handle_t *)&l->tcp, setup_cand_closed);
         return;
     }
-    setup_peer_addr(&l->tcp, l->addr, sizeof l->addr);
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&l->tcp, &fd) == 0)
+        shardlm_peer_name(fd, l->addr, sizeof l->addr);
+    else
+        snprintf(l->addr, sizeof l->addr, "?:0");
     if (s->left) { /* someone after the left neighbour */
         shardlm_err_set("the left neighbour rank %d is already connected", s->left_rank);
         fprintf(stderr, "shardlm: refused a ring connection from %s: %s\n", l->addr, shardlm_err_get());
