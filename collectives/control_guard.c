@@ -59,24 +59,6 @@ int ctrl_guard_new(int listen_fd, ctrl_guard **out)
     return SHARDLM_OK;
 }
 
-static int guard_io(int fd, void *p, size_t n, int writing, uint64_t deadline)
-{
-    uint8_t *b = p;
-    while (n) {
-        uint64_t now = shardlm_now_ns();
-        struct pollfd pf = {fd, writing ? POLLOUT : POLLIN, 0};
-        int pr = now < deadline ? poll(&pf, 1, (int)((deadline - now) / 1000000 + 1)) : 0;
-        if (pr < 0 && errno == EINTR) continue;
-        if (pr <= 0) return -1;
-        ssize_t k = writing ? send(fd, b, n, MSG_NOSIGNAL | MSG_DONTWAIT) : recv(fd, b, n, MSG_DONTWAIT);
-        if (k < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) continue;
-        if (k <= 0) return -1;
-        b += k;
-        n -= (size_t)k;
-    }
-    return 0;
-}
-
 /* Reads the held peer's Hello (its rank, or -1) and answers it with a
  * refusal, so a worker says why it was turned away instead of timing out. */
 static int guard_refuse_hello(int fd, const char *why)
@@ -84,11 +66,11 @@ static int guard_refuse_hello(int fd, const char *why)
     uint64_t deadline = shardlm_now_ns() + 1000000000ull;
     uint8_t h[4];
     int rank = -1;
-    if (guard_io(fd, h, 4, 0, deadline)) return -1;
+    if (shardlm_io_full(fd, h, 4, 0, deadline)) return -1;
     uint32_t n = (uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 | (uint32_t)h[3] << 24;
     uint8_t *b = n <= GUARD_MAX_HELLO ? malloc(n ? n : 1) : NULL;
     if (!b) return -1;
-    Shardlm__Envelope *env = guard_io(fd, b, n, 0, deadline) ? NULL : shardlm__envelope__unpack(NULL, n, b);
+    Shardlm__Envelope *env = shardlm_io_full(fd, b, n, 0, deadline) ? NULL : shardlm__envelope__unpack(NULL, n, b);
     free(b);
     if (!env) return -1;
     if (env->msg_case == SHARDLM__ENVELOPE__MSG_HELLO) rank = (int)env->hello->rank;
@@ -104,7 +86,7 @@ static int guard_refuse_hello(int fd, const char *why)
         frame[0] = (uint8_t)len; frame[1] = (uint8_t)(len >> 8); frame[2] = (uint8_t)(len >> 16);
         frame[3] = (uint8_t)(len >> 24);
         shardlm__envelope__pack(&out, frame + 4);
-        guard_io(fd, frame, len + 4, 1, deadline); /* best effort: it is refused either way */
+        shardlm_io_full(fd, frame, len + 4, 1, deadline); /* best effort: it is refused either way */
         free(frame);
     }
     return rank;

@@ -112,27 +112,13 @@ int shardlm_auth_from_env(void)
 
 static int auth_io(int fd, void *p, size_t n, int writing, uint64_t deadline, const char *who)
 {
-    uint8_t *b = p;
-    while (n) {
-        uint64_t now = shardlm_now_ns();
-        struct pollfd pf = {fd, writing ? POLLOUT : POLLIN, 0};
-        int pr = now < deadline ? poll(&pf, 1, (int)((deadline - now) / 1000000 + 1)) : 0;
-        if (pr < 0 && errno == EINTR) continue;
-        if (pr == 0) {
-            shardlm_err_set("cluster authentication with %s: timed out", who);
-            return SHARDLM_ETIMEDOUT;
-        }
-        ssize_t k = writing ? send(fd, b, n, MSG_NOSIGNAL | MSG_DONTWAIT) : recv(fd, b, n, MSG_DONTWAIT);
-        if (k < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) continue;
-        if (k <= 0) {
-            shardlm_err_set("cluster authentication with %s refused: the peer closed the connection (%s; "
-                            "does it have the same cluster token?)", who, k == 0 ? "closed" : strerror(errno));
-            return SHARDLM_EPEER;
-        }
-        b += k;
-        n -= (size_t)k;
-    }
-    return SHARDLM_OK;
+    int rc = shardlm_io_full(fd, p, n, writing, deadline);
+    if (rc == SHARDLM_ETIMEDOUT)
+        shardlm_err_set("cluster authentication with %s: timed out", who);
+    else if (rc)
+        shardlm_err_set("cluster authentication with %s refused: the peer closed the connection (%s; "
+                        "does it have the same cluster token?)", who, errno ? strerror(errno) : "closed");
+    return rc;
 }
 
 /* MAC over label, the prover's role and both nonces, client's first. */

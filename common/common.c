@@ -2,6 +2,8 @@
 #include "shardlm_common.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <poll.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -90,4 +92,26 @@ void shardlm_peer_name(int fd, char *buf, size_t cap)
         }
     }
     snprintf(buf, cap, "%s:%d", strncmp(host, "::ffff:", 7) == 0 ? host + 7 : host, port);
+}
+
+int shardlm_io_full(int fd, void *p, size_t n, int writing, uint64_t deadline_ns)
+{
+    uint8_t *b = p;
+    while (n) {
+        uint64_t now = shardlm_now_ns();
+        struct pollfd pf = {fd, writing ? POLLOUT : POLLIN, 0};
+        int pr = now < deadline_ns ? poll(&pf, 1, (int)((deadline_ns - now) / 1000000 + 1)) : 0;
+        if (pr < 0 && errno == EINTR) continue;
+        if (pr == 0) return SHARDLM_ETIMEDOUT;
+        if (pr < 0) return SHARDLM_EPEER;
+        ssize_t k = writing ? send(fd, b, n, MSG_NOSIGNAL | MSG_DONTWAIT) : recv(fd, b, n, MSG_DONTWAIT);
+        if (k < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) continue;
+        if (k <= 0) {
+            if (k == 0) errno = 0;
+            return SHARDLM_EPEER;
+        }
+        b += k;
+        n -= (size_t)k;
+    }
+    return SHARDLM_OK;
 }

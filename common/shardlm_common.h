@@ -34,6 +34,12 @@ double shardlm_now_s(void);
 /* Resident set size of this process in bytes (from /proc/self/statm). */
 size_t shardlm_rss_bytes(void);
 
+/* Sends (writing) or receives exactly n bytes on a non-blocking-safe socket
+ * by deadline_ns (shardlm_now_ns clock): SHARDLM_OK, SHARDLM_ETIMEDOUT, or
+ * SHARDLM_EPEER when the peer closed or the socket failed (errno says how,
+ * 0 for an orderly close). Sets no error message: callers name the peer. */
+int shardlm_io_full(int fd, void *p, size_t n, int writing, uint64_t deadline_ns);
+
 /* "IP:PORT" of a connected socket's peer into buf ("?:0" when unknown; an
  * IPv4-mapped IPv6 address as plain IPv4), for refusals that name a source. */
 void shardlm_peer_name(int fd, char *buf, size_t cap);
