@@ -30,6 +30,7 @@
 #define RING_BACKOFF_MAX_MS 500
 #define RING_LOOPBACK_SNDBUF (256 << 10)
 #define RING_MAX_LEFT 4 /* connections handshaking at once on the listen port */
+#define RING_GRACE_MS 300 /* a lost right link waits this long for a better reason */
 #define RING_IN_BYTES (RING_HELLO_BYTES + SHARDLM_AUTH_HELLO_BYTES + SHARDLM_AUTH_MAC_BYTES)
 
 typedef struct ring_setup ring_setup;
@@ -66,6 +67,7 @@ struct ring_setup {
     int finished; /* success or error recorded; callbacks stand down */
     int rc;
     char last_err[400];
+    char lost_right[400]; /* why the right link died mid-handshake, said after the grace */
 };
 
 static void setup_finish(ring_setup *s, int rc)
@@ -173,6 +175,28 @@ static void setup_check_hello(ring_setup *s, ring_link *l)
     setup_finish(s, SHARDLM_EINPUT);
 }
 
+static void setup_lost_right_fire(uv_timer_t *t)
+{
+    ring_setup *s = t->data;
+    if (s->finished) return;
+    shardlm_err_set("%s", s->lost_right);
+    setup_finish(s, SHARDLM_EPEER);
+}
+
+/* A peer that refuses this rank's config (a duplicate rank, another world
+ * size) exits at once, and its unaccepted or unread sockets reset: the reset
+ * can reach this rank before that peer's hello on the other link, which
+ * names the real fault. So a right link lost mid-handshake fails the set-up
+ * only after a short grace in which a config error seen elsewhere wins.
+ * (The retry timer is idle once the right link has connected.) */
+static void setup_lose_right(ring_setup *s, ring_link *l)
+{
+    uv_read_stop((uv_stream_t *)&l->tcp);
+    snprintf(s->lost_right, sizeof s->lost_right, "%s", shardlm_err_get());
+    uv_timer_stop(&s->retry);
+    uv_timer_start(&s->retry, setup_lost_right_fire, RING_GRACE_MS, 0);
+}
+
 static void setup_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     (void)suggested;
@@ -192,7 +216,7 @@ static void setup_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     if (nread < 0) {
         shardlm_err_set("rank %d: %s peer %s closed the connection during the handshake (%s)", s->cfg->rank,
                         setup_side(l), l->addr, uv_strerror((int)nread));
-        if (l->is_right) setup_finish(s, SHARDLM_EPEER);
+        if (l->is_right) setup_lose_right(s, l);
         else setup_refuse(s, l, SHARDLM_EPEER);
         return;
     }
