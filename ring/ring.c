@@ -571,14 +571,27 @@ static int ring_env_int(const char *name, int dflt)
  * loaded 2-core VM: 14 us with no spin, 20 / 55 / 120 us spinning 2 / 20 /
  * 50 us first), so it is off unless SHARDLM_SHM_SPIN_US asks for it. A
  * futex sleep and its wake-up cost tens of microseconds, so it comes last.
- * docs/PERFORMANCE.md has the measurements. */
+ * When this host runs more ranks than it has cores (both hops local and
+ * the world larger than the online cores: ranks that share a host form a
+ * run of the ring), a waiter's peer is usually not running, and yielding
+ * longer before the sleep hands it the core sooner than a futex round
+ * trip: 4 ranks on 2 quiet cores went from 0.59-0.73x of 2 ranks' decode at
+ * 50 us to 0.80-0.89x at 500 us. docs/PERFORMANCE.md has the measurements. */
 #define RING_SHM_SPIN_US 0
 #define RING_SHM_YIELD_US 50
+#define RING_SHM_YIELD_OVERSUB_US 500
 
-static void ring_shm_waits(uint64_t *spin_ns, uint64_t *yield_ns)
+static int ring_oversubscribed(const ring_comm *c, int world)
+{
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    return c->links.left.seg && c->links.right.seg && cores > 0 && world > cores;
+}
+
+static void ring_shm_waits(const ring_comm *c, int world, uint64_t *spin_ns, uint64_t *yield_ns)
 {
     int spin = ring_env_int("SHARDLM_SHM_SPIN_US", RING_SHM_SPIN_US);
-    int yield = ring_env_int("SHARDLM_SHM_YIELD_US", RING_SHM_YIELD_US);
+    int yield = ring_env_int("SHARDLM_SHM_YIELD_US",
+                             ring_oversubscribed(c, world) ? RING_SHM_YIELD_OVERSUB_US : RING_SHM_YIELD_US);
     *spin_ns = spin > 0 ? (uint64_t)spin * 1000u : 0;
     *yield_ns = yield > 0 ? (uint64_t)yield * 1000u : 0;
 }
@@ -626,7 +639,7 @@ int shardlm_ring_comm_create_opts(const shardlm_ring_config *cfg, const shardlm_
     c->base.world_size = cfg->world_size;
     c->left_rank = (cfg->rank + cfg->world_size - 1) % cfg->world_size;
     c->right_rank = (cfg->rank + 1) % cfg->world_size;
-    ring_shm_waits(&c->shm_spin_ns, &c->shm_yield_ns);
+    ring_shm_waits(c, cfg->world_size, &c->shm_spin_ns, &c->shm_yield_ns);
     int tcp_us = ring_env_int("SHARDLM_RING_SPIN_US", 0);
     c->tcp_spin_ns = tcp_us > 0 ? (uint64_t)tcp_us * 1000u : 0;
     *out = &c->base;
