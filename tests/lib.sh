@@ -32,6 +32,16 @@ kill_all() {
   for p in "$@"; do wait "$p" 2>/dev/null || true; done
 }
 
+# stop_all PID...: SIGTERM, up to 5 s for each to exit, then SIGKILL; never fails.
+stop_all() {
+  local p
+  for p in "$@"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "$@"; do
+    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null || true
+  done
+}
+
 # netns_up PREFIX SUBNET N: a bridge and namespaces 0..N-1, namespace i at
 # SUBNET.(i+1)/24 with lo up. Sets BR and NS (names unique per run, so
 # parallel runs do not clash); skips when the caller lacks the privilege.

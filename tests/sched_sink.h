@@ -102,6 +102,16 @@ static inline int sink_wait(sink *k, int i, int seconds)
     return done;
 }
 
+/* Submits d with its text and end going to entry i of k (through sl);
+ * returns the submit status and sets *id. */
+static inline int sink_submit(shardlm_sched *s, const shardlm_request_desc *d, sink *k, slot *sl, int i, uint64_t *id)
+{
+    sl->k = k;
+    sl->i = i;
+    shardlm_request_cb cb = {.on_token = sink_on_token, .on_end = sink_on_end, .ctx = sl};
+    return shardlm_sched_submit(s, d, cb, id);
+}
+
 /* A node on a one-thread engine, bounded timeouts, 16-token KV blocks. */
 static inline shardlm_node_opts sink_node_opts(const char *model, double kv_mb, int n_ctx)
 {

@@ -49,11 +49,8 @@ static uint64_t submit(rig *r, sink *k, slot *sl, int i, const char *prompt, int
     shardlm_request_desc d = {.prompt = toks, .n_prompt = (int)n, .params = shardlm_sampling_params_default(),
                               .max_tokens = max_tokens};
     d.params.temperature = 0;
-    sl->k = k;
-    sl->i = i;
-    shardlm_request_cb cb = {.on_token = sink_on_token, .on_end = sink_on_end, .ctx = sl};
     uint64_t id = 0;
-    cr_assert_eq(shardlm_sched_submit(r->sched, &d, cb, &id), 0, "%s", shardlm_err_get());
+    cr_assert_eq(sink_submit(r->sched, &d, k, sl, i, &id), 0, "%s", shardlm_err_get());
     return id;
 }
 

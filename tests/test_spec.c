@@ -94,11 +94,8 @@ static void submit_ids(rig *r, sink *k, slot *sl, int i, const int32_t *toks, in
     d.params.temperature = temp;
     d.params.seed = seed;
     d.params.has_seed = 1;
-    sl->k = k;
-    sl->i = i;
-    shardlm_request_cb cb = {.on_token = sink_on_token, .on_end = sink_on_end, .ctx = sl};
     uint64_t id = 0;
-    cr_assert_eq(shardlm_sched_submit(r->sched, &d, cb, &id), 0, "%s", shardlm_err_get());
+    cr_assert_eq(sink_submit(r->sched, &d, k, sl, i, &id), 0, "%s", shardlm_err_get());
 }
 
 static void submit(rig *r, sink *k, slot *sl, int i, const char *prompt, int max_tokens, float temp)

@@ -135,11 +135,8 @@ static uint64_t submit(rig *r, sink *k, slot *sl, int i, const char *prompt, sha
     size_t n = 0;
     cr_assert_eq(shardlm_tokenizer_encode(r->node.tok, prompt, strlen(prompt), 1, toks, 256, &n), 0);
     shardlm_request_desc d = {.prompt = toks, .n_prompt = (int)n, .params = p, .max_tokens = max_tokens, .grammar = g};
-    sl->k = k;
-    sl->i = i;
     uint64_t id = 0;
-    cr_assert_eq(shardlm_sched_submit(r->sched, &d, (shardlm_request_cb){.on_token = sink_on_token, .on_end = sink_on_end, .ctx = sl}, &id), 0, "%s",
-                 shardlm_err_get());
+    cr_assert_eq(sink_submit(r->sched, &d, k, sl, i, &id), 0, "%s", shardlm_err_get());
     return id;
 }
 

@@ -21,20 +21,10 @@ REF=$SHARED/models/stories260K.runc-prompt.txt
 WORK=$(mktemp -d)
 PIDS=()
 
-skip() {
-  if [ "${CI:-}" = true ]; then echo "impostor: FAIL (CI): $*" >&2; exit 1; fi
-  echo "impostor: SKIP: $*"; exit 77
-}
-fail() { echo "impostor: FAIL: $*" >&2; for f in "$WORK"/*.log; do echo "--- $f" >&2; tail -15 "$f" >&2; done; exit 1; }
-ok() { echo "ok   $*"; }
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do
-    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$p" 2>/dev/null || true
-  done
-  rm -rf "$WORK"
-}
+TEST_NAME=impostor FAIL_LOGS="$WORK/*.log"
+# shellcheck source=../lib.sh
+. "$(dirname "$0")/../lib.sh"
+cleanup() { stop_all "${PIDS[@]}"; rm -rf "$WORK"; }
 trap cleanup EXIT
 [ -f "$MODEL" ] && [ -f "$REF" ] || skip "$MODEL is missing"
 command -v curl >/dev/null || skip "curl is not installed"

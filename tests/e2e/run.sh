@@ -31,14 +31,7 @@ TEST_NAME=e2e FAIL_LOGS="$WORK/*.log" FAIL_TAIL=20
 # shellcheck source=../lib.sh
 . "$(dirname "$0")/../lib.sh"
 
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do
-    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$p" 2>/dev/null || true
-  done
-  rm -rf "$WORK"
-}
+cleanup() { stop_all "${PIDS[@]}"; rm -rf "$WORK"; }
 trap cleanup EXIT
 
 [ -f "$MODEL" ] && [ -f "$REF" ] || skip "$MODEL is missing"
