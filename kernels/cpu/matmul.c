@@ -363,8 +363,8 @@ void shardlm_matmul_many(shardlm_pool *pool, int k, const shardlm_matmul_part *p
         same = same && parts[i].t == parts[0].t && parts[i].rows > 0;
         work += parts[i].rows * cols * n;
     }
-    int nth = work < 32768 ? 1 : shardlm_pool_size(pool);
-    if (!same || nth == 1) { /* mixed types quantise differently; one thread gains nothing */
+    /* Mixed types quantise differently; tiny products run on one thread anyway. */
+    if (!same || work < 32768) {
         for (int i = 0; i < k; i++) shardlm_matmul(pool, parts[i].t, parts[i].w, parts[i].rows, cols, x, n, ys[i]);
         return;
     }
@@ -376,7 +376,7 @@ void shardlm_matmul_many(shardlm_pool *pool, int k, const shardlm_matmul_part *p
     for (int i = 0; i < k; i++) {
         mm_job *j = &m.j[i];
         j->a.xq = m.j[0].a.xq, j->a.xd = m.j[0].a.xd, j->a.xs = m.j[0].a.xs, j->a.xo = m.j[0].a.xo;
-        j->chunk = mm_chunk_rows(j->a.rows, cols, nth);
+        j->chunk = mm_chunk_rows(j->a.rows, cols, shardlm_pool_size(pool));
         m.first[i + 1] = m.first[i] + (j->a.rows + j->chunk - 1) / j->chunk;
     }
     atomic_init(&m.next, 0);
