@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "shardlm_common.h"
+#include "shardlm_launch.h"
 #include "shardlm_ring.h"
 #include "test_util.h"
 
@@ -127,8 +128,16 @@ Test(ring_config, duplicate_ranks_cli)
     snprintf(pa, sizeof pa, "%s/dup_a.json", dir);
     snprintf(pb, sizeof pb, "%s/dup_b.json", dir);
     snprintf(errf, sizeof errf, "%s/dup_a.err", dir);
-    const char *ja = "{" GOOD_TAIL ", \"port\": 47311, \"right_port\": 47312, \"rank\": 0, \"world_size\": 2}";
-    const char *jb = "{" GOOD_TAIL ", \"port\": 47312, \"right_port\": 47311, \"rank\": 0, \"world_size\": 2}";
+    /* Fresh free ports: fixed ones can be held by another socket (a left-over
+     * connection or a client's ephemeral port), and then the second rank
+     * fails to bind instead of meeting its duplicate. */
+    shardlm_ring_config plan[2];
+    cr_assert_eq(shardlm_launch_plan(2, plan), SHARDLM_OK, "%s", shardlm_err_get());
+    char ja[300], jb[300];
+    snprintf(ja, sizeof ja, "{" GOOD_TAIL ", \"port\": %d, \"right_port\": %d, \"rank\": 0, \"world_size\": 2}",
+             plan[0].port, plan[1].port);
+    snprintf(jb, sizeof jb, "{" GOOD_TAIL ", \"port\": %d, \"right_port\": %d, \"rank\": 0, \"world_size\": 2}",
+             plan[1].port, plan[0].port);
     cr_assert_eq(tu_write_file(pa, ja, strlen(ja)), 0);
     cr_assert_eq(tu_write_file(pb, jb, strlen(jb)), 0);
     snprintf(ea, sizeof ea, "RING_CONFIG=%s", pa);
@@ -148,8 +157,9 @@ Test(ring_config, duplicate_ranks_cli)
     int st;
     cr_assert_eq(waitpid(a, &st, 0), a);
     char *erra = tu_read_file(errf, NULL);
-    cr_assert_eq(r.exit_code, 2, "exit %d: %s", r.exit_code, r.err);
-    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 2, "first process: status %d: %s", st, erra);
+    cr_assert_eq(r.exit_code, 2, "exit %d: %s / first process: %s", r.exit_code, r.err, erra);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 2, "first process: status %d: %s / second process: %s", st,
+              erra, r.err);
     cr_assert(strstr(r.err, "duplicate rank") && strstr(erra, "duplicate rank"), "%s / %s", r.err, erra);
     free(erra);
     tu_result_free(&r);
