@@ -101,12 +101,67 @@ AVX2_INLINE __m256 r8_dot(const r8_wblk *w, const int8_t *x, int32_t xo, float x
 #define R8_PF_BYTES (64 * 8 * SHARDLM_Q4_0_BYTES)
 #endif
 
+/* Keeps v in a register here: without it GCC reassociates the int16 sums
+ * (integer adds are associative), computes all 32 maddubs of a block first
+ * and spills them to the stack. */
+#define R8_KEEP(v) __asm__("" : "+x"(v))
+
+/* The packed 8 x N tile, chunk by chunk: each 32-byte chunk is unpacked
+ * into 2 registers and used by all N inputs before the next is loaded, so
+ * the live set (2 weight chunks, N int16 sums, N accumulators, the scales
+ * and the madd constant) fits the 16 ymm registers without spills; holding
+ * a whole unpacked block (8 registers) spilled the accumulators to the
+ * stack. The int16 sums only change grouping: wrapping integer adds are
+ * associative and the total fits int16, so i is the same exact integer. */
+AVX2_INLINE void r8_tile_packed(const shardlm_mm_args *a, const uint8_t *grp, size_t i0, int N, __m256 *acc)
+{
+    size_t nb = a->cols / SHARDLM_QK;
+    const int8_t *xq = a->xq + i0 * a->cols;
+    const float *xd = a->xd + i0 * nb;
+    const int32_t *xo = a->xo + i0 * nb;
+    const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+#pragma GCC unroll 4
+    for (int ii = 0; ii < N; ii++) acc[ii] = _mm256_setzero_ps();
+    for (size_t b = 0; b < nb; b++) {
+        const uint8_t *blk = grp + b * 8 * SHARDLM_Q4_0_BYTES;
+        if (i0 == 0) /* the first input pass streams the group; later ones hit L1/L2 */
+            for (int l = 0; l < 8 * SHARDLM_Q4_0_BYTES; l += 64)
+                _mm_prefetch((const char *)blk + R8_PF_BYTES + l, _MM_HINT_T0);
+        const int8_t *x = xq + b * SHARDLM_QK;
+        __m256i s[4];
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(blk + 16 + 32 * c));
+            __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+#pragma GCC unroll 4
+            for (int ii = 0; ii < N; ii++) {
+                const int8_t *xi = x + ii * a->cols + 4 * c;
+                __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(lo, r8_bcast4(xi)),
+                                             _mm256_maddubs_epi16(hi, r8_bcast4(xi + 16)));
+                s[ii] = c ? _mm256_add_epi16(s[ii], p) : p;
+                R8_KEEP(s[ii]);
+            }
+        }
+        __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)blk));
+#pragma GCC unroll 4
+        for (int ii = 0; ii < N; ii++) {
+            __m256i i = _mm256_sub_epi32(_mm256_madd_epi16(s[ii], ones), _mm256_set1_epi32(xo[ii * nb + b]));
+            acc[ii] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_mul_ps(dw, _mm256_set1_ps(xd[ii * nb + b])),
+                                      acc[ii]);
+        }
+    }
+}
+
 /* 8 rows x N inputs from input i0, over every block; packed (a constant):
  * grp is the group, else rp are the 8 plain rows. Leaves the 8 row sums in
  * acc[ii]. */
 AVX2_INLINE void r8_tile(const shardlm_mm_args *a, int packed, const uint8_t *grp, const uint8_t *const *rp,
                          size_t i0, int N, __m256 *acc)
 {
+    if (packed) {
+        r8_tile_packed(a, grp, i0, N, acc);
+        return;
+    }
     size_t nb = a->cols / SHARDLM_QK;
     const int8_t *xq = a->xq + i0 * a->cols;
     const float *xd = a->xd + i0 * nb;
