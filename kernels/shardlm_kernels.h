@@ -233,6 +233,10 @@ void shardlm_ref_attention(const shardlm_kv_view *kv, const shardlm_attn_batch *
  * *dst = NULL and *dst_type = t. Returns 0, or SHARDLM_ENOMEM. */
 int shardlm_repack(shardlm_dtype t, const void *src, size_t rows, size_t cols, void **dst,
                    shardlm_dtype *dst_type);
+/* Memory for weights: n bytes, 2 MiB-aligned and advised for transparent
+ * huge pages when n >= 2 MiB (SHARDLM_HUGEPAGES=0 turns that off), else
+ * plain malloc. Freed with free(); NULL when out of memory. */
+void *shardlm_weights_alloc(size_t n);
 /* Row r of a matrix of type t (rows interleaved, so shardlm_dequant_row
  * cannot find one from a pointer) to cols floats; t may be any type. */
 void shardlm_dequant_mat_row(shardlm_dtype t, const void *w, size_t rows, size_t cols, size_t r, float *dst);

@@ -130,7 +130,7 @@ static int find_2d(loader *L, const char *name, uint64_t cols, uint64_t rows, co
 
 static void *load_alloc(loader *L, size_t n)
 {
-    void *p = malloc(n ? n : 1);
+    void *p = shardlm_weights_alloc(n ? n : 1);
     if (p) L->m->shard_bytes += n;
     else shardlm_err_set("out of memory allocating %zu bytes for the model shard", n);
     return p;
