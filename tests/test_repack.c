@@ -4,10 +4,12 @@
  * matrix must give bitwise the result of the plain matrix (so batch
  * invariance and every golden output carry over), and each repacked row
  * must dequantise to the plain row; and shardlm_matmul_many (several
- * products of one input in one pool run) must give each product's bits. */
+ * products of one input in one pool run) must give each product's bits;
+ * and weight memory must be advised for huge pages. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -271,4 +273,47 @@ Test(repack, matmul_many_equals_one_by_one)
         }
     }
     cr_assert_gt(runs, 0);
+}
+
+/* The VmFlags of the mapping holding p carry "hg" (MADV_HUGEPAGE). */
+static int advised_huge(const void *p)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    cr_assert(f, "cannot read /proc/self/smaps");
+    char line[512];
+    int in = 0, hg = 0;
+    uintptr_t a = (uintptr_t)p;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2) { /* a mapping's header line */
+            in = a >= lo && a < hi;
+        } else if (in && !strncmp(line, "VmFlags:", 8)) {
+            hg = strstr(line, " hg") != NULL;
+            break;
+        }
+    }
+    fclose(f);
+    return hg;
+}
+
+/* Weights of 2 MiB and more sit 2 MiB-aligned in memory advised for huge
+ * pages (the streams then need 512x fewer TLB entries); smaller ones and
+ * SHARDLM_HUGEPAGES=0 get plain malloc, which is not advised. */
+Test(repack, weights_alloc_advises_huge_pages)
+{
+    unsetenv("SHARDLM_HUGEPAGES");
+    size_t n = (size_t)6 << 20;
+    uint8_t *p = shardlm_weights_alloc(n);
+    cr_assert(p);
+    memset(p, 1, n);
+    cr_assert_eq((uintptr_t)p % (2u << 20), 0, "not 2 MiB-aligned: %p", (void *)p);
+    cr_assert(advised_huge(p), "the weights' mapping lacks MADV_HUGEPAGE (VmFlags hg)");
+    cr_assert(advised_huge(p + n - (2u << 20) - 1));
+    free(p);
+    setenv("SHARDLM_HUGEPAGES", "0", 1);
+    uint8_t *q = shardlm_weights_alloc(n);
+    unsetenv("SHARDLM_HUGEPAGES");
+    cr_assert(q);
+    cr_assert(!advised_huge(q), "SHARDLM_HUGEPAGES=0 still advised huge pages");
+    free(q);
 }
