@@ -91,6 +91,19 @@ KV_INLINE void q4k_scales(const uint8_t *s, __m256 *sc, __m256 *m)
     *m = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(v, 8)));
 }
 
+/* The P row pairs of a tile from row r: pair p is rows r + 2p and the one
+ * after it, or row r + 2p twice when that is the last row before r1. */
+KV_INLINE void kv_row_pairs(const shardlm_mm_args *a, size_t r, size_t r1, int P, const uint8_t *w0[2],
+                            const uint8_t *w1[2])
+{
+#pragma GCC unroll 2
+    for (int p = 0; p < P; p++) {
+        size_t ra = r + 2 * (size_t)p, rb = ra + 1 < r1 ? ra + 1 : ra;
+        w0[p] = a->w + ra * a->row_bytes;
+        w1[p] = a->w + rb * a->row_bytes;
+    }
+}
+
 /* Rows r + 2p, r + 2p + 1 (p < P; a missing second row repeats the first
  * and is not stored) against inputs i0..i0+N-1. */
 #define KV_VCORR (P == 1 && N > 1) /* the min-term sums in lanes (batches) */
@@ -105,17 +118,14 @@ KV_INLINE void q4k_tile(const shardlm_mm_args *a, size_t r, size_t r1, int P, si
         pick[j] = _mm512_setr_epi32(j, j, j, j, j, j, j, j, 8 + j, 8 + j, 8 + j, 8 + j, 8 + j, 8 + j, 8 + j, 8 + j);
     __m512 acc[2][4], cv = _mm512_setzero_ps();
     float corr[2][4][2];
+    kv_row_pairs(a, r, r1, P, w0, w1);
 #pragma GCC unroll 2
-    for (int p = 0; p < P; p++) {
-        size_t ra = r + 2 * (size_t)p, rb = ra + 1 < r1 ? ra + 1 : ra;
-        w0[p] = a->w + ra * a->row_bytes;
-        w1[p] = a->w + rb * a->row_bytes;
+    for (int p = 0; p < P; p++)
 #pragma GCC unroll 4
         for (int ii = 0; ii < N; ii++) {
             acc[p][ii] = _mm512_setzero_ps();
             corr[p][ii][0] = corr[p][ii][1] = 0.0f;
         }
-    }
     for (size_t sb = 0; sb < nsb; sb++) {
         size_t off = sb * SHARDLM_Q4_K_BYTES, b0 = sb * KV_SB;
 #pragma GCC unroll 2
@@ -216,14 +226,11 @@ KV_INLINE void q6k_tile(const shardlm_mm_args *a, size_t r, size_t r1, int P, si
     const uint8_t *w0[2], *w1[2];
     const __m512i k32 = _mm512_set1_epi8(32);
     __m512 acc[2][4];
+    kv_row_pairs(a, r, r1, P, w0, w1);
 #pragma GCC unroll 2
-    for (int p = 0; p < P; p++) {
-        size_t ra = r + 2 * (size_t)p, rb = ra + 1 < r1 ? ra + 1 : ra;
-        w0[p] = a->w + ra * a->row_bytes;
-        w1[p] = a->w + rb * a->row_bytes;
+    for (int p = 0; p < P; p++)
 #pragma GCC unroll 4
         for (int ii = 0; ii < N; ii++) acc[p][ii] = _mm512_setzero_ps();
-    }
     for (size_t sb = 0; sb < nsb; sb++) {
         size_t off = sb * SHARDLM_Q6_K_BYTES, b0 = sb * KV_SB;
         /* 32 * sum(x) per 4 bytes, the same for every row pair. */
