@@ -92,8 +92,8 @@ void shardlm_r4_gather_row(const uint8_t *w, size_t rows, size_t cols, size_t r,
 #define REPACK_HUGE (2u << 20)
 void *shardlm_weights_alloc(size_t n)
 {
-    if (n < REPACK_HUGE || (getenv("SHARDLM_HUGEPAGES") && !strcmp(getenv("SHARDLM_HUGEPAGES"), "0")))
-        return malloc(n);
+    const char *env = getenv("SHARDLM_HUGEPAGES");
+    if (n < REPACK_HUGE || (env && !strcmp(env, "0"))) return malloc(n);
     void *p = NULL;
     if (posix_memalign(&p, REPACK_HUGE, n)) return NULL;
 #ifdef MADV_HUGEPAGE
