@@ -68,7 +68,7 @@ static void check_same(shardlm_pool *pool, shardlm_dtype pt, const void *plain, 
 /* Every path, no pool and a 2-thread pool, for one matrix. */
 static void check_matrix(shardlm_pool *pool, shardlm_dtype pt, size_t rows, size_t cols)
 {
-    static const size_t n_l[] = {1, 2, 5, 16};
+    static const size_t n_l[] = {1, 2, 5, 13, 16}; /* 13: a whole 8-input VNNI tile and a 5-input tail */
     void *plain = q_rows(pt, rows, cols), *r8;
     shardlm_dtype t;
     cr_assert_not_null(force_repacking_isa());
@@ -81,7 +81,7 @@ static void check_matrix(shardlm_pool *pool, shardlm_dtype pt, size_t rows, size
     }
     cr_assert_not_null(r8);
     cr_assert_eq(t, packed_type(pt));
-    for (size_t ni = 0; ni < 4; ni++) {
+    for (size_t ni = 0; ni < sizeof n_l / sizeof n_l[0]; ni++) {
         size_t n = n_l[ni];
         float *x = malloc(n * cols * sizeof(float));
         cr_assert(x);

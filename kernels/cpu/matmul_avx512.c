@@ -55,32 +55,42 @@ AI512V void r16_load(const uint8_t *b0, const uint8_t *b1, r16_wblk *w)
     }
 }
 
-AI512V __m512i r16_bcast4(const int8_t *x)
+/* acc += w . (4 activation bytes at x, broadcast to every lane): the
+ * broadcast folds into vpdpbusd's memory operand ({1to16}), one macro-op
+ * where set1 + dpbusd took two (GCC does not fold it on its own). */
+AI512V __m512i r16_dp(__m512i acc, __m512i w, const int8_t *x)
 {
-    int32_t v;
-    memcpy(&v, x, sizeof v);
-    return _mm512_set1_epi32(v);
+    __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*(const int32_t *)(const void *)x));
+    return acc;
 }
 
 /* acc (16 rows) += one block's contribution for one input. Two integer
- * chains (low and high nibbles) shorten the dependency; their sum is exact. */
-AI512V __m512 r16_dot(const r16_wblk *w, const int8_t *x, int32_t xo, float xd, __m512 acc)
+ * chains (low and high nibbles) shorten the dependency; their sum minus
+ * 8 * sum(x) is the same exact integer in any order. */
+AI512V __m512 r16_dot(const r16_wblk *w, const int8_t *x, const int32_t *xo, const float *xd, __m512 acc)
 {
-    __m512i s0 = _mm512_dpbusd_epi32(_mm512_set1_epi32(-xo), w->lo[0], r16_bcast4(x));
-    __m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w->hi[0], r16_bcast4(x + 16));
+    __m512i s0 = r16_dp(_mm512_setzero_si512(), w->lo[0], x);
+    __m512i s1 = r16_dp(_mm512_setzero_si512(), w->hi[0], x + 16);
 #pragma GCC unroll 3
     for (int c = 1; c < 4; c++) {
-        s0 = _mm512_dpbusd_epi32(s0, w->lo[c], r16_bcast4(x + 4 * c));
-        s1 = _mm512_dpbusd_epi32(s1, w->hi[c], r16_bcast4(x + 16 + 4 * c));
+        s0 = r16_dp(s0, w->lo[c], x + 4 * c);
+        s1 = r16_dp(s1, w->hi[c], x + 16 + 4 * c);
     }
-    __m512 p = _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1));
-    return _mm512_fmadd_ps(p, _mm512_mul_ps(w->dw, _mm512_set1_ps(xd)), acc);
+    __m512 p = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_add_epi32(s0, s1), _mm512_set1_epi32(*xo)));
+    return _mm512_fmadd_ps(p, _mm512_mul_ps(w->dw, _mm512_set1_ps(*xd)), acc);
 }
 
-#ifndef R16_PF_BYTES
-#define R16_PF_BYTES (32 * 8 * SHARDLM_Q4_0_BYTES) /* as R8_PF_BYTES: 32 blocks ahead per group */
-#endif
+/* Inputs per tile: 8 accumulators, the unpacked block (9 registers) and
+ * the chains' temporaries fit the 32 zmm registers, and each unpacked
+ * block serves twice the inputs that 4 did. */
+#define R16_N 8
 
+/* What the first input pass prefetches: the same block of the next 16
+ * rows, one whole tile (every input pass) ahead. A fixed distance inside
+ * each group's stream never fetched the start of the second group of the
+ * next pair (the first group's stream ran into it, the second's ran past
+ * it): batch products from DRAM then ran 26 % below their speed from
+ * cache, and 1 % below with this (docs/PERFORMANCE.md). */
 /* Rows of groups g0, g1 x N inputs from i0; lanes [l0, l1) stored as rows r.. */
 AI512V void r16_tile(const shardlm_mm_args *a, const uint8_t *g0, const uint8_t *g1, size_t r, int l0, int l1,
                      size_t i0, int N)
@@ -89,25 +99,26 @@ AI512V void r16_tile(const shardlm_mm_args *a, const uint8_t *g0, const uint8_t 
     const int8_t *xq = a->xq + i0 * a->cols;
     const float *xd = a->xd + i0 * nb;
     const int32_t *xo = a->xo + i0 * nb;
-    __m512 acc[4];
-#pragma GCC unroll 4
+    __m512 acc[R16_N];
+#pragma GCC unroll 8
     for (int ii = 0; ii < N; ii++) acc[ii] = _mm512_setzero_ps();
     for (size_t b = 0; b < nb; b++) {
         const uint8_t *b0 = g0 + b * 8 * SHARDLM_Q4_0_BYTES, *b1 = g1 + b * 8 * SHARDLM_Q4_0_BYTES;
-        if (i0 == 0) { /* the first input pass streams the groups; later ones hit L1/L2 */
+        if (i0 == 0) {
+            size_t next = 16 * a->row_bytes;
             for (int l = 0; l < 8 * SHARDLM_Q4_0_BYTES; l += 64) {
-                _mm_prefetch((const char *)b0 + R16_PF_BYTES + l, _MM_HINT_T0);
-                _mm_prefetch((const char *)b1 + R16_PF_BYTES + l, _MM_HINT_T0);
+                _mm_prefetch((const char *)b0 + next + l, _MM_HINT_T0);
+                _mm_prefetch((const char *)b0 + next + 8 * a->row_bytes + l, _MM_HINT_T0);
             }
         }
         r16_wblk w;
         r16_load(b0, b1, &w);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int ii = 0; ii < N; ii++)
-            acc[ii] = r16_dot(&w, xq + ii * a->cols + b * SHARDLM_QK, xo[ii * nb + b], xd[ii * nb + b], acc[ii]);
+            acc[ii] = r16_dot(&w, xq + ii * a->cols + b * SHARDLM_QK, xo + ii * nb + b, xd + ii * nb + b, acc[ii]);
     }
     __mmask16 m = (__mmask16)(((1u << l1) - 1) & ~((1u << l0) - 1));
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int ii = 0; ii < N; ii++) _mm512_mask_storeu_ps(a->y + (i0 + ii) * a->rows + r, m, acc[ii]);
 }
 
@@ -118,8 +129,12 @@ static __attribute__((target(T512VNNI))) void r16_rows(const shardlm_mm_args *a,
     const uint8_t *g0 = shardlm_r8_block(a->w, a->row_bytes, r / 8, 0);
     const uint8_t *g1 = r + 8 < rows8 ? shardlm_r8_block(a->w, a->row_bytes, r / 8 + 1, 0) : g0;
     size_t i = 0;
-    for (; i + 4 <= a->n; i += 4) r16_tile(a, g0, g1, r, l0, l1, i, 4);
+    for (; i + R16_N <= a->n; i += R16_N) r16_tile(a, g0, g1, r, l0, l1, i, R16_N);
     switch (a->n - i) {
+    case 7: r16_tile(a, g0, g1, r, l0, l1, i, 7); break;
+    case 6: r16_tile(a, g0, g1, r, l0, l1, i, 6); break;
+    case 5: r16_tile(a, g0, g1, r, l0, l1, i, 5); break;
+    case 4: r16_tile(a, g0, g1, r, l0, l1, i, 4); break;
     case 3: r16_tile(a, g0, g1, r, l0, l1, i, 3); break;
     case 2: r16_tile(a, g0, g1, r, l0, l1, i, 2); break;
     case 1: r16_tile(a, g0, g1, r, l0, l1, i, 1); break;
