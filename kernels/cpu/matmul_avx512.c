@@ -78,12 +78,6 @@ AI512V __m512 r16_dot(const r16_wblk *w, const int8_t *x, const int32_t *xo, con
  * block serves twice the inputs that 4 did. */
 #define R16_N 8
 
-/* What the first input pass prefetches: the same block of the next 16
- * rows, one whole tile (every input pass) ahead. A fixed distance inside
- * each group's stream never fetched the start of the second group of the
- * next pair (the first group's stream ran into it, the second's ran past
- * it): batch products from DRAM then ran 26 % below their speed from
- * cache, and 1 % below with this (docs/PERFORMANCE.md). */
 /* Rows of groups g0, g1 x N inputs from i0; lanes [l0, l1) stored as rows r.. */
 AI512V void r16_tile(const shardlm_mm_args *a, const uint8_t *g0, const uint8_t *g1, size_t r, int l0, int l1,
                      size_t i0, int N)
@@ -97,6 +91,9 @@ AI512V void r16_tile(const shardlm_mm_args *a, const uint8_t *g0, const uint8_t 
     for (int ii = 0; ii < N; ii++) acc[ii] = _mm512_setzero_ps();
     for (size_t b = 0; b < nb; b++) {
         const uint8_t *b0 = g0 + b * 8 * SHARDLM_Q4_0_BYTES, *b1 = g1 + b * 8 * SHARDLM_Q4_0_BYTES;
+        /* The first input pass prefetches the same block of the next 16 rows.
+         * A distance inside each group's stream never fetched the next pair's
+         * second group: from DRAM this tile ran 26 % below its cached speed. */
         if (i0 == 0) {
             size_t next = 16 * a->row_bytes;
             for (int l = 0; l < 8 * SHARDLM_Q4_0_BYTES; l += 64) {
