@@ -19,6 +19,7 @@ static const struct {
     {"synth", shardlm_cmd_synth, "write a synthetic llama GGUF with random weights"},
     {"bench", shardlm_cmd_bench, "prompt and decode tokens/s of a model (like llama-bench)"},
     {"bench-mem", shardlm_cmd_bench_mem, "STREAM-style memory bandwidth (triad and read)"},
+    {"bench-matmul", shardlm_cmd_bench_matmul, "time one matmul kernel: ms, GMAC/s, GB/s of weights"},
     {"bench-comm", shardlm_cmd_bench_comm, "benchmark the all-reduce over the ring"},
     {"doctor", shardlm_cmd_doctor, "check this machine (CPU, GPUs, NCCL, MPI) and its ring config"},
 };
@@ -27,7 +28,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: shardlm COMMAND [OPTIONS]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
-        fprintf(f, "  %-11s %s\n", cmds[i].name, cmds[i].help);
+        fprintf(f, "  %-12s %s\n", cmds[i].name, cmds[i].help);
     fprintf(f, "\nRun `shardlm COMMAND --help` for a command's options.\n");
 }
 

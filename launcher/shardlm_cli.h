@@ -13,6 +13,7 @@ int shardlm_cmd_synth(int argc, char **argv);
 int shardlm_cmd_bench_comm(int argc, char **argv);
 int shardlm_cmd_bench(int argc, char **argv);
 int shardlm_cmd_bench_mem(int argc, char **argv);
+int shardlm_cmd_bench_matmul(int argc, char **argv);
 int shardlm_cmd_doctor(int argc, char **argv);
 
 /* Path of the running executable, for spawning workers. */
