@@ -1,6 +1,8 @@
 /* test_cli.c - the flag table as users meet it: one line naming an unknown
  * option or a bad value (exit 2) for generate, serve, worker, bench and
- * launch; --help for each; `info -m MODEL`; flags each command accepts. */
+ * launch; --help for each; `info -m MODEL`; flags each command accepts;
+ * `bench-matmul`'s JSON and its refusals of bad input. */
+#include <cjson/cJSON.h>
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -117,4 +119,91 @@ Test(cli, generate_takes_connect_timeout)
     cr_assert_eq(r.exit_code, 0, "%s", r.err);
     cr_assert(strlen(r.out) > 1, "%s", r.out);
     tu_result_free(&r);
+}
+
+static double num_field(const cJSON *o, const char *name)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+    cr_assert(cJSON_IsNumber(v), "no number '%s'", name);
+    return v->valuedouble;
+}
+
+static const char *str_field(const cJSON *o, const char *name)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+    cr_assert(cJSON_IsString(v) && v->valuestring[0], "no string '%s'", name);
+    return v->valuestring;
+}
+
+/* One small product at two batch sizes: the sizes are echoed, the kernel
+ * is Q4_0's (plain or repacked), and every figure is a real timing. */
+Test(cli, bench_matmul_json)
+{
+    char *argv[] = {(char *)tu_bin(), "bench-matmul", "--type", "q4_0", "--rows", "64", "--cols", "256", "--batch",
+                    "1,3", "--reps", "3", "--matrices", "1", "--json", NULL};
+    tu_result r = tu_run(argv, NULL, 60);
+    cr_assert_eq(r.exit_code, 0, "exit %d, stderr %s", r.exit_code, r.err);
+    cr_assert_str_empty(r.err, "%s", r.err); /* progress only on a terminal */
+    cJSON *j = cJSON_Parse(r.out);
+    cr_assert(cJSON_IsObject(j), "not JSON: %s", r.out);
+    cr_assert_str_eq(str_field(j, "type"), "q4_0");
+    const char *kernel = str_field(j, "kernel"), *slash = strchr(kernel, '/'); /* "q4_0_r8/avx512vnni" */
+    cr_assert(!strncmp(kernel, "q4_0", 4) && slash, "%s", r.out);
+    int known_isa = 0, known_kernel_isa = 0;
+    for (int i = 0; i < TU_N_ISAS; i++) {
+        known_isa |= !strcmp(str_field(j, "isa"), tu_isas[i]);
+        known_kernel_isa |= !strcmp(slash + 1, tu_isas[i]);
+    }
+    cr_assert(known_isa && known_kernel_isa, "%s", r.out);
+    cr_assert_eq(num_field(j, "rows"), 64);
+    cr_assert_eq(num_field(j, "cols"), 256);
+    cr_assert_eq(num_field(j, "threads"), 1);
+    cr_assert_eq(num_field(j, "reps"), 3);
+    cr_assert_eq(num_field(j, "matrices"), 1);
+    cr_assert_eq(num_field(j, "matrix_bytes"), 64 * 256 / 32 * 18); /* 18 bytes per Q4_0 block */
+    const cJSON *res = cJSON_GetObjectItemCaseSensitive(j, "results");
+    cr_assert(cJSON_IsArray(res) && cJSON_GetArraySize(res) == 2, "%s", r.out);
+    for (int i = 0; i < 2; i++) {
+        const cJSON *b = cJSON_GetArrayItem(res, i);
+        cr_assert_eq(num_field(b, "batch"), i ? 3 : 1);
+        double p10 = num_field(b, "p10_ms"), med = num_field(b, "median_ms"), p90 = num_field(b, "p90_ms");
+        cr_assert(p10 > 0 && p10 <= med && med <= p90, "%s", r.out);
+        cr_assert_gt(num_field(b, "gmac_s"), 0);
+        cr_assert_gt(num_field(b, "gb_s"), 0);
+        /* GMAC/s is rows x cols x batch over the median */
+        cr_assert_float_eq(num_field(b, "gmac_s"), 64.0 * 256 * (i ? 3 : 1) / (med * 1e-3) / 1e9,
+                           num_field(b, "gmac_s") * 2e-3 + 2e-3, "%s", r.out);
+    }
+    cJSON_Delete(j);
+    tu_result_free(&r);
+}
+
+static void expect_bmm(const char *a, const char *b, const char *c, const char *d, int code, const char *msg)
+{
+    char *argv[] = {(char *)tu_bin(), "bench-matmul", (char *)a, (char *)b, (char *)c, (char *)d, NULL};
+    tu_result r = tu_run(argv, NULL, 60);
+    cr_assert_eq(r.exit_code, code, "%s %s: exit %d, stderr %s", a, b, r.exit_code, r.err);
+    cr_assert(!strncmp(r.err, msg, strlen(msg)), "%s %s: stderr %s", a, b, r.err);
+    cr_assert_eq(strchr(r.err, '\n'), r.err + strlen(r.err) - 1, "not one line: %s", r.err);
+    cr_assert_str_empty(r.out, "%s", r.out);
+    tu_result_free(&r);
+}
+
+Test(cli, bench_matmul_refuses_bad_input)
+{
+    expect_bmm("--type", "bogus", NULL, NULL, 2,
+               "shardlm bench-matmul: invalid value 'bogus' for --type (one of f32, f16, bf16, q4_0,");
+    expect_bmm("--type", "q4_0", "--cols", "100", 2,
+               "shardlm bench-matmul: invalid value '100' for --cols (a multiple of 32, q4_0's block)\n");
+    expect_bmm("--cols", "300", "--type", "q6_k", 2,
+               "shardlm bench-matmul: invalid value '300' for --cols (a multiple of 256, q6_k's block)\n");
+    expect_bmm("--rows", "0", NULL, NULL, 2,
+               "shardlm bench-matmul: invalid value '0' for --rows (an integer in 1..2147483648)\n");
+    expect_bmm("--rows", "12x", NULL, NULL, 2, "shardlm bench-matmul: invalid value '12x' for --rows");
+    expect_bmm("--batch", "1,,4", NULL, NULL, 2, "shardlm bench-matmul: invalid value '1,,4' for --batch");
+    expect_bmm("-t", "0", NULL, NULL, 2, "shardlm bench-matmul: invalid value '0' for -t");
+    expect_bmm("--matrices", "65", NULL, NULL, 2, "shardlm bench-matmul: invalid value '65' for --matrices");
+    /* far beyond any machine's memory: refused before allocating, naming the size */
+    expect_bmm("--rows", "2147483648", "--cols", "2147483648", 1,
+               "shardlm bench-matmul: 2147483648 x 2147483648 q4_0 needs ");
 }
