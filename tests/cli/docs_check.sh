@@ -24,7 +24,7 @@ if ! diff -u "$tmp/doc.md" "$tmp/gen.md" >&2; then
 fi
 
 # each command's code block against its --help, in the file as a whole
-for cmd in generate serve worker bench launch; do
+for cmd in generate serve worker bench launch bench-matmul; do
   awk -v h="### $cmd" '$0 == h {s=1; next} s == 1 && /^```$/ {s=2; next} s == 2 && /^```$/ {exit} s == 2' \
     "$DOC" >"$tmp/$cmd.doc"
   "$BIN" "$cmd" --help >"$tmp/$cmd.help"
@@ -41,5 +41,5 @@ for f in $(grep -o -- '--[a-z][a-z0-9-]*' "$tmp/serve.help" | sort -u); do
     fail=1
   fi
 done
-[ $fail = 0 ] && echo "docs_check: docs/CLI.md matches --help for generate, serve, worker, bench, launch"
+[ $fail = 0 ] && echo "docs_check: docs/CLI.md matches --help for generate, serve, worker, bench, launch, bench-matmul"
 exit $fail
