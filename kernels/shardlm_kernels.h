@@ -256,6 +256,9 @@ int shardlm_kernels_force_isa(const char *name);
  * run "avx2" kernels it does not beat). Writes at most len bytes to buf and
  * returns buf; "none" for a type without a kernel. */
 const char *shardlm_kernels_kernel(shardlm_dtype t, char *buf, size_t len);
+/* The same for a matrix already in layout l (what shardlm_repack returned):
+ * a matrix too small to repack keeps its own type's kernel. */
+const char *shardlm_kernels_layout_kernel(shardlm_dtype l, char *buf, size_t len);
 /* Every weight type with kernels, for reports (doctor, bench --json). */
 #define SHARDLM_KERNELS_N_DTYPES 15
 extern const shardlm_dtype shardlm_kernels_dtypes[SHARDLM_KERNELS_N_DTYPES];

@@ -256,23 +256,10 @@ static int make_copies(bmm_run *run, const void *w, int m)
     return 0;
 }
 
-/* The kernel that runs: shardlm_kernels_kernel names the layout a matrix of
- * many rows is repacked to; one too small to repack keeps its own, named
- * with repacking off. */
+/* The kernel that runs, for the layout the matrix is in. */
 static void name_kernel(bmm_run *run)
 {
-    shardlm_dtype t = run->o->type;
-    if (run->layout != t) {
-        shardlm_kernels_kernel(t, run->kernel, sizeof run->kernel);
-        return;
-    }
-    const char *env = getenv("SHARDLM_REPACK");
-    char old[64];
-    snprintf(old, sizeof old, "%s", env ? env : "");
-    setenv("SHARDLM_REPACK", "0", 1);
-    shardlm_kernels_kernel(t, run->kernel, sizeof run->kernel);
-    if (env) setenv("SHARDLM_REPACK", old, 1);
-    else unsetenv("SHARDLM_REPACK");
+    shardlm_kernels_layout_kernel(run->layout, run->kernel, sizeof run->kernel);
 }
 
 static int cmp_double(const void *a, const void *b)

@@ -235,12 +235,11 @@ static const char *mm_fn_origin(shardlm_dtype t, shardlm_mm_fn f)
     return "?";
 }
 
-const char *shardlm_kernels_kernel(shardlm_dtype t, char *buf, size_t len)
+const char *shardlm_kernels_layout_kernel(shardlm_dtype l, char *buf, size_t len)
 {
-    const shardlm_isa_ops *o = isa();
-    shardlm_dtype l = mm_layout(o, t);
-    shardlm_mm_fn f = mm_fn_pick(o, l);
-    if (!f || !shardlm_dtype_row_bytes(t, 256)) snprintf(buf, len, "none");
+    shardlm_mm_fn f = mm_fn_pick(isa(), l);
+    shardlm_dtype base = l == SHARDLM_DT_Q4_0_R8 ? SHARDLM_DT_Q4_0 : l == SHARDLM_DT_Q8_0_R4 ? SHARDLM_DT_Q8_0 : l;
+    if (!f || !shardlm_dtype_row_bytes(base, 256)) snprintf(buf, len, "none");
     else
         snprintf(buf, len, "%s/%s",
                  l == SHARDLM_DT_Q4_0_R8   ? "q4_0_r8"
@@ -248,6 +247,11 @@ const char *shardlm_kernels_kernel(shardlm_dtype t, char *buf, size_t len)
                                            : shardlm_dtype_name(l),
                  mm_fn_origin(l, f));
     return buf;
+}
+
+const char *shardlm_kernels_kernel(shardlm_dtype t, char *buf, size_t len)
+{
+    return shardlm_kernels_layout_kernel(mm_layout(isa(), t), buf, len);
 }
 
 const shardlm_dtype shardlm_kernels_dtypes[SHARDLM_KERNELS_N_DTYPES] = {
