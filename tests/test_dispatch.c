@@ -60,8 +60,12 @@ static void kernels_of(const char *isa, char out[][48])
  * the default path picks must be exactly what the AVX2 path picks. */
 static int measured_faster(const char *kernel)
 {
-    static const char *const ok[] = {"q4_0_r8/avx512vnni", "q8_0_r4/avx512vnni", "q4_k/avx512vnni",
-                                     "q6_k/avx512vnni"};
+    static const char *const ok[] = {
+        "q4_0_r8/avx512vnni",
+        "q8_0_r4/avx512vnni",
+        "q4_k/avx512vnni",
+        "q6_k/avx512vnni",
+    };
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
         if (!strcmp(kernel, ok[i])) return 1;
     return 0;
