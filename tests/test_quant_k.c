@@ -275,11 +275,14 @@ static float lanes_sum(const float l[8])
     return (s0 + s2) + (s1 + s3);
 }
 
-static float q4_k_simd_expected(const uint8_t *row, const float *x, size_t cols)
+/* Q4_K, or Q5_K (q5): its fifth bits (32 bytes at +16, bit j for value
+ * block j) join the nibbles, which start at +48. */
+static float q45_k_simd_expected(const uint8_t *row, const float *x, size_t cols, int q5)
 {
     float acc[8] = {0}, corr = 0.0f;
+    size_t sb_bytes = q5 ? 176 : Q4K_BYTES, qs = q5 ? 48 : 16;
     for (size_t sb = 0; sb < cols / 256; sb++) {
-        const uint8_t *b = row + sb * Q4K_BYTES, *s = b + 4;
+        const uint8_t *b = row + sb * sb_bytes, *s = b + 4;
         float d = f16(b), dmin = f16(b + 2);
         act_block xa[8];
         float fs[8];
@@ -294,8 +297,8 @@ static float q4_k_simd_expected(const uint8_t *row, const float *x, size_t cols)
             for (int n = 0; n < 8; n++) {
                 int32_t p = 0;
                 for (int k = 4 * n; k < 4 * n + 4; k++) {
-                    int byte = b[16 + 32 * (j / 2) + k];
-                    p += (j % 2 ? byte >> 4 : byte & 15) * xa[j].q[k];
+                    int byte = b[qs + 32 * (j / 2) + k], hb = q5 ? (b[16 + k] >> j & 1) << 4 : 0;
+                    p += ((j % 2 ? byte >> 4 : byte & 15) | hb) * xa[j].q[k];
                 }
                 acc[n] = fmaf((float)p, fs[j], acc[n]);
             }
@@ -355,8 +358,10 @@ static void check_simd_exact(shardlm_dtype t, const char *isa)
                 shardlm_matmul(p ? pool : NULL, t, w, rows, cols, x, n, y);
                 for (size_t i = 0; i < n; i++)
                     for (size_t r = 0; r < rows; r++) {
-                        float want = t == SHARDLM_DT_Q4_K ? q4_k_simd_expected(w + r * rb, x + i * cols, cols)
-                                                          : q6_k_simd_expected(w + r * rb, x + i * cols, cols);
+                        const uint8_t *wr = w + r * rb;
+                        const float *xi = x + i * cols;
+                        float want = t == SHARDLM_DT_Q6_K ? q6_k_simd_expected(wr, xi, cols)
+                                                          : q45_k_simd_expected(wr, xi, cols, t == SHARDLM_DT_Q5_K);
                         cr_assert(!memcmp(&want, &y[i * rows + r], sizeof want),
                                   "%s %s rows=%zu n=%zu pool=%d y[%zu][%zu] %.9g, want %.9g", isa,
                                   shardlm_dtype_name(t), rows, n, p, i, r, y[i * rows + r], want);
@@ -371,17 +376,20 @@ Test(quant_k, avx2_exact_arithmetic)
 {
     if (shardlm_kernels_force_isa("avx2") != 0) cr_skip_test("SKIP: no AVX2 on this CPU");
     check_simd_exact(SHARDLM_DT_Q4_K, "avx2");
+    check_simd_exact(SHARDLM_DT_Q5_K, "avx2");
     check_simd_exact(SHARDLM_DT_Q6_K, "avx2");
 }
 
 Test(quant_k, avx512vnni_exact_arithmetic)
 {
     if (shardlm_kernels_force_isa("avx512vnni") != 0)
-        cr_skip_test("SKIP: this CPU has no AVX-512 VNNI, so the VNNI Q4_K/Q6_K kernels cannot run here");
+        cr_skip_test("SKIP: this CPU has no AVX-512 VNNI, so the VNNI Q4_K/Q5_K/Q6_K kernels cannot run here");
     char k[48];
     cr_assert_str_eq(shardlm_kernels_kernel(SHARDLM_DT_Q4_K, k, sizeof k), "q4_k/avx512vnni");
+    cr_assert_str_eq(shardlm_kernels_kernel(SHARDLM_DT_Q5_K, k, sizeof k), "q5_k/avx512vnni");
     cr_assert_str_eq(shardlm_kernels_kernel(SHARDLM_DT_Q6_K, k, sizeof k), "q6_k/avx512vnni");
     check_simd_exact(SHARDLM_DT_Q4_K, "avx512vnni");
+    check_simd_exact(SHARDLM_DT_Q5_K, "avx512vnni");
     check_simd_exact(SHARDLM_DT_Q6_K, "avx512vnni");
 }
 

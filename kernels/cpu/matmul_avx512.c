@@ -9,6 +9,7 @@
 
 #include "cpu_internal.h"
 #include "matmul_x86_tiles.h"
+#include "quant_k.h"
 
 #define T512 "avx512f,avx512bw,avx512vl,avx2,fma,f16c"
 #define T512VNNI "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"
@@ -278,7 +279,7 @@ const shardlm_isa_ops shardlm_isa_avx512vnni = {
     .softmax = shardlm_avx2_softmax,
     .silu_mul = shardlm_avx2_silu_mul,
     /* SHARDLM_ISA_MORE_TYPES_AVX2, one per line, replaced where measured faster. */
-    .q5_k = shardlm_avx2_q5_k,
+    .q5_k = shardlm_avx512vnni_q5_k,
     .q4_1 = shardlm_avx2_q4_1,
     .q5_0 = shardlm_avx2_q5_0,
     .q5_1 = shardlm_avx2_q5_1,

@@ -1,7 +1,8 @@
-/* matmul_avx512_k.c - AVX-512 VNNI kernels for Q4_K and Q6_K weights on the
- * plain ggml layout, two rows per 512-bit register (row r in lanes 0..7,
- * row r + 1 in lanes 8..15), so each half does what one AVX2 register does
- * in matmul_k.c and the bits stay the AVX2 kernel's.
+/* matmul_avx512_k.c - AVX-512 VNNI kernels for Q4_K, Q5_K and Q6_K weights
+ * on the plain ggml layout, two rows per 512-bit register (row r in lanes
+ * 0..7, row r + 1 in lanes 8..15), so each half does what one AVX2 register
+ * does in matmul_k.c (matmul_k_more.c for Q5_K) and the bits stay the AVX2
+ * kernel's.
  *
  * Why two rows in halves rather than 16 rows in lanes (as Q4_0_R8): the
  * AVX2 kernels sum each row in 8 float lanes, lane n holding bytes 4n..4n+3
@@ -15,6 +16,7 @@
  *   Q4_K: per 32-value sub-block j, fs_j = (d * sc_j) * xd_j and the exact
  *     int32 4-byte sums p of nibble * x; acc = fma(p, fs_j, acc) in j
  *     order; corr += (dmin * m_j) * xs_j in j order; y = hsum8(acc) - corr.
+ *   Q5_K: as Q4_K, the value's fifth bit or-ed into each nibble first.
  *   Q6_K: per 32-value block j, the exact int32 sc * sum((u - 32) * x) of 4
  *     bytes (sc the 16-value sub-block's scale); acc = fma(that, d * xd_j,
  *     acc) in j order; y = hsum8(acc).
@@ -24,6 +26,7 @@
 #include <immintrin.h>
 
 #include "matmul_x86_tiles.h"
+#include "quant_blocks.h"
 #include "quant_k.h"
 
 #define KV_TARGET "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"
@@ -105,11 +108,14 @@ KV_INLINE void kv_row_pairs(const shardlm_mm_args *a, size_t r, size_t r1, int P
 }
 
 /* Rows r + 2p, r + 2p + 1 (p < P; a missing second row repeats the first
- * and is not stored) against inputs i0..i0+N-1. */
+ * and is not stored) against inputs i0..i0+N-1. Q5 (a constant): Q5_K,
+ * whose fifth bit joins each nibble before the products, as in the AVX2
+ * kernel (matmul_k_more.c); everything after is Q4_K's arithmetic. */
 #define KV_VCORR (P == 1 && N > 1) /* the min-term sums in lanes (batches) */
-KV_INLINE void q4k_tile(const shardlm_mm_args *a, size_t r, size_t r1, int P, size_t i0, int N)
+KV_INLINE void q45k_tile(const shardlm_mm_args *a, size_t r, size_t r1, int P, size_t i0, int N, int Q5)
 {
     size_t nsb = a->cols / SHARDLM_QK_K, nb = a->cols / SHARDLM_QK;
+    size_t sb_bytes = Q5 ? SHARDLM_Q5_K_BYTES : SHARDLM_Q4_K_BYTES, qs = Q5 ? SHARDLM_Q5_K_QS : 16;
     const uint8_t *w0[2], *w1[2];
     const __m512i m4 = _mm512_set1_epi8(0x0f);
     __m512i pick[KV_SB];
@@ -127,10 +133,11 @@ KV_INLINE void q4k_tile(const shardlm_mm_args *a, size_t r, size_t r1, int P, si
             corr[p][ii][0] = corr[p][ii][1] = 0.0f;
         }
     for (size_t sb = 0; sb < nsb; sb++) {
-        size_t off = sb * SHARDLM_Q4_K_BYTES, b0 = sb * KV_SB;
+        size_t off = sb * sb_bytes, b0 = sb * KV_SB;
 #pragma GCC unroll 2
         for (int p = 0; p < P; p++) {
             const uint8_t *x0 = w0[p] + off, *x1 = w1[p] + off;
+            __m512i qh = Q5 ? kv_pair(x0 + SHARDLM_Q5_K_QH, x1 + SHARDLM_Q5_K_QH) : _mm512_setzero_si512();
             __m256 sc0, m0, sc1, m1;
             q4k_scales(x0 + 4, &sc0, &m0);
             q4k_scales(x1 + 4, &sc1, &m1);
@@ -171,8 +178,13 @@ KV_INLINE void q4k_tile(const shardlm_mm_args *a, size_t r, size_t r1, int P, si
             }
 #pragma GCC unroll 4
             for (int c = 0; c < 4; c++) {
-                __m512i q = kv_pair(x0 + 16 + 32 * c, x1 + 16 + 32 * c);
+                __m512i q = kv_pair(x0 + qs + 32 * c, x1 + qs + 32 * c);
                 __m512i lo = _mm512_and_si512(q, m4), hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+                if (Q5) { /* bit 2c (2c + 1) of each qh byte is the fifth bit of sub-block 2c's (2c + 1's) value */
+                    const __m512i bit = _mm512_set1_epi8(1);
+                    lo = _mm512_or_si512(lo, _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(qh, 2 * c), bit), 4));
+                    hi = _mm512_or_si512(hi, _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(qh, 2 * c + 1), bit), 4));
+                }
 #pragma GCC unroll 4
                 for (int ii = 0; ii < N; ii++) {
                     __m512i p0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, kv_x(a, i0 + ii, b0 + 2 * c));
@@ -198,6 +210,16 @@ KV_INLINE void q4k_tile(const shardlm_mm_args *a, size_t r, size_t r1, int P, si
             kv_store(a, i0 + ii, r + 2 * (size_t)p, r + 2 * (size_t)p + 1 < r1, acc[p][ii], corr[p][ii]);
 }
 #undef KV_VCORR
+
+KV_INLINE void q4k_tile(const shardlm_mm_args *a, size_t r, size_t r1, int P, size_t i0, int N)
+{
+    q45k_tile(a, r, r1, P, i0, N, 0);
+}
+
+KV_INLINE void q5k_tile(const shardlm_mm_args *a, size_t r, size_t r1, int P, size_t i0, int N)
+{
+    q45k_tile(a, r, r1, P, i0, N, 1);
+}
 
 /* ---- Q6_K ---- */
 
@@ -318,7 +340,9 @@ KV_INLINE void q6k_tile(const shardlm_mm_args *a, size_t r, size_t r1, int P, si
  * one row at a time even with prefetch (docs/PERFORMANCE.md), while in
  * cache and in batches it was faster. */
 static const shardlm_mm_fn kv_q4k_decode = NULL, kv_q6k_decode = shardlm_avx2_q6_k;
+static const shardlm_mm_fn kv_q5k_decode = NULL;
 
 KV_ROWS(shardlm_avx512vnni_q4_k, q4k_tile, 2, kv_q4k_decode)
+KV_ROWS(shardlm_avx512vnni_q5_k, q5k_tile, 2, kv_q5k_decode)
 KV_ROWS(shardlm_avx512vnni_q6_k, q6k_tile, 2, kv_q6k_decode)
 #endif
