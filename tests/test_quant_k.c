@@ -331,6 +331,74 @@ static float q6_k_simd_expected(const uint8_t *row, const float *x, size_t cols)
     return lanes_sum(acc);
 }
 
+/* Q3_K's scale k (0..15), ggml's layout: 4 low bits from the nibbles of
+ * bytes 0..7, 2 high bits from bytes 8..11, minus 32. */
+static int q3_k_scale(const uint8_t *s, int k)
+{
+    int lo = k < 8 ? s[k] & 15 : s[k - 8] >> 4;
+    return (lo | (s[8 + k % 4] >> (2 * (k / 4)) & 3) << 4) - 32;
+}
+
+/* Q3_K (matmul_k_more.c): per block j and lane n, sc * sum((u - 4) * x)
+ * with u = 2 low bits | high-mask bit << 2 and sc the 16-value sub-block's
+ * signed scale; acc_n = fma(that, d * xd, acc_n). */
+static float q3_k_simd_expected(const uint8_t *row, const float *x, size_t cols)
+{
+    float acc[8] = {0};
+    for (size_t sb = 0; sb < cols / 256; sb++) {
+        const uint8_t *b = row + sb * 110, *hm = b, *qs = b + 32;
+        float d = f16(b + 108);
+        for (int j = 0; j < 8; j++) {
+            act_block xa = act_quant(x + sb * 256 + 32 * (size_t)j);
+            for (int n = 0; n < 8; n++) {
+                int32_t p = 0;
+                for (int l = 4 * n; l < 4 * n + 4; l++) {
+                    int u = (qs[32 * (j / 4) + l] >> (2 * (j % 4)) & 3) | (hm[l] >> j & 1) << 2;
+                    p += (u - 4) * xa.q[l];
+                }
+                p *= q3_k_scale(b + 96, 2 * j + n / 4);
+                acc[n] = fmaf((float)p, d * xa.d, acc[n]);
+            }
+        }
+    }
+    return lanes_sum(acc);
+}
+
+/* Q2_K: per block j and lane n, s = sc * sum(q * x) and t = m * sum(x)
+ * (sc, m the nibbles of the sub-block's scale byte); acc_n = fma(s, d * xd,
+ * acc_n), then fma(t, -(dmin * xd), acc_n). */
+static float q2_k_simd_expected(const uint8_t *row, const float *x, size_t cols)
+{
+    float acc[8] = {0};
+    for (size_t sb = 0; sb < cols / 256; sb++) {
+        const uint8_t *b = row + sb * 84, *qs = b + 16;
+        float d = f16(b + 80), dmin = f16(b + 82);
+        for (int j = 0; j < 8; j++) {
+            act_block xa = act_quant(x + sb * 256 + 32 * (size_t)j);
+            for (int n = 0; n < 8; n++) {
+                int32_t sq = 0, sx = 0, sc = b[2 * j + n / 4] & 15, m = b[2 * j + n / 4] >> 4;
+                for (int l = 4 * n; l < 4 * n + 4; l++) {
+                    sq += (qs[32 * (j / 4) + l] >> (2 * (j % 4)) & 3) * xa.q[l];
+                    sx += xa.q[l];
+                }
+                acc[n] = fmaf((float)(sc * sq), d * xa.d, acc[n]);
+                acc[n] = fmaf((float)(m * sx), -(dmin * xa.d), acc[n]);
+            }
+        }
+    }
+    return lanes_sum(acc);
+}
+
+static float simd_expected(shardlm_dtype t, const uint8_t *wr, const float *xi, size_t cols)
+{
+    switch (t) {
+    case SHARDLM_DT_Q6_K: return q6_k_simd_expected(wr, xi, cols);
+    case SHARDLM_DT_Q3_K: return q3_k_simd_expected(wr, xi, cols);
+    case SHARDLM_DT_Q2_K: return q2_k_simd_expected(wr, xi, cols);
+    default: return q45_k_simd_expected(wr, xi, cols, t == SHARDLM_DT_Q5_K);
+    }
+}
+
 /* shardlm_matmul on path isa, with and without a 2-thread pool, against the
  * rebuild: rows 1, 3 (a pair and a lone row), 37 (a 16-row block tail, an
  * odd row) and 300 (several thread chunks); 1, 2, 5 and 17 inputs. */
@@ -358,10 +426,7 @@ static void check_simd_exact(shardlm_dtype t, const char *isa)
                 shardlm_matmul(p ? pool : NULL, t, w, rows, cols, x, n, y);
                 for (size_t i = 0; i < n; i++)
                     for (size_t r = 0; r < rows; r++) {
-                        const uint8_t *wr = w + r * rb;
-                        const float *xi = x + i * cols;
-                        float want = t == SHARDLM_DT_Q6_K ? q6_k_simd_expected(wr, xi, cols)
-                                                          : q45_k_simd_expected(wr, xi, cols, t == SHARDLM_DT_Q5_K);
+                        float want = simd_expected(t, w + r * rb, x + i * cols, cols);
                         cr_assert(!memcmp(&want, &y[i * rows + r], sizeof want),
                                   "%s %s rows=%zu n=%zu pool=%d y[%zu][%zu] %.9g, want %.9g", isa,
                                   shardlm_dtype_name(t), rows, n, p, i, r, y[i * rows + r], want);
@@ -377,19 +442,25 @@ Test(quant_k, avx2_exact_arithmetic)
     if (shardlm_kernels_force_isa("avx2") != 0) cr_skip_test("SKIP: no AVX2 on this CPU");
     check_simd_exact(SHARDLM_DT_Q4_K, "avx2");
     check_simd_exact(SHARDLM_DT_Q5_K, "avx2");
+    check_simd_exact(SHARDLM_DT_Q3_K, "avx2");
+    check_simd_exact(SHARDLM_DT_Q2_K, "avx2");
     check_simd_exact(SHARDLM_DT_Q6_K, "avx2");
 }
 
 Test(quant_k, avx512vnni_exact_arithmetic)
 {
     if (shardlm_kernels_force_isa("avx512vnni") != 0)
-        cr_skip_test("SKIP: this CPU has no AVX-512 VNNI, so the VNNI Q4_K/Q5_K/Q6_K kernels cannot run here");
+        cr_skip_test("SKIP: this CPU has no AVX-512 VNNI, so the VNNI K-quant kernels cannot run here");
     char k[48];
     cr_assert_str_eq(shardlm_kernels_kernel(SHARDLM_DT_Q4_K, k, sizeof k), "q4_k/avx512vnni");
     cr_assert_str_eq(shardlm_kernels_kernel(SHARDLM_DT_Q5_K, k, sizeof k), "q5_k/avx512vnni");
+    cr_assert_str_eq(shardlm_kernels_kernel(SHARDLM_DT_Q3_K, k, sizeof k), "q3_k/avx512vnni");
+    cr_assert_str_eq(shardlm_kernels_kernel(SHARDLM_DT_Q2_K, k, sizeof k), "q2_k/avx512vnni");
     cr_assert_str_eq(shardlm_kernels_kernel(SHARDLM_DT_Q6_K, k, sizeof k), "q6_k/avx512vnni");
     check_simd_exact(SHARDLM_DT_Q4_K, "avx512vnni");
     check_simd_exact(SHARDLM_DT_Q5_K, "avx512vnni");
+    check_simd_exact(SHARDLM_DT_Q3_K, "avx512vnni");
+    check_simd_exact(SHARDLM_DT_Q2_K, "avx512vnni");
     check_simd_exact(SHARDLM_DT_Q6_K, "avx512vnni");
 }
 

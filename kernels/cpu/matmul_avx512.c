@@ -283,8 +283,8 @@ const shardlm_isa_ops shardlm_isa_avx512vnni = {
     .q4_1 = shardlm_avx2_q4_1,
     .q5_0 = shardlm_avx2_q5_0,
     .q5_1 = shardlm_avx2_q5_1,
-    .q2_k = shardlm_avx2_q2_k,
-    .q3_k = shardlm_avx2_q3_k,
+    .q2_k = shardlm_avx512vnni_q2_k,
+    .q3_k = shardlm_avx512vnni_q3_k,
     .iq4_nl = shardlm_avx2_iq4_nl,
     .iq4_xs = shardlm_avx2_iq4_xs,
 };

@@ -1,4 +1,4 @@
-/* matmul_avx512_k.c - AVX-512 VNNI kernels for Q4_K, Q5_K and Q6_K weights
+/* matmul_avx512_k.c - AVX-512 VNNI kernels for the K-quants (Q2_K to Q6_K)
  * on the plain ggml layout, two rows per 512-bit register (row r in lanes
  * 0..7, row r + 1 in lanes 8..15), so each half does what one AVX2 register
  * does in matmul_k.c (matmul_k_more.c for Q5_K) and the bits stay the AVX2
@@ -20,6 +20,9 @@
  *   Q6_K: per 32-value block j, the exact int32 sc * sum((u - 32) * x) of 4
  *     bytes (sc the 16-value sub-block's scale); acc = fma(that, d * xd_j,
  *     acc) in j order; y = hsum8(acc).
+ *   Q3_K and Q2_K: as Q6_K with their own codes and signed (Q3_K) or
+ *     unsigned (Q2_K) 16-value scales; Q2_K adds fma(m * sum(x),
+ *     -(dmin * xd_j), acc) after each block's product.
  * Products of two floats are each rounded (ISO C: no contraction), as in
  * the AVX2 kernels' scalar code. */
 #if defined(__x86_64__)
@@ -302,6 +305,144 @@ KV_INLINE void q6k_tile(const shardlm_mm_args *a, size_t r, size_t r1, int P, si
         for (int ii = 0; ii < N; ii++) kv_store(a, i0 + ii, r + 2 * (size_t)p, r + 2 * (size_t)p + 1 < r1, acc[p][ii], NULL);
 }
 
+/* ---- Q3_K and Q2_K: 16-value sub-blocks, as Q6_K ---- */
+
+/* The int32 scale of each 4-byte group of value block j for two rows whose
+ * 16 sub-block scales (as int32) are s0 and s1: lanes 0-3 and 8-11 take
+ * sub-block 2j, 4-7 and 12-15 sub-block 2j + 1. */
+KV_INLINE __m512i kv_sub_scales(__m512i s0, __m512i s1, int j)
+{
+    int e = 2 * j, o = 2 * j + 1;
+    const __m512i idx =
+        _mm512_setr_epi32(e, e, e, e, o, o, o, o, 16 + e, 16 + e, 16 + e, 16 + e, 16 + o, 16 + o, 16 + o, 16 + o);
+    return _mm512_permutex2var_epi32(s0, idx, s1);
+}
+
+/* Q3_K's 16 signed scales of one row as int32. */
+KV_INLINE __m512i q3k_scales(const uint8_t *row)
+{
+    uint8_t b[16];
+    shardlm_q3_k_scales_biased(row + SHARDLM_Q3_K_SC, b);
+    return _mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)b)), _mm512_set1_epi32(32));
+}
+
+/* As q6k_tile, for the AVX2 kernel's arithmetic (matmul_k_more.c): per
+ * block j and input, the exact int32 sc * sum((u - 4) * x) of each 4 bytes
+ * (u = 2 low bits | high bit << 2; the AVX2 sign trick sums the same
+ * integers), then acc = fma(that, d * xd_j, acc) in j order. */
+KV_INLINE void q3k_tile(const shardlm_mm_args *a, size_t r, size_t r1, int P, size_t i0, int N)
+{
+    size_t nsb = a->cols / SHARDLM_QK_K, nb = a->cols / SHARDLM_QK;
+    const uint8_t *w0[2], *w1[2];
+    const __m512i k4 = _mm512_set1_epi8(4), three = _mm512_set1_epi8(3), bit = _mm512_set1_epi8(1);
+    __m512 acc[2][4];
+    kv_row_pairs(a, r, r1, P, w0, w1);
+#pragma GCC unroll 2
+    for (int p = 0; p < P; p++)
+#pragma GCC unroll 4
+        for (int ii = 0; ii < N; ii++) acc[p][ii] = _mm512_setzero_ps();
+    for (size_t sb = 0; sb < nsb; sb++) {
+        size_t off = sb * SHARDLM_Q3_K_BYTES, b0 = sb * KV_SB;
+        __m512i ox[4][KV_SB]; /* 4 * sum(x) per 4 bytes, the same for every row pair */
+#pragma GCC unroll 4
+        for (int ii = 0; ii < N; ii++)
+#pragma GCC unroll 8
+            for (int j = 0; j < KV_SB; j++)
+                ox[ii][j] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), k4, kv_x(a, i0 + ii, b0 + j));
+#pragma GCC unroll 2
+        for (int p = 0; p < P; p++) {
+            const uint8_t *x0 = w0[p] + off, *x1 = w1[p] + off;
+            __m512 dv = kv_two(_cvtsh_ss(shardlm_rd16(x0 + SHARDLM_Q3_K_D)), _cvtsh_ss(shardlm_rd16(x1 + SHARDLM_Q3_K_D)));
+            __m512i s0 = q3k_scales(x0), s1 = q3k_scales(x1), hm = kv_pair(x0, x1);
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; h++) {
+                __m512i q = kv_pair(x0 + SHARDLM_Q3_K_QS + 32 * h, x1 + SHARDLM_Q3_K_QS + 32 * h);
+#pragma GCC unroll 4
+                for (int k = 0; k < 4; k++) {
+                    int j = 4 * h + k;
+                    __m512i hb = _mm512_and_si512(_mm512_srli_epi16(hm, j), bit);
+                    __m512i u = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(q, 2 * k), three),
+                                                _mm512_slli_epi16(hb, 2));
+                    __m512i scv = kv_sub_scales(s0, s1, j);
+#pragma GCC unroll 4
+                    for (int ii = 0; ii < N; ii++) {
+                        size_t b = (i0 + ii) * nb + b0 + (size_t)j;
+                        __m512i sum = _mm512_sub_epi32(
+                            _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, kv_x(a, i0 + ii, b0 + (size_t)j)), ox[ii][j]);
+                        __m512 f = _mm512_cvtepi32_ps(_mm512_mullo_epi32(sum, scv));
+                        acc[p][ii] = _mm512_fmadd_ps(f, _mm512_mul_ps(dv, _mm512_set1_ps(a->xd[b])), acc[p][ii]);
+                    }
+                }
+            }
+        }
+    }
+#pragma GCC unroll 2
+    for (int p = 0; p < P; p++)
+#pragma GCC unroll 4
+        for (int ii = 0; ii < N; ii++) kv_store(a, i0 + ii, r + 2 * (size_t)p, r + 2 * (size_t)p + 1 < r1, acc[p][ii], NULL);
+}
+
+/* As q3k_tile, for Q2_K (value d * sc * q - dmin * m, q 2 bits): per block
+ * j and input, s = sc * sum(q * x) and t = m * sum(x) per 4 bytes, exact;
+ * acc = fma(s, d * xd_j, acc), then acc = fma(t, -(dmin * xd_j), acc). */
+KV_INLINE void q2k_tile(const shardlm_mm_args *a, size_t r, size_t r1, int P, size_t i0, int N)
+{
+    size_t nsb = a->cols / SHARDLM_QK_K, nb = a->cols / SHARDLM_QK;
+    const uint8_t *w0[2], *w1[2];
+    const __m512i one = _mm512_set1_epi8(1), three = _mm512_set1_epi8(3), low = _mm512_set1_epi32(15);
+    __m512 acc[2][4];
+    kv_row_pairs(a, r, r1, P, w0, w1);
+#pragma GCC unroll 2
+    for (int p = 0; p < P; p++)
+#pragma GCC unroll 4
+        for (int ii = 0; ii < N; ii++) acc[p][ii] = _mm512_setzero_ps();
+    for (size_t sb = 0; sb < nsb; sb++) {
+        size_t off = sb * SHARDLM_Q2_K_BYTES, b0 = sb * KV_SB;
+        __m512i xs[4][KV_SB]; /* sum(x) per 4 bytes */
+#pragma GCC unroll 4
+        for (int ii = 0; ii < N; ii++)
+#pragma GCC unroll 8
+            for (int j = 0; j < KV_SB; j++)
+                xs[ii][j] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), one, kv_x(a, i0 + ii, b0 + j));
+#pragma GCC unroll 2
+        for (int p = 0; p < P; p++) {
+            const uint8_t *x0 = w0[p] + off, *x1 = w1[p] + off;
+            __m512 dv = kv_two(_cvtsh_ss(shardlm_rd16(x0 + SHARDLM_Q2_K_D)), _cvtsh_ss(shardlm_rd16(x1 + SHARDLM_Q2_K_D)));
+            __m512 mv = kv_two(_cvtsh_ss(shardlm_rd16(x0 + SHARDLM_Q2_K_D + 2)),
+                               _cvtsh_ss(shardlm_rd16(x1 + SHARDLM_Q2_K_D + 2)));
+            __m512i c0 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)x0));
+            __m512i c1 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)x1));
+            __m512i s0 = _mm512_and_si512(c0, low), s1 = _mm512_and_si512(c1, low);
+            __m512i m0 = _mm512_srli_epi32(c0, 4), m1 = _mm512_srli_epi32(c1, 4);
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; h++) {
+                __m512i q = kv_pair(x0 + SHARDLM_Q2_K_QS + 32 * h, x1 + SHARDLM_Q2_K_QS + 32 * h);
+#pragma GCC unroll 4
+                for (int k = 0; k < 4; k++) {
+                    int j = 4 * h + k;
+                    __m512i w = _mm512_and_si512(_mm512_srli_epi16(q, 2 * k), three);
+                    __m512i scv = kv_sub_scales(s0, s1, j), mnv = kv_sub_scales(m0, m1, j);
+#pragma GCC unroll 4
+                    for (int ii = 0; ii < N; ii++) {
+                        __m512 xd = _mm512_set1_ps(a->xd[(i0 + ii) * nb + b0 + (size_t)j]);
+                        __m512i sq = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, kv_x(a, i0 + ii, b0 + (size_t)j));
+                        __m512 fs = _mm512_cvtepi32_ps(_mm512_mullo_epi32(sq, scv));
+                        __m512 ft = _mm512_cvtepi32_ps(_mm512_mullo_epi32(xs[ii][j], mnv));
+                        acc[p][ii] = _mm512_fmadd_ps(fs, _mm512_mul_ps(dv, xd), acc[p][ii]);
+                        /* -(dmin * xd): the sign flip is exact, as the AVX2 kernel's scalar negation */
+                        acc[p][ii] = _mm512_fmadd_ps(ft, _mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(mv, xd)),
+                                                     acc[p][ii]);
+                    }
+                }
+            }
+        }
+    }
+#pragma GCC unroll 2
+    for (int p = 0; p < P; p++)
+#pragma GCC unroll 4
+        for (int ii = 0; ii < N; ii++) kv_store(a, i0 + ii, r + 2 * (size_t)p, r + 2 * (size_t)p + 1 < r1, acc[p][ii], NULL);
+}
+
 /* ---- row loops ----
  * n == 1: 4 rows (2 pairs) per pass, then a pair or a lone row. n > 1: row
  * blocks of 16, each 4-input tile passing over the block's pairs so the
@@ -335,14 +476,16 @@ KV_INLINE void q6k_tile(const shardlm_mm_args *a, size_t r, size_t r1, int P, si
         }                                                                                               \
     }
 
-/* Q6_K decode (one input) runs the AVX2 kernel, same bits: streaming the
- * weights from DRAM, two rows per register ran 1.1-2x slower than AVX2's
- * one row at a time even with prefetch (docs/PERFORMANCE.md), while in
- * cache and in batches it was faster. */
+/* Q6_K and Q3_K decode (one input) run the AVX2 kernel, same bits:
+ * streaming the weights from DRAM, two rows per register ran 1.1-2x slower
+ * than AVX2's one row at a time even with prefetch (Q3_K: 8.8 against 12.3
+ * GMAC/s; docs/PERFORMANCE.md), while in batches it was faster. */
 static const shardlm_mm_fn kv_q4k_decode = NULL, kv_q6k_decode = shardlm_avx2_q6_k;
-static const shardlm_mm_fn kv_q5k_decode = NULL;
+static const shardlm_mm_fn kv_q5k_decode = NULL, kv_q3k_decode = shardlm_avx2_q3_k, kv_q2k_decode = NULL;
 
 KV_ROWS(shardlm_avx512vnni_q4_k, q4k_tile, 2, kv_q4k_decode)
 KV_ROWS(shardlm_avx512vnni_q5_k, q5k_tile, 2, kv_q5k_decode)
+KV_ROWS(shardlm_avx512vnni_q3_k, q3k_tile, 2, kv_q3k_decode)
+KV_ROWS(shardlm_avx512vnni_q2_k, q2k_tile, 2, kv_q2k_decode)
 KV_ROWS(shardlm_avx512vnni_q6_k, q6k_tile, 2, kv_q6k_decode)
 #endif

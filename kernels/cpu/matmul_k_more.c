@@ -135,16 +135,11 @@ AVX2_INLINE void q2_k_tile(const shardlm_mm_args *a, size_t r, size_t i0, int N)
     for (int ii = 0; ii < N; ii++) a->y[(i0 + ii) * a->rows + r] = hsum8(acc[ii]);
 }
 
-/* The 16 scales of a Q3_K super-block, minus 32, as int16: ggml's layout
- * unpacked a 32-bit word at a time (4 scales each), not one by one. */
+/* The 16 scales of a Q3_K super-block, minus 32, as int16. */
 AVX2_INLINE void q3_k_scales16(const uint8_t *s, int16_t out[16])
 {
-    uint32_t a[3], r[4];
-    memcpy(a, s, 12);
-    r[0] = (a[0] & 0x0f0f0f0fu) | (a[2] & 0x03030303u) << 4;
-    r[1] = (a[1] & 0x0f0f0f0fu) | (a[2] >> 2 & 0x03030303u) << 4;
-    r[2] = (a[0] >> 4 & 0x0f0f0f0fu) | (a[2] >> 4 & 0x03030303u) << 4;
-    r[3] = (a[1] >> 4 & 0x0f0f0f0fu) | (a[2] >> 6 & 0x03030303u) << 4;
+    uint8_t r[16];
+    shardlm_q3_k_scales_biased(s, r);
     __m128i v = _mm_sub_epi8(_mm_loadu_si128((const __m128i *)r), _mm_set1_epi8(32));
     _mm256_storeu_si256((__m256i *)out, _mm256_cvtepi8_epi16(v));
 }

@@ -72,6 +72,19 @@ static inline int shardlm_q3_k_scale(const uint8_t *s, int k)
     return (lo | hi << 4) - 32;
 }
 
+/* All 16 Q3_K scales, still biased by +32 (0..63), unpacked a 32-bit word
+ * (4 scales) at a time: out[k] - 32 == shardlm_q3_k_scale(s, k). */
+static inline void shardlm_q3_k_scales_biased(const uint8_t *s, uint8_t out[16])
+{
+    uint32_t a[3], r[4];
+    memcpy(a, s, 12);
+    r[0] = (a[0] & 0x0f0f0f0fu) | (a[2] & 0x03030303u) << 4;
+    r[1] = (a[1] & 0x0f0f0f0fu) | (a[2] >> 2 & 0x03030303u) << 4;
+    r[2] = (a[0] >> 4 & 0x0f0f0f0fu) | (a[2] >> 4 & 0x03030303u) << 4;
+    r[3] = (a[1] >> 4 & 0x0f0f0f0fu) | (a[2] >> 6 & 0x03030303u) << 4;
+    memcpy(out, r, 16);
+}
+
 /* Scale of IQ4_XS sub-block ib (0..7), minus 32. */
 static inline int shardlm_iq4_xs_scale(const uint8_t *blk, int ib)
 {

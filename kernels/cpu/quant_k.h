@@ -48,6 +48,8 @@ shardlm_mm_fn shardlm_matmul_k_pick(const shardlm_isa_ops *o, shardlm_dtype t);
 void shardlm_avx512vnni_q4_k(const shardlm_mm_args *a, size_t r0, size_t r1);
 void shardlm_avx512vnni_q6_k(const shardlm_mm_args *a, size_t r0, size_t r1);
 void shardlm_avx512vnni_q5_k(const shardlm_mm_args *a, size_t r0, size_t r1);
+void shardlm_avx512vnni_q3_k(const shardlm_mm_args *a, size_t r0, size_t r1);
+void shardlm_avx512vnni_q2_k(const shardlm_mm_args *a, size_t r0, size_t r1);
 void shardlm_avx2_q6_k(const shardlm_mm_args *a, size_t r0, size_t r1); /* matmul_k.c */
 #endif
 
