@@ -67,6 +67,9 @@ static int measured_faster(const char *kernel)
         "q5_k/avx512vnni",
         "q3_k/avx512vnni",
         "q2_k/avx512vnni",
+        "q4_1/avx512vnni",
+        "q5_0/avx512vnni",
+        "q5_1/avx512vnni",
         "q6_k/avx512vnni",
     };
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)

@@ -389,9 +389,40 @@ static float q2_k_simd_expected(const uint8_t *row, const float *x, size_t cols)
     return lanes_sum(acc);
 }
 
+/* The 32-value block types of matmul_q5.c (kind 0 Q4_1, 1 Q5_0, 2 Q5_1):
+ * per block and lane n, the exact sum of q * x over bytes 4n..4n+3 (Q5_0:
+ * (q - 16) * x), acc_n = fma(that, d * xd, acc_n); corr += m * xs apart;
+ * y = lanes + corr. */
+static float q5_simd_expected(const uint8_t *row, const float *x, size_t cols, int kind)
+{
+    static const size_t bytes[3] = {20, 22, 24}, qh_at[3] = {0, 2, 4}, qs_at[3] = {4, 6, 8};
+    float acc[8] = {0}, corr = 0.0f;
+    for (size_t bi = 0; bi < cols / 32; bi++) {
+        const uint8_t *b = row + bi * bytes[kind];
+        uint32_t qh = kind ? (uint32_t)b[qh_at[kind]] | (uint32_t)b[qh_at[kind] + 1] << 8 |
+                                 (uint32_t)b[qh_at[kind] + 2] << 16 | (uint32_t)b[qh_at[kind] + 3] << 24
+                           : 0;
+        act_block xa = act_quant(x + 32 * bi);
+        for (int n = 0; n < 8; n++) {
+            int32_t p = 0;
+            for (int l = 4 * n; l < 4 * n + 4; l++) {
+                const uint8_t *qs = b + qs_at[kind];
+                int q = (l < 16 ? qs[l] & 15 : qs[l - 16] >> 4) | (int)(qh >> l & 1) << 4;
+                p += (kind == 1 ? q - 16 : q) * xa.q[l];
+            }
+            acc[n] = fmaf((float)p, f16(b) * xa.d, acc[n]);
+        }
+        if (kind != 1) corr += f16(b + 2) * xa.s;
+    }
+    return lanes_sum(acc) + corr;
+}
+
 static float simd_expected(shardlm_dtype t, const uint8_t *wr, const float *xi, size_t cols)
 {
     switch (t) {
+    case SHARDLM_DT_Q4_1: return q5_simd_expected(wr, xi, cols, 0);
+    case SHARDLM_DT_Q5_0: return q5_simd_expected(wr, xi, cols, 1);
+    case SHARDLM_DT_Q5_1: return q5_simd_expected(wr, xi, cols, 2);
     case SHARDLM_DT_Q6_K: return q6_k_simd_expected(wr, xi, cols);
     case SHARDLM_DT_Q3_K: return q3_k_simd_expected(wr, xi, cols);
     case SHARDLM_DT_Q2_K: return q2_k_simd_expected(wr, xi, cols);
@@ -444,6 +475,9 @@ Test(quant_k, avx2_exact_arithmetic)
     check_simd_exact(SHARDLM_DT_Q5_K, "avx2");
     check_simd_exact(SHARDLM_DT_Q3_K, "avx2");
     check_simd_exact(SHARDLM_DT_Q2_K, "avx2");
+    check_simd_exact(SHARDLM_DT_Q4_1, "avx2");
+    check_simd_exact(SHARDLM_DT_Q5_0, "avx2");
+    check_simd_exact(SHARDLM_DT_Q5_1, "avx2");
     check_simd_exact(SHARDLM_DT_Q6_K, "avx2");
 }
 
@@ -461,6 +495,9 @@ Test(quant_k, avx512vnni_exact_arithmetic)
     check_simd_exact(SHARDLM_DT_Q5_K, "avx512vnni");
     check_simd_exact(SHARDLM_DT_Q3_K, "avx512vnni");
     check_simd_exact(SHARDLM_DT_Q2_K, "avx512vnni");
+    check_simd_exact(SHARDLM_DT_Q4_1, "avx512vnni");
+    check_simd_exact(SHARDLM_DT_Q5_0, "avx512vnni");
+    check_simd_exact(SHARDLM_DT_Q5_1, "avx512vnni");
     check_simd_exact(SHARDLM_DT_Q6_K, "avx512vnni");
 }
 

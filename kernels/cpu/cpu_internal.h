@@ -111,6 +111,10 @@ void shardlm_avx2_q3_k(const shardlm_mm_args *a, size_t r0, size_t r1);
 void shardlm_avx2_q5_k(const shardlm_mm_args *a, size_t r0, size_t r1);
 void shardlm_avx2_iq4_nl(const shardlm_mm_args *a, size_t r0, size_t r1);
 void shardlm_avx2_iq4_xs(const shardlm_mm_args *a, size_t r0, size_t r1);
+/* The AVX-512 VNNI ones that measured faster (matmul_avx512_q5.c). */
+void shardlm_avx512vnni_q4_1(const shardlm_mm_args *a, size_t r0, size_t r1);
+void shardlm_avx512vnni_q5_0(const shardlm_mm_args *a, size_t r0, size_t r1);
+void shardlm_avx512vnni_q5_1(const shardlm_mm_args *a, size_t r0, size_t r1);
 /* Also the AVX-512 tables' entries: these types are not worth 512-bit
  * kernels of their own yet. */
 #define SHARDLM_ISA_MORE_TYPES_AVX2                                                                     \

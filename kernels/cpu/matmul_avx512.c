@@ -280,9 +280,9 @@ const shardlm_isa_ops shardlm_isa_avx512vnni = {
     .silu_mul = shardlm_avx2_silu_mul,
     /* SHARDLM_ISA_MORE_TYPES_AVX2, one per line, replaced where measured faster. */
     .q5_k = shardlm_avx512vnni_q5_k,
-    .q4_1 = shardlm_avx2_q4_1,
-    .q5_0 = shardlm_avx2_q5_0,
-    .q5_1 = shardlm_avx2_q5_1,
+    .q4_1 = shardlm_avx512vnni_q4_1,
+    .q5_0 = shardlm_avx512vnni_q5_0,
+    .q5_1 = shardlm_avx512vnni_q5_1,
     .q2_k = shardlm_avx512vnni_q2_k,
     .q3_k = shardlm_avx512vnni_q3_k,
     .iq4_nl = shardlm_avx2_iq4_nl,
