@@ -71,6 +71,8 @@ static int measured_faster(const char *kernel)
         "q5_0/avx512vnni",
         "q5_1/avx512vnni",
         "q6_k/avx512vnni",
+        "iq4_nl/avx512vnni",
+        "iq4_xs/avx512vnni",
     };
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
         if (!strcmp(kernel, ok[i])) return 1;

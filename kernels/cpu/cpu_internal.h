@@ -111,12 +111,15 @@ void shardlm_avx2_q3_k(const shardlm_mm_args *a, size_t r0, size_t r1);
 void shardlm_avx2_q5_k(const shardlm_mm_args *a, size_t r0, size_t r1);
 void shardlm_avx2_iq4_nl(const shardlm_mm_args *a, size_t r0, size_t r1);
 void shardlm_avx2_iq4_xs(const shardlm_mm_args *a, size_t r0, size_t r1);
-/* The AVX-512 VNNI ones that measured faster (matmul_avx512_q5.c). */
+/* The AVX-512 VNNI ones that measured faster (matmul_avx512_q5.c,
+ * matmul_avx512_iq4.c), the AVX2 kernels' bits, two rows per register. */
 void shardlm_avx512vnni_q4_1(const shardlm_mm_args *a, size_t r0, size_t r1);
 void shardlm_avx512vnni_q5_0(const shardlm_mm_args *a, size_t r0, size_t r1);
 void shardlm_avx512vnni_q5_1(const shardlm_mm_args *a, size_t r0, size_t r1);
-/* Also the AVX-512 tables' entries: these types are not worth 512-bit
- * kernels of their own yet. */
+void shardlm_avx512vnni_iq4_nl(const shardlm_mm_args *a, size_t r0, size_t r1);
+void shardlm_avx512vnni_iq4_xs(const shardlm_mm_args *a, size_t r0, size_t r1);
+/* Also the plain AVX-512 table's entries; the VNNI table lists them one
+ * per line, replacing those measured faster. */
 #define SHARDLM_ISA_MORE_TYPES_AVX2                                                                     \
     .q4_1 = shardlm_avx2_q4_1, .q5_0 = shardlm_avx2_q5_0, .q5_1 = shardlm_avx2_q5_1,                    \
     .q2_k = shardlm_avx2_q2_k, .q3_k = shardlm_avx2_q3_k, .q5_k = shardlm_avx2_q5_k,                    \

@@ -285,7 +285,7 @@ const shardlm_isa_ops shardlm_isa_avx512vnni = {
     .q5_1 = shardlm_avx512vnni_q5_1,
     .q2_k = shardlm_avx512vnni_q2_k,
     .q3_k = shardlm_avx512vnni_q3_k,
-    .iq4_nl = shardlm_avx2_iq4_nl,
-    .iq4_xs = shardlm_avx2_iq4_xs,
+    .iq4_nl = shardlm_avx512vnni_iq4_nl,
+    .iq4_xs = shardlm_avx512vnni_iq4_xs,
 };
 #endif
