@@ -20,6 +20,7 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 
+#include "matmul_avx512_pairs.h"
 #include "matmul_rows.h"
 
 #define IV_TARGET "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"
@@ -82,20 +83,6 @@ IV_INLINE void iv_prefetch(const shardlm_mm_args *a, const uint8_t *p0, const ui
     }
 }
 
-/* The P row pairs from row r: pair p is rows r + 2p and the one after it,
- * or row r + 2p twice when that is the last row before r1. */
-IV_INLINE void iv_row_pairs(const shardlm_mm_args *a, size_t r, size_t r1, int P, const uint8_t *w0[2],
-                            const uint8_t *w1[2])
-{
-#pragma GCC unroll 2
-    for (int p = 0; p < P; p++) {
-        size_t ra = r + 2 * (size_t)p, rb = ra + 1 < r1 ? ra + 1 : ra;
-        w0[p] = a->w + ra * a->row_bytes;
-        w1[p] = a->w + rb * a->row_bytes;
-    }
-}
-
-/* hsum8 of each half, the second only where that row is in range. */
 IV_INLINE void iv_store(const shardlm_mm_args *a, size_t r, size_t r1, int P, size_t i0, int N, __m512 acc[][IV_N])
 {
 #pragma GCC unroll 2
@@ -117,7 +104,7 @@ IV_INLINE void nl_tile(const shardlm_mm_args *a, size_t r, size_t r1, int P, siz
     size_t nb = a->cols / SHARDLM_QK;
     const uint8_t *w0[2], *w1[2];
     __m512 acc[2][IV_N];
-    iv_row_pairs(a, r, r1, P, w0, w1);
+    kv_row_pairs(a, r, r1, P, w0, w1);
 #pragma GCC unroll 2
     for (int p = 0; p < P; p++)
 #pragma GCC unroll 8
@@ -164,7 +151,7 @@ IV_INLINE void xs_tile(const shardlm_mm_args *a, size_t r, size_t r1, int P, siz
     size_t nsb = a->cols / SHARDLM_QK_K;
     const uint8_t *w0[2], *w1[2];
     __m512 acc[2][IV_N];
-    iv_row_pairs(a, r, r1, P, w0, w1);
+    kv_row_pairs(a, r, r1, P, w0, w1);
 #pragma GCC unroll 2
     for (int p = 0; p < P; p++)
 #pragma GCC unroll 8
