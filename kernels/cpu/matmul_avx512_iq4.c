@@ -26,7 +26,6 @@
 #define IV_TARGET "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"
 #define IV_INLINE static inline __attribute__((always_inline, target(IV_TARGET)))
 #define IV_N 8          /* inputs per tile: 8 accumulators leave room for the row pair's block */
-#define IV_ROW_BLOCK 16 /* rows per pass of each input tile, as X86_ROW_BLOCK */
 
 /* The levels of one block (16 nibble bytes at q0, q1) of a row pair, in
  * element order per half (low nibbles are elements 0..15), and the chain
@@ -176,48 +175,9 @@ IV_INLINE void xs_tile(const shardlm_mm_args *a, size_t r, size_t r1, int P, siz
     iv_store(a, r, r1, P, i0, N, acc);
 }
 
-/* ---- row loops ----
- * n == 1: DECODE when set, else 4 rows (2 pairs) per pass, then a pair or
- * a lone row. n > 1: row blocks of 16, each tile of IV_N inputs passing
- * over the block's pairs so the activations stay in L1; then the tail of
- * 1..IV_N-1 inputs. Only the order of whole tiles differs between n, tails
- * and thread splits, never what one (row, input) computes, so the results
- * are batch invariant bit for bit. */
-#define IV_TAIL(TILE, rp, re, i, K)                                                                     \
-    case K: TILE(a, rp, re, 1, i, K); break
-#define IV_ROWS(NAME, TILE, DECODE)                                                                     \
-    __attribute__((target(IV_TARGET))) void NAME(const shardlm_mm_args *a, size_t r0, size_t r1)        \
-    {                                                                                                   \
-        if (a->n == 1 && DECODE) {                                                                      \
-            DECODE(a, r0, r1);                                                                          \
-            return;                                                                                     \
-        }                                                                                               \
-        if (a->n == 1) {                                                                                \
-            size_t r = r0;                                                                              \
-            for (; r + 4 <= r1; r += 4) TILE(a, r, r1, 2, 0, 1);                                        \
-            for (; r < r1; r += 2) TILE(a, r, r1, 1, 0, 1);                                             \
-            return;                                                                                     \
-        }                                                                                               \
-        for (size_t r = r0; r < r1; r += IV_ROW_BLOCK) {                                                \
-            size_t re = r + IV_ROW_BLOCK < r1 ? r + IV_ROW_BLOCK : r1, i = 0;                           \
-            for (; i + IV_N <= a->n; i += IV_N)                                                         \
-                for (size_t rp = r; rp < re; rp += 2) TILE(a, rp, re, 1, i, IV_N);                      \
-            for (size_t rp = r; rp < re; rp += 2) {                                                     \
-                switch (a->n - i) {                                                                     \
-                    IV_TAIL(TILE, rp, re, i, 7);                                                        \
-                    IV_TAIL(TILE, rp, re, i, 6);                                                        \
-                    IV_TAIL(TILE, rp, re, i, 5);                                                        \
-                    IV_TAIL(TILE, rp, re, i, 4);                                                        \
-                    IV_TAIL(TILE, rp, re, i, 3);                                                        \
-                    IV_TAIL(TILE, rp, re, i, 2);                                                        \
-                    IV_TAIL(TILE, rp, re, i, 1);                                                        \
-                }                                                                                       \
-            }                                                                                           \
-        }                                                                                               \
-    }
-
+/* The row loop is matmul_avx512_pairs.h's, with IV_N-input tiles. */
 static const shardlm_mm_fn iv_nl_decode = NULL, iv_xs_decode = NULL;
 
-IV_ROWS(shardlm_avx512vnni_iq4_nl, nl_tile, iv_nl_decode)
-IV_ROWS(shardlm_avx512vnni_iq4_xs, xs_tile, iv_xs_decode)
+KV_ROWS(shardlm_avx512vnni_iq4_nl, nl_tile, 2, iv_nl_decode, IV_N)
+KV_ROWS(shardlm_avx512vnni_iq4_xs, xs_tile, 2, iv_xs_decode, IV_N)
 #endif

@@ -387,9 +387,9 @@ KV_INLINE void q2k_tile(const shardlm_mm_args *a, size_t r, size_t r1, int P, si
 static const shardlm_mm_fn kv_q4k_decode = NULL, kv_q6k_decode = shardlm_avx2_q6_k;
 static const shardlm_mm_fn kv_q5k_decode = NULL, kv_q3k_decode = shardlm_avx2_q3_k, kv_q2k_decode = NULL;
 
-KV_ROWS(shardlm_avx512vnni_q4_k, q4k_tile, 2, kv_q4k_decode)
-KV_ROWS(shardlm_avx512vnni_q5_k, q5k_tile, 2, kv_q5k_decode)
-KV_ROWS(shardlm_avx512vnni_q3_k, q3k_tile, 2, kv_q3k_decode)
-KV_ROWS(shardlm_avx512vnni_q2_k, q2k_tile, 2, kv_q2k_decode)
-KV_ROWS(shardlm_avx512vnni_q6_k, q6k_tile, 2, kv_q6k_decode)
+KV_ROWS(shardlm_avx512vnni_q4_k, q4k_tile, 2, kv_q4k_decode, 4)
+KV_ROWS(shardlm_avx512vnni_q5_k, q5k_tile, 2, kv_q5k_decode, 4)
+KV_ROWS(shardlm_avx512vnni_q3_k, q3k_tile, 2, kv_q3k_decode, 4)
+KV_ROWS(shardlm_avx512vnni_q2_k, q2k_tile, 2, kv_q2k_decode, 4)
+KV_ROWS(shardlm_avx512vnni_q6_k, q6k_tile, 2, kv_q6k_decode, 4)
 #endif

@@ -75,36 +75,44 @@ KV_INLINE void kv_row_pairs(const shardlm_mm_args *a, size_t r, size_t r1, int P
 }
 
 /* ---- row loops ----
- * n == 1: 4 rows (2 pairs) per pass, then a pair or a lone row. n > 1: row
- * blocks of 16, each 4-input tile passing over the block's pairs so the
- * activations stay in L1; then the 1-3 input tail. Only the order of whole
- * tiles differs between n, tails and thread splits, never what one (row,
- * input) computes, so the results are batch invariant bit for bit. */
-#define KV_ROWS(NAME, TILE, DP, DECODE)                                                                 \
-    __attribute__((target(KV_TARGET))) void NAME(const shardlm_mm_args *a, size_t r0, size_t r1)        \
-    {                                                                                                   \
-        if (a->n == 1 && DECODE) {                                                                      \
-            DECODE(a, r0, r1);                                                                          \
-            return;                                                                                     \
-        }                                                                                               \
-        if (a->n == 1) {                                                                                \
-            size_t r = r0;                                                                              \
-            for (; r + 2 * DP <= r1; r += 2 * DP) TILE(a, r, r1, DP, 0, 1);                             \
-            for (; r < r1; r += 2) TILE(a, r, r1, 1, 0, 1);                                             \
-            return;                                                                                     \
-        }                                                                                               \
-        for (size_t r = r0; r < r1; r += KV_ROW_BLOCK) {                                                \
-            size_t re = r + KV_ROW_BLOCK < r1 ? r + KV_ROW_BLOCK : r1, i = 0;                           \
-            for (; i + 4 <= a->n; i += 4)                                                               \
-                for (size_t rp = r; rp < re; rp += 2) TILE(a, rp, re, 1, i, 4);                         \
-            for (size_t rp = r; rp < re; rp += 2) {                                                     \
-                switch (a->n - i) {                                                                     \
-                case 3: TILE(a, rp, re, 1, i, 3); break;                                                \
-                case 2: TILE(a, rp, re, 1, i, 2); break;                                                \
-                case 1: TILE(a, rp, re, 1, i, 1); break;                                                \
-                }                                                                                       \
-            }                                                                                           \
-        }                                                                                               \
+ * n == 1: DECODE when set, else 2 * DP rows (DP pairs) per pass, then a
+ * pair or a lone row. n > 1: row blocks of 16, each tile of TN (4 or 8)
+ * inputs passing over the block's pairs so the activations stay in L1;
+ * then the 1..TN-1 input tail. Only the order of whole tiles differs
+ * between n, tails and thread splits, never what one (row, input)
+ * computes, so the results are batch invariant bit for bit. */
+/* Tail of K inputs; a K no smaller than TN never happens and compiles as 1. */
+#define KV_TAIL(TILE, TN, K)                                                                        \
+    case K: TILE(a, rp, re, 1, i, (TN) > (K) ? (K) : 1); break
+#define KV_ROWS(NAME, TILE, DP, DECODE, TN)                                                         \
+    __attribute__((target(KV_TARGET))) void NAME(const shardlm_mm_args *a, size_t r0, size_t r1)    \
+    {                                                                                               \
+        if (a->n == 1 && DECODE) {                                                                  \
+            DECODE(a, r0, r1);                                                                      \
+            return;                                                                                 \
+        }                                                                                           \
+        if (a->n == 1) {                                                                            \
+            size_t r = r0;                                                                          \
+            for (; r + 2 * DP <= r1; r += 2 * DP) TILE(a, r, r1, DP, 0, 1);                         \
+            for (; r < r1; r += 2) TILE(a, r, r1, 1, 0, 1);                                         \
+            return;                                                                                 \
+        }                                                                                           \
+        for (size_t r = r0; r < r1; r += KV_ROW_BLOCK) {                                            \
+            size_t re = r + KV_ROW_BLOCK < r1 ? r + KV_ROW_BLOCK : r1, i = 0;                       \
+            for (; i + (TN) <= a->n; i += (TN))                                                     \
+                for (size_t rp = r; rp < re; rp += 2) TILE(a, rp, re, 1, i, (TN));                  \
+            for (size_t rp = r; rp < re; rp += 2) {                                                 \
+                switch (a->n - i) {                                                                 \
+                    KV_TAIL(TILE, TN, 7);                                                           \
+                    KV_TAIL(TILE, TN, 6);                                                           \
+                    KV_TAIL(TILE, TN, 5);                                                           \
+                    KV_TAIL(TILE, TN, 4);                                                           \
+                    KV_TAIL(TILE, TN, 3);                                                           \
+                    KV_TAIL(TILE, TN, 2);                                                           \
+                    KV_TAIL(TILE, TN, 1);                                                           \
+                }                                                                                   \
+            }                                                                                       \
+        }                                                                                           \
     }
 
 #endif

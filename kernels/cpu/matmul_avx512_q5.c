@@ -103,7 +103,7 @@ KV_INLINE void q5_1v_tile(const shardlm_mm_args *a, size_t r, size_t r1, int P, 
 static const shardlm_mm_fn q4_1v_decode = shardlm_avx2_q4_1, q5_0v_decode = shardlm_avx2_q5_0,
                            q5_1v_decode = shardlm_avx2_q5_1;
 
-KV_ROWS(shardlm_avx512vnni_q4_1, q4_1v_tile, 2, q4_1v_decode)
-KV_ROWS(shardlm_avx512vnni_q5_0, q5_0v_tile, 2, q5_0v_decode)
-KV_ROWS(shardlm_avx512vnni_q5_1, q5_1v_tile, 2, q5_1v_decode)
+KV_ROWS(shardlm_avx512vnni_q4_1, q4_1v_tile, 2, q4_1v_decode, 4)
+KV_ROWS(shardlm_avx512vnni_q5_0, q5_0v_tile, 2, q5_0v_decode, 4)
+KV_ROWS(shardlm_avx512vnni_q5_1, q5_1v_tile, 2, q5_1v_decode, 4)
 #endif
